@@ -1,0 +1,207 @@
+//! Endpoint choice: power of two choices over a cost.
+//!
+//! The cost of an endpoint is
+//!
+//! ```text
+//! cost = rtt × (in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use) × (1 + penalty)
+//! ```
+//!
+//! - `rtt` is a **peak-EWMA** of the time to the first response byte ([`PeakEwma`]): it jumps up
+//!   to a slow sample at once and decays back slowly, so a slowing endpoint is avoided at once
+//!   and an idle one drifts back to being tried (which is how a recovered endpoint regains traffic).
+//! - `in_flight` counts this proxy's own outstanding requests to the endpoint.
+//! - `queue_depth` and `kv_use` are what the endpoint reports about itself (a model server's
+//!   waiting queue and KV-cache use); 0 when it reports nothing. A sidecar learns these from
+//!   every response, so they stay fresh where a latency average would lag.
+//! - `penalty` is for answers that are fast but useless (429, 503 with `Retry-After`); 0 otherwise.
+//!
+//! [`p2c`] draws two distinct candidates and keeps the cheaper: nearly as good as
+//! least-cost over all, without herding every proxy onto the same endpoint.
+
+use std::time::Duration;
+
+/// Weights of the reported load in the cost.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CostWeights {
+    /// Weight of each request waiting in the endpoint's own queue, relative to one of ours in flight.
+    pub queue: f64,
+    /// Weight of KV-cache use (0..1).
+    pub kv: f64,
+}
+
+impl Default for CostWeights {
+    fn default() -> Self {
+        CostWeights { queue: 1.0, kv: 4.0 }
+    }
+}
+
+/// Everything the cost looks at for one endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoadInputs {
+    /// Peak-EWMA RTT in nanoseconds (already decayed to now).
+    pub rtt_ns: f64,
+    /// Requests this proxy has outstanding to the endpoint.
+    pub in_flight: u32,
+    /// Reported waiting requests (0 if unknown or stale).
+    pub queue_depth: f64,
+    /// Reported KV-cache use 0..1 (0 if unknown or stale).
+    pub kv_use: f64,
+    /// Penalty for recent 429/503 answers (0 = none).
+    pub penalty: f64,
+}
+
+/// The endpoint's cost; lower is better.
+pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
+    let rtt = if load.rtt_ns.is_finite() { load.rtt_ns.max(1.0) } else { f64::MAX / 4.0 };
+    let queue = load.queue_depth.max(0.0);
+    let kv = load.kv_use.clamp(0.0, 1.0);
+    let penalty = load.penalty.max(0.0);
+    rtt * (f64::from(load.in_flight) + 1.0 + w.queue * queue + w.kv * kv) * (1.0 + penalty)
+}
+
+/// Power of two choices among `n` candidates. `r1` and `r2` are random draws; `cost_of(i)` gives
+/// candidate `i`'s cost. Returns the index of the cheaper of two distinct candidates (the first on
+/// a tie), or `None` when `n == 0`.
+pub fn p2c(n: usize, r1: u64, r2: u64, mut cost_of: impl FnMut(usize) -> f64) -> Option<usize> {
+    match n {
+        0 => None,
+        1 => Some(0),
+        _ => {
+            let a = (r1 % n as u64) as usize;
+            let mut b = (r2 % (n as u64 - 1)) as usize;
+            if b >= a {
+                b += 1;
+            }
+            if cost_of(b) < cost_of(a) { Some(b) } else { Some(a) }
+        }
+    }
+}
+
+/// Peak-EWMA estimate of an endpoint's latency, in nanoseconds, with time passed in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PeakEwma {
+    estimate_ns: f64,
+    stamp_ns: u64,
+}
+
+impl PeakEwma {
+    /// A fresh estimate that starts at `initial` (the configured default RTT).
+    pub fn new(initial: Duration, now_ns: u64) -> PeakEwma {
+        PeakEwma { estimate_ns: initial.as_nanos() as f64, stamp_ns: now_ns }
+    }
+
+    fn decay_factor(&self, now_ns: u64, decay: Duration) -> f64 {
+        let elapsed = now_ns.saturating_sub(self.stamp_ns) as f64;
+        let tau = decay.as_nanos().max(1) as f64;
+        (-elapsed / tau).exp()
+    }
+
+    /// The estimate decayed towards zero for the time since the last sample.
+    pub fn get(&self, now_ns: u64, decay: Duration) -> f64 {
+        self.estimate_ns * self.decay_factor(now_ns, decay)
+    }
+
+    /// Adds a sample: a slower one replaces the estimate (peak), a faster one is averaged in.
+    pub fn observe(&mut self, rtt: Duration, now_ns: u64, decay: Duration) {
+        let rtt_ns = rtt.as_nanos() as f64;
+        let w = self.decay_factor(now_ns, decay);
+        self.estimate_ns = if rtt_ns > self.estimate_ns { rtt_ns } else { self.estimate_ns * w + rtt_ns * (1.0 - w) };
+        self.stamp_ns = self.stamp_ns.max(now_ns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn cost_table() {
+        let w = CostWeights { queue: 1.0, kv: 4.0 };
+        let base = LoadInputs { rtt_ns: 1e6, ..Default::default() };
+        let cases = [
+            (base, 1e6),
+            (LoadInputs { in_flight: 3, ..base }, 4e6),
+            (LoadInputs { queue_depth: 2.0, ..base }, 3e6),
+            (LoadInputs { kv_use: 0.5, ..base }, 3e6),
+            (LoadInputs { kv_use: 7.0, ..base }, 5e6), // clamped to 1
+            (LoadInputs { penalty: 1.0, ..base }, 2e6),
+            (LoadInputs { rtt_ns: 0.0, ..base }, 1.0), // never zero: in-flight still counts
+            (LoadInputs { rtt_ns: 0.0, in_flight: 4, ..base }, 5.0),
+            (LoadInputs { queue_depth: -3.0, ..base }, 1e6),
+        ];
+        for (inp, want) in cases {
+            assert_eq!(cost(&inp, &w), want, "{inp:?}");
+        }
+        let no_load = CostWeights { queue: 0.0, kv: 0.0 };
+        assert_eq!(cost(&LoadInputs { queue_depth: 9.0, kv_use: 1.0, ..base }, &no_load), 1e6);
+    }
+
+    #[test]
+    fn slow_endpoint_costs_more_than_busy_fast_one() {
+        let w = CostWeights::default();
+        let slow = LoadInputs { rtt_ns: 10e6, ..Default::default() };
+        let busy = LoadInputs { rtt_ns: 1e6, in_flight: 5, ..Default::default() };
+        assert!(cost(&busy, &w) < cost(&slow, &w));
+    }
+
+    #[test]
+    fn p2c_picks_cheaper_of_two_distinct() {
+        let costs = [5.0, 1.0, 3.0];
+        for r1 in 0..3 {
+            for r2 in 0..2 {
+                let got = p2c(3, r1, r2, |i| costs[i]).unwrap();
+                let a = r1 as usize;
+                let mut b = r2 as usize;
+                if b >= a {
+                    b += 1;
+                }
+                assert_ne!(a, b);
+                let want = if costs[b] < costs[a] { b } else { a };
+                assert_eq!(got, want);
+            }
+        }
+        assert_eq!(p2c(0, 1, 2, |_| 0.0), None);
+        assert_eq!(p2c(1, 1, 2, |_| 0.0), Some(0));
+    }
+
+    #[test]
+    fn p2c_never_picks_the_worst_of_many() {
+        let costs: Vec<f64> = (0..10).map(f64::from).collect();
+        for r1 in 0..50u64 {
+            for r2 in 0..50u64 {
+                assert_ne!(p2c(10, r1.wrapping_mul(7919), r2.wrapping_mul(104_729), |i| costs[i]), Some(9));
+            }
+        }
+    }
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        let decay = Duration::from_secs(10);
+        let mut e = PeakEwma::new(Duration::from_millis(1), 0);
+        e.observe(Duration::from_millis(50), MS, decay);
+        assert_eq!(e.get(MS, decay), 50e6);
+        // a fast sample right after barely moves it
+        e.observe(Duration::from_millis(1), 2 * MS, decay);
+        assert!(e.get(2 * MS, decay) > 49e6);
+        // after one decay constant with no samples it has decayed to ~1/e
+        let later = e.get(2 * MS + 10_000 * MS, decay);
+        assert!((later / 50e6 - (-1f64).exp()).abs() < 0.01, "{later}");
+        // many fast samples over time pull it down
+        let mut t = 2 * MS;
+        for _ in 0..1000 {
+            t += 100 * MS;
+            e.observe(Duration::from_millis(1), t, decay);
+        }
+        assert!(e.get(t, decay) < 2e6, "{}", e.get(t, decay));
+    }
+
+    #[test]
+    fn peak_ewma_ignores_time_going_backwards() {
+        let decay = Duration::from_secs(1);
+        let mut e = PeakEwma::new(Duration::from_millis(1), 10 * MS);
+        e.observe(Duration::from_millis(2), 5 * MS, decay);
+        assert_eq!(e.get(5 * MS, decay), 2e6);
+    }
+}

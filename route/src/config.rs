@@ -1,0 +1,355 @@
+//! The configuration as users write it (YAML or JSON). See `examples/vane.yaml` for a complete file.
+//!
+//! Two kinds of objects, in the spirit of Envoy's virtual hosts and clusters or Gateway API's
+//! HTTPRoute and Service:
+//! - a **service** is what an application calls: it is found by the request's authority (its
+//!   `name` or one of its `hosts`), and has ordered **routes** that match requests;
+//! - a **backend** is a set of endpoints (one model version, say). A route sends to one or more
+//!   backends by weight.
+//!
+//! These types only describe; [`crate::Table::from_config`] validates them.
+
+use crate::duration::HumanDuration;
+use serde::{Deserialize, Serialize};
+
+/// A whole proxy configuration file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener addresses, threads, timeouts and limits.
+    #[serde(default)]
+    pub proxy: ProxySettings,
+    /// Where the inbound listener forwards (the local model server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<InboundConfig>,
+    /// Services the application calls, found by authority.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+    /// Endpoint sets that routes send to.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+}
+
+impl Config {
+    /// Parses YAML (JSON is YAML too). Errors carry the line and column.
+    pub fn from_yaml(text: &str) -> Result<Config, String> {
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// Process-wide settings. Listener addresses and threads given as flags or environment win over these.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    /// Outbound listener (the app calls it), default `127.0.0.1:4140`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<String>,
+    /// Inbound listener (peers call it), default `0.0.0.0:4143`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<String>,
+    /// Admin listener (`/live`, `/ready`, `/metrics`, `/config`), default `127.0.0.1:4191`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// Runtime worker threads, default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Size limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Endpoint cost weights and EWMA decay.
+    #[serde(default)]
+    pub balancer: BalancerConfig,
+    /// Outlier ejection.
+    #[serde(default)]
+    pub ejection: EjectionConfig,
+    /// How long in-flight requests may take to finish after SIGTERM, default 10s.
+    #[serde(default = "defaults::drain_grace")]
+    pub drain_grace: HumanDuration,
+}
+
+/// Timeouts. Each failure has its own status: connect and upstream errors give 502, timeouts 504.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// TCP connect to an endpoint, default 1s.
+    #[serde(default = "defaults::connect")]
+    pub connect: HumanDuration,
+    /// From sending the request to the response headers, default 30s (routes may override).
+    #[serde(default = "defaults::response_header")]
+    pub response_header: HumanDuration,
+    /// Idle keep-alive connections (downstream and pooled upstream) are closed after this, default 60s.
+    #[serde(default = "defaults::idle")]
+    pub idle: HumanDuration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: defaults::connect(),
+            response_header: defaults::response_header(),
+            idle: defaults::idle(),
+        }
+    }
+}
+
+/// Size limits on what clients send.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line + headers) in bytes; larger gets 431. Default 16384.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes; larger gets 413. Default 32 MiB.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// At most this many body bytes are read to find the `model` field, then replayed. Default 65536.
+    #[serde(default = "defaults::max_sniff_bytes")]
+    pub max_sniff_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: defaults::max_header_bytes(),
+            max_body_bytes: defaults::max_body_bytes(),
+            max_sniff_bytes: defaults::max_sniff_bytes(),
+        }
+    }
+}
+
+/// The balancer's cost: `latency × (in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use) + penalty`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerConfig {
+    /// Peak-EWMA decay time constant, default 10s (as in Finagle and Linkerd).
+    #[serde(default = "defaults::ewma_decay")]
+    pub ewma_decay: HumanDuration,
+    /// Latency assumed for an endpoint with no sample yet, default 1ms.
+    #[serde(default = "defaults::default_rtt")]
+    pub default_rtt: HumanDuration,
+    /// Weight of the endpoint's reported queue depth, default 1.0.
+    #[serde(default = "defaults::one")]
+    pub queue_weight: f64,
+    /// Weight of the endpoint's reported KV-cache use (0..1), default 4.0.
+    #[serde(default = "defaults::kv_weight")]
+    pub kv_weight: f64,
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        BalancerConfig {
+            ewma_decay: defaults::ewma_decay(),
+            default_rtt: defaults::default_rtt(),
+            queue_weight: 1.0,
+            kv_weight: defaults::kv_weight(),
+        }
+    }
+}
+
+/// Outlier ejection: an endpoint that refuses connections, or fails `consecutive_failures` times in a
+/// row, is taken out for `base_ejection`, doubled each time it is ejected again, up to `max_ejection`.
+/// When that time is over it is probed back with real traffic; a success puts it back.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EjectionConfig {
+    /// Failures in a row (5xx answers, resets, timeouts) that eject, default 5.
+    #[serde(default = "defaults::consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// First ejection time, default 1s.
+    #[serde(default = "defaults::base_ejection")]
+    pub base_ejection: HumanDuration,
+    /// Longest ejection time, default 30s.
+    #[serde(default = "defaults::max_ejection")]
+    pub max_ejection: HumanDuration,
+}
+
+impl Default for EjectionConfig {
+    fn default() -> Self {
+        EjectionConfig {
+            consecutive_failures: defaults::consecutive_failures(),
+            base_ejection: defaults::base_ejection(),
+            max_ejection: defaults::max_ejection(),
+        }
+    }
+}
+
+/// The inbound side: everything that arrives on the inbound listener goes to `forward_to`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// The local model server, e.g. `127.0.0.1:8000`.
+    pub forward_to: String,
+    /// Protocol the model server speaks.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Upstream protocol.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 with keep-alive; one request at a time per connection, pooled.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c); required for gRPC. Multiplexed.
+    Http2,
+}
+
+/// A service the application calls.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The name; requests whose authority (without port) is this name are routed here.
+    pub name: String,
+    /// Other authorities for this service (e.g. `llm.models.svc.cluster.local`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Routes, tried in order; the first that matches wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One route: a match and where it sends.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in metrics and errors.
+    pub name: String,
+    /// What the request must look like; empty matches everything.
+    #[serde(default, rename = "match")]
+    pub matches: MatchConfig,
+    /// Backends with weights.
+    pub backends: Vec<WeightedBackend>,
+    /// Keep requests with the same value of this header on the same backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickyConfig>,
+    /// Response-header timeout for this route (overrides `proxy.timeouts.response_header`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// All given conditions must hold.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Path condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// HTTP method, e.g. `POST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Header conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// Model name: the `model` field of a JSON body, or `{name}` of a KServe v2 path `/v2/models/{name}/...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Path condition: exactly one of `exact` and `prefix`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PathMatch {
+    /// The path must equal this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The path must start with this, at a segment boundary (`/v1` matches `/v1` and `/v1/x`, not `/v10`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// Header condition: the header must be present, and equal `value` when given.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Exact value; absent means "present with any value".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// A backend and its share of the route's traffic.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedBackend {
+    /// Name of a backend in `backends`.
+    pub backend: String,
+    /// Relative weight, default 1. Zero keeps the backend configured but sends it nothing.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+/// Sticky routing by a header's value.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    /// Header whose value picks the backend (requests without it are split by weight at random).
+    pub header: String,
+}
+
+/// A set of endpoints, e.g. one model version.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Name routes refer to.
+    pub name: String,
+    /// Protocol the endpoints speak.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `ip:port` of each endpoint.
+    pub endpoints: Vec<String>,
+}
+
+pub(crate) mod defaults {
+    use crate::duration::HumanDuration;
+    use std::time::Duration;
+
+    pub(crate) fn drain_grace() -> HumanDuration {
+        Duration::from_secs(10).into()
+    }
+    pub(crate) fn connect() -> HumanDuration {
+        Duration::from_secs(1).into()
+    }
+    pub(crate) fn response_header() -> HumanDuration {
+        Duration::from_secs(30).into()
+    }
+    pub(crate) fn idle() -> HumanDuration {
+        Duration::from_secs(60).into()
+    }
+    pub(crate) fn max_header_bytes() -> usize {
+        16 * 1024
+    }
+    pub(crate) fn max_body_bytes() -> u64 {
+        32 * 1024 * 1024
+    }
+    pub(crate) fn max_sniff_bytes() -> usize {
+        64 * 1024
+    }
+    pub(crate) fn ewma_decay() -> HumanDuration {
+        Duration::from_secs(10).into()
+    }
+    pub(crate) fn default_rtt() -> HumanDuration {
+        Duration::from_millis(1).into()
+    }
+    pub(crate) fn one() -> f64 {
+        1.0
+    }
+    pub(crate) fn kv_weight() -> f64 {
+        4.0
+    }
+    pub(crate) fn consecutive_failures() -> u32 {
+        5
+    }
+    pub(crate) fn base_ejection() -> HumanDuration {
+        Duration::from_secs(1).into()
+    }
+    pub(crate) fn max_ejection() -> HumanDuration {
+        Duration::from_secs(30).into()
+    }
+    pub(crate) fn weight() -> u32 {
+        1
+    }
+}

@@ -1,0 +1,164 @@
+//! Finding the model a request is for, without buffering the whole request.
+//!
+//! - OpenAI-style JSON bodies carry it in the top-level `model` field. [`model_from_json_prefix`]
+//!   reads a *prefix* of the body (the proxy reads at most `max_sniff_bytes` and replays them), so
+//!   it scans the JSON by hand and gives up cleanly when the prefix ends first.
+//! - KServe v2 (Triton) puts it in the path: `/v2/models/{name}[/versions/{v}]/infer`.
+
+/// The model name of a KServe v2 path, e.g. `/v2/models/resnet/infer` → `resnet`.
+pub fn model_from_kserve_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v2/models/")?;
+    let name = rest.split('/').next()?;
+    (!name.is_empty()).then_some(name)
+}
+
+/// The top-level `"model"` string of a JSON object, read from a possibly incomplete prefix.
+/// Returns `None` when the prefix is not a JSON object, has no top-level `model` string, or ends
+/// before it.
+pub fn model_from_json_prefix(buf: &[u8]) -> Option<String> {
+    let mut s = Scanner { buf, pos: 0 };
+    s.ws();
+    s.eat(b'{')?;
+    loop {
+        s.ws();
+        match s.peek()? {
+            b'}' => return None,
+            b',' => {
+                s.pos += 1;
+                continue;
+            }
+            b'"' => {}
+            _ => return None,
+        }
+        let key = s.string_span()?;
+        s.ws();
+        s.eat(b':')?;
+        s.ws();
+        if &buf[key.0 + 1..key.1 - 1] == b"model" {
+            if s.peek()? != b'"' {
+                return None;
+            }
+            let (a, b) = s.string_span()?;
+            return serde_json::from_slice::<String>(&buf[a..b]).ok();
+        }
+        s.skip_value()?;
+    }
+}
+
+struct Scanner<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Scanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.pos += 1)
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.pos += 1;
+        }
+    }
+
+    /// At a `"`: returns the span including both quotes and moves past it.
+    fn string_span(&mut self) -> Option<(usize, usize)> {
+        let start = self.pos;
+        self.eat(b'"')?;
+        loop {
+            match self.peek()? {
+                b'\\' => self.pos += 2,
+                b'"' => {
+                    self.pos += 1;
+                    return Some((start, self.pos));
+                }
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string_span().map(|_| ()),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.string_span()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.pos += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.pos += 1;
+                }
+            }
+            _ => {
+                // number, true, false, null: up to the next delimiter
+                while !matches!(self.peek()?, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') {
+                    self.pos += 1;
+                }
+                Some(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_model_in_openai_bodies() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (r#"{"model":"llama-3-8b","messages":[]}"#, Some("llama-3-8b")),
+            (r#"{ "messages": [{"role":"user","content":"say \"model\": \"x\" {"}], "model" : "m2" }"#, Some("m2")),
+            (r#"{"temperature":0.5,"stream":true,"n":null,"model":"a\u00e9b"}"#, Some("aéb")),
+            (r#"{"nested":{"model":"inner"},"model":"outer"}"#, Some("outer")),
+            (r#"{"nested":{"model":"inner"}}"#, None),
+            (r#"{"model": 7}"#, None),
+            (r#"["model","x"]"#, None),
+            (r#"{"messages":[{"content":"long..."#, None),
+            (r#"{"model":"trunc"#, None),
+            ("", None),
+            ("garbage", None),
+            (r#"{"prompt":"a\\","model":"esc"}"#, Some("esc")),
+        ];
+        for (body, want) in cases {
+            assert_eq!(model_from_json_prefix(body.as_bytes()).as_deref(), *want, "{body}");
+        }
+    }
+
+    #[test]
+    fn never_panics_on_any_prefix() {
+        let body = r#"{"a":[1,{"b":"c\"]}"}],"x":true,"model":"m","z":{}}"#;
+        for i in 0..=body.len() {
+            let _ = model_from_json_prefix(&body.as_bytes()[..i]);
+        }
+        assert_eq!(model_from_json_prefix(body.as_bytes()).as_deref(), Some("m"));
+        for junk in [&b"{\"\\"[..], b"{\"a\":]", b"{\"a\":}}}}", b"{,,,", b"{\"a\"}"] {
+            let _ = model_from_json_prefix(junk);
+        }
+    }
+
+    #[test]
+    fn kserve_paths() {
+        assert_eq!(model_from_kserve_path("/v2/models/resnet/infer"), Some("resnet"));
+        assert_eq!(model_from_kserve_path("/v2/models/resnet/versions/2/infer"), Some("resnet"));
+        assert_eq!(model_from_kserve_path("/v2/models/resnet"), Some("resnet"));
+        assert_eq!(model_from_kserve_path("/v2/models/"), None);
+        assert_eq!(model_from_kserve_path("/v1/chat/completions"), None);
+    }
+}

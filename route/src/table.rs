@@ -1,0 +1,397 @@
+//! Validation: a [`Config`] becomes a [`Table`] only if every field is valid.
+//!
+//! All problems are collected and reported together, each naming the field it is about
+//! (`services[0].routes[1].backends[0].backend: no backend named "llama-v3"`), so that one
+//! `check-config` run shows everything to fix.
+
+use crate::config::{Config, Protocol};
+use crate::matching::{Matcher, PathMatcher};
+use crate::split::Split;
+use http::{HeaderName, HeaderValue, Method};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One problem in a config, with the path of the field it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, e.g. `services[0].routes[1].match.path`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Why a config was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not valid YAML/JSON for the config's shape (unknown field, wrong type, ...).
+    #[error("cannot parse config: {0}")]
+    Parse(String),
+    /// The config parsed, but some fields are invalid.
+    #[error("invalid config ({} problem{}):\n  {}", .0.len(), if .0.len() == 1 { "" } else { "s" },
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid(Vec<FieldError>),
+}
+
+/// Process-wide settings after validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Outbound listener, if set in the file.
+    pub outbound: Option<SocketAddr>,
+    /// Inbound listener, if set in the file.
+    pub inbound: Option<SocketAddr>,
+    /// Admin listener, if set in the file.
+    pub admin: Option<SocketAddr>,
+    /// Runtime threads, if set in the file.
+    pub threads: Option<usize>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Default response-header timeout.
+    pub response_timeout: Duration,
+    /// Idle keep-alive timeout.
+    pub idle_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Body prefix read for the model name.
+    pub max_sniff_bytes: usize,
+    /// Peak-EWMA decay.
+    pub ewma_decay: Duration,
+    /// RTT assumed before the first sample.
+    pub default_rtt: Duration,
+    /// Cost weights.
+    pub cost: crate::balance::CostWeights,
+    /// Ejection policy.
+    pub ejection: crate::health::EjectionPolicy,
+    /// Drain grace period.
+    pub drain_grace: Duration,
+}
+
+/// A compiled route.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Route name.
+    pub name: Arc<str>,
+    /// The request conditions.
+    pub matcher: Matcher,
+    /// Weighted backends (indexes into [`Table::backends`]).
+    pub split: Split,
+    /// Sticky header, if any.
+    pub sticky: Option<HeaderName>,
+    /// Response-header timeout override.
+    pub timeout: Option<Duration>,
+}
+
+/// A compiled service.
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// Service name.
+    pub name: Arc<str>,
+    /// Routes in order.
+    pub routes: Vec<Route>,
+    /// Whether some route matches on the model name (so the body must be read for it).
+    pub needs_model: bool,
+}
+
+/// A compiled backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    /// Backend name.
+    pub name: Arc<str>,
+    /// Upstream protocol.
+    pub protocol: Protocol,
+    /// Endpoint addresses.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// The inbound target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inbound {
+    /// Local model server address.
+    pub forward_to: SocketAddr,
+    /// Its protocol.
+    pub protocol: Protocol,
+}
+
+/// A validated routing table.
+#[derive(Clone, Debug)]
+pub struct Table {
+    /// Settings.
+    pub settings: Settings,
+    /// Services.
+    pub services: Vec<Service>,
+    /// Backends (routes refer to them by index).
+    pub backends: Vec<Backend>,
+    /// Inbound target, if configured.
+    pub inbound: Option<Inbound>,
+    /// The config this table was built from (served by the admin `/config`).
+    pub source: Config,
+    hosts: HashMap<String, usize>,
+}
+
+impl Table {
+    /// Parses and validates YAML (or JSON) text.
+    pub fn from_yaml(text: &str) -> Result<Table, ConfigError> {
+        let config = Config::from_yaml(text).map_err(ConfigError::Parse)?;
+        Table::from_config(config)
+    }
+
+    /// Validates a parsed config.
+    pub fn from_config(config: Config) -> Result<Table, ConfigError> {
+        let mut v = Validator::default();
+        let settings = v.settings(&config);
+        let mut backends = Vec::new();
+        let mut backend_index: HashMap<&str, usize> = HashMap::new();
+        for (i, b) in config.backends.iter().enumerate() {
+            let field = format!("backends[{i}]");
+            if b.name.is_empty() {
+                v.err(format!("{field}.name"), "must not be empty");
+            } else if backend_index.insert(&b.name, backends.len()).is_some() {
+                v.err(format!("{field}.name"), format!("duplicate backend name {:?}", b.name));
+            }
+            let mut endpoints: Vec<SocketAddr> = Vec::new();
+            for (j, e) in b.endpoints.iter().enumerate() {
+                match v.addr(format!("{field}.endpoints[{j}]"), e) {
+                    Some(a) if endpoints.contains(&a) => {
+                        v.err(format!("{field}.endpoints[{j}]"), format!("duplicate endpoint {a}"))
+                    }
+                    Some(a) => endpoints.push(a),
+                    None => {}
+                }
+            }
+            backends.push(Backend { name: b.name.as_str().into(), protocol: b.protocol, endpoints });
+        }
+
+        let mut services = Vec::new();
+        let mut hosts: HashMap<String, usize> = HashMap::new();
+        for (i, s) in config.services.iter().enumerate() {
+            let field = format!("services[{i}]");
+            for (k, host) in std::iter::once(&s.name).chain(s.hosts.iter()).enumerate() {
+                let hfield = if k == 0 { format!("{field}.name") } else { format!("{field}.hosts[{}]", k - 1) };
+                let h = host.to_ascii_lowercase();
+                if h.is_empty() || http::uri::Authority::try_from(h.as_str()).is_err() || h.contains(':') {
+                    v.err(hfield, format!("{host:?} is not a valid host name"));
+                } else if let Some(other) = hosts.insert(h, services.len()) {
+                    v.err(hfield, format!("host {host:?} is already used by services[{other}]"));
+                }
+            }
+            if s.routes.is_empty() {
+                v.err(format!("{field}.routes"), "a service needs at least one route");
+            }
+            let mut routes = Vec::new();
+            let mut names: Vec<&str> = Vec::new();
+            for (j, r) in s.routes.iter().enumerate() {
+                let rfield = format!("{field}.routes[{j}]");
+                if r.name.is_empty() {
+                    v.err(format!("{rfield}.name"), "must not be empty");
+                } else if names.contains(&r.name.as_str()) {
+                    v.err(format!("{rfield}.name"), format!("duplicate route name {:?} in this service", r.name));
+                }
+                names.push(&r.name);
+                let matcher = v.matcher(&rfield, &r.matches);
+                let mut weighted = Vec::new();
+                if r.backends.is_empty() {
+                    v.err(format!("{rfield}.backends"), "a route needs at least one backend");
+                }
+                for (k, wb) in r.backends.iter().enumerate() {
+                    match backend_index.get(wb.backend.as_str()) {
+                        Some(&idx) => weighted.push((idx, wb.weight)),
+                        None => v.err(
+                            format!("{rfield}.backends[{k}].backend"),
+                            format!("no backend named {:?} in `backends`", wb.backend),
+                        ),
+                    }
+                }
+                let split = match Split::new(weighted) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if !r.backends.is_empty() {
+                            v.err(format!("{rfield}.backends"), e);
+                        }
+                        Split::empty()
+                    }
+                };
+                let sticky = r.sticky.as_ref().and_then(|st| v.header_name(format!("{rfield}.sticky.header"), &st.header));
+                let timeout = r.timeout.map(|t| t.0);
+                if timeout == Some(Duration::ZERO) {
+                    v.err(format!("{rfield}.timeout"), "must be greater than zero");
+                }
+                routes.push(Route { name: r.name.as_str().into(), matcher, split, sticky, timeout });
+            }
+            let needs_model = routes.iter().any(|r| r.matcher.model.is_some());
+            services.push(Service { name: s.name.as_str().into(), routes, needs_model });
+        }
+
+        let inbound = config.inbound.as_ref().and_then(|ib| {
+            v.addr("inbound.forward_to".into(), &ib.forward_to)
+                .map(|forward_to| Inbound { forward_to, protocol: ib.protocol })
+        });
+
+        if v.errors.is_empty() {
+            Ok(Table { settings, services, backends, inbound, source: config, hosts })
+        } else {
+            Err(ConfigError::Invalid(v.errors))
+        }
+    }
+
+    /// The service for an authority's host part (case-insensitive, without port).
+    pub fn service(&self, host: &str) -> Option<&Service> {
+        let idx = match self.hosts.get(host) {
+            Some(i) => *i,
+            None if host.bytes().any(|b| b.is_ascii_uppercase()) => *self.hosts.get(&host.to_ascii_lowercase())?,
+            None => return None,
+        };
+        self.services.get(idx)
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<FieldError>,
+}
+
+impl Validator {
+    fn err(&mut self, field: String, reason: impl Into<String>) {
+        self.errors.push(FieldError { field, reason: reason.into() });
+    }
+
+    fn addr(&mut self, field: String, s: &str) -> Option<SocketAddr> {
+        match s.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(field, format!("{s:?} is not an ip:port address (e.g. 127.0.0.1:8000)"));
+                None
+            }
+        }
+    }
+
+    fn opt_addr(&mut self, field: &str, s: &Option<String>) -> Option<SocketAddr> {
+        s.as_ref().and_then(|s| self.addr(field.into(), s))
+    }
+
+    fn header_name(&mut self, field: String, s: &str) -> Option<HeaderName> {
+        match HeaderName::from_bytes(s.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.err(field, format!("{s:?} is not a valid header name"));
+                None
+            }
+        }
+    }
+
+    fn settings(&mut self, c: &Config) -> Settings {
+        let p = &c.proxy;
+        if let Some(t) = p.threads {
+            if !(1..=64).contains(&t) {
+                self.err("proxy.threads".into(), format!("{t} is out of range 1..=64"));
+            }
+        }
+        let mut positive = |field: &str, d: Duration| {
+            if d.is_zero() {
+                self.err(field.into(), "must be greater than zero");
+            }
+            d
+        };
+        let connect_timeout = positive("proxy.timeouts.connect", p.timeouts.connect.0);
+        let response_timeout = positive("proxy.timeouts.response_header", p.timeouts.response_header.0);
+        let idle_timeout = positive("proxy.timeouts.idle", p.timeouts.idle.0);
+        let ewma_decay = positive("proxy.balancer.ewma_decay", p.balancer.ewma_decay.0);
+        let default_rtt = positive("proxy.balancer.default_rtt", p.balancer.default_rtt.0);
+        let base = positive("proxy.ejection.base_ejection", p.ejection.base_ejection.0);
+        let max = p.ejection.max_ejection.0;
+        if max < base {
+            self.err("proxy.ejection.max_ejection".into(), "must not be shorter than base_ejection");
+        }
+        if p.ejection.consecutive_failures == 0 {
+            self.err("proxy.ejection.consecutive_failures".into(), "must be at least 1");
+        }
+        // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+        if !(8192..=1 << 20).contains(&p.limits.max_header_bytes) {
+            self.err("proxy.limits.max_header_bytes".into(), "must be between 8192 and 1048576");
+        }
+        if p.limits.max_sniff_bytes == 0 || p.limits.max_sniff_bytes > 16 << 20 {
+            self.err("proxy.limits.max_sniff_bytes".into(), "must be between 1 and 16777216");
+        }
+        for (field, w) in [("proxy.balancer.queue_weight", p.balancer.queue_weight), ("proxy.balancer.kv_weight", p.balancer.kv_weight)] {
+            if !w.is_finite() || w < 0.0 {
+                self.err(field.into(), "must be a finite number >= 0");
+            }
+        }
+        Settings {
+            outbound: self.opt_addr("proxy.outbound", &p.outbound),
+            inbound: self.opt_addr("proxy.inbound", &p.inbound),
+            admin: self.opt_addr("proxy.admin", &p.admin),
+            threads: p.threads,
+            connect_timeout,
+            response_timeout,
+            idle_timeout,
+            max_header_bytes: p.limits.max_header_bytes,
+            max_body_bytes: p.limits.max_body_bytes,
+            max_sniff_bytes: p.limits.max_sniff_bytes,
+            ewma_decay,
+            default_rtt,
+            cost: crate::balance::CostWeights { queue: p.balancer.queue_weight, kv: p.balancer.kv_weight },
+            ejection: crate::health::EjectionPolicy {
+                consecutive_failures: p.ejection.consecutive_failures.max(1),
+                base,
+                max: max.max(base),
+            },
+            drain_grace: p.drain_grace.0,
+        }
+    }
+
+    fn matcher(&mut self, rfield: &str, m: &crate::config::MatchConfig) -> Matcher {
+        let path = m.path.as_ref().and_then(|p| match (&p.exact, &p.prefix) {
+            (Some(e), None) if e.starts_with('/') => Some(PathMatcher::Exact(e.clone())),
+            (None, Some(pre)) if pre.starts_with('/') => Some(PathMatcher::Prefix(pre.trim_end_matches('/').to_string())),
+            (Some(_), Some(_)) | (None, None) => {
+                self.err(format!("{rfield}.match.path"), "give exactly one of `exact` and `prefix`");
+                None
+            }
+            _ => {
+                self.err(format!("{rfield}.match.path"), "a path must start with `/`");
+                None
+            }
+        });
+        let method = m.method.as_ref().and_then(|s| match Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
+            Ok(me) => Some(me),
+            Err(_) => {
+                self.err(format!("{rfield}.match.method"), format!("{s:?} is not an HTTP method"));
+                None
+            }
+        });
+        let mut headers = Vec::new();
+        for (i, h) in m.headers.iter().enumerate() {
+            let name = self.header_name(format!("{rfield}.match.headers[{i}].name"), &h.name);
+            let value = match &h.value {
+                Some(val) => match HeaderValue::from_str(val) {
+                    Ok(hv) => Some(hv),
+                    Err(_) => {
+                        self.err(format!("{rfield}.match.headers[{i}].value"), format!("{val:?} is not a valid header value"));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            if let Some(n) = name {
+                headers.push((n, value));
+            }
+        }
+        if m.model.as_deref() == Some("") {
+            self.err(format!("{rfield}.match.model"), "must not be empty");
+        }
+        Matcher { path, method, headers, model: m.model.clone().filter(|s| !s.is_empty()) }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+use super::*;
+
+const GOOD: &str = r#"
+proxy:
+  timeouts: { connect: 250ms, response_header: 5s }
+inbound: { forward_to: "127.0.0.1:8000" }
+backends:
+  - { name: v1, endpoints: ["127.0.0.1:9001", "127.0.0.1:9002"] }
+  - { name: v2, protocol: http2, endpoints: ["[::1]:9003"] }
+services:
+  - name: llm
+    hosts: [llm.models.svc.cluster.local]
+    routes:
+      - name: canary
+        match: { path: { prefix: /v1 }, model: llama }
+        backends: [{ backend: v1, weight: 90 }, { backend: v2, weight: 10 }]
+        sticky: { header: x-user }
+        timeout: 2s
+"#;
+
+fn problems(yaml: &str) -> Vec<String> {
+    match Table::from_yaml(yaml) {
+        Ok(_) => vec![],
+        Err(ConfigError::Invalid(errs)) => errs.into_iter().map(|e| e.to_string()).collect(),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+#[test]
+fn good_config_compiles() {
+    let t = Table::from_yaml(GOOD).unwrap();
+    assert_eq!(t.settings.connect_timeout, Duration::from_millis(250));
+    assert_eq!(t.backends.len(), 2);
+    assert_eq!(t.backends[1].protocol, Protocol::Http2);
+    let s = t.service("llm.models.svc.cluster.local").unwrap();
+    assert!(s.needs_model);
+    assert_eq!(s.routes[0].split.total(), 100);
+    assert_eq!(s.routes[0].timeout, Some(Duration::from_secs(2)));
+    assert_eq!(t.inbound.as_ref().unwrap().forward_to, "127.0.0.1:8000".parse().unwrap());
+}
+
+#[test]
+fn each_problem_names_its_field() {
+    let cases: &[(&str, &str)] = &[
+        ("backends: [{ name: a, endpoints: [nowhere] }]", "backends[0].endpoints[0]: \"nowhere\" is not an ip:port"),
+        ("backends: [{ name: a, endpoints: [] }, { name: a, endpoints: [] }]", "backends[1].name: duplicate backend name"),
+        (
+            "backends: [{ name: a, endpoints: [\"127.0.0.1:1\", \"127.0.0.1:1\"] }]",
+            "backends[0].endpoints[1]: duplicate endpoint",
+        ),
+        ("services: [{ name: s, routes: [] }]", "services[0].routes: a service needs at least one route"),
+        (
+            "services: [{ name: s, routes: [{ name: r, backends: [{ backend: nope }] }] }]",
+            "services[0].routes[0].backends[0].backend: no backend named \"nope\"",
+        ),
+        (
+            "backends: [{ name: a, endpoints: [] }]\nservices: [{ name: s, routes: [{ name: r, backends: [{ backend: a, weight: 0 }] }] }]",
+            "services[0].routes[0].backends: all backend weights are 0",
+        ),
+        (
+            "backends: [{ name: a, endpoints: [] }]\nservices: [{ name: s, routes: [{ name: r, match: { path: { exact: v1 } }, backends: [{ backend: a }] }] }]",
+            "services[0].routes[0].match.path: a path must start with `/`",
+        ),
+        (
+            "backends: [{ name: a, endpoints: [] }]\nservices: [{ name: s, routes: [{ name: r, match: { path: { exact: /a, prefix: /b } }, backends: [{ backend: a }] }] }]",
+            "services[0].routes[0].match.path: give exactly one",
+        ),
+        (
+            "backends: [{ name: a, endpoints: [] }]\nservices: [{ name: s, routes: [{ name: r, match: { method: \"GE T\" }, backends: [{ backend: a }] }] }]",
+            "services[0].routes[0].match.method",
+        ),
+        (
+            "backends: [{ name: a, endpoints: [] }]\nservices: [{ name: s, routes: [{ name: r, match: { headers: [{ name: \"bad header\" }] }, backends: [{ backend: a }] }] }]",
+            "services[0].routes[0].match.headers[0].name",
+        ),
+        (
+            "backends: [{ name: a, endpoints: [] }]\nservices: [{ name: s, routes: [{ name: r, backends: [{ backend: a }] }] }, { name: S, routes: [{ name: r, backends: [{ backend: a }] }] }]",
+            "services[1].name: host \"S\" is already used by services[0]",
+        ),
+        ("proxy: { threads: 0 }", "proxy.threads: 0 is out of range"),
+        ("proxy: { timeouts: { connect: 0ms } }", "proxy.timeouts.connect: must be greater than zero"),
+        ("proxy: { limits: { max_header_bytes: 100 } }", "proxy.limits.max_header_bytes"),
+        ("proxy: { outbound: \"localhost\" }", "proxy.outbound"),
+        ("inbound: { forward_to: \":80\" }", "inbound.forward_to"),
+    ];
+    for (yaml, want) in cases {
+        let got = problems(yaml);
+        assert!(got.iter().any(|p| p.contains(want)), "config:\n{yaml}\nwanted {want:?}, got {got:?}");
+    }
+}
+
+#[test]
+fn parse_errors_are_reported() {
+    let got = problems("services: [{ name: s, routes: [], colour: blue }]");
+    assert!(got[0].contains("cannot parse config"), "{got:?}");
+    let got = problems("proxy: { timeouts: { connect: soon } }");
+    assert!(got[0].contains("not a duration"), "{got:?}");
+    let got = problems("backends: [{ name: a, endpoints: [], protocol: http3 }]");
+    assert!(!got.is_empty());
+}
+
+#[test]
+fn all_problems_reported_together() {
+    let yaml = "backends: [{ name: a, endpoints: [x, y] }]\nproxy: { threads: 100 }";
+    assert_eq!(problems(yaml).len(), 3);
+    let text = Table::from_yaml(yaml).unwrap_err().to_string();
+    assert!(text.starts_with("invalid config (3 problems)"), "{text}");
+}
+
+#[test]
+fn empty_config_is_valid() {
+    let t = Table::from_yaml("{}").unwrap();
+    assert!(t.services.is_empty());
+    assert_eq!(t.settings.max_header_bytes, 16 * 1024);
+}
+
+#[test]
+fn example_files_are_valid() {
+    for f in ["vane.yaml", "demo.yaml"] {
+        let path = format!("{}/../examples/{f}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = Table::from_yaml(&text) {
+            panic!("{path}: {e}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Test support: backends, clients and a proxy process runner.

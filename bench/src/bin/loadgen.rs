@@ -1,0 +1,478 @@
+//! Vane's load generator: open loop at a fixed rate (coordinated-omission
+//! corrected) or closed loop, over HTTP/1.1 or h2c (prior knowledge).
+//!
+//! Open loop (default): request `i` is *scheduled* at `start + i / rate`. When
+//! its time comes it waits for a free connection (HTTP/1.1) or stream slot
+//! (h2c) and is sent; its latency is measured from the scheduled time, so time
+//! spent queued behind a slow server counts (as in wrk2 or
+//! `oha --latency-correction`). The dispatcher spins close to each send time
+//! instead of relying on the 1 ms timer wheel, so the generator keeps one core
+//! busy: pin it to its own core.
+//!
+//! Closed loop (`--closed`): every connection (× stream, for h2c) sends back to
+//! back for the duration; latency is measured from the actual send.
+//!
+//! Prints one JSON line on stdout. Only loopback targets are accepted and runs
+//! are limited to 20 s.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use http::{HeaderName, HeaderValue, Request, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+const MAX_DURATION_S: f64 = 20.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Proto {
+    /// HTTP/1.1, one request at a time per connection.
+    H1,
+    /// HTTP/2 over cleartext with prior knowledge; `--streams` per connection.
+    H2c,
+}
+
+/// Open-loop (fixed rate) or closed-loop load generator for loopback targets.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen")]
+struct Args {
+    /// Target URL, e.g. http://127.0.0.1:18090/ (loopback only).
+    url: String,
+    /// Protocol.
+    #[arg(long, value_enum, default_value = "h1")]
+    proto: Proto,
+    /// Number of TCP connections.
+    #[arg(short = 'c', long, default_value_t = 16)]
+    connections: usize,
+    /// Concurrent streams per connection (h2c only).
+    #[arg(short = 'm', long, default_value_t = 1)]
+    streams: usize,
+    /// Requests per second (open loop; required unless --closed).
+    #[arg(short = 'r', long)]
+    rate: Option<f64>,
+    /// Measured duration in seconds (at most 20).
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    duration: f64,
+    /// Extra request header "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Closed loop: every connection/stream sends back to back.
+    #[arg(long)]
+    closed: bool,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// After the last scheduled send, how long to wait for in-flight requests (s).
+    #[arg(long, default_value_t = 2.0)]
+    drain: f64,
+}
+
+#[derive(Debug)]
+enum Sender {
+    H1(http1::SendRequest<Empty<Bytes>>),
+    H2(http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+}
+
+/// What every request needs: where to connect and what to send.
+#[derive(Debug)]
+struct Target {
+    addr: SocketAddr,
+    proto: Proto,
+    /// Absolute URI (h2c) and origin-form path (HTTP/1.1).
+    abs_uri: Uri,
+    path: Uri,
+    authority: HeaderValue,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    timeout: Duration,
+}
+
+impl Target {
+    fn request(&self) -> Request<Empty<Bytes>> {
+        let mut b = Request::get(match self.proto {
+            Proto::H1 => self.path.clone(),
+            Proto::H2c => self.abs_uri.clone(),
+        });
+        if self.proto == Proto::H1 {
+            b = b.header(http::header::HOST, self.authority.clone());
+        }
+        for (k, v) in &self.headers {
+            b = b.header(k.clone(), v.clone());
+        }
+        b.body(Empty::new()).expect("valid request")
+    }
+
+    async fn connect(&self) -> anyhow::Result<Sender> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let io = TokioIo::new(stream);
+        Ok(match self.proto {
+            Proto::H1 => {
+                let (send, conn) = http1::handshake(io).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Sender::H1(send)
+            }
+            Proto::H2c => {
+                let (send, conn) = http2::Builder::new(TokioExecutor::new())
+                    .handshake(io)
+                    .await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Sender::H2(send)
+            }
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Status,
+    Error,
+}
+
+/// Sends one request on `slot` (reconnecting it first if its connection is
+/// gone) and reads the whole response body.
+async fn exchange(target: &Target, slot: &mut Option<Sender>) -> Outcome {
+    if slot.as_ref().is_none_or(Sender::is_closed) {
+        *slot = None;
+        match tokio::time::timeout(target.timeout, target.connect()).await {
+            Ok(Ok(s)) => *slot = Some(s),
+            _ => return Outcome::Error,
+        }
+    }
+    let sender = slot.as_mut().expect("connected above");
+    let req = target.request();
+    let fut = async {
+        let resp = match sender {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+        };
+        let status = resp.status();
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
+        Ok::<_, hyper::Error>(status)
+    };
+    match tokio::time::timeout(target.timeout, fut).await {
+        Ok(Ok(status)) if status.is_success() => Outcome::Ok,
+        Ok(Ok(_)) => Outcome::Status,
+        Ok(Err(_)) | Err(_) => {
+            // A timed-out HTTP/1.1 exchange leaves the connection unusable.
+            if target.proto == Proto::H1 || sender.is_closed() {
+                *slot = None;
+            }
+            Outcome::Error
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Stats {
+    hist: Mutex<Histogram<u64>>,
+    ok: AtomicU64,
+    status_errors: AtomicU64,
+    errors: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            // Nanoseconds, 1 µs .. 120 s, 3 significant figures.
+            hist: Mutex::new(Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds")),
+            ok: AtomicU64::new(0),
+            status_errors: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, outcome: Outcome, latency: Duration) {
+        match outcome {
+            Outcome::Ok => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+                self.hist.lock().expect("histogram").saturating_record(ns);
+            }
+            Outcome::Status => {
+                self.status_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Error => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Free connections (HTTP/1.1) or stream slots (h2c); `permits` counts them.
+#[derive(Debug)]
+struct Pool {
+    permits: Semaphore,
+    slots: Mutex<VecDeque<Option<Sender>>>,
+}
+
+fn parse_target(args: &Args) -> anyhow::Result<Target> {
+    let uri: Uri = args.url.parse().context("parsing the URL")?;
+    if uri.scheme_str() != Some("http") {
+        bail!("only http:// URLs are supported (h2c uses prior knowledge)");
+    }
+    let host = uri.host().context("URL without host")?;
+    let ip: std::net::IpAddr = match host {
+        "localhost" => [127, 0, 0, 1].into(),
+        h => h.trim_matches(['[', ']']).parse().context("host must be an IP or localhost")?,
+    };
+    if !ip.is_loopback() {
+        bail!("refusing non-loopback target {ip}: this generator only loads 127.0.0.1");
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    let authority = uri.authority().context("URL without authority")?.as_str().to_string();
+    let path: Uri = uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .context("path")?;
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (k, v) = h.split_once(':').with_context(|| format!("header {h:?} lacks ':'"))?;
+        headers.push((
+            HeaderName::from_bytes(k.trim().as_bytes())?,
+            HeaderValue::from_str(v.trim())?,
+        ));
+    }
+    Ok(Target {
+        addr: SocketAddr::new(ip, port),
+        proto: args.proto,
+        abs_uri: uri.clone(),
+        path,
+        authority: HeaderValue::from_str(&authority)?,
+        headers,
+        timeout: Duration::from_secs_f64(args.timeout),
+    })
+}
+
+/// Opens the connections and returns one slot per concurrent request.
+async fn open_slots(target: &Target, conns: usize, streams: usize) -> anyhow::Result<Vec<Option<Sender>>> {
+    let mut slots = Vec::with_capacity(conns * streams);
+    for _ in 0..conns {
+        let s = target.connect().await.with_context(|| format!("connecting to {}", target.addr))?;
+        match s {
+            Sender::H1(s) => slots.push(Some(Sender::H1(s))),
+            Sender::H2(s) => {
+                for _ in 0..streams {
+                    slots.push(Some(Sender::H2(s.clone())));
+                }
+            }
+        }
+    }
+    // Interleave h2c slots over connections: take slot k of connection 0, 1, ...
+    if target.proto == Proto::H2c && conns > 1 {
+        let mut inter = Vec::with_capacity(slots.len());
+        let mut by_conn: Vec<VecDeque<Option<Sender>>> = (0..conns).map(|_| VecDeque::new()).collect();
+        for (i, s) in slots.into_iter().enumerate() {
+            by_conn[i / streams].push_back(s);
+        }
+        for _ in 0..streams {
+            for q in by_conn.iter_mut() {
+                inter.push(q.pop_front().expect("streams per connection"));
+            }
+        }
+        slots = inter;
+    }
+    Ok(slots)
+}
+
+struct RunResult {
+    sent: u64,
+    elapsed: Duration,
+    lag: Option<Histogram<u64>>,
+}
+
+async fn open_loop(target: Arc<Target>, slots: Vec<Option<Sender>>, rate: f64, duration: f64, drain: f64, stats: Arc<Stats>) -> RunResult {
+    let n_slots = slots.len();
+    let pool = Arc::new(Pool {
+        permits: Semaphore::new(n_slots),
+        slots: Mutex::new(slots.into_iter().collect()),
+    });
+    let total = (rate * duration).round() as u64;
+    let interval = 1e9 / rate; // ns
+    let mut lag = Histogram::<u64>::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds");
+    let start = Instant::now();
+    let mut i: u64 = 0;
+    while i < total {
+        let now = Instant::now();
+        let elapsed_ns = now.duration_since(start).as_nanos() as f64;
+        let due = ((elapsed_ns / interval).floor() as u64 + 1).min(total);
+        while i < due {
+            let scheduled = start + Duration::from_nanos((i as f64 * interval) as u64);
+            lag.saturating_record(u64::try_from(now.saturating_duration_since(scheduled).as_nanos()).unwrap_or(u64::MAX).max(1_000));
+            let (target, pool, stats) = (target.clone(), pool.clone(), stats.clone());
+            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let permit = pool.permits.acquire().await.expect("semaphore open");
+                let mut slot = pool.slots.lock().expect("pool").pop_front().expect("permit implies a slot");
+                let outcome = exchange(&target, &mut slot).await;
+                stats.record(outcome, scheduled.elapsed());
+                pool.slots.lock().expect("pool").push_back(slot);
+                drop(permit);
+                stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            });
+            i += 1;
+        }
+        if i >= total {
+            break;
+        }
+        let next = start + Duration::from_nanos((i as f64 * interval) as u64);
+        let wait = next.saturating_duration_since(Instant::now());
+        if wait > Duration::from_millis(2) {
+            tokio::time::sleep(wait - Duration::from_millis(1)).await;
+        } else {
+            // Stay precise: a tokio timer would round up to the next millisecond.
+            tokio::task::yield_now().await;
+        }
+    }
+    let end_of_schedule = start + Duration::from_secs_f64(duration);
+    let drain_until = Instant::now().max(end_of_schedule) + Duration::from_secs_f64(drain);
+    while stats.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let elapsed = start.elapsed().max(Duration::from_secs_f64(duration));
+    RunResult { sent: total, elapsed, lag: Some(lag) }
+}
+
+async fn closed_loop(target: Arc<Target>, slots: Vec<Option<Sender>>, duration: f64, stats: Arc<Stats>) -> RunResult {
+    let sent = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(duration);
+    let mut tasks = Vec::with_capacity(slots.len());
+    for mut slot in slots {
+        let (target, stats, sent) = (target.clone(), stats.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                sent.fetch_add(1, Ordering::Relaxed);
+                let outcome = exchange(&target, &mut slot).await;
+                stats.record(outcome, t0.elapsed());
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    RunResult { sent: sent.load(Ordering::Relaxed), elapsed: start.elapsed(), lag: None }
+}
+
+fn us(ns: u64) -> f64 {
+    (ns as f64 / 100.0).round() / 10.0
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if !(args.duration > 0.0 && args.duration <= MAX_DURATION_S) {
+        bail!("--duration must be in (0, {MAX_DURATION_S}] seconds");
+    }
+    if args.connections == 0 || args.connections > 2000 {
+        bail!("--connections must be 1..=2000");
+    }
+    if args.streams == 0 || args.streams > 256 {
+        bail!("--streams must be 1..=256");
+    }
+    if args.proto == Proto::H1 && args.streams != 1 {
+        bail!("--streams applies to h2c only");
+    }
+    let rate = match (args.closed, args.rate) {
+        (true, Some(_)) => bail!("--closed and --rate exclude each other"),
+        (true, None) => None,
+        (false, Some(r)) if r > 0.0 && r <= 1_000_000.0 => Some(r),
+        (false, Some(_)) => bail!("--rate must be in (0, 1e6]"),
+        (false, None) => bail!("give --rate RPS (open loop) or --closed"),
+    };
+    let target = Arc::new(parse_target(&args)?);
+    let slots = open_slots(&target, args.connections, args.streams).await?;
+    let stats = Arc::new(Stats::new());
+    let res = match rate {
+        Some(r) => open_loop(target.clone(), slots, r, args.duration, args.drain, stats.clone()).await,
+        None => closed_loop(target.clone(), slots, args.duration, stats.clone()).await,
+    };
+    let ok = stats.ok.load(Ordering::Relaxed);
+    let status_errors = stats.status_errors.load(Ordering::Relaxed);
+    let errors = stats.errors.load(Ordering::Relaxed);
+    let completed = ok + status_errors;
+    let incomplete = res.sent.saturating_sub(completed + errors);
+    let hist = stats.hist.lock().expect("histogram").clone();
+    let pct = |q: f64| if hist.is_empty() { 0.0 } else { us(hist.value_at_quantile(q)) };
+    let secs = res.elapsed.as_secs_f64();
+    let mut out = format!(
+        "{{\"tool\":\"loadgen\",\"loop\":\"{}\",\"proto\":\"{}\",\"url\":\"{}\",\"connections\":{},\"streams\":{},\"rate\":{},\"duration_s\":{},\"elapsed_s\":{:.3},\"sent\":{},\"completed\":{},\"ok\":{},\"errors\":{},\"status_errors\":{},\"incomplete\":{},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{:.1}",
+        if rate.is_some() { "open" } else { "closed" },
+        match args.proto { Proto::H1 => "h1", Proto::H2c => "h2c" },
+        args.url.replace('"', ""),
+        args.connections,
+        args.streams,
+        rate.map_or("null".to_string(), |r| format!("{r}")),
+        args.duration,
+        secs,
+        res.sent,
+        completed,
+        ok,
+        errors,
+        status_errors,
+        incomplete,
+        ok as f64 / secs,
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999),
+        if hist.is_empty() { 0.0 } else { us(hist.max()) },
+        if hist.is_empty() { 0.0 } else { hist.mean() / 1000.0 },
+    );
+    if let Some(lag) = res.lag {
+        out.push_str(&format!(
+            ",\"send_lag_p99_us\":{},\"send_lag_max_us\":{}",
+            us(lag.value_at_quantile(0.99)),
+            us(lag.max())
+        ));
+    }
+    out.push('}');
+    println!("{out}");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = rt.block_on(run(args));
+    // Do not wait for requests abandoned after the drain period.
+    if let Err(e) = result {
+        eprintln!("loadgen: {e:#}");
+        std::process::exit(2);
+    }
+    std::process::exit(0);
+}

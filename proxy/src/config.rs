@@ -1,0 +1,253 @@
+//! The active configuration: one immutable [`Snapshot`] behind an `ArcSwap`.
+//!
+//! A request calls [`Store::load`] once and uses that snapshot to the end, so a reload never
+//! mixes two configs within one request. Reloads build and validate the whole new snapshot off
+//! the request path and swap it in with one `store`; an invalid file is rejected, logged and
+//! counted, and the last good snapshot stays.
+
+use crate::endpoint::Endpoint;
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use vane_route::config::Protocol;
+use vane_route::table::Settings;
+use vane_route::{ConfigError, Table};
+
+/// The HTTP client used towards endpoints.
+pub type HttpClient = Client<HttpConnector, crate::body::ReqBody>;
+
+/// Pooled upstream clients, one per protocol.
+#[derive(Debug)]
+pub struct Upstreams {
+    /// HTTP/1.1 keep-alive pool.
+    pub h1: HttpClient,
+    /// HTTP/2 (h2c) multiplexed connections.
+    pub h2: HttpClient,
+    key: (Duration, Duration),
+}
+
+impl Upstreams {
+    fn new(s: &Settings) -> Upstreams {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(s.connect_timeout));
+        conn.enforce_http(true);
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_timer(TokioTimer::new()).timer(TokioTimer::new()).pool_idle_timeout(s.idle_timeout);
+        let h1 = b.build(conn.clone());
+        let h2 = b.http2_only(true).build(conn);
+        Upstreams { h1, h2, key: (s.connect_timeout, s.idle_timeout) }
+    }
+
+    /// The client for a protocol.
+    pub fn client(&self, p: Protocol) -> &HttpClient {
+        match p {
+            Protocol::Http1 => &self.h1,
+            Protocol::Http2 => &self.h2,
+        }
+    }
+}
+
+/// A backend with live endpoint state.
+#[derive(Debug)]
+pub struct BackendRuntime {
+    /// Backend name.
+    pub name: Arc<str>,
+    /// Endpoints, in config order.
+    pub endpoints: Vec<Arc<Endpoint>>,
+}
+
+/// Everything a request needs, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The validated routing table.
+    pub table: Table,
+    /// Runtime backends, index-aligned with `table.backends`.
+    pub backends: Vec<BackendRuntime>,
+    /// The inbound target.
+    pub inbound: Option<BackendRuntime>,
+    /// Upstream clients.
+    pub upstreams: Arc<Upstreams>,
+    /// Increases with each applied config.
+    pub version: u64,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing endpoint state and clients from `prev` where they still apply.
+    pub fn build(table: Table, prev: Option<&Snapshot>, version: u64) -> Snapshot {
+        let mut known: HashMap<(SocketAddr, Protocol), Arc<Endpoint>> = HashMap::new();
+        if let Some(p) = prev {
+            for b in p.backends.iter().chain(p.inbound.iter()) {
+                for e in &b.endpoints {
+                    known.insert((e.addr, e.protocol), Arc::clone(e));
+                }
+            }
+        }
+        let s = &table.settings;
+        let mut endpoint = |addr: SocketAddr, proto: Protocol| {
+            Arc::clone(known.entry((addr, proto)).or_insert_with(|| Arc::new(Endpoint::new(addr, proto, s.default_rtt))))
+        };
+        let backends = table
+            .backends
+            .iter()
+            .map(|b| BackendRuntime {
+                name: Arc::clone(&b.name),
+                endpoints: b.endpoints.iter().map(|a| endpoint(*a, b.protocol)).collect(),
+            })
+            .collect();
+        let inbound = table
+            .inbound
+            .as_ref()
+            .map(|ib| BackendRuntime { name: "inbound".into(), endpoints: vec![endpoint(ib.forward_to, ib.protocol)] });
+        let upstreams = match prev {
+            Some(p) if p.upstreams.key == (s.connect_timeout, s.idle_timeout) => Arc::clone(&p.upstreams),
+            _ => Arc::new(Upstreams::new(s)),
+        };
+        Snapshot { table, backends, inbound, upstreams, version }
+    }
+}
+
+/// Where the config comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A YAML file, watched for changes.
+    File(PathBuf),
+    /// The embedded default (`examples/demo.yaml`).
+    Embedded,
+}
+
+/// The embedded default config.
+pub const EMBEDDED: &str = include_str!("../../examples/demo.yaml");
+
+impl Source {
+    /// Reads the config text.
+    pub fn read(&self) -> std::io::Result<String> {
+        match self {
+            Source::File(p) => std::fs::read_to_string(p),
+            Source::Embedded => Ok(EMBEDDED.to_string()),
+        }
+    }
+
+    /// Reads and validates.
+    pub fn load(&self) -> Result<Table, LoadError> {
+        let text = self.read().map_err(|e| LoadError::Read(self.to_string(), e))?;
+        Ok(Table::from_yaml(&text)?)
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Embedded => write!(f, "<embedded default>"),
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {0}: {1}")]
+    Read(String, #[source] std::io::Error),
+    /// The config is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// The one place the active snapshot lives.
+#[derive(Debug)]
+pub struct Store {
+    current: ArcSwap<Snapshot>,
+    versions: AtomicU64,
+}
+
+impl Store {
+    /// A store holding a first snapshot built from `table`.
+    pub fn new(table: Table) -> Store {
+        Store { current: ArcSwap::from_pointee(Snapshot::build(table, None, 1)), versions: AtomicU64::new(1) }
+    }
+
+    /// The snapshot for one request.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Builds a snapshot from a validated table and swaps it in whole.
+    pub fn apply(&self, table: Table) -> u64 {
+        let prev = self.current.load();
+        let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
+        let next = Snapshot::build(table, Some(&prev), version);
+        warn_if_restart_needed(&prev.table.settings, &next.table.settings);
+        self.current.store(Arc::new(next));
+        version
+    }
+
+    /// Reloads from `source`: applies a valid config, keeps the current one otherwise.
+    pub fn reload(&self, source: &Source, metrics: &Metrics) -> Result<u64, LoadError> {
+        match source.load() {
+            Ok(table) => {
+                let v = self.apply(table);
+                metrics.config_reload(true, v);
+                tracing::info!(%source, version = v, "config reloaded");
+                Ok(v)
+            }
+            Err(e) => {
+                metrics.config_reload(false, self.current.load().version);
+                tracing::error!(%source, "config rejected, keeping the last good one: {e}");
+                Err(e)
+            }
+        }
+    }
+}
+
+fn warn_if_restart_needed(old: &Settings, new: &Settings) {
+    if (old.outbound, old.inbound, old.admin, old.threads, old.max_header_bytes)
+        != (new.outbound, new.inbound, new.admin, new.threads, new.max_header_bytes)
+    {
+        tracing::warn!("listener addresses, threads and max_header_bytes take effect at the next restart");
+    }
+}
+
+/// Watches a config file: reloads when its modification time or size changes, and on SIGHUP.
+pub async fn watch(store: Arc<Store>, source: Source, metrics: Arc<Metrics>, interval: Duration) {
+    let Source::File(path) = &source else { return };
+    let mut seen = stamp(path);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let hup_fired = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_fired = std::future::pending::<Option<()>>();
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            _ = hup_fired => true,
+        };
+        let now = stamp(path);
+        if forced || now != seen {
+            seen = now;
+            let _ = store.reload(&source, &metrics);
+        }
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}

@@ -1,0 +1,205 @@
+//! The forward layer: picks an endpoint (power of two choices over peak-EWMA × in-flight),
+//! sends the request over a pooled connection, and learns from the answer.
+//!
+//! - Latency is measured to the response headers (the first byte a client waits for) and fed
+//!   to the endpoint's peak-EWMA.
+//! - A refused connection ejects the endpoint at once; 5xx answers, resets and timeouts eject
+//!   after `consecutive_failures` in a row.
+//! - A request whose body is known in full (empty, or small with a Content-Length) is retried
+//!   on another endpoint when the connection could not be made: nothing was sent, so it is safe.
+//!   Nothing is retried once the request may have reached an endpoint.
+
+use crate::body::{ReqBody, RespBody};
+use crate::config::BackendRuntime;
+use crate::error::ProxyError;
+use crate::route::Target;
+use http::header::{self, HeaderName};
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, Request, Response, Uri, Version};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use vane_route::config::Protocol;
+use vane_route::health::Outcome;
+
+/// At most this many endpoints are tried for one request (the first plus retries after
+/// connection failures), so a backend full of dead endpoints cannot hold a request for long.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Sends routed requests to an endpoint of their target backend.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardService;
+
+impl tower::Service<Request<ReqBody>> for ForwardService {
+    type Response = Response<RespBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        Box::pin(async move {
+            let Some(target) = req.extensions_mut().remove::<Target>() else {
+                // The stack always puts a Target in; answer rather than panic if it did not.
+                return Ok(ProxyError::BadRequest("request was not routed").into_response(false));
+            };
+            let mut info = target.info.clone();
+            let resp = match forward(&target, req).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::debug!("forward failed: {e}");
+                    info.error = Some(e.reason());
+                    e.into_response(target.grpc)
+                }
+            };
+            let mut resp = resp;
+            resp.extensions_mut().insert(info);
+            Ok(resp)
+        })
+    }
+}
+
+async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<RespBody>, ProxyError> {
+    let snap = &target.snap;
+    let backend: &BackendRuntime = match target.backend {
+        Some(i) => &snap.backends[i],
+        None => snap.inbound.as_ref().ok_or_else(|| ProxyError::NoEndpoint("inbound".into()))?,
+    };
+    let settings = &snap.table.settings;
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    // Keep the caller's authority for the endpoint (the URI is rewritten to the endpoint's address).
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = a.as_str().parse() {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut rng = fastrand::Rng::new();
+    let mut tried = 0u64;
+    let mut body = Some(body);
+    for attempt in 0..MAX_ATTEMPTS {
+        let Some(i) = crate::endpoint::pick(&backend.endpoints, tried, settings, &mut rng) else {
+            break;
+        };
+        tried |= 1u64.checked_shl(i as u32).unwrap_or(0);
+        let ep = &backend.endpoints[i];
+        // Keep what a retry needs only when a retry is possible.
+        let can_retry = attempt + 1 < MAX_ATTEMPTS && backend.endpoints.len() > 1;
+        let this_body = match body.take() {
+            Some(b) => {
+                if can_retry {
+                    body = b.try_clone();
+                }
+                b
+            }
+            None => break,
+        };
+        let mut up = Request::new(this_body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = endpoint_uri(&ep.authority, &path);
+        *up.version_mut() = match ep.protocol {
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::Http2 => Version::HTTP_2,
+        };
+        *up.headers_mut() = if body.is_some() { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
+
+        let guard = ep.start();
+        let started = Instant::now();
+        let sent = tokio::time::timeout(target.timeout, snap.upstreams.client(ep.protocol).request(up)).await;
+        match sent {
+            Err(_) => {
+                ep.record(Outcome::Failure, &settings.ejection);
+                return Err(ProxyError::Timeout(ep.addr, target.timeout));
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                ep.record(Outcome::ConnectFailed, &settings.ejection);
+                if body.is_some() {
+                    tracing::debug!(endpoint = %ep.addr, "connect failed, trying another endpoint: {e}");
+                    continue;
+                }
+                return Err(ProxyError::ConnectFailed(ep.addr, e));
+            }
+            Ok(Err(e)) => {
+                ep.record(Outcome::Failure, &settings.ejection);
+                return Err(ProxyError::Upstream(ep.addr, e));
+            }
+            Ok(Ok(resp)) => {
+                ep.observe_rtt(started.elapsed(), settings.ewma_decay);
+                let outcome = if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success };
+                ep.record(outcome, &settings.ejection);
+                let (mut rparts, rbody) = resp.into_parts();
+                strip_hop_by_hop(&mut rparts.headers);
+                return Ok(Response::from_parts(rparts, RespBody::Upstream { body: rbody, guard: Some(guard) }));
+            }
+        }
+    }
+    Err(ProxyError::NoEndpoint(backend.name.to_string()))
+}
+
+fn endpoint_uri(authority: &http::uri::Authority, path: &PathAndQuery) -> Uri {
+    let mut p = http::uri::Parts::default();
+    p.scheme = Some(Scheme::HTTP);
+    p.authority = Some(authority.clone());
+    p.path_and_query = Some(path.clone());
+    Uri::from_parts(p).unwrap_or_default()
+}
+
+/// Removes connection-specific headers (RFC 9110 §7.6.1), including those the `Connection`
+/// header names. `TE: trailers` is kept: gRPC needs it.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.remove(header::CONNECTION) {
+        if let Ok(s) = conn.to_str() {
+            for name in s.split(',') {
+                if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                    if n != header::TE {
+                        h.remove(n);
+                    }
+                }
+            }
+        }
+    }
+    for name in ["keep-alive", "proxy-connection", "transfer-encoding", "upgrade"] {
+        h.remove(name);
+    }
+    if let Some(te) = h.get(header::TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            h.remove(header::TE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["te", "x-keep"]);
+        h.insert("te", "gzip".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key("te"));
+    }
+
+    #[test]
+    fn endpoint_uris() {
+        let a = http::uri::Authority::from_static("127.0.0.1:9000");
+        let u = endpoint_uri(&a, &PathAndQuery::from_static("/v1/x?y=1"));
+        assert_eq!(u.to_string(), "http://127.0.0.1:9000/v1/x?y=1");
+    }
+}

@@ -1,0 +1,36 @@
+//! The Vane sidecar proxy.
+//!
+//! A request travels through one tower stack, composed in [`stack`]:
+//!
+//! ```text
+//! listener (h1 / h2c detection, server.rs)
+//!   -> metrics   (counts, latency, in-flight; metrics.rs)
+//!   -> route     (authority -> service -> route -> weighted backend; route.rs)
+//!   -> forward   (power of two choices over peak-EWMA x in-flight, ejection, pooled client; forward.rs)
+//! ```
+//!
+//! Configuration is one immutable [`config::Snapshot`] behind an `ArcSwap`, loaded once per request
+//! and swapped whole on reload. The decisions themselves (route match, weighted pick, endpoint cost,
+//! ejection) are pure functions in the `vane-route` crate.
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod args;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod endpoint;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod route;
+pub mod server;
+pub mod stack;
+
+/// Monotonic nanoseconds since the process started: the clock the pure balancer code runs on.
+pub fn now_ns() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}

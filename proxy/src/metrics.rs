@@ -1,0 +1,288 @@
+//! Prometheus metrics (OpenMetrics text through prometheus-client) and the metrics layer.
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `vane_requests_total` | direction, service, route, backend, status, error |
+//! | `vane_request_duration_seconds` (histogram, to response headers) | direction, service, route, backend |
+//! | `vane_requests_in_flight` | direction |
+//! | `vane_endpoint_rtt_ewma_seconds` | backend, endpoint |
+//! | `vane_endpoint_in_flight` | backend, endpoint |
+//! | `vane_endpoint_ejected` (1 while ejected) | backend, endpoint |
+//! | `vane_config_reloads_total` | result (`ok`/`error`) |
+//! | `vane_config_version` | |
+
+use crate::body::RespBody;
+use crate::config::Snapshot;
+use http::{Request, Response};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// A label value that is cheap to clone (names from the config).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Name(pub Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name(s.into())
+    }
+}
+
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the local app.
+    Outbound,
+    /// From a peer, to the local model server.
+    Inbound,
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        })
+    }
+}
+
+/// What a response was: attached to it by the route and forward services for the metrics layer.
+#[derive(Clone, Debug)]
+pub struct RouteInfo {
+    /// Service name (or `-`).
+    pub service: Name,
+    /// Route name (or `-`).
+    pub route: Name,
+    /// Backend name (or `-`).
+    pub backend: Name,
+    /// The proxy's own error reason, if the proxy answered.
+    pub error: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    direction: Direction,
+    service: Name,
+    route: Name,
+    backend: Name,
+    status: u16,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    direction: Direction,
+    service: Name,
+    route: Name,
+    backend: Name,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    backend: Name,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// All of the proxy's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily<RouteLabels>,
+    in_flight: Family<DirectionLabels, Gauge>,
+    endpoint_rtt: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    endpoint_in_flight: Family<EndpointLabels, Gauge>,
+    endpoint_ejected: Family<EndpointLabels, Gauge>,
+    reloads: Family<ResultLabels, Counter>,
+    config_version: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("vane");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests by where they went and how they ended", requests.clone());
+        let latency: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 17)));
+        registry.register_with_unit(
+            "request_duration",
+            "Time from receiving a request to sending its response headers",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
+        let in_flight = Family::<DirectionLabels, Gauge>::default();
+        registry.register("requests_in_flight", "Requests waiting for response headers", in_flight.clone());
+        let endpoint_rtt = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "endpoint_rtt_ewma",
+            "Peak-EWMA time to first response byte, per endpoint",
+            prometheus_client::registry::Unit::Seconds,
+            endpoint_rtt.clone(),
+        );
+        let endpoint_in_flight = Family::<EndpointLabels, Gauge>::default();
+        registry.register("endpoint_in_flight", "Requests in flight to the endpoint (until the body ends)", endpoint_in_flight.clone());
+        let endpoint_ejected = Family::<EndpointLabels, Gauge>::default();
+        registry.register("endpoint_ejected", "1 while the endpoint is ejected", endpoint_ejected.clone());
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("config_reloads", "Config reloads by result", reloads.clone());
+        let config_version = Gauge::default();
+        registry.register("config_version", "Version number of the active config", config_version.clone());
+        config_version.set(1);
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            endpoint_rtt,
+            endpoint_in_flight,
+            endpoint_ejected,
+            reloads,
+            config_version,
+        }
+    }
+
+    /// Counts a reload attempt.
+    pub fn config_reload(&self, ok: bool, version: u64) {
+        self.reloads.get_or_create(&ResultLabels { result: if ok { "ok" } else { "error" } }).inc();
+        self.config_version.set(version as i64);
+    }
+
+    /// Renders the OpenMetrics text, refreshing per-endpoint gauges from `snap` first.
+    pub fn render(&self, snap: &Snapshot) -> String {
+        let now = crate::now_ns();
+        self.endpoint_rtt.clear();
+        self.endpoint_in_flight.clear();
+        self.endpoint_ejected.clear();
+        for b in snap.backends.iter().chain(snap.inbound.iter()) {
+            for e in &b.endpoints {
+                let l = EndpointLabels { backend: Name(Arc::clone(&b.name)), endpoint: e.addr.to_string() };
+                self.endpoint_rtt.get_or_create(&l).set(e.rtt_seconds(now, snap.table.settings.ewma_decay));
+                self.endpoint_in_flight.get_or_create(&l).set(i64::from(e.in_flight()));
+                self.endpoint_ejected.get_or_create(&l).set(i64::from(e.ejected(now)));
+            }
+        }
+        let mut out = String::with_capacity(8192);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            let _ = writeln!(out, "# metrics encoding failed");
+        }
+        out
+    }
+
+    fn record(&self, direction: Direction, info: Option<&RouteInfo>, status: u16, elapsed: f64) {
+        let dash = || Name("-".into());
+        let (service, route, backend, error) = match info {
+            Some(i) => (i.service.clone(), i.route.clone(), i.backend.clone(), i.error.unwrap_or("")),
+            None => (dash(), dash(), dash(), ""),
+        };
+        self.latency
+            .get_or_create(&RouteLabels { direction, service: service.clone(), route: route.clone(), backend: backend.clone() })
+            .observe(elapsed);
+        self.requests.get_or_create(&RequestLabels { direction, service, route, backend, status, error }).inc();
+    }
+}
+
+/// Layer that records request metrics.
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    metrics: Arc<Metrics>,
+    direction: Direction,
+}
+
+impl MetricsLayer {
+    /// A layer recording into `metrics` for one listener.
+    pub fn new(metrics: Arc<Metrics>, direction: Direction) -> MetricsLayer {
+        MetricsLayer { metrics, direction }
+    }
+}
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+    fn layer(&self, inner: S) -> MetricsService<S> {
+        MetricsService { inner, metrics: Arc::clone(&self.metrics), direction: self.direction }
+    }
+}
+
+/// Records the count, latency and in-flight gauge of each request.
+#[derive(Clone, Debug)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    direction: Direction,
+}
+
+impl<S, B> tower::Service<Request<B>> for MetricsService<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RespBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<RespBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let metrics = Arc::clone(&self.metrics);
+        let direction = self.direction;
+        let gauge = metrics.in_flight.get_or_create(&DirectionLabels { direction }).clone();
+        gauge.inc();
+        let guard = GaugeGuard(gauge);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            drop(guard);
+            let info = resp.extensions().get::<RouteInfo>();
+            metrics.record(direction, info, resp.status().as_u16(), start.elapsed().as_secs_f64());
+            Ok(resp)
+        })
+    }
+}
+
+/// Decrements the in-flight gauge when the request is answered or abandoned.
+struct GaugeGuard(Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -279,6 +279,11 @@ impl Proxy {
     }
 
     pub fn try_start(yaml: &str) -> Result<Proxy, String> {
+        Proxy::try_start_with(yaml, "50ms")
+    }
+
+    /// Starts with a given config poll interval (a long one leaves SIGHUP as the only trigger).
+    pub fn try_start_with(yaml: &str, reload_interval: &str) -> Result<Proxy, String> {
         let dir = std::env::temp_dir().join(format!("vane-test-{}-{}", std::process::id(), DIRS.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let config_path = dir.join("vane.yaml");
@@ -288,7 +293,7 @@ impl Proxy {
             .arg("--config")
             .arg(&config_path)
             .args(["--outbound", &outbound.to_string(), "--inbound", &inbound.to_string(), "--admin", &admin.to_string()])
-            .args(["--reload-interval", "50ms", "--log", "warn"])
+            .args(["--reload-interval", reload_interval, "--log", "warn"])
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;

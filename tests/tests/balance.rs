@@ -1,0 +1,96 @@
+//! Latency-aware balancing: a slow endpoint gets little traffic, and gets it back when it recovers.
+//! Refused endpoints are ejected without failing requests.
+
+use std::time::Duration;
+use vane_tests::*;
+
+async fn burst(client: &TestClient, n: usize, concurrency: usize) -> usize {
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut failed = 0;
+            for _ in (w..n).step_by(concurrency) {
+                match get(&client, "svc", "/", &[]).await {
+                    Ok(r) if r.status == 200 => {}
+                    _ => failed += 1,
+                }
+            }
+            failed
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await.unwrap();
+    }
+    failed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_endpoint_gets_a_small_share_and_recovers() {
+    let fast1 = Backend::start("fast1").await;
+    let fast2 = Backend::start("fast2").await;
+    let slow = Backend::start("slow").await;
+    for b in [&fast1, &fast2] {
+        b.set_delay(Duration::from_millis(2));
+    }
+    slow.set_delay(Duration::from_millis(20));
+    let cfg = format!(
+        "proxy: {{ balancer: {{ ewma_decay: 300ms }} }}\n{}",
+        split_config(&[("pool", &[fast1.addr, fast2.addr, slow.addr], 1)], "")
+    );
+    let proxy = Proxy::start(&cfg);
+    let client = h1_client(proxy.outbound);
+    assert_eq!(burst(&client, 600, 6).await, 0);
+    let slow_share = slow.hits() as f64 / 600.0;
+    // Round-robin would give it a third; P2C over peak-EWMA x in-flight gives it far less.
+    assert!(slow_share < 0.12, "slow endpoint took {:.1} %", slow_share * 100.0);
+
+    // It recovers: within a few decay periods it takes a fair share again.
+    slow.set_delay(Duration::from_millis(2));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = slow.hits();
+    assert_eq!(burst(&client, 600, 6).await, 0);
+    let recovered_share = (slow.hits() - before) as f64 / 600.0;
+    assert!(recovered_share > 0.2, "recovered endpoint took only {:.1} %", recovered_share * 100.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_endpoint_is_ejected_and_nothing_fails() {
+    let healthy = Backend::start("healthy").await;
+    let dead = refused_addr();
+    let proxy = Proxy::start(&split_config(&[("pool", &[dead, healthy.addr], 1)], ""));
+    for client in [h1_client(proxy.outbound), h2_client(proxy.outbound)] {
+        assert_eq!(burst(&client, 200, 4).await, 0);
+        // POST bodies with a Content-Length are retried on another endpoint too.
+        for _ in 0..20 {
+            let r = send(&client, "POST", "svc", "/", &[], "{\"x\":1}").await.unwrap();
+            assert_eq!(r.status, 200);
+            assert!(r.body.contains("{\\\"x\\\":1}"), "{}", r.body);
+        }
+    }
+    let m = proxy.metrics();
+    assert_eq!(metric(&m, "vane_endpoint_ejected", &[&format!("endpoint=\"{dead}\"")]), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "vane_endpoint_ejected", &[&format!("endpoint=\"{}\"", healthy.addr)]), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_dead_endpoints_give_502_then_503() {
+    let proxy = Proxy::start(&split_config(&[("pool", &[refused_addr()], 1)], ""));
+    let client = h1_client(proxy.outbound);
+    let r = get(&client, "svc", "/", &[]).await.unwrap();
+    // The first request finds the endpoint refusing; after that it is ejected.
+    assert_eq!((r.status.as_u16(), r.proxy_error()), (502, "connect-failed"), "{r:?}");
+    let r = get(&client, "svc", "/", &[]).await.unwrap();
+    assert_eq!((r.status.as_u16(), r.proxy_error()), (503, "no-endpoint-ready"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_answer_times_out_with_504() {
+    let slow = Backend::start("slow").await;
+    slow.set_delay(Duration::from_millis(800));
+    let route = "        timeout: 100ms\n";
+    let proxy = Proxy::start(&split_config(&[("b", &[slow.addr], 1)], route));
+    let r = get(&h1_client(proxy.outbound), "svc", "/", &[]).await.unwrap();
+    assert_eq!((r.status.as_u16(), r.proxy_error()), (504, "response-timeout"));
+}

@@ -38,7 +38,7 @@ impl Config {
 }
 
 /// Process-wide settings. Listener addresses and threads given as flags or environment win over these.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySettings {
     /// Outbound listener (the app calls it), default `127.0.0.1:4140`.
@@ -68,6 +68,22 @@ pub struct ProxySettings {
     /// How long in-flight requests may take to finish after SIGTERM, default 10s.
     #[serde(default = "defaults::drain_grace")]
     pub drain_grace: HumanDuration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            outbound: None,
+            inbound: None,
+            admin: None,
+            threads: None,
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            balancer: BalancerConfig::default(),
+            ejection: EjectionConfig::default(),
+            drain_grace: defaults::drain_grace(),
+        }
+    }
 }
 
 /// Timeouts. Each failure has its own status: connect and upstream errors give 502, timeouts 504.

@@ -112,6 +112,9 @@ fn empty_config_is_valid() {
     let t = Table::from_yaml("{}").unwrap();
     assert!(t.services.is_empty());
     assert_eq!(t.settings.max_header_bytes, 16 * 1024);
+    assert_eq!(t.settings.drain_grace, Duration::from_secs(10));
+    assert_eq!(t.settings.response_timeout, Duration::from_secs(30));
+    assert_eq!(t.settings.ejection.consecutive_failures, 5);
 }
 
 #[test]

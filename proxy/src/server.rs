@@ -6,8 +6,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 /// Connection-level settings.
@@ -15,7 +20,8 @@ use tokio::sync::{mpsc, watch};
 pub struct ConnSettings {
     /// Largest request head (h1 read buffer / h2 header list).
     pub max_header_bytes: usize,
-    /// Idle keep-alive timeout (h1: time to read the next request's head).
+    /// A connection with no bytes read or written for this long is shut down gracefully; also
+    /// the time allowed to read a request head.
     pub idle_timeout: Duration,
 }
 
@@ -54,14 +60,22 @@ where
         match accepted {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc.clone())).into_owned();
+                let last_io = Arc::new(AtomicU64::new(crate::now_ns()));
+                let io = TokioIo::new(IdleIo { inner: stream, last: Arc::clone(&last_io) });
+                let conn = builder.serve_connection(io, TowerToHyperService::new(svc.clone())).into_owned();
                 let mut stop = stop.clone();
                 let alive = alive.clone();
+                let idle = s.idle_timeout;
                 tokio::spawn(async move {
                     let mut conn = std::pin::pin!(conn);
                     let result = tokio::select! {
                         r = conn.as_mut() => r,
                         _ = stopped(&mut stop) => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                        _ = idle_for(&last_io, idle) => {
+                            // HTTP/1: closes once a response in progress is done; HTTP/2: GOAWAY.
                             conn.as_mut().graceful_shutdown();
                             conn.await
                         }
@@ -78,6 +92,62 @@ where
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Resolves once no byte has been read or written for `idle`.
+async fn idle_for(last: &AtomicU64, idle: Duration) {
+    let idle_ns = idle.as_nanos() as u64;
+    loop {
+        let quiet = crate::now_ns().saturating_sub(last.load(Ordering::Relaxed));
+        if quiet >= idle_ns {
+            return;
+        }
+        tokio::time::sleep(Duration::from_nanos(idle_ns - quiet)).await;
+    }
+}
+
+/// A socket that notes the time of its last read or write (for the idle timeout).
+struct IdleIo {
+    inner: TcpStream,
+    last: Arc<AtomicU64>,
+}
+
+impl IdleIo {
+    fn touch<T>(&self, p: &Poll<std::io::Result<T>>) {
+        if let Poll::Ready(Ok(_)) = p {
+            self.last.store(crate::now_ns(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for IdleIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let p = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.touch(&p);
+        p
+    }
+}
+
+impl AsyncWrite for IdleIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let p = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.touch(&p);
+        p
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        let p = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.touch(&p);
+        p
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

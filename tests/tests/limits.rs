@@ -34,3 +34,16 @@ async fn malformed_and_oversized_requests_are_refused_and_serving_continues() {
     }
     assert_eq!(a.hits(), 2, "nothing refused reached the backend");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    use std::io::Read;
+    let a = Backend::start("a").await;
+    let cfg = format!("proxy: {{ timeouts: {{ idle: 300ms }} }}\n{}", split_config(&[("a", &[a.addr], 1)], ""));
+    let proxy = Proxy::start(&cfg);
+    let mut s = std::net::TcpStream::connect(proxy.outbound).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 16];
+    // A clean close (0 bytes), not the 10 s read timeout.
+    assert_eq!(s.read(&mut buf).unwrap(), 0);
+}

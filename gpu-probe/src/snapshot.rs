@@ -1,0 +1,340 @@
+//! The load snapshot that `/load` and `/orca` serve, rendered once per poll.
+//!
+//! The poll loop builds a [`Rendered`] from the latest [`State`] and swaps it in whole through
+//! an `ArcSwap`; a request loads it once and writes it out. Only the parts that depend on the
+//! moment of the request, the age of the figures and whether they are stale, are added per
+//! request, so staleness is exact even when the model server hangs mid-scrape and no poll
+//! completes.
+
+use crate::gpu::{GpuSnapshot, GpuView, unix_ms};
+use crate::servers::{Figures, ServerKind};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderValue;
+use serde::{Serialize, Serializer};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The name of the ORCA load-report header.
+pub const ORCA_HEADER: &str = "endpoint-load-metrics";
+
+/// Everything the snapshot is made from.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// The last good reading of the model server, if there was one.
+    pub last_good: Option<GoodReading>,
+    /// The last scrape error, cleared by the next good scrape.
+    pub last_error: Option<String>,
+    /// The GPU side.
+    pub gpu: GpuView,
+}
+
+/// A good reading and when it was taken.
+#[derive(Clone, Copy, Debug)]
+pub struct GoodReading {
+    /// The server kind.
+    pub kind: ServerKind,
+    /// The figures.
+    pub figures: Figures,
+    /// When, on the monotonic clock (for age).
+    pub at: Instant,
+    /// When, on the wall clock (for `updated_unix_ms`).
+    pub at_wall: SystemTime,
+}
+
+/// A pre-rendered snapshot.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    /// The JSON object without its last two fields and closing brace.
+    head: Bytes,
+    /// The ORCA header value, when there are figures to report.
+    orca: Option<HeaderValue>,
+    /// When the figures were read.
+    figures_at: Option<Instant>,
+    stale_after: Duration,
+}
+
+/// What `/orca` should answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrcaReport {
+    /// Fresh figures.
+    Fresh(HeaderValue),
+    /// No figures yet, or only stale ones.
+    Unavailable(&'static str),
+}
+
+#[derive(Serialize)]
+struct Head<'a> {
+    server: Option<ServerKind>,
+    #[serde(serialize_with = "number")]
+    queue_depth: Option<f64>,
+    #[serde(serialize_with = "number")]
+    running: Option<f64>,
+    kv_cache_usage: Option<f64>,
+    gpu: Option<&'a GpuSnapshot>,
+    gpu_status: Option<&'a str>,
+    error: Option<&'a str>,
+    updated_unix_ms: Option<u64>,
+}
+
+/// Writes integral counts as JSON integers (`3`, not `3.0`).
+fn number<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => s.serialize_i64(*x as i64),
+        Some(x) => s.serialize_f64(*x),
+        None => s.serialize_none(),
+    }
+}
+
+// === impl Rendered ===
+
+impl Rendered {
+    /// Renders `state`. Pure apart from allocation.
+    pub fn render(state: &State, stale_after: Duration) -> Rendered {
+        let good = state.last_good.as_ref();
+        let figures = good.map(|g| g.figures).unwrap_or_default();
+        let gpu = state.gpu.snapshot.as_deref();
+        let head = Head {
+            server: good.map(|g| g.kind),
+            queue_depth: figures.queue_depth,
+            running: figures.running,
+            kv_cache_usage: figures.kv_cache_usage,
+            gpu,
+            gpu_status: state.gpu.status.as_deref(),
+            error: state.last_error.as_deref(),
+            updated_unix_ms: good.map(|g| unix_ms(g.at_wall)),
+        };
+        let mut json = serde_json::to_vec(&head).unwrap_or_else(|_| b"{}".to_vec());
+        // Drop the closing brace; `load_body` appends the per-request fields and closes it.
+        json.pop();
+        Rendered {
+            head: Bytes::from(json),
+            orca: good.and_then(|g| orca_value(&g.figures, gpu)),
+            figures_at: good.map(|g| g.at),
+            stale_after,
+        }
+    }
+
+    /// How old the figures are at `now`.
+    pub fn age(&self, now: Instant) -> Option<Duration> {
+        self.figures_at.map(|at| now.saturating_duration_since(at))
+    }
+
+    /// Whether the figures are missing or older than the stale-after limit at `now`.
+    pub fn is_stale(&self, now: Instant) -> bool {
+        self.age(now).is_none_or(|age| age > self.stale_after)
+    }
+
+    /// Whether a good reading has ever been made.
+    pub fn has_figures(&self) -> bool {
+        self.figures_at.is_some()
+    }
+
+    /// The `/load` body at `now`.
+    pub fn load_body(&self, now: Instant) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.head.len() + 40);
+        buf.put_slice(&self.head);
+        let mut tail = String::with_capacity(40);
+        match self.age(now) {
+            Some(age) => {
+                let _ = write!(tail, ",\"age_ms\":{}", age.as_millis());
+            }
+            None => tail.push_str(",\"age_ms\":null"),
+        }
+        let _ = write!(tail, ",\"stale\":{}}}", self.is_stale(now));
+        buf.put_slice(tail.as_bytes());
+        buf.freeze()
+    }
+
+    /// The `/orca` answer at `now`.
+    pub fn orca(&self, now: Instant) -> OrcaReport {
+        match &self.orca {
+            None => OrcaReport::Unavailable("no load figures yet"),
+            Some(_) if self.is_stale(now) => OrcaReport::Unavailable("load figures are stale"),
+            Some(v) => OrcaReport::Fresh(v.clone()),
+        }
+    }
+}
+
+/// The ORCA `endpoint-load-metrics` value in TEXT form, e.g.
+/// `TEXT named_metrics.queue_depth=3, named_metrics.running=5, named_metrics.kv_cache_usage=0.42`.
+/// Figures the server does not report are left out. `None` when nothing is known.
+pub fn orca_value(figures: &Figures, gpu: Option<&GpuSnapshot>) -> Option<HeaderValue> {
+    let named = [
+        ("queue_depth", figures.queue_depth),
+        ("running", figures.running),
+        ("kv_cache_usage", figures.kv_cache_usage),
+        ("gpu_utilization", gpu.and_then(|g| g.utilization)),
+    ];
+    let mut text = String::from("TEXT");
+    let mut first = true;
+    for (name, value) in named {
+        let Some(v) = value.filter(|v| v.is_finite()) else {
+            continue;
+        };
+        text.push_str(if first { " " } else { ", " });
+        first = false;
+        // `Display` for f64 writes the shortest form that reads back exactly: `3`, `0.42`.
+        let _ = write!(text, "named_metrics.{name}={v}");
+    }
+    if first {
+        return None;
+    }
+    HeaderValue::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn good(at: Instant) -> GoodReading {
+        GoodReading {
+            kind: ServerKind::Vllm,
+            figures: Figures {
+                queue_depth: Some(3.0),
+                running: Some(5.0),
+                kv_cache_usage: Some(0.42),
+            },
+            at,
+            at_wall: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+        }
+    }
+
+    fn json(r: &Rendered, now: Instant) -> serde_json::Value {
+        serde_json::from_slice(&r.load_body(now)).expect("valid JSON")
+    }
+
+    #[test]
+    fn before_any_reading_everything_is_null_and_stale() {
+        let r = Rendered::render(&State::default(), Duration::from_secs(1));
+        let v = json(&r, Instant::now());
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "server": null, "queue_depth": null, "running": null, "kv_cache_usage": null,
+                "gpu": null, "gpu_status": null, "error": null, "updated_unix_ms": null,
+                "age_ms": null, "stale": true
+            })
+        );
+        assert_eq!(
+            r.orca(Instant::now()),
+            OrcaReport::Unavailable("no load figures yet")
+        );
+        assert!(!r.has_figures());
+    }
+
+    #[test]
+    fn fresh_figures_render_as_json_and_orca() {
+        let t0 = Instant::now();
+        let state = State {
+            last_good: Some(good(t0)),
+            ..State::default()
+        };
+        let r = Rendered::render(&state, Duration::from_secs(1));
+        let now = t0 + Duration::from_millis(12);
+        let v = json(&r, now);
+        assert_eq!(v["server"], "vllm");
+        assert!(
+            r.load_body(now)
+                .windows(15)
+                .any(|w| w == b"\"queue_depth\":3"),
+            "an integer, not 3.0"
+        );
+        assert_eq!(v["running"], 5);
+        assert_eq!(v["kv_cache_usage"], 0.42);
+        assert_eq!(v["age_ms"], 12);
+        assert_eq!(v["stale"], false);
+        assert_eq!(v["updated_unix_ms"], 1_700_000_000_123u64);
+        let OrcaReport::Fresh(h) = r.orca(now) else {
+            panic!("expected a report")
+        };
+        assert_eq!(
+            h.to_str().unwrap(),
+            "TEXT named_metrics.queue_depth=3, named_metrics.running=5, named_metrics.kv_cache_usage=0.42"
+        );
+    }
+
+    #[test]
+    fn old_figures_are_kept_but_marked_stale() {
+        let t0 = Instant::now();
+        let state = State {
+            last_good: Some(good(t0)),
+            last_error: Some("connection refused".into()),
+            ..State::default()
+        };
+        let r = Rendered::render(&state, Duration::from_millis(100));
+        let later = t0 + Duration::from_millis(101);
+        let v = json(&r, later);
+        assert_eq!(v["queue_depth"], 3);
+        assert_eq!(v["stale"], true);
+        assert_eq!(v["error"], "connection refused");
+        assert!(r.is_stale(later));
+        assert_eq!(
+            r.orca(later),
+            OrcaReport::Unavailable("load figures are stale")
+        );
+        assert!(
+            !r.is_stale(t0 + Duration::from_millis(100)),
+            "the limit itself is still fresh"
+        );
+    }
+
+    #[test]
+    fn gpu_section_and_status_are_rendered() {
+        let t0 = Instant::now();
+        let gpu = crate::gpu::merge(
+            &[crate::gpu::NvmlDevice {
+                index: 0,
+                utilization_percent: Some(90),
+                ..Default::default()
+            }],
+            &[],
+            5,
+        );
+        let state = State {
+            last_good: Some(good(t0)),
+            gpu: GpuView {
+                snapshot: Some(Arc::new(gpu)),
+                status: None,
+            },
+            ..State::default()
+        };
+        let r = Rendered::render(&state, Duration::from_secs(1));
+        let v = json(&r, t0);
+        assert_eq!(v["gpu"]["count"], 1);
+        assert_eq!(v["gpu"]["utilization"], 0.9);
+        let OrcaReport::Fresh(h) = r.orca(t0) else {
+            panic!("expected a report")
+        };
+        assert!(
+            h.to_str()
+                .unwrap()
+                .ends_with(", named_metrics.gpu_utilization=0.9")
+        );
+
+        let none = State {
+            gpu: GpuView {
+                snapshot: None,
+                status: Some("no GPU driver found".into()),
+            },
+            ..state
+        };
+        let v = json(&Rendered::render(&none, Duration::from_secs(1)), t0);
+        assert_eq!(v["gpu"], serde_json::Value::Null);
+        assert_eq!(v["gpu_status"], "no GPU driver found");
+    }
+
+    #[test]
+    fn orca_leaves_out_what_is_unknown() {
+        let tgi = Figures {
+            queue_depth: Some(2.0),
+            running: Some(1.0),
+            kv_cache_usage: None,
+        };
+        assert_eq!(
+            orca_value(&tgi, None).unwrap(),
+            "TEXT named_metrics.queue_depth=2, named_metrics.running=1"
+        );
+        assert_eq!(orca_value(&Figures::default(), None), None);
+    }
+}

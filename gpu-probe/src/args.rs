@@ -5,6 +5,7 @@ use crate::probe::{Config, Probe};
 use crate::servers::ServerChoice;
 use clap::Parser;
 use http::Uri;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +103,7 @@ pub fn parse_and_run() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     // Internal: one thread is plenty for a few hundred tiny requests a second, and a sidecar

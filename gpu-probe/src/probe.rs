@@ -102,6 +102,7 @@ impl Probe {
 
     /// Runs until `shutdown` completes, then drains open connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let listen = self.local_addr()?;
         let Probe {
             config,
             listener,
@@ -119,7 +120,7 @@ impl Probe {
         ));
         let server = tokio::spawn(serve(listener, shared, stop_rx));
         tracing::info!(
-            listen = %config.listen, metrics_url = %config.metrics_url, server = %config.server,
+            %listen, metrics_url = %config.metrics_url, server = %config.server,
             interval = ?config.interval, "vane-gpu-probe started"
         );
         shutdown.await;

@@ -18,9 +18,10 @@ pub const MAX_PAGE_BYTES: usize = 16 << 20;
 /// Why a scrape failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
-    /// No connection, or the connection broke.
+    /// No connection, or the connection broke (the message carries the whole cause chain,
+    /// e.g. `client error (Connect): tcp connect error: Connection refused`).
     #[error("request failed: {0}")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(String),
     /// No complete answer within the scrape timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -98,7 +99,7 @@ impl Scraper {
             .client
             .request(req)
             .await
-            .map_err(ScrapeError::Connect)?;
+            .map_err(|e| ScrapeError::Connect(chain(&e)))?;
         let status = resp.status();
         if status != StatusCode::OK {
             return Err(ScrapeError::Status(status));
@@ -110,4 +111,16 @@ impl Scraper {
             .map_err(|e| ScrapeError::Body(e.to_string()))?;
         Ok(collected.to_bytes())
     }
+}
+
+/// An error and its sources, joined by `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

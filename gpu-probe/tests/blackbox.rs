@@ -1,0 +1,384 @@
+//! The probe against a fake model server over real sockets: in-process through the library's
+//! `Probe::run`, and as the built binary configured through its environment variables.
+
+mod support;
+
+use http::StatusCode;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{FakeServer, Mode, eventually, fixture, get, load, sample};
+use tokio::sync::oneshot;
+use vane_gpu_probe::gpu::GpuConfig;
+use vane_gpu_probe::{Config, Probe, ServerChoice};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// How `/load` says there is no GPU: no driver, or (built without the `gpu` feature) no support.
+const NO_GPU: &str = if cfg!(feature = "gpu") {
+    "no GPU driver found"
+} else {
+    "this build has no GPU support"
+};
+
+/// A GPU configuration that finds no driver on any machine: NVML pointed at a library that is
+/// not there, CUDA not asked. It exercises the no-GPU path with the `gpu` feature on.
+fn no_driver() -> GpuConfig {
+    GpuConfig {
+        nvml_lib: Some("/nonexistent/libnvidia-ml.so.1".into()),
+        cuda: false,
+        ..GpuConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering() {
+    let fake = FakeServer::start(Mode::Serve(fixture("vllm.txt"))).await;
+    let config = Config {
+        metrics_url: fake.metrics_url(),
+        server: ServerChoice::Auto,
+        interval: Duration::from_millis(10),
+        scrape_timeout: Duration::from_millis(100),
+        stale_after: Duration::from_millis(300),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        gpu: no_driver(),
+    };
+    let probe = Probe::bind(config).await.expect("bind");
+    let addr = probe.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(probe.run(async move {
+        let _ = stopped.await;
+    }));
+
+    // Ready after the first good scrape.
+    eventually(WAIT, "/ready", || async {
+        (get(addr, "/ready").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_eq!(get(addr, "/live").await.0, StatusCode::OK);
+
+    // /load: the vLLM page's figures, fresh, and a clear word on the missing GPU.
+    let v = load(addr).await;
+    assert_eq!(v["server"], "vllm", "{v}");
+    assert_eq!(v["queue_depth"], 5);
+    assert_eq!(v["running"], 21);
+    assert_eq!(v["kv_cache_usage"], 0.4215);
+    assert_eq!(v["stale"], false);
+    assert_eq!(v["error"], serde_json::Value::Null);
+    assert_eq!(v["gpu"], serde_json::Value::Null);
+    let gpu_status = v["gpu_status"].as_str().expect("a GPU status message");
+    assert!(
+        gpu_status.starts_with(NO_GPU),
+        "{gpu_status}"
+    );
+    assert!(v["age_ms"].as_u64().expect("age") < 250, "{v}");
+    assert!(v["updated_unix_ms"].as_u64().expect("timestamp") > 1_600_000_000_000);
+
+    // /orca: the same load in the header and the body.
+    let (status, headers, body) = get(addr, "/orca").await;
+    assert_eq!(status, StatusCode::OK);
+    let expected = "TEXT named_metrics.queue_depth=5, named_metrics.running=21, named_metrics.kv_cache_usage=0.4215";
+    assert_eq!(headers["endpoint-load-metrics"], expected);
+    assert_eq!(body.trim_end(), expected);
+
+    // /metrics: the documented names, readable by a Prometheus parser.
+    let (status, headers, page) = get(addr, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(
+        sample(&page, "vane_probe_queue_depth", None),
+        Some(5.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, "vane_probe_running_requests", None),
+        Some(21.0)
+    );
+    assert_eq!(
+        sample(&page, "vane_probe_kv_cache_usage_ratio", None),
+        Some(0.4215)
+    );
+    assert!(sample(&page, "vane_probe_scrape_duration_seconds_count", None).unwrap() >= 1.0);
+    assert!(sample(&page, "vane_probe_snapshot_age_seconds", None).unwrap() < 0.25);
+    assert_eq!(sample(&page, "vane_probe_stale", None), Some(0.0));
+    // Per-GPU series appear only with a GPU; errors only once there has been one.
+    assert!(
+        !page.contains("vane_probe_gpu_utilization_ratio{"),
+        "{page}"
+    );
+
+    // Auto-detection follows the page: the server now speaks SGLang.
+    fake.set(Mode::Serve(fixture("sglang.txt")));
+    eventually(WAIT, "SGLang figures", || async {
+        let v = load(addr).await;
+        (v["server"] == "sglang" && v["queue_depth"] == 17).then_some(())
+    })
+    .await;
+
+    // The server stops answering: the last figures stay, turn stale, and /orca stops reporting.
+    fake.set(Mode::Hang);
+    let v = eventually(WAIT, "stale figures", || async {
+        let v = load(addr).await;
+        (v["stale"] == true).then_some(v)
+    })
+    .await;
+    assert_eq!(v["server"], "sglang", "{v}");
+    assert_eq!(v["queue_depth"], 17, "the last figures are kept");
+    assert_eq!(v["running"], 46);
+    assert!(v["age_ms"].as_u64().unwrap() >= 300, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("no answer within"),
+        "{v}"
+    );
+    let (status, headers, _) = get(addr, "/orca").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.get("endpoint-load-metrics").is_none());
+    let (_, _, page) = get(addr, "/metrics").await;
+    assert!(
+        sample(
+            &page,
+            "vane_probe_scrape_errors_total",
+            Some(("reason", "timeout"))
+        )
+        .unwrap()
+            >= 1.0,
+        "{page}"
+    );
+    assert_eq!(sample(&page, "vane_probe_stale", None), Some(1.0));
+    assert!(sample(&page, "vane_probe_snapshot_age_seconds", None).unwrap() > 0.3);
+    assert_eq!(
+        get(addr, "/ready").await.0,
+        StatusCode::OK,
+        "readiness stays once reached"
+    );
+
+    // A malformed page counts as a failure too.
+    fake.set(Mode::Serve(fixture("malformed_label.txt")));
+    eventually(WAIT, "a malformed-page error", || async {
+        let v = load(addr).await;
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("malformed metrics page: line 3"))
+            .then_some(())
+    })
+    .await;
+    fake.set(Mode::Status(StatusCode::INTERNAL_SERVER_ERROR));
+    eventually(WAIT, "a status error", || async {
+        let v = load(addr).await;
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("500"))
+            .then_some(())
+    })
+    .await;
+    let (_, _, page) = get(addr, "/metrics").await;
+    assert!(
+        sample(
+            &page,
+            "vane_probe_scrape_errors_total",
+            Some(("reason", "malformed"))
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        sample(
+            &page,
+            "vane_probe_scrape_errors_total",
+            Some(("reason", "status"))
+        )
+        .unwrap()
+            >= 1.0
+    );
+
+    // It recovers as soon as the server answers again.
+    fake.set(Mode::Serve(fixture("tgi.txt")));
+    let v = eventually(WAIT, "fresh figures again", || async {
+        let v = load(addr).await;
+        (v["stale"] == false && v["server"] == "tgi").then_some(v)
+    })
+    .await;
+    assert_eq!(v["queue_depth"], 4);
+    assert_eq!(
+        v["kv_cache_usage"],
+        serde_json::Value::Null,
+        "TGI reports no KV-cache use"
+    );
+    assert_eq!(v["error"], serde_json::Value::Null);
+    let (_, headers, _) = get(addr, "/orca").await;
+    assert_eq!(
+        headers["endpoint-load-metrics"],
+        "TEXT named_metrics.queue_depth=4, named_metrics.running=32"
+    );
+
+    // The server goes away entirely: connection errors, and the figures go stale again.
+    fake.stop().await;
+    let v = eventually(WAIT, "stale after the server is gone", || async {
+        let v = load(addr).await;
+        (v["stale"] == true).then_some(v)
+    })
+    .await;
+    assert_eq!(v["queue_depth"], 4);
+    eventually(WAIT, "a refused connection", || async {
+        let v = load(addr).await;
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Connection refused"))
+            .then_some(())
+    })
+    .await;
+    let (_, _, page) = get(addr, "/metrics").await;
+    assert!(
+        sample(
+            &page,
+            "vane_probe_scrape_errors_total",
+            Some(("reason", "connect"))
+        )
+        .unwrap()
+            >= 1.0,
+        "{page}"
+    );
+
+    // Shutdown is prompt.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(3), running)
+        .await
+        .expect("stops in time")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_fixed_server_kind_that_does_not_match_never_becomes_ready() {
+    let fake = FakeServer::start(Mode::Serve(fixture("vllm.txt"))).await;
+    let config = Config {
+        metrics_url: fake.metrics_url(),
+        server: "triton".parse().unwrap(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        gpu: GpuConfig {
+            enabled: false,
+            ..GpuConfig::default()
+        },
+        ..Config::default()
+    };
+    let probe = Probe::bind(config).await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(probe.run(async move {
+        let _ = stopped.await;
+    }));
+    let v = eventually(WAIT, "an error", || async {
+        let v = load(addr).await;
+        v["error"].is_string().then_some(v)
+    })
+    .await;
+    assert_eq!(v["error"], "the page has none of the triton load metrics");
+    assert_eq!(v["gpu_status"], "GPU reading is turned off (--no-gpu)");
+    assert_eq!(get(addr, "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get(addr, "/orca").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    fake.stop().await;
+}
+
+/// Picks a free port by binding and releasing it (the binary is told the port up front).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_reads_its_settings_from_the_environment() {
+    let fake = FakeServer::start(Mode::Serve(fixture("triton_trtllm.txt"))).await;
+    let port = free_port();
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_vane-gpu-probe"))
+            .env("VANE_PROBE_METRICS_URL", fake.metrics_url().to_string())
+            .env("VANE_PROBE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("VANE_PROBE_INTERVAL", "20ms")
+            .env("VANE_PROBE_STALE_AFTER", "2s")
+            .env("VANE_PROBE_SERVER", "triton")
+            .env("VANE_PROBE_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+            .env("VANE_PROBE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the binary"),
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let v = eventually(WAIT, "the binary's /load", || async {
+        let up = tokio::net::TcpStream::connect(addr).await.is_ok();
+        if !up {
+            return None;
+        }
+        let v = load(addr).await;
+        (v["stale"] == false).then_some(v)
+    })
+    .await;
+    assert_eq!(v["server"], "triton", "{v}");
+    assert_eq!(v["queue_depth"], 7);
+    assert_eq!(v["running"], 30);
+    assert_eq!(v["kv_cache_usage"], 0.2934);
+    // Without NVML the GPU section is either null with a reason (no CUDA driver either, as on
+    // CI) or filled from CUDA alone (a machine with a driver).
+    if v["gpu"].is_null() {
+        assert!(
+            v["gpu_status"]
+                .as_str()
+                .unwrap()
+                .starts_with(NO_GPU),
+            "{v}"
+        );
+    } else {
+        assert!(v["gpu"]["count"].as_u64().unwrap() >= 1, "{v}");
+    }
+
+    // SIGTERM stops it cleanly.
+    let pid = child.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.0.wait();
+        (status, child)
+    })
+    .await
+    .unwrap()
+    .0
+    .expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+    fake.stop().await;
+}
+
+#[test]
+fn the_binary_refuses_a_config_that_cannot_work() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vane-gpu-probe"))
+        .env("VANE_PROBE_METRICS_URL", "https://127.0.0.1:8000/metrics")
+        .env("VANE_PROBE_LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run the binary");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--metrics-url must be an http:// URL"),
+        "{stderr}"
+    );
+}

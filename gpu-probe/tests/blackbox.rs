@@ -66,10 +66,7 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
     assert_eq!(v["error"], serde_json::Value::Null);
     assert_eq!(v["gpu"], serde_json::Value::Null);
     let gpu_status = v["gpu_status"].as_str().expect("a GPU status message");
-    assert!(
-        gpu_status.starts_with(NO_GPU),
-        "{gpu_status}"
-    );
+    assert!(gpu_status.starts_with(NO_GPU), "{gpu_status}");
     assert!(v["age_ms"].as_u64().expect("age") < 250, "{v}");
     assert!(v["updated_unix_ms"].as_u64().expect("timestamp") > 1_600_000_000_000);
 
@@ -338,13 +335,7 @@ async fn the_binary_reads_its_settings_from_the_environment() {
     // Without NVML the GPU section is either null with a reason (no CUDA driver either, as on
     // CI) or filled from CUDA alone (a machine with a driver).
     if v["gpu"].is_null() {
-        assert!(
-            v["gpu_status"]
-                .as_str()
-                .unwrap()
-                .starts_with(NO_GPU),
-            "{v}"
-        );
+        assert!(v["gpu_status"].as_str().unwrap().starts_with(NO_GPU), "{v}");
     } else {
         assert!(v["gpu"]["count"].as_u64().unwrap() >= 1, "{v}");
     }

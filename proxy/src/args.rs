@@ -112,7 +112,7 @@ pub struct Running {
 pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     let conn = ConnSettings { max_header_bytes: table.settings.max_header_bytes, idle_timeout: table.settings.idle_timeout };
     let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(Store::new(table));
+    let store = Arc::new(Store::new(table, Arc::clone(&metrics)));
     let admin_state = Arc::new(Admin { store: Arc::clone(&store), metrics: Arc::clone(&metrics), draining: false.into() });
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
@@ -132,7 +132,7 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     let (admin_stop, admin_rx) = watch::channel(false);
     let (admin_alive, _) = mpsc::channel(1);
     tasks.push(tokio::spawn(serve(admin_l, admin_state.service(), conn, admin_rx, admin_alive)));
-    let reload = tokio::spawn(crate::config::watch(Arc::clone(&store), opts.source.clone(), Arc::clone(&metrics), opts.reload_interval));
+    let reload = tokio::spawn(crate::config::watch(Arc::clone(&store), opts.source.clone(), opts.reload_interval));
     tracing::info!(%outbound, %inbound, %admin, source = %opts.source, "vane-proxy serving");
     let mut running = Running { outbound, inbound, admin, store, metrics, admin_state, stop, admin_stop, alive, tasks };
     running.tasks.push(reload);

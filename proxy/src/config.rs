@@ -6,7 +6,7 @@
 //! counted, and the last good snapshot stays.
 
 use crate::endpoint::Endpoint;
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, Metrics, RouteStats};
 use arc_swap::ArcSwap;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -78,11 +78,15 @@ pub struct Snapshot {
     pub upstreams: Arc<Upstreams>,
     /// Increases with each applied config.
     pub version: u64,
+    /// Metric handles: `[service][route]` → `(backend index, stats)` for each backend of the split.
+    pub route_stats: Vec<Vec<Vec<(usize, Arc<RouteStats>)>>>,
+    /// Metric handles for the inbound target.
+    pub inbound_stats: Arc<RouteStats>,
 }
 
 impl Snapshot {
     /// Builds a snapshot, reusing endpoint state and clients from `prev` where they still apply.
-    pub fn build(table: Table, prev: Option<&Snapshot>, version: u64) -> Snapshot {
+    pub fn build(table: Table, prev: Option<&Snapshot>, version: u64, metrics: &Metrics) -> Snapshot {
         let mut known: HashMap<(SocketAddr, Protocol), Arc<Endpoint>> = HashMap::new();
         if let Some(p) = prev {
             for b in p.backends.iter().chain(p.inbound.iter()) {
@@ -111,7 +115,31 @@ impl Snapshot {
             Some(p) if p.upstreams.key == (s.connect_timeout, s.idle_timeout) => Arc::clone(&p.upstreams),
             _ => Arc::new(Upstreams::new(s)),
         };
-        Snapshot { table, backends, inbound, upstreams, version }
+        let route_stats = table
+            .services
+            .iter()
+            .map(|svc| {
+                svc.routes
+                    .iter()
+                    .map(|r| {
+                        r.split
+                            .entries()
+                            .map(|(b, _)| {
+                                (b, metrics.route_stats(Direction::Outbound, &svc.name, &r.name, &table.backends[b].name))
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let inbound_name: Arc<str> = "inbound".into();
+        let inbound_stats = metrics.route_stats(Direction::Inbound, &inbound_name, &"-".into(), &inbound_name);
+        Snapshot { table, backends, inbound, upstreams, version, route_stats, inbound_stats }
+    }
+
+    /// Metric handles for a routed request.
+    pub fn stats(&self, service: usize, route: usize, backend: usize) -> Option<&Arc<RouteStats>> {
+        self.route_stats.get(service)?.get(route)?.iter().find(|(b, _)| *b == backend).map(|(_, s)| s)
     }
 }
 
@@ -168,12 +196,14 @@ pub enum LoadError {
 pub struct Store {
     current: ArcSwap<Snapshot>,
     versions: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Store {
     /// A store holding a first snapshot built from `table`.
-    pub fn new(table: Table) -> Store {
-        Store { current: ArcSwap::from_pointee(Snapshot::build(table, None, 1)), versions: AtomicU64::new(1) }
+    pub fn new(table: Table, metrics: Arc<Metrics>) -> Store {
+        let first = Snapshot::build(table, None, 1, &metrics);
+        Store { current: ArcSwap::from_pointee(first), versions: AtomicU64::new(1), metrics }
     }
 
     /// The snapshot for one request.
@@ -185,14 +215,15 @@ impl Store {
     pub fn apply(&self, table: Table) -> u64 {
         let prev = self.current.load();
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        let next = Snapshot::build(table, Some(&prev), version);
+        let next = Snapshot::build(table, Some(&prev), version, &self.metrics);
         warn_if_restart_needed(&prev.table.settings, &next.table.settings);
         self.current.store(Arc::new(next));
         version
     }
 
     /// Reloads from `source`: applies a valid config, keeps the current one otherwise.
-    pub fn reload(&self, source: &Source, metrics: &Metrics) -> Result<u64, LoadError> {
+    pub fn reload(&self, source: &Source) -> Result<u64, LoadError> {
+        let metrics = &self.metrics;
         match source.load() {
             Ok(table) => {
                 let v = self.apply(table);
@@ -218,7 +249,7 @@ fn warn_if_restart_needed(old: &Settings, new: &Settings) {
 }
 
 /// Watches a config file: reloads when its modification time or size changes, and on SIGHUP.
-pub async fn watch(store: Arc<Store>, source: Source, metrics: Arc<Metrics>, interval: Duration) {
+pub async fn watch(store: Arc<Store>, source: Source, interval: Duration) {
     let Source::File(path) = &source else { return };
     let mut seen = stamp(path);
     #[cfg(unix)]
@@ -242,7 +273,7 @@ pub async fn watch(store: Arc<Store>, source: Source, metrics: Arc<Metrics>, int
         let now = stamp(path);
         if forced || now != seen {
             seen = now;
-            let _ = store.reload(&source, &metrics);
+            let _ = store.reload(&source);
         }
     }
 }

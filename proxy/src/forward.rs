@@ -12,13 +12,15 @@
 use crate::body::{ReqBody, RespBody};
 use crate::config::BackendRuntime;
 use crate::error::ProxyError;
-use crate::route::Target;
+use crate::metrics::Info;
+use crate::route::{Routed, Target};
 use http::header::{self, HeaderName};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use vane_route::config::Protocol;
@@ -32,22 +34,19 @@ const MAX_ATTEMPTS: usize = 3;
 #[derive(Clone, Debug, Default)]
 pub struct ForwardService;
 
-impl tower::Service<Request<ReqBody>> for ForwardService {
-    type Response = Response<RespBody>;
+impl tower::Service<Routed> for ForwardService {
+    type Response = (Response<RespBody>, Info);
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<(Response<RespBody>, Info), Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, routed: Routed) -> Self::Future {
         Box::pin(async move {
-            let Some(target) = req.extensions_mut().remove::<Target>() else {
-                // The stack always puts a Target in; answer rather than panic if it did not.
-                return Ok(ProxyError::BadRequest("request was not routed").into_response(false));
-            };
-            let mut info = target.info.clone();
+            let Routed { req, target } = routed;
+            let mut info = Info { stats: Some(Arc::clone(&target.stats)), service: None, error: None };
             let resp = match forward(&target, req).await {
                 Ok(resp) => resp,
                 Err(e) => {
@@ -56,9 +55,7 @@ impl tower::Service<Request<ReqBody>> for ForwardService {
                     e.into_response(target.grpc)
                 }
             };
-            let mut resp = resp;
-            resp.extensions_mut().insert(info);
-            Ok(resp)
+            Ok((resp, info))
         })
     }
 }

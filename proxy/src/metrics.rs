@@ -63,16 +63,23 @@ impl EncodeLabelValue for Direction {
     }
 }
 
-/// What a response was: attached to it by the route and forward services for the metrics layer.
-#[derive(Clone, Debug)]
-pub struct RouteInfo {
-    /// Service name (or `-`).
-    pub service: Name,
-    /// Route name (or `-`).
-    pub route: Name,
-    /// Backend name (or `-`).
-    pub backend: Name,
-    /// The proxy's own error reason, if the proxy answered.
+/// Metric handles for one (direction, service, route, backend), resolved when a config is
+/// applied so that a request only touches atomics.
+#[derive(Debug)]
+pub struct RouteStats {
+    labels: RouteLabels,
+    latency: Histogram,
+    ok: Counter,
+}
+
+/// What the metrics layer learns about an answered request.
+#[derive(Clone, Debug, Default)]
+pub struct Info {
+    /// Handles for the route it took, once routed.
+    pub stats: Option<Arc<RouteStats>>,
+    /// The service, when known but not routed further.
+    pub service: Option<Name>,
+    /// The proxy's own error reason, when the proxy answered.
     pub error: Option<&'static str>,
 }
 
@@ -87,7 +94,7 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct RouteLabels {
+pub(crate) struct RouteLabels {
     direction: Direction,
     service: Name,
     route: Name,
@@ -205,16 +212,55 @@ impl Metrics {
         out
     }
 
-    fn record(&self, direction: Direction, info: Option<&RouteInfo>, status: u16, elapsed: f64) {
-        let dash = || Name("-".into());
-        let (service, route, backend, error) = match info {
-            Some(i) => (i.service.clone(), i.route.clone(), i.backend.clone(), i.error.unwrap_or("")),
-            None => (dash(), dash(), dash(), ""),
+    /// Resolves the handles for one route and backend.
+    pub fn route_stats(&self, direction: Direction, service: &Arc<str>, route: &Arc<str>, backend: &Arc<str>) -> Arc<RouteStats> {
+        let labels = RouteLabels {
+            direction,
+            service: Name(Arc::clone(service)),
+            route: Name(Arc::clone(route)),
+            backend: Name(Arc::clone(backend)),
         };
-        self.latency
-            .get_or_create(&RouteLabels { direction, service: service.clone(), route: route.clone(), backend: backend.clone() })
-            .observe(elapsed);
-        self.requests.get_or_create(&RequestLabels { direction, service, route, backend, status, error }).inc();
+        let latency = self.latency.get_or_create(&labels).clone();
+        let ok = self.requests.get_or_create(&RequestLabels::new(&labels, 200, "")).clone();
+        Arc::new(RouteStats { labels, latency, ok })
+    }
+
+    fn record(&self, direction: Direction, info: &Info, status: u16, elapsed: f64) {
+        let error = info.error.unwrap_or("");
+        match &info.stats {
+            Some(st) => {
+                st.latency.observe(elapsed);
+                if status == 200 && error.is_empty() {
+                    st.ok.inc();
+                } else {
+                    self.requests.get_or_create(&RequestLabels::new(&st.labels, status, error)).inc();
+                }
+            }
+            None => {
+                let dash = Name("-".into());
+                let labels = RouteLabels {
+                    direction,
+                    service: info.service.clone().unwrap_or_else(|| dash.clone()),
+                    route: dash.clone(),
+                    backend: dash,
+                };
+                self.latency.get_or_create(&labels).observe(elapsed);
+                self.requests.get_or_create(&RequestLabels::new(&labels, status, error)).inc();
+            }
+        }
+    }
+}
+
+impl RequestLabels {
+    fn new(l: &RouteLabels, status: u16, error: &'static str) -> RequestLabels {
+        RequestLabels {
+            direction: l.direction,
+            service: l.service.clone(),
+            route: l.route.clone(),
+            backend: l.backend.clone(),
+            status,
+            error,
+        }
     }
 }
 
@@ -235,7 +281,8 @@ impl MetricsLayer {
 impl<S> tower::Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
     fn layer(&self, inner: S) -> MetricsService<S> {
-        MetricsService { inner, metrics: Arc::clone(&self.metrics), direction: self.direction }
+        let in_flight = self.metrics.in_flight.get_or_create(&DirectionLabels { direction: self.direction }).clone();
+        MetricsService { inner, metrics: Arc::clone(&self.metrics), direction: self.direction, in_flight }
     }
 }
 
@@ -245,11 +292,12 @@ pub struct MetricsService<S> {
     inner: S,
     metrics: Arc<Metrics>,
     direction: Direction,
+    in_flight: Gauge,
 }
 
 impl<S, B> tower::Service<Request<B>> for MetricsService<S>
 where
-    S: tower::Service<Request<B>, Response = Response<RespBody>, Error = Infallible>,
+    S: tower::Service<Request<B>, Response = (Response<RespBody>, Info), Error = Infallible>,
     S::Future: Send + 'static,
 {
     type Response = Response<RespBody>;
@@ -264,15 +312,13 @@ where
         let start = Instant::now();
         let metrics = Arc::clone(&self.metrics);
         let direction = self.direction;
-        let gauge = metrics.in_flight.get_or_create(&DirectionLabels { direction }).clone();
-        gauge.inc();
-        let guard = GaugeGuard(gauge);
+        self.in_flight.inc();
+        let guard = GaugeGuard(self.in_flight.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let resp = fut.await?;
+            let (resp, info) = fut.await?;
             drop(guard);
-            let info = resp.extensions().get::<RouteInfo>();
-            metrics.record(direction, info, resp.status().as_u16(), start.elapsed().as_secs_f64());
+            metrics.record(direction, &info, resp.status().as_u16(), start.elapsed().as_secs_f64());
             Ok(resp)
         })
     }

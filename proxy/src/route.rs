@@ -7,7 +7,7 @@
 use crate::body::{ReqBody, RespBody};
 use crate::config::{Snapshot, Store};
 use crate::error::ProxyError;
-use crate::metrics::{Direction, Name, RouteInfo};
+use crate::metrics::{Direction, Info, Name, RouteStats};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
@@ -31,10 +31,19 @@ pub struct Target {
     pub backend: Option<usize>,
     /// Response-header deadline.
     pub timeout: Duration,
-    /// For metrics.
-    pub info: RouteInfo,
+    /// Metric handles of the route and backend.
+    pub stats: Arc<RouteStats>,
     /// The caller speaks gRPC (errors become gRPC statuses).
     pub grpc: bool,
+}
+
+/// A request with its routing decision: what the forward layer takes.
+#[derive(Debug)]
+pub struct Routed {
+    /// The request, its body ready to stream upstream.
+    pub req: Request<ReqBody>,
+    /// Where it goes.
+    pub target: Target,
 }
 
 /// Layer for [`RouteService`].
@@ -68,12 +77,12 @@ pub struct RouteService<S> {
 
 impl<S> tower::Service<Request<Incoming>> for RouteService<S>
 where
-    S: tower::Service<Request<ReqBody>, Response = Response<RespBody>, Error = Infallible> + Clone + Send + 'static,
+    S: tower::Service<Routed, Response = (Response<RespBody>, Info), Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    type Response = Response<RespBody>;
+    type Response = (Response<RespBody>, Info);
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<(Response<RespBody>, Info), Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -91,27 +100,21 @@ where
                 Direction::Inbound => route_inbound(snap, req),
             };
             match routed {
-                Ok(req) => inner.call(req).await,
+                Ok(routed) => inner.call(routed).await,
                 Err((e, info)) => {
                     tracing::debug!("not routed: {e}");
-                    let mut resp = e.into_response(grpc);
-                    resp.extensions_mut().insert(info);
-                    Ok(resp)
+                    Ok((e.into_response(grpc), info))
                 }
             }
         })
     }
 }
 
-type Routed = Result<Request<ReqBody>, (ProxyError, RouteInfo)>;
+type RouteResult = Result<Routed, (ProxyError, Info)>;
 
-fn info(service: &str, route: &str, backend: &str, error: Option<&'static str>) -> RouteInfo {
-    RouteInfo { service: service.into(), route: route.into(), backend: backend.into(), error }
-}
-
-fn fail(e: ProxyError, service: &str, route: &str) -> (ProxyError, RouteInfo) {
-    let reason = e.reason();
-    (e, info(service, route, "-", Some(reason)))
+fn fail(e: ProxyError, service: Option<&Arc<str>>) -> (ProxyError, Info) {
+    let error = Some(e.reason());
+    (e, Info { stats: None, service: service.map(|s| Name(Arc::clone(s))), error })
 }
 
 /// Whether the request is gRPC (by content type).
@@ -160,18 +163,19 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
-async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> Routed {
+async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> RouteResult {
     let settings = &snap.table.settings;
     let Some(host) = request_host(&req) else {
-        return Err(fail(ProxyError::BadRequest("no authority or Host header"), "-", "-"));
+        return Err(fail(ProxyError::BadRequest("no authority or Host header"), None));
     };
-    let Some(service) = snap.table.service(host) else {
-        return Err(fail(ProxyError::UnknownService(host.to_string()), "-", "-"));
+    let Some(svc_idx) = snap.table.service_index(host) else {
+        return Err(fail(ProxyError::UnknownService(host.to_string()), None));
     };
+    let service = &snap.table.services[svc_idx];
     let (parts, body) = req.into_parts();
-    let svc_name = &*service.name;
+    let svc_name = Some(&service.name);
     if content_length(&parts.headers).is_some_and(|n| n > settings.max_body_bytes) {
-        return Err(fail(ProxyError::BodyTooLarge(settings.max_body_bytes), svc_name, "-"));
+        return Err(fail(ProxyError::BodyTooLarge(settings.max_body_bytes), svc_name));
     }
     let path = parts.uri.path();
     let path_model = if service.needs_model { model_from_kserve_path(path) } else { None };
@@ -183,7 +187,7 @@ async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> Routed {
     } else if sniff || small {
         read_prefix(body, settings.max_sniff_bytes, settings.max_body_bytes)
             .await
-            .map_err(|e| fail(e, svc_name, "-"))?
+            .map_err(|e| fail(e, svc_name))?
     } else {
         ReqBody::Stream { prefix: None, rest: body, remaining: settings.max_body_bytes, limit: settings.max_body_bytes }
     };
@@ -197,16 +201,18 @@ async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> Routed {
         headers: &parts.headers,
         model: path_model.or(body_model.as_deref()),
     };
-    let Some(route) = service.select(&facts) else {
-        return Err(fail(ProxyError::NoRoute(service.name.to_string()), svc_name, "-"));
+    let Some(route_idx) = service.select_index(&facts) else {
+        return Err(fail(ProxyError::NoRoute(service.name.to_string()), svc_name));
     };
+    let route = &service.routes[route_idx];
     let draw = match route.sticky.as_ref().and_then(|h| parts.headers.get(h)) {
         Some(v) => sticky_hash(v.as_bytes()),
         None => fastrand::u64(..),
     };
-    let Some(backend) = route.split.pick(draw) else {
-        return Err(fail(ProxyError::NoRoute(service.name.to_string()), svc_name, &route.name));
+    let Some((backend, stats)) = route.split.pick(draw).and_then(|b| Some((b, snap.stats(svc_idx, route_idx, b)?))) else {
+        return Err(fail(ProxyError::NoRoute(service.name.to_string()), svc_name));
     };
+    let stats = Arc::clone(stats);
     let mut timeout = route.timeout.unwrap_or(settings.response_timeout);
     let grpc = is_grpc(&parts.headers);
     if grpc {
@@ -214,24 +220,21 @@ async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> Routed {
             timeout = timeout.min(t);
         }
     }
-    let info = RouteInfo {
-        service: Name(Arc::clone(&service.name)),
-        route: Name(Arc::clone(&route.name)),
-        backend: Name(Arc::clone(&snap.table.backends[backend].name)),
-        error: None,
-    };
-    let mut req = Request::from_parts(parts, body);
-    req.extensions_mut().insert(Target { snap: Arc::clone(&snap), backend: Some(backend), timeout, info, grpc });
-    Ok(req)
+    let req = Request::from_parts(parts, body);
+    Ok(Routed { req, target: Target { snap: Arc::clone(&snap), backend: Some(backend), timeout, stats, grpc } })
 }
 
-fn route_inbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> Routed {
+fn route_inbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> RouteResult {
     let settings = &snap.table.settings;
+    let fail_inbound = |e: ProxyError| {
+        let error = Some(e.reason());
+        (e, Info { stats: Some(Arc::clone(&snap.inbound_stats)), service: None, error })
+    };
     if snap.inbound.is_none() {
-        return Err(fail(ProxyError::NoEndpoint("inbound".into()), "inbound", "-"));
+        return Err(fail_inbound(ProxyError::NoEndpoint("inbound".into())));
     }
     if content_length(req.headers()).is_some_and(|n| n > settings.max_body_bytes) {
-        return Err(fail(ProxyError::BodyTooLarge(settings.max_body_bytes), "inbound", "-"));
+        return Err(fail_inbound(ProxyError::BodyTooLarge(settings.max_body_bytes)));
     }
     let grpc = is_grpc(req.headers());
     let mut timeout = settings.response_timeout;
@@ -246,10 +249,9 @@ fn route_inbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> Routed {
     } else {
         ReqBody::Stream { prefix: None, rest: body, remaining: settings.max_body_bytes, limit: settings.max_body_bytes }
     };
-    let info = info("inbound", "-", "inbound", None);
-    let mut req = Request::from_parts(parts, body);
-    req.extensions_mut().insert(Target { snap: Arc::clone(&snap), backend: None, timeout, info, grpc });
-    Ok(req)
+    let req = Request::from_parts(parts, body);
+    let stats = Arc::clone(&snap.inbound_stats);
+    Ok(Routed { req, target: Target { snap, backend: None, timeout, stats, grpc } })
 }
 
 /// Reads up to `limit` bytes of the body. A body that ends within the limit comes back whole

@@ -85,7 +85,12 @@ impl Matcher {
 impl Service {
     /// The first route whose conditions hold, if any.
     pub fn select(&self, req: &RequestFacts<'_>) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matcher.matches(req))
+        self.select_index(req).map(|i| &self.routes[i])
+    }
+
+    /// Index into `routes` of the first route whose conditions hold.
+    pub fn select_index(&self, req: &RequestFacts<'_>) -> Option<usize> {
+        self.routes.iter().position(|r| r.matcher.matches(req))
     }
 }
 

@@ -245,12 +245,16 @@ impl Table {
 
     /// The service for an authority's host part (case-insensitive, without port).
     pub fn service(&self, host: &str) -> Option<&Service> {
-        let idx = match self.hosts.get(host) {
-            Some(i) => *i,
-            None if host.bytes().any(|b| b.is_ascii_uppercase()) => *self.hosts.get(&host.to_ascii_lowercase())?,
-            None => return None,
-        };
-        self.services.get(idx)
+        self.services.get(self.service_index(host)?)
+    }
+
+    /// Index into [`Table::services`] of the service for a host.
+    pub fn service_index(&self, host: &str) -> Option<usize> {
+        match self.hosts.get(host) {
+            Some(i) => Some(*i),
+            None if host.bytes().any(|b| b.is_ascii_uppercase()) => self.hosts.get(&host.to_ascii_lowercase()).copied(),
+            None => None,
+        }
     }
 }
 

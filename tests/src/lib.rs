@@ -322,10 +322,16 @@ impl Proxy {
 
     /// The config version the proxy serves (from `/ready`).
     pub fn version(&self) -> u64 {
-        admin_get(self.admin, "/ready")
-            .ok()
-            .and_then(|(_, b)| b.split("version ").nth(1)?.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok())
-            .unwrap_or(0)
+        for _ in 0..50 {
+            let v = admin_get(self.admin, "/ready")
+                .ok()
+                .and_then(|(_, b)| b.split("version ").nth(1)?.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok());
+            if let Some(v) = v {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        0
     }
 
     /// Waits until the served config version is at least `v`.

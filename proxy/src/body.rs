@@ -54,11 +54,19 @@ impl Body for ReqBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ReqBody::Stream { prefix, rest, remaining, limit } => {
+            ReqBody::Stream {
+                prefix,
+                rest,
+                remaining,
+                limit,
+            } => {
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
@@ -137,13 +145,28 @@ impl Body for RespBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RespBody::Upstream { body, guard } => {
-                let p = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(None | Some(Err(_))) = &p {
-                    guard.take();
+                let p = Pin::new(&mut *body).poll_frame(cx);
+                match &p {
+                    // A clean end, seen either as the end of the stream or as a last frame.
+                    Poll::Ready(None) => {
+                        if let Some(g) = guard.take() {
+                            g.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
+                        if let Some(g) = guard.take() {
+                            g.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => drop(guard.take()),
+                    _ => {}
                 }
                 p
             }

@@ -8,9 +8,6 @@
 use crate::endpoint::Endpoint;
 use crate::metrics::{Direction, Metrics, RouteStats};
 use arc_swap::ArcSwap;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,41 +17,6 @@ use std::time::{Duration, SystemTime};
 use vane_route::config::Protocol;
 use vane_route::table::Settings;
 use vane_route::{ConfigError, Table};
-
-/// The HTTP client used towards endpoints.
-pub type HttpClient = Client<HttpConnector, crate::body::ReqBody>;
-
-/// Pooled upstream clients, one per protocol.
-#[derive(Debug)]
-pub struct Upstreams {
-    /// HTTP/1.1 keep-alive pool.
-    pub h1: HttpClient,
-    /// HTTP/2 (h2c) multiplexed connections.
-    pub h2: HttpClient,
-    key: (Duration, Duration),
-}
-
-impl Upstreams {
-    fn new(s: &Settings) -> Upstreams {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(s.connect_timeout));
-        conn.enforce_http(true);
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_timer(TokioTimer::new()).timer(TokioTimer::new()).pool_idle_timeout(s.idle_timeout);
-        let h1 = b.build(conn.clone());
-        let h2 = b.http2_only(true).build(conn);
-        Upstreams { h1, h2, key: (s.connect_timeout, s.idle_timeout) }
-    }
-
-    /// The client for a protocol.
-    pub fn client(&self, p: Protocol) -> &HttpClient {
-        match p {
-            Protocol::Http1 => &self.h1,
-            Protocol::Http2 => &self.h2,
-        }
-    }
-}
 
 /// A backend with live endpoint state.
 #[derive(Debug)]
@@ -74,8 +36,6 @@ pub struct Snapshot {
     pub backends: Vec<BackendRuntime>,
     /// The inbound target.
     pub inbound: Option<BackendRuntime>,
-    /// Upstream clients.
-    pub upstreams: Arc<Upstreams>,
     /// Increases with each applied config.
     pub version: u64,
     /// Metric handles: `[service][route]` → `(backend index, stats)` for each backend of the split.
@@ -86,7 +46,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot, reusing endpoint state and clients from `prev` where they still apply.
-    pub fn build(table: Table, prev: Option<&Snapshot>, version: u64, metrics: &Metrics) -> Snapshot {
+    pub fn build(
+        table: Table,
+        prev: Option<&Snapshot>,
+        version: u64,
+        metrics: &Metrics,
+    ) -> Snapshot {
         let mut known: HashMap<(SocketAddr, Protocol), Arc<Endpoint>> = HashMap::new();
         if let Some(p) = prev {
             for b in p.backends.iter().chain(p.inbound.iter()) {
@@ -97,24 +62,28 @@ impl Snapshot {
         }
         let s = &table.settings;
         let mut endpoint = |addr: SocketAddr, proto: Protocol| {
-            Arc::clone(known.entry((addr, proto)).or_insert_with(|| Arc::new(Endpoint::new(addr, proto, s.default_rtt))))
+            Arc::clone(
+                known
+                    .entry((addr, proto))
+                    .or_insert_with(|| Arc::new(Endpoint::new(addr, proto, s.default_rtt))),
+            )
         };
         let backends = table
             .backends
             .iter()
             .map(|b| BackendRuntime {
                 name: Arc::clone(&b.name),
-                endpoints: b.endpoints.iter().map(|a| endpoint(*a, b.protocol)).collect(),
+                endpoints: b
+                    .endpoints
+                    .iter()
+                    .map(|a| endpoint(*a, b.protocol))
+                    .collect(),
             })
             .collect();
-        let inbound = table
-            .inbound
-            .as_ref()
-            .map(|ib| BackendRuntime { name: "inbound".into(), endpoints: vec![endpoint(ib.forward_to, ib.protocol)] });
-        let upstreams = match prev {
-            Some(p) if p.upstreams.key == (s.connect_timeout, s.idle_timeout) => Arc::clone(&p.upstreams),
-            _ => Arc::new(Upstreams::new(s)),
-        };
+        let inbound = table.inbound.as_ref().map(|ib| BackendRuntime {
+            name: "inbound".into(),
+            endpoints: vec![endpoint(ib.forward_to, ib.protocol)],
+        });
         let route_stats = table
             .services
             .iter()
@@ -125,7 +94,15 @@ impl Snapshot {
                         r.split
                             .entries()
                             .map(|(b, _)| {
-                                (b, metrics.route_stats(Direction::Outbound, &svc.name, &r.name, &table.backends[b].name))
+                                (
+                                    b,
+                                    metrics.route_stats(
+                                        Direction::Outbound,
+                                        &svc.name,
+                                        &r.name,
+                                        &table.backends[b].name,
+                                    ),
+                                )
                             })
                             .collect()
                     })
@@ -133,13 +110,30 @@ impl Snapshot {
             })
             .collect();
         let inbound_name: Arc<str> = "inbound".into();
-        let inbound_stats = metrics.route_stats(Direction::Inbound, &inbound_name, &"-".into(), &inbound_name);
-        Snapshot { table, backends, inbound, upstreams, version, route_stats, inbound_stats }
+        let inbound_stats = metrics.route_stats(
+            Direction::Inbound,
+            &inbound_name,
+            &"-".into(),
+            &inbound_name,
+        );
+        Snapshot {
+            table,
+            backends,
+            inbound,
+            version,
+            route_stats,
+            inbound_stats,
+        }
     }
 
     /// Metric handles for a routed request.
     pub fn stats(&self, service: usize, route: usize, backend: usize) -> Option<&Arc<RouteStats>> {
-        self.route_stats.get(service)?.get(route)?.iter().find(|(b, _)| *b == backend).map(|(_, s)| s)
+        self.route_stats
+            .get(service)?
+            .get(route)?
+            .iter()
+            .find(|(b, _)| *b == backend)
+            .map(|(_, s)| s)
     }
 }
 
@@ -166,7 +160,9 @@ impl Source {
 
     /// Reads and validates.
     pub fn load(&self) -> Result<Table, LoadError> {
-        let text = self.read().map_err(|e| LoadError::Read(self.to_string(), e))?;
+        let text = self
+            .read()
+            .map_err(|e| LoadError::Read(self.to_string(), e))?;
         Ok(Table::from_yaml(&text)?)
     }
 }
@@ -203,7 +199,11 @@ impl Store {
     /// A store holding a first snapshot built from `table`.
     pub fn new(table: Table, metrics: Arc<Metrics>) -> Store {
         let first = Snapshot::build(table, None, 1, &metrics);
-        Store { current: ArcSwap::from_pointee(first), versions: AtomicU64::new(1), metrics }
+        Store {
+            current: ArcSwap::from_pointee(first),
+            versions: AtomicU64::new(1),
+            metrics,
+        }
     }
 
     /// The snapshot for one request.
@@ -241,10 +241,22 @@ impl Store {
 }
 
 fn warn_if_restart_needed(old: &Settings, new: &Settings) {
-    if (old.outbound, old.inbound, old.admin, old.threads, old.max_header_bytes)
-        != (new.outbound, new.inbound, new.admin, new.threads, new.max_header_bytes)
-    {
-        tracing::warn!("listener addresses, threads and max_header_bytes take effect at the next restart");
+    if (
+        old.outbound,
+        old.inbound,
+        old.admin,
+        old.threads,
+        old.max_header_bytes,
+    ) != (
+        new.outbound,
+        new.inbound,
+        new.admin,
+        new.threads,
+        new.max_header_bytes,
+    ) {
+        tracing::warn!(
+            "listener addresses, threads and max_header_bytes take effect at the next restart"
+        );
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Endpoint {
     pub protocol: Protocol,
     /// URI authority for requests to it (built once).
     pub authority: http::uri::Authority,
+    /// Its connections.
+    pub pool: Arc<crate::pool::ConnPool>,
     in_flight: AtomicU32,
     stats: Mutex<Stats>,
 }
@@ -40,8 +42,12 @@ impl Endpoint {
             addr,
             protocol,
             authority,
+            pool: Arc::default(),
             in_flight: AtomicU32::new(0),
-            stats: Mutex::new(Stats { rtt: PeakEwma::new(default_rtt, crate::now_ns()), health: Health::default() }),
+            stats: Mutex::new(Stats {
+                rtt: PeakEwma::new(default_rtt, crate::now_ns()),
+                health: Health::default(),
+            }),
         }
     }
 
@@ -58,7 +64,11 @@ impl Endpoint {
     /// Counts a request in flight until the guard drops.
     pub fn start(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard { ep: Arc::clone(self) }
+        InFlightGuard {
+            ep: Arc::clone(self),
+            conn: None,
+            idle_timeout: Duration::ZERO,
+        }
     }
 
     /// Whether the endpoint is not ejected at `now_ns`.
@@ -69,7 +79,11 @@ impl Endpoint {
     /// The balancer's cost at `now_ns`.
     pub fn cost(&self, now_ns: u64, settings: &Settings) -> f64 {
         let rtt_ns = self.stats().rtt.get(now_ns, settings.ewma_decay);
-        let load = LoadInputs { rtt_ns, in_flight: self.in_flight(), ..Default::default() };
+        let load = LoadInputs {
+            rtt_ns,
+            in_flight: self.in_flight(),
+            ..Default::default()
+        };
         balance::cost(&load, &settings.cost)
     }
 
@@ -98,10 +112,28 @@ impl Endpoint {
     }
 }
 
-/// Keeps a request counted in flight on its endpoint until dropped.
+/// Keeps a request counted in flight on its endpoint until dropped, and holds the HTTP/1.1
+/// connection that carries its response.
 #[derive(Debug)]
 pub struct InFlightGuard {
     ep: Arc<Endpoint>,
+    conn: Option<crate::pool::PooledConn>,
+    idle_timeout: Duration,
+}
+
+impl InFlightGuard {
+    /// Attaches the connection to give back when the response ends cleanly.
+    pub fn hold(&mut self, conn: Option<crate::pool::PooledConn>, idle_timeout: Duration) {
+        self.conn = conn;
+        self.idle_timeout = idle_timeout;
+    }
+
+    /// The response body ended cleanly: the connection goes back to the pool.
+    pub fn finish(mut self) {
+        if let Some(c) = self.conn.take() {
+            c.release(self.idle_timeout);
+        }
+    }
 }
 
 impl Drop for InFlightGuard {
@@ -112,7 +144,12 @@ impl Drop for InFlightGuard {
 
 /// Picks an endpoint with power of two choices over the available ones not in `tried`
 /// (a bit set of endpoint indexes). `None` when none is available.
-pub fn pick(endpoints: &[Arc<Endpoint>], tried: u64, settings: &Settings, rng: &mut fastrand::Rng) -> Option<usize> {
+pub fn pick(
+    endpoints: &[Arc<Endpoint>],
+    tried: u64,
+    settings: &Settings,
+    rng: &mut fastrand::Rng,
+) -> Option<usize> {
     let now = crate::now_ns();
     // Fast path: no retry yet and every endpoint available (the common case): no allocation.
     let eligible = |i: usize, e: &Endpoint| (i >= 64 || tried & (1 << i) == 0) && e.available(now);
@@ -122,9 +159,18 @@ pub fn pick(endpoints: &[Arc<Endpoint>], tried: u64, settings: &Settings, rng: &
     }
     let all = tried == 0 && endpoints.iter().all(|e| e.available(now));
     if all {
-        return balance::p2c(n, rng.u64(..), rng.u64(..), |i| endpoints[i].cost(now, settings));
+        return balance::p2c(n, rng.u64(..), rng.u64(..), |i| {
+            endpoints[i].cost(now, settings)
+        });
     }
-    let candidates: Vec<usize> = endpoints.iter().enumerate().filter(|(i, e)| eligible(*i, e)).map(|(i, _)| i).collect();
-    let k = balance::p2c(candidates.len(), rng.u64(..), rng.u64(..), |i| endpoints[candidates[i]].cost(now, settings))?;
+    let candidates: Vec<usize> = endpoints
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| eligible(*i, e))
+        .map(|(i, _)| i)
+        .collect();
+    let k = balance::p2c(candidates.len(), rng.u64(..), rng.u64(..), |i| {
+        endpoints[candidates[i]].cost(now, settings)
+    })?;
     Some(candidates[k])
 }

@@ -37,7 +37,8 @@ pub struct ForwardService;
 impl tower::Service<Routed> for ForwardService {
     type Response = (Response<RespBody>, Info);
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<(Response<RespBody>, Info), Infallible>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<(Response<RespBody>, Info), Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -46,7 +47,11 @@ impl tower::Service<Routed> for ForwardService {
     fn call(&mut self, routed: Routed) -> Self::Future {
         Box::pin(async move {
             let Routed { req, target } = routed;
-            let mut info = Info { stats: Some(Arc::clone(&target.stats)), service: None, error: None };
+            let mut info = Info {
+                stats: Some(Arc::clone(&target.stats)),
+                service: None,
+                error: None,
+            };
             let resp = match forward(&target, req).await {
                 Ok(resp) => resp,
                 Err(e) => {
@@ -64,20 +69,27 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
     let snap = &target.snap;
     let backend: &BackendRuntime = match target.backend {
         Some(i) => &snap.backends[i],
-        None => snap.inbound.as_ref().ok_or_else(|| ProxyError::NoEndpoint("inbound".into()))?,
+        None => snap
+            .inbound
+            .as_ref()
+            .ok_or_else(|| ProxyError::NoEndpoint("inbound".into()))?,
     };
     let settings = &snap.table.settings;
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    // Keep the caller's authority for the endpoint (the URI is rewritten to the endpoint's address).
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = a.as_str().parse() {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-    }
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // The endpoint sees the caller's authority: as `Host` over HTTP/1.1, as `:authority` over HTTP/2.
+    let authority = match parts.uri.authority() {
+        Some(a) => Some(a.clone()),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok()),
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut rng = fastrand::Rng::new();
     let mut tried = 0u64;
     let mut body = Some(body);
@@ -100,16 +112,40 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
         };
         let mut up = Request::new(this_body);
         *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = endpoint_uri(&ep.authority, &path);
-        *up.version_mut() = match ep.protocol {
-            Protocol::Http1 => Version::HTTP_11,
-            Protocol::Http2 => Version::HTTP_2,
+        *up.headers_mut() = if body.is_some() {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
         };
-        *up.headers_mut() = if body.is_some() { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
+        match ep.protocol {
+            Protocol::Http1 => {
+                *up.uri_mut() = Uri::from(path.clone());
+                *up.version_mut() = Version::HTTP_11;
+                if !up.headers().contains_key(header::HOST) {
+                    let host = authority.as_ref().unwrap_or(&ep.authority);
+                    if let Ok(v) = http::HeaderValue::from_str(host.as_str()) {
+                        up.headers_mut().insert(header::HOST, v);
+                    }
+                }
+            }
+            Protocol::Http2 => {
+                *up.uri_mut() = endpoint_uri(authority.as_ref().unwrap_or(&ep.authority), &path);
+                *up.version_mut() = Version::HTTP_2;
+                up.headers_mut().remove(header::HOST);
+            }
+        }
 
-        let guard = ep.start();
+        let mut guard = ep.start();
         let started = Instant::now();
-        let sent = tokio::time::timeout(target.timeout, snap.upstreams.client(ep.protocol).request(up)).await;
+        let send = crate::pool::send(
+            &ep.pool,
+            ep.addr,
+            ep.protocol,
+            up,
+            settings.connect_timeout,
+            settings.idle_timeout,
+        );
+        let sent = tokio::time::timeout(target.timeout, send).await;
         match sent {
             Err(_) => {
                 ep.record(Outcome::Failure, &settings.ejection);
@@ -127,13 +163,28 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
                 ep.record(Outcome::Failure, &settings.ejection);
                 return Err(ProxyError::Upstream(ep.addr, e));
             }
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, conn))) => {
                 ep.observe_rtt(started.elapsed(), settings.ewma_decay);
-                let outcome = if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success };
+                let outcome = if resp.status().is_server_error() {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
                 ep.record(outcome, &settings.ejection);
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
-                return Ok(Response::from_parts(rparts, RespBody::Upstream { body: rbody, guard: Some(guard) }));
+                guard.hold(conn, settings.idle_timeout);
+                let guard = if http_body::Body::is_end_stream(&rbody) {
+                    // No body to wait for: the connection is free now.
+                    guard.finish();
+                    None
+                } else {
+                    Some(guard)
+                };
+                return Ok(Response::from_parts(
+                    rparts,
+                    RespBody::Upstream { body: rbody, guard },
+                ));
             }
         }
     }
@@ -162,7 +213,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             }
         }
     }
-    for name in ["keep-alive", "proxy-connection", "transfer-encoding", "upgrade"] {
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ] {
         h.remove(name);
     }
     if let Some(te) = h.get(header::TE) {

@@ -23,6 +23,7 @@ pub mod endpoint;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+pub mod pool;
 pub mod route;
 pub mod server;
 pub mod stack;

@@ -144,7 +144,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("vane");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Requests by where they went and how they ended", requests.clone());
+        registry.register(
+            "requests",
+            "Requests by where they went and how they ended",
+            requests.clone(),
+        );
         let latency: HistogramFamily<RouteLabels> =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 17)));
         registry.register_with_unit(
@@ -154,7 +158,11 @@ impl Metrics {
             latency.clone(),
         );
         let in_flight = Family::<DirectionLabels, Gauge>::default();
-        registry.register("requests_in_flight", "Requests waiting for response headers", in_flight.clone());
+        registry.register(
+            "requests_in_flight",
+            "Requests waiting for response headers",
+            in_flight.clone(),
+        );
         let endpoint_rtt = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
         registry.register_with_unit(
             "endpoint_rtt_ewma",
@@ -163,13 +171,29 @@ impl Metrics {
             endpoint_rtt.clone(),
         );
         let endpoint_in_flight = Family::<EndpointLabels, Gauge>::default();
-        registry.register("endpoint_in_flight", "Requests in flight to the endpoint (until the body ends)", endpoint_in_flight.clone());
+        registry.register(
+            "endpoint_in_flight",
+            "Requests in flight to the endpoint (until the body ends)",
+            endpoint_in_flight.clone(),
+        );
         let endpoint_ejected = Family::<EndpointLabels, Gauge>::default();
-        registry.register("endpoint_ejected", "1 while the endpoint is ejected", endpoint_ejected.clone());
+        registry.register(
+            "endpoint_ejected",
+            "1 while the endpoint is ejected",
+            endpoint_ejected.clone(),
+        );
         let reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("config_reloads", "Config reloads by result", reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Config reloads by result",
+            reloads.clone(),
+        );
         let config_version = Gauge::default();
-        registry.register("config_version", "Version number of the active config", config_version.clone());
+        registry.register(
+            "config_version",
+            "Version number of the active config",
+            config_version.clone(),
+        );
         config_version.set(1);
         Metrics {
             registry,
@@ -186,7 +210,11 @@ impl Metrics {
 
     /// Counts a reload attempt.
     pub fn config_reload(&self, ok: bool, version: u64) {
-        self.reloads.get_or_create(&ResultLabels { result: if ok { "ok" } else { "error" } }).inc();
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
         self.config_version.set(version as i64);
     }
 
@@ -198,10 +226,19 @@ impl Metrics {
         self.endpoint_ejected.clear();
         for b in snap.backends.iter().chain(snap.inbound.iter()) {
             for e in &b.endpoints {
-                let l = EndpointLabels { backend: Name(Arc::clone(&b.name)), endpoint: e.addr.to_string() };
-                self.endpoint_rtt.get_or_create(&l).set(e.rtt_seconds(now, snap.table.settings.ewma_decay));
-                self.endpoint_in_flight.get_or_create(&l).set(i64::from(e.in_flight()));
-                self.endpoint_ejected.get_or_create(&l).set(i64::from(e.ejected(now)));
+                let l = EndpointLabels {
+                    backend: Name(Arc::clone(&b.name)),
+                    endpoint: e.addr.to_string(),
+                };
+                self.endpoint_rtt
+                    .get_or_create(&l)
+                    .set(e.rtt_seconds(now, snap.table.settings.ewma_decay));
+                self.endpoint_in_flight
+                    .get_or_create(&l)
+                    .set(i64::from(e.in_flight()));
+                self.endpoint_ejected
+                    .get_or_create(&l)
+                    .set(i64::from(e.ejected(now)));
             }
         }
         let mut out = String::with_capacity(8192);
@@ -213,7 +250,13 @@ impl Metrics {
     }
 
     /// Resolves the handles for one route and backend.
-    pub fn route_stats(&self, direction: Direction, service: &Arc<str>, route: &Arc<str>, backend: &Arc<str>) -> Arc<RouteStats> {
+    pub fn route_stats(
+        &self,
+        direction: Direction,
+        service: &Arc<str>,
+        route: &Arc<str>,
+        backend: &Arc<str>,
+    ) -> Arc<RouteStats> {
         let labels = RouteLabels {
             direction,
             service: Name(Arc::clone(service)),
@@ -221,8 +264,15 @@ impl Metrics {
             backend: Name(Arc::clone(backend)),
         };
         let latency = self.latency.get_or_create(&labels).clone();
-        let ok = self.requests.get_or_create(&RequestLabels::new(&labels, 200, "")).clone();
-        Arc::new(RouteStats { labels, latency, ok })
+        let ok = self
+            .requests
+            .get_or_create(&RequestLabels::new(&labels, 200, ""))
+            .clone();
+        Arc::new(RouteStats {
+            labels,
+            latency,
+            ok,
+        })
     }
 
     fn record(&self, direction: Direction, info: &Info, status: u16, elapsed: f64) {
@@ -233,7 +283,9 @@ impl Metrics {
                 if status == 200 && error.is_empty() {
                     st.ok.inc();
                 } else {
-                    self.requests.get_or_create(&RequestLabels::new(&st.labels, status, error)).inc();
+                    self.requests
+                        .get_or_create(&RequestLabels::new(&st.labels, status, error))
+                        .inc();
                 }
             }
             None => {
@@ -245,7 +297,9 @@ impl Metrics {
                     backend: dash,
                 };
                 self.latency.get_or_create(&labels).observe(elapsed);
-                self.requests.get_or_create(&RequestLabels::new(&labels, status, error)).inc();
+                self.requests
+                    .get_or_create(&RequestLabels::new(&labels, status, error))
+                    .inc();
             }
         }
     }
@@ -281,8 +335,19 @@ impl MetricsLayer {
 impl<S> tower::Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
     fn layer(&self, inner: S) -> MetricsService<S> {
-        let in_flight = self.metrics.in_flight.get_or_create(&DirectionLabels { direction: self.direction }).clone();
-        MetricsService { inner, metrics: Arc::clone(&self.metrics), direction: self.direction, in_flight }
+        let in_flight = self
+            .metrics
+            .in_flight
+            .get_or_create(&DirectionLabels {
+                direction: self.direction,
+            })
+            .clone();
+        MetricsService {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+            direction: self.direction,
+            in_flight,
+        }
     }
 }
 
@@ -318,7 +383,12 @@ where
         Box::pin(async move {
             let (resp, info) = fut.await?;
             drop(guard);
-            metrics.record(direction, &info, resp.status().as_u16(), start.elapsed().as_secs_f64());
+            metrics.record(
+                direction,
+                &info,
+                resp.status().as_u16(),
+                start.elapsed().as_secs_f64(),
+            );
             Ok(resp)
         })
     }

@@ -42,9 +42,17 @@ fn builder(s: ConnSettings) -> auto::Builder<TokioExecutor> {
 /// Serves `svc` on `listener` until `stop` turns true. Then each open connection is shut down
 /// gracefully (HTTP/1: closed after the request in progress; HTTP/2: GOAWAY, streams finish).
 /// Every connection task holds a clone of `alive`, so that the caller can wait for all of them.
-pub async fn serve<S, B>(listener: TcpListener, svc: S, s: ConnSettings, mut stop: watch::Receiver<bool>, alive: mpsc::Sender<()>)
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    svc: S,
+    s: ConnSettings,
+    mut stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -61,8 +69,13 @@ where
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
                 let io_ops = Arc::new(AtomicU64::new(0));
-                let io = TokioIo::new(IdleIo { inner: stream, ops: Arc::clone(&io_ops) });
-                let conn = builder.serve_connection(io, TowerToHyperService::new(svc.clone())).into_owned();
+                let io = TokioIo::new(IdleIo {
+                    inner: stream,
+                    ops: Arc::clone(&io_ops),
+                });
+                let conn = builder
+                    .serve_connection(io, TowerToHyperService::new(svc.clone()))
+                    .into_owned();
                 let mut stop = stop.clone();
                 let alive = alive.clone();
                 let idle = s.idle_timeout;
@@ -132,7 +145,11 @@ impl IdleIo {
 }
 
 impl AsyncRead for IdleIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let p = Pin::new(&mut self.inner).poll_read(cx, buf);
         self.touch(&p);
         p
@@ -140,12 +157,20 @@ impl AsyncRead for IdleIo {
 }
 
 impl AsyncWrite for IdleIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let p = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.touch(&p);
         p
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         let p = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.touch(&p);
         p

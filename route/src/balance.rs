@@ -31,7 +31,10 @@ pub struct CostWeights {
 
 impl Default for CostWeights {
     fn default() -> Self {
-        CostWeights { queue: 1.0, kv: 4.0 }
+        CostWeights {
+            queue: 1.0,
+            kv: 4.0,
+        }
     }
 }
 
@@ -52,7 +55,11 @@ pub struct LoadInputs {
 
 /// The endpoint's cost; lower is better.
 pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
-    let rtt = if load.rtt_ns.is_finite() { load.rtt_ns.max(1.0) } else { f64::MAX / 4.0 };
+    let rtt = if load.rtt_ns.is_finite() {
+        load.rtt_ns.max(1.0)
+    } else {
+        f64::MAX / 4.0
+    };
     let queue = load.queue_depth.max(0.0);
     let kv = load.kv_use.clamp(0.0, 1.0);
     let penalty = load.penalty.max(0.0);
@@ -72,7 +79,11 @@ pub fn p2c(n: usize, r1: u64, r2: u64, mut cost_of: impl FnMut(usize) -> f64) ->
             if b >= a {
                 b += 1;
             }
-            if cost_of(b) < cost_of(a) { Some(b) } else { Some(a) }
+            if cost_of(b) < cost_of(a) {
+                Some(b)
+            } else {
+                Some(a)
+            }
         }
     }
 }
@@ -87,7 +98,10 @@ pub struct PeakEwma {
 impl PeakEwma {
     /// A fresh estimate that starts at `initial` (the configured default RTT).
     pub fn new(initial: Duration, now_ns: u64) -> PeakEwma {
-        PeakEwma { estimate_ns: initial.as_nanos() as f64, stamp_ns: now_ns }
+        PeakEwma {
+            estimate_ns: initial.as_nanos() as f64,
+            stamp_ns: now_ns,
+        }
     }
 
     fn decay_factor(&self, now_ns: u64, decay: Duration) -> f64 {
@@ -105,7 +119,11 @@ impl PeakEwma {
     pub fn observe(&mut self, rtt: Duration, now_ns: u64, decay: Duration) {
         let rtt_ns = rtt.as_nanos() as f64;
         let w = self.decay_factor(now_ns, decay);
-        self.estimate_ns = if rtt_ns > self.estimate_ns { rtt_ns } else { self.estimate_ns * w + rtt_ns * (1.0 - w) };
+        self.estimate_ns = if rtt_ns > self.estimate_ns {
+            rtt_ns
+        } else {
+            self.estimate_ns * w + rtt_ns * (1.0 - w)
+        };
         self.stamp_ns = self.stamp_ns.max(now_ns);
     }
 }
@@ -118,31 +136,106 @@ mod tests {
 
     #[test]
     fn cost_table() {
-        let w = CostWeights { queue: 1.0, kv: 4.0 };
-        let base = LoadInputs { rtt_ns: 1e6, ..Default::default() };
+        let w = CostWeights {
+            queue: 1.0,
+            kv: 4.0,
+        };
+        let base = LoadInputs {
+            rtt_ns: 1e6,
+            ..Default::default()
+        };
         let cases = [
             (base, 1e6),
-            (LoadInputs { in_flight: 3, ..base }, 4e6),
-            (LoadInputs { queue_depth: 2.0, ..base }, 3e6),
-            (LoadInputs { kv_use: 0.5, ..base }, 3e6),
-            (LoadInputs { kv_use: 7.0, ..base }, 5e6), // clamped to 1
-            (LoadInputs { penalty: 1.0, ..base }, 2e6),
-            (LoadInputs { rtt_ns: 0.0, ..base }, 1.0), // never zero: in-flight still counts
-            (LoadInputs { rtt_ns: 0.0, in_flight: 4, ..base }, 5.0),
-            (LoadInputs { queue_depth: -3.0, ..base }, 1e6),
+            (
+                LoadInputs {
+                    in_flight: 3,
+                    ..base
+                },
+                4e6,
+            ),
+            (
+                LoadInputs {
+                    queue_depth: 2.0,
+                    ..base
+                },
+                3e6,
+            ),
+            (
+                LoadInputs {
+                    kv_use: 0.5,
+                    ..base
+                },
+                3e6,
+            ),
+            (
+                LoadInputs {
+                    kv_use: 7.0,
+                    ..base
+                },
+                5e6,
+            ), // clamped to 1
+            (
+                LoadInputs {
+                    penalty: 1.0,
+                    ..base
+                },
+                2e6,
+            ),
+            (
+                LoadInputs {
+                    rtt_ns: 0.0,
+                    ..base
+                },
+                1.0,
+            ), // never zero: in-flight still counts
+            (
+                LoadInputs {
+                    rtt_ns: 0.0,
+                    in_flight: 4,
+                    ..base
+                },
+                5.0,
+            ),
+            (
+                LoadInputs {
+                    queue_depth: -3.0,
+                    ..base
+                },
+                1e6,
+            ),
         ];
         for (inp, want) in cases {
             assert_eq!(cost(&inp, &w), want, "{inp:?}");
         }
-        let no_load = CostWeights { queue: 0.0, kv: 0.0 };
-        assert_eq!(cost(&LoadInputs { queue_depth: 9.0, kv_use: 1.0, ..base }, &no_load), 1e6);
+        let no_load = CostWeights {
+            queue: 0.0,
+            kv: 0.0,
+        };
+        assert_eq!(
+            cost(
+                &LoadInputs {
+                    queue_depth: 9.0,
+                    kv_use: 1.0,
+                    ..base
+                },
+                &no_load
+            ),
+            1e6
+        );
     }
 
     #[test]
     fn slow_endpoint_costs_more_than_busy_fast_one() {
         let w = CostWeights::default();
-        let slow = LoadInputs { rtt_ns: 10e6, ..Default::default() };
-        let busy = LoadInputs { rtt_ns: 1e6, in_flight: 5, ..Default::default() };
+        let slow = LoadInputs {
+            rtt_ns: 10e6,
+            ..Default::default()
+        };
+        let busy = LoadInputs {
+            rtt_ns: 1e6,
+            in_flight: 5,
+            ..Default::default()
+        };
         assert!(cost(&busy, &w) < cost(&slow, &w));
     }
 
@@ -171,7 +264,12 @@ mod tests {
         let costs: Vec<f64> = (0..10).map(f64::from).collect();
         for r1 in 0..50u64 {
             for r2 in 0..50u64 {
-                assert_ne!(p2c(10, r1.wrapping_mul(7919), r2.wrapping_mul(104_729), |i| costs[i]), Some(9));
+                assert_ne!(
+                    p2c(10, r1.wrapping_mul(7919), r2.wrapping_mul(104_729), |i| {
+                        costs[i]
+                    }),
+                    Some(9)
+                );
             }
         }
     }

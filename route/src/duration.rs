@@ -11,7 +11,9 @@ pub struct HumanDuration(pub Duration);
 /// Parses `"250ms"`, `"1.5s"`, `"2m"`, `"1h"`, `"100us"` or a bare integer of milliseconds.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let value: f64 = num
         .parse()
@@ -22,7 +24,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{s}` (use ms, s, m or h)"
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
         return Err(format!("duration `{s}` is out of range"));
@@ -58,7 +64,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
             Millis(u64),
         }
         match Raw::deserialize(d)? {
-            Raw::Text(t) => parse(&t).map(HumanDuration).map_err(serde::de::Error::custom),
+            Raw::Text(t) => parse(&t)
+                .map(HumanDuration)
+                .map_err(serde::de::Error::custom),
             Raw::Millis(ms) => Ok(HumanDuration(Duration::from_millis(ms))),
         }
     }

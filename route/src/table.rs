@@ -156,19 +156,27 @@ impl Table {
             if b.name.is_empty() {
                 v.err(format!("{field}.name"), "must not be empty");
             } else if backend_index.insert(&b.name, backends.len()).is_some() {
-                v.err(format!("{field}.name"), format!("duplicate backend name {:?}", b.name));
+                v.err(
+                    format!("{field}.name"),
+                    format!("duplicate backend name {:?}", b.name),
+                );
             }
             let mut endpoints: Vec<SocketAddr> = Vec::new();
             for (j, e) in b.endpoints.iter().enumerate() {
                 match v.addr(format!("{field}.endpoints[{j}]"), e) {
-                    Some(a) if endpoints.contains(&a) => {
-                        v.err(format!("{field}.endpoints[{j}]"), format!("duplicate endpoint {a}"))
-                    }
+                    Some(a) if endpoints.contains(&a) => v.err(
+                        format!("{field}.endpoints[{j}]"),
+                        format!("duplicate endpoint {a}"),
+                    ),
                     Some(a) => endpoints.push(a),
                     None => {}
                 }
             }
-            backends.push(Backend { name: b.name.as_str().into(), protocol: b.protocol, endpoints });
+            backends.push(Backend {
+                name: b.name.as_str().into(),
+                protocol: b.protocol,
+                endpoints,
+            });
         }
 
         let mut services = Vec::new();
@@ -176,16 +184,29 @@ impl Table {
         for (i, s) in config.services.iter().enumerate() {
             let field = format!("services[{i}]");
             for (k, host) in std::iter::once(&s.name).chain(s.hosts.iter()).enumerate() {
-                let hfield = if k == 0 { format!("{field}.name") } else { format!("{field}.hosts[{}]", k - 1) };
+                let hfield = if k == 0 {
+                    format!("{field}.name")
+                } else {
+                    format!("{field}.hosts[{}]", k - 1)
+                };
                 let h = host.to_ascii_lowercase();
-                if h.is_empty() || http::uri::Authority::try_from(h.as_str()).is_err() || h.contains(':') {
+                if h.is_empty()
+                    || http::uri::Authority::try_from(h.as_str()).is_err()
+                    || h.contains(':')
+                {
                     v.err(hfield, format!("{host:?} is not a valid host name"));
                 } else if let Some(other) = hosts.insert(h, services.len()) {
-                    v.err(hfield, format!("host {host:?} is already used by services[{other}]"));
+                    v.err(
+                        hfield,
+                        format!("host {host:?} is already used by services[{other}]"),
+                    );
                 }
             }
             if s.routes.is_empty() {
-                v.err(format!("{field}.routes"), "a service needs at least one route");
+                v.err(
+                    format!("{field}.routes"),
+                    "a service needs at least one route",
+                );
             }
             let mut routes = Vec::new();
             let mut names: Vec<&str> = Vec::new();
@@ -194,13 +215,19 @@ impl Table {
                 if r.name.is_empty() {
                     v.err(format!("{rfield}.name"), "must not be empty");
                 } else if names.contains(&r.name.as_str()) {
-                    v.err(format!("{rfield}.name"), format!("duplicate route name {:?} in this service", r.name));
+                    v.err(
+                        format!("{rfield}.name"),
+                        format!("duplicate route name {:?} in this service", r.name),
+                    );
                 }
                 names.push(&r.name);
                 let matcher = v.matcher(&rfield, &r.matches);
                 let mut weighted = Vec::new();
                 if r.backends.is_empty() {
-                    v.err(format!("{rfield}.backends"), "a route needs at least one backend");
+                    v.err(
+                        format!("{rfield}.backends"),
+                        "a route needs at least one backend",
+                    );
                 }
                 for (k, wb) in r.backends.iter().enumerate() {
                     match backend_index.get(wb.backend.as_str()) {
@@ -220,24 +247,47 @@ impl Table {
                         Split::empty()
                     }
                 };
-                let sticky = r.sticky.as_ref().and_then(|st| v.header_name(format!("{rfield}.sticky.header"), &st.header));
+                let sticky = r
+                    .sticky
+                    .as_ref()
+                    .and_then(|st| v.header_name(format!("{rfield}.sticky.header"), &st.header));
                 let timeout = r.timeout.map(|t| t.0);
                 if timeout == Some(Duration::ZERO) {
                     v.err(format!("{rfield}.timeout"), "must be greater than zero");
                 }
-                routes.push(Route { name: r.name.as_str().into(), matcher, split, sticky, timeout });
+                routes.push(Route {
+                    name: r.name.as_str().into(),
+                    matcher,
+                    split,
+                    sticky,
+                    timeout,
+                });
             }
             let needs_model = routes.iter().any(|r| r.matcher.model.is_some());
-            services.push(Service { name: s.name.as_str().into(), routes, needs_model });
+            services.push(Service {
+                name: s.name.as_str().into(),
+                routes,
+                needs_model,
+            });
         }
 
         let inbound = config.inbound.as_ref().and_then(|ib| {
             v.addr("inbound.forward_to".into(), &ib.forward_to)
-                .map(|forward_to| Inbound { forward_to, protocol: ib.protocol })
+                .map(|forward_to| Inbound {
+                    forward_to,
+                    protocol: ib.protocol,
+                })
         });
 
         if v.errors.is_empty() {
-            Ok(Table { settings, services, backends, inbound, source: config, hosts })
+            Ok(Table {
+                settings,
+                services,
+                backends,
+                inbound,
+                source: config,
+                hosts,
+            })
         } else {
             Err(ConfigError::Invalid(v.errors))
         }
@@ -252,7 +302,9 @@ impl Table {
     pub fn service_index(&self, host: &str) -> Option<usize> {
         match self.hosts.get(host) {
             Some(i) => Some(*i),
-            None if host.bytes().any(|b| b.is_ascii_uppercase()) => self.hosts.get(&host.to_ascii_lowercase()).copied(),
+            None if host.bytes().any(|b| b.is_ascii_uppercase()) => {
+                self.hosts.get(&host.to_ascii_lowercase()).copied()
+            }
             None => None,
         }
     }
@@ -265,14 +317,20 @@ struct Validator {
 
 impl Validator {
     fn err(&mut self, field: String, reason: impl Into<String>) {
-        self.errors.push(FieldError { field, reason: reason.into() });
+        self.errors.push(FieldError {
+            field,
+            reason: reason.into(),
+        });
     }
 
     fn addr(&mut self, field: String, s: &str) -> Option<SocketAddr> {
         match s.parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.err(field, format!("{s:?} is not an ip:port address (e.g. 127.0.0.1:8000)"));
+                self.err(
+                    field,
+                    format!("{s:?} is not an ip:port address (e.g. 127.0.0.1:8000)"),
+                );
                 None
             }
         }
@@ -296,7 +354,10 @@ impl Validator {
         let p = &c.proxy;
         if let Some(t) = p.threads {
             if !(1..=64).contains(&t) {
-                self.err("proxy.threads".into(), format!("{t} is out of range 1..=64"));
+                self.err(
+                    "proxy.threads".into(),
+                    format!("{t} is out of range 1..=64"),
+                );
             }
         }
         let mut positive = |field: &str, d: Duration| {
@@ -306,26 +367,44 @@ impl Validator {
             d
         };
         let connect_timeout = positive("proxy.timeouts.connect", p.timeouts.connect.0);
-        let response_timeout = positive("proxy.timeouts.response_header", p.timeouts.response_header.0);
+        let response_timeout = positive(
+            "proxy.timeouts.response_header",
+            p.timeouts.response_header.0,
+        );
         let idle_timeout = positive("proxy.timeouts.idle", p.timeouts.idle.0);
         let ewma_decay = positive("proxy.balancer.ewma_decay", p.balancer.ewma_decay.0);
         let default_rtt = positive("proxy.balancer.default_rtt", p.balancer.default_rtt.0);
         let base = positive("proxy.ejection.base_ejection", p.ejection.base_ejection.0);
         let max = p.ejection.max_ejection.0;
         if max < base {
-            self.err("proxy.ejection.max_ejection".into(), "must not be shorter than base_ejection");
+            self.err(
+                "proxy.ejection.max_ejection".into(),
+                "must not be shorter than base_ejection",
+            );
         }
         if p.ejection.consecutive_failures == 0 {
-            self.err("proxy.ejection.consecutive_failures".into(), "must be at least 1");
+            self.err(
+                "proxy.ejection.consecutive_failures".into(),
+                "must be at least 1",
+            );
         }
         // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
         if !(8192..=1 << 20).contains(&p.limits.max_header_bytes) {
-            self.err("proxy.limits.max_header_bytes".into(), "must be between 8192 and 1048576");
+            self.err(
+                "proxy.limits.max_header_bytes".into(),
+                "must be between 8192 and 1048576",
+            );
         }
         if p.limits.max_sniff_bytes == 0 || p.limits.max_sniff_bytes > 16 << 20 {
-            self.err("proxy.limits.max_sniff_bytes".into(), "must be between 1 and 16777216");
+            self.err(
+                "proxy.limits.max_sniff_bytes".into(),
+                "must be between 1 and 16777216",
+            );
         }
-        for (field, w) in [("proxy.balancer.queue_weight", p.balancer.queue_weight), ("proxy.balancer.kv_weight", p.balancer.kv_weight)] {
+        for (field, w) in [
+            ("proxy.balancer.queue_weight", p.balancer.queue_weight),
+            ("proxy.balancer.kv_weight", p.balancer.kv_weight),
+        ] {
             if !w.is_finite() || w < 0.0 {
                 self.err(field.into(), "must be a finite number >= 0");
             }
@@ -343,7 +422,10 @@ impl Validator {
             max_sniff_bytes: p.limits.max_sniff_bytes,
             ewma_decay,
             default_rtt,
-            cost: crate::balance::CostWeights { queue: p.balancer.queue_weight, kv: p.balancer.kv_weight },
+            cost: crate::balance::CostWeights {
+                queue: p.balancer.queue_weight,
+                kv: p.balancer.kv_weight,
+            },
             ejection: crate::health::EjectionPolicy {
                 consecutive_failures: p.ejection.consecutive_failures.max(1),
                 base,
@@ -356,9 +438,14 @@ impl Validator {
     fn matcher(&mut self, rfield: &str, m: &crate::config::MatchConfig) -> Matcher {
         let path = m.path.as_ref().and_then(|p| match (&p.exact, &p.prefix) {
             (Some(e), None) if e.starts_with('/') => Some(PathMatcher::Exact(e.clone())),
-            (None, Some(pre)) if pre.starts_with('/') => Some(PathMatcher::Prefix(pre.trim_end_matches('/').to_string())),
+            (None, Some(pre)) if pre.starts_with('/') => {
+                Some(PathMatcher::Prefix(pre.trim_end_matches('/').to_string()))
+            }
             (Some(_), Some(_)) | (None, None) => {
-                self.err(format!("{rfield}.match.path"), "give exactly one of `exact` and `prefix`");
+                self.err(
+                    format!("{rfield}.match.path"),
+                    "give exactly one of `exact` and `prefix`",
+                );
                 None
             }
             _ => {
@@ -366,11 +453,16 @@ impl Validator {
                 None
             }
         });
-        let method = m.method.as_ref().and_then(|s| match Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
-            Ok(me) => Some(me),
-            Err(_) => {
-                self.err(format!("{rfield}.match.method"), format!("{s:?} is not an HTTP method"));
-                None
+        let method = m.method.as_ref().and_then(|s| {
+            match Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
+                Ok(me) => Some(me),
+                Err(_) => {
+                    self.err(
+                        format!("{rfield}.match.method"),
+                        format!("{s:?} is not an HTTP method"),
+                    );
+                    None
+                }
             }
         });
         let mut headers = Vec::new();
@@ -380,7 +472,10 @@ impl Validator {
                 Some(val) => match HeaderValue::from_str(val) {
                     Ok(hv) => Some(hv),
                     Err(_) => {
-                        self.err(format!("{rfield}.match.headers[{i}].value"), format!("{val:?} is not a valid header value"));
+                        self.err(
+                            format!("{rfield}.match.headers[{i}].value"),
+                            format!("{val:?} is not a valid header value"),
+                        );
                         continue;
                     }
                 },
@@ -393,7 +488,12 @@ impl Validator {
         if m.model.as_deref() == Some("") {
             self.err(format!("{rfield}.match.model"), "must not be empty");
         }
-        Matcher { path, method, headers, model: m.model.clone().filter(|s| !s.is_empty()) }
+        Matcher {
+            path,
+            method,
+            headers,
+            model: m.model.clone().filter(|s| !s.is_empty()),
+        }
     }
 }
 

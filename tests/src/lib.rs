@@ -31,7 +31,10 @@ pub struct ChannelBody(pub mpsc::Receiver<Frame<Bytes>>);
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(Ok))
     }
 }
@@ -50,17 +53,31 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+    serve_counted(handler, Arc::new(AtomicUsize::new(0))).await
+}
+
+/// Like [`serve`], counting accepted connections in `conns`.
+pub async fn serve_counted<F, Fut>(handler: F, conns: Arc<AtomicUsize>) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
     let addr = listener.local_addr().expect("backend addr");
     tokio::spawn(async move {
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         while let Ok((stream, _)) = listener.accept().await {
+            conns.fetch_add(1, Ordering::Relaxed);
             let h = handler.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let h = h.clone();
                 async move { Ok::<_, Infallible>(h(req).await) }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned();
             tokio::spawn(conn);
         }
     });
@@ -74,6 +91,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub delay_ms: Arc<AtomicU64>,
+    pub conns: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -81,29 +99,58 @@ impl Backend {
         let hits = Arc::new(AtomicUsize::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let (h, d) = (Arc::clone(&hits), Arc::clone(&delay_ms));
-        let addr = serve(move |req: Request<Incoming>| {
-            let (h, d) = (Arc::clone(&h), Arc::clone(&d));
-            async move {
-                h.fetch_add(1, Ordering::Relaxed);
-                let delay = d.load(Ordering::Relaxed);
-                if delay > 0 {
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
+        let conns = Arc::new(AtomicUsize::new(0));
+        let addr = serve_counted(
+            move |req: Request<Incoming>| {
+                let (h, d) = (Arc::clone(&h), Arc::clone(&d));
+                async move {
+                    h.fetch_add(1, Ordering::Relaxed);
+                    let delay = d.load(Ordering::Relaxed);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    // HTTP/1.1 carries the authority in Host, HTTP/2 in :authority (the URI).
+                    let host = match req.headers().get("host").and_then(|v| v.to_str().ok()) {
+                        Some(h) => h.to_string(),
+                        None => req
+                            .uri()
+                            .authority()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default(),
+                    };
+                    let path = req.uri().path().to_string();
+                    let version = format!("{:?}", req.version());
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let echo = serde_json::json!({
+                        "name": name, "host": host, "path": path, "version": version,
+                        "body": String::from_utf8_lossy(&body),
+                    });
+                    let mut r = Response::new(full(echo.to_string()));
+                    r.headers_mut()
+                        .insert("x-served-by", http::HeaderValue::from_static(name));
+                    r
                 }
-                let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                let path = req.uri().path().to_string();
-                let version = format!("{:?}", req.version());
-                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                let echo = serde_json::json!({
-                    "name": name, "host": host, "path": path, "version": version,
-                    "body": String::from_utf8_lossy(&body),
-                });
-                let mut r = Response::new(full(echo.to_string()));
-                r.headers_mut().insert("x-served-by", http::HeaderValue::from_static(name));
-                r
-            }
-        })
+            },
+            Arc::clone(&conns),
+        )
         .await;
-        Backend { name, addr, hits, delay_ms }
+        Backend {
+            name,
+            addr,
+            hits,
+            delay_ms,
+            conns,
+        }
+    }
+
+    /// Connections the backend accepted.
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::Relaxed)
     }
 
     pub fn hits(&self) -> usize {
@@ -156,7 +203,9 @@ pub fn h1_client(addr: SocketAddr) -> TestClient {
 
 /// An h2c (prior knowledge) client whose connections all go to `addr`.
 pub fn h2_client(addr: SocketAddr) -> TestClient {
-    Client::builder(TokioExecutor::new()).http2_only(true).build(FixedConnector(addr))
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(FixedConnector(addr))
 }
 
 /// A response read whole.
@@ -170,10 +219,16 @@ pub struct Answer {
 
 impl Answer {
     pub fn served_by(&self) -> &str {
-        self.headers.get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
     pub fn proxy_error(&self) -> &str {
-        self.headers.get("vane-proxy-error").and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get("vane-proxy-error")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -186,7 +241,9 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Result<Answer, String> {
-    let mut b = Request::builder().method(method).uri(format!("http://{host}{path}"));
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{host}{path}"));
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -203,7 +260,12 @@ pub async fn send(
     })
 }
 
-pub async fn get(client: &TestClient, host: &str, path: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
+pub async fn get(
+    client: &TestClient,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
     send(client, "GET", host, path, headers, Bytes::new()).await
 }
 
@@ -211,11 +273,17 @@ pub async fn get(client: &TestClient, host: &str, path: &str, headers: &[(&str, 
 pub fn admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -257,7 +325,10 @@ pub fn proxy_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> -> target/<profile>/vane-proxy-test
-    exe.parent().and_then(|d| d.parent()).expect("target dir").join("vane-proxy-test")
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("vane-proxy-test")
 }
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
@@ -284,7 +355,11 @@ impl Proxy {
 
     /// Starts with a given config poll interval (a long one leaves SIGHUP as the only trigger).
     pub fn try_start_with(yaml: &str, reload_interval: &str) -> Result<Proxy, String> {
-        let dir = std::env::temp_dir().join(format!("vane-test-{}-{}", std::process::id(), DIRS.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "vane-test-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let config_path = dir.join("vane.yaml");
         std::fs::write(&config_path, yaml).map_err(|e| e.to_string())?;
@@ -292,12 +367,26 @@ impl Proxy {
         let child = Command::new(proxy_bin())
             .arg("--config")
             .arg(&config_path)
-            .args(["--outbound", &outbound.to_string(), "--inbound", &inbound.to_string(), "--admin", &admin.to_string()])
+            .args([
+                "--outbound",
+                &outbound.to_string(),
+                "--inbound",
+                &inbound.to_string(),
+                "--admin",
+                &admin.to_string(),
+            ])
             .args(["--reload-interval", reload_interval, "--log", "warn"])
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
-        let mut p = Proxy { child, outbound, inbound, admin, config_path, dir };
+        let mut p = Proxy {
+            child,
+            outbound,
+            inbound,
+            admin,
+            config_path,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok((200, _)) = admin_get(admin, "/ready") {
@@ -323,9 +412,13 @@ impl Proxy {
     /// The config version the proxy serves (from `/ready`).
     pub fn version(&self) -> u64 {
         for _ in 0..50 {
-            let v = admin_get(self.admin, "/ready")
-                .ok()
-                .and_then(|(_, b)| b.split("version ").nth(1)?.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok());
+            let v = admin_get(self.admin, "/ready").ok().and_then(|(_, b)| {
+                b.split("version ")
+                    .nth(1)?
+                    .trim_end_matches(|c: char| !c.is_ascii_digit())
+                    .parse()
+                    .ok()
+            });
             if let Some(v) = v {
                 return v;
             }
@@ -338,17 +431,25 @@ impl Proxy {
     pub fn wait_version(&self, v: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.version() < v {
-            assert!(Instant::now() < deadline, "config version {v} not applied in 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "config version {v} not applied in 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn metrics(&self) -> String {
-        admin_get(self.admin, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        admin_get(self.admin, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     /// Waits for the process to exit (up to `within`) and returns its exit code.
@@ -379,7 +480,10 @@ pub fn split_config(backends: &[(&str, &[SocketAddr], u32)], extra_route: &str) 
     let mut y = String::from("backends:\n");
     for (name, eps, _) in backends {
         let eps: Vec<String> = eps.iter().map(|e| format!("\"{e}\"")).collect();
-        y.push_str(&format!("  - {{ name: {name}, endpoints: [{}] }}\n", eps.join(", ")));
+        y.push_str(&format!(
+            "  - {{ name: {name}, endpoints: [{}] }}\n",
+            eps.join(", ")
+        ));
     }
     y.push_str("services:\n  - name: svc\n    routes:\n      - name: main\n");
     y.push_str(extra_route);

@@ -1,0 +1,222 @@
+//! Connections to one endpoint: a stack of idle HTTP/1.1 connections, or one shared HTTP/2
+//! connection that every request multiplexes over.
+//!
+//! Internal: this replaces a general-purpose pooled client. The proxy already knows the endpoint
+//! (the balancer chose it), so the pool needs no map lookup by authority; it lives in the
+//! endpoint's state, survives config reloads with it, and hands an HTTP/1.1 connection back only
+//! when the response body has been read to its end (see [`PooledConn`]).
+
+use crate::body::ReqBody;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use vane_route::config::Protocol;
+
+/// Idle HTTP/1.1 connections kept per endpoint at most; more are closed when they come back.
+/// Sized for the 64-1024 concurrent requests a sidecar sees towards one model server.
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+
+/// Why a request could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The TCP connection could not be made (refused, unreachable). Nothing was sent.
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The TCP connection was not made within the connect timeout. Nothing was sent.
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The HTTP handshake on a new connection failed. Nothing was sent.
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// The request was sent (or may have been) and the exchange failed.
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+}
+
+impl SendError {
+    /// Whether nothing reached the endpoint (so another endpoint may be tried).
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, SendError::Upstream(_))
+    }
+}
+
+struct Idle {
+    tx: http1::SendRequest<ReqBody>,
+    since: Instant,
+}
+
+/// The connections of one endpoint.
+#[derive(Default)]
+pub struct ConnPool {
+    h1: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
+}
+
+impl std::fmt::Debug for ConnPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnPool")
+            .field("idle_h1", &lock(&self.h1).len())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An HTTP/1.1 connection lent to one request; it goes back to its pool when the response body
+/// has been read to the end (a body abandoned half-way leaves the connection unusable: dropped).
+pub struct PooledConn {
+    tx: Option<http1::SendRequest<ReqBody>>,
+    pool: Arc<ConnPool>,
+}
+
+impl std::fmt::Debug for PooledConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PooledConn")
+    }
+}
+
+impl PooledConn {
+    /// The response body ended cleanly: the connection may serve another request.
+    pub fn release(mut self, idle_timeout: Duration) {
+        if let Some(tx) = self.tx.take() {
+            if !tx.is_closed() {
+                self.pool.put(tx, idle_timeout);
+            }
+        }
+    }
+}
+
+impl ConnPool {
+    fn put(&self, tx: http1::SendRequest<ReqBody>, idle_timeout: Duration) {
+        let now = Instant::now();
+        let mut idle = lock(&self.h1);
+        idle.retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < idle_timeout);
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(Idle { tx, since: now });
+        }
+    }
+
+    fn take_idle(&self, idle_timeout: Duration) -> Option<http1::SendRequest<ReqBody>> {
+        let now = Instant::now();
+        let mut idle = lock(&self.h1);
+        while let Some(c) = idle.pop() {
+            if !c.tx.is_closed() && now.duration_since(c.since) < idle_timeout {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    /// Number of idle HTTP/1.1 connections (for tests and metrics).
+    pub fn idle(&self) -> usize {
+        lock(&self.h1).len()
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(SendError::Connect(e)),
+        Err(_) => return Err(SendError::ConnectTimeout(timeout)),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(TokioIo::new(stream))
+}
+
+/// Sends one request to `addr` over a pooled or new connection.
+///
+/// HTTP/1.1: a request that an idle pooled connection could not take (closed by the server
+/// meanwhile) is sent again on a new connection, since it was never written.
+pub async fn send(
+    pool: &Arc<ConnPool>,
+    addr: SocketAddr,
+    protocol: Protocol,
+    mut req: Request<ReqBody>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
+    match protocol {
+        Protocol::Http1 => loop {
+            let (mut tx, reused) = match pool.take_idle(idle_timeout) {
+                Some(tx) => (tx, true),
+                None => {
+                    let io = connect(addr, connect_timeout).await?;
+                    let (tx, conn) = http1::Builder::new()
+                        .handshake(io)
+                        .await
+                        .map_err(SendError::Handshake)?;
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(endpoint = %addr, "upstream connection ended: {e}");
+                        }
+                    });
+                    (tx, false)
+                }
+            };
+            if reused && tx.ready().await.is_err() {
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    return Ok((
+                        resp,
+                        Some(PooledConn {
+                            tx: Some(tx),
+                            pool: Arc::clone(pool),
+                        }),
+                    ));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) if reused => req = back,
+                    _ => return Err(SendError::Upstream(e.into_error())),
+                },
+            }
+        },
+        Protocol::Http2 => loop {
+            let shared = lock(&pool.h2)
+                .as_ref()
+                .filter(|tx| !tx.is_closed())
+                .cloned();
+            let (mut tx, reused) = match shared {
+                Some(tx) => (tx, true),
+                None => {
+                    let io = connect(addr, connect_timeout).await?;
+                    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .handshake(io)
+                        .await
+                        .map_err(SendError::Handshake)?;
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(endpoint = %addr, "upstream h2 connection ended: {e}");
+                        }
+                    });
+                    *lock(&pool.h2) = Some(tx.clone());
+                    (tx, false)
+                }
+            };
+            if let Err(e) = tx.ready().await {
+                // The shared connection went away (GOAWAY, reset) before this request was sent.
+                lock(&pool.h2).take_if(|t| t.is_closed());
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Handshake(e));
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, None)),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if reused => req = back,
+                    _ => return Err(SendError::Upstream(e.into_error())),
+                },
+            }
+        },
+    }
+}

@@ -257,15 +257,14 @@ async fn poll_loop(
                 state.last_error = Some(e.to_string());
             }
         }
+        // The GPU thread publishes a new view per reading; take it over when it changed.
         let gpu = gpu_view.load_full();
-        let gpu_changed = match (&gpu.snapshot, &state.gpu.snapshot) {
-            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
-            (a, b) => a.is_some() != b.is_some(),
-        };
-        if gpu_changed && let Some(snap) = &gpu.snapshot {
-            shared.metrics.set_gpu(snap);
+        if !Arc::ptr_eq(&gpu, &state.gpu) {
+            if let Some(snap) = &gpu.snapshot {
+                shared.metrics.set_gpu(snap);
+            }
+            state.gpu = gpu;
         }
-        state.gpu = (*gpu).clone();
         shared
             .snapshot
             .store(Arc::new(Rendered::render(&state, config.stale_after)));

@@ -71,11 +71,6 @@ impl Scraper {
         }
     }
 
-    /// The URL scraped.
-    pub fn uri(&self) -> &Uri {
-        &self.uri
-    }
-
     /// Fetches the page once.
     pub async fn fetch(&self) -> Result<Bytes, ScrapeError> {
         match tokio::time::timeout(self.timeout, self.fetch_inner()).await {

@@ -85,12 +85,7 @@ pub enum ReadError {
 
 /// Reads a page for the configured server (or detects it) in one pass.
 pub fn read_page(page: &str, choice: ServerChoice) -> Result<Reading, ReadError> {
-    let mut acc = Accumulator::default();
-    for item in expo::samples(page) {
-        if let Item::Sample(s) = item? {
-            acc.add(s.name, &s.labels, s.value);
-        }
-    }
+    let acc = accumulate(page)?;
     let kind = match choice {
         ServerChoice::Fixed(kind) => kind,
         ServerChoice::Auto => acc.detect().ok_or(ReadError::Unrecognised)?,
@@ -106,13 +101,17 @@ pub fn read_page(page: &str, choice: ServerChoice) -> Result<Reading, ReadError>
 /// (a gateway that re-exports them), the one with more figures wins, then the first in the
 /// order vLLM, SGLang, Triton, TGI.
 pub fn detect(page: &str) -> Result<Option<ServerKind>, ParseError> {
+    Ok(accumulate(page)?.detect())
+}
+
+fn accumulate(page: &str) -> Result<Accumulator, ParseError> {
     let mut acc = Accumulator::default();
     for item in expo::samples(page) {
         if let Item::Sample(s) = item? {
             acc.add(s.name, &s.labels, s.value);
         }
     }
-    Ok(acc.detect())
+    Ok(acc)
 }
 
 // === impl ServerKind ===

@@ -12,6 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
 use serde::{Serialize, Serializer};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The name of the ORCA load-report header.
@@ -24,8 +25,8 @@ pub struct State {
     pub last_good: Option<GoodReading>,
     /// The last scrape error, cleared by the next good scrape.
     pub last_error: Option<String>,
-    /// The GPU side.
-    pub gpu: GpuView,
+    /// The GPU side, as the GPU thread last published it.
+    pub gpu: Arc<GpuView>,
 }
 
 /// A good reading and when it was taken.
@@ -185,7 +186,6 @@ pub fn orca_value(figures: &Figures, gpu: Option<&GpuSnapshot>) -> Option<Header
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn good(at: Instant) -> GoodReading {
         GoodReading {
@@ -293,10 +293,10 @@ mod tests {
         );
         let state = State {
             last_good: Some(good(t0)),
-            gpu: GpuView {
+            gpu: Arc::new(GpuView {
                 snapshot: Some(Arc::new(gpu)),
                 status: None,
-            },
+            }),
             ..State::default()
         };
         let r = Rendered::render(&state, Duration::from_secs(1));
@@ -313,10 +313,10 @@ mod tests {
         );
 
         let none = State {
-            gpu: GpuView {
+            gpu: Arc::new(GpuView {
                 snapshot: None,
                 status: Some("no GPU driver found".into()),
-            },
+            }),
             ..state
         };
         let v = json(&Rendered::render(&none, Duration::from_secs(1)), t0);

@@ -210,8 +210,11 @@ impl GpuReader {
             (Ok(n), Ok(c)) => (Some(n), Some(c)),
         };
         let reader = GpuReader { nvml, cuda, notes };
-        let devices = reader.nvml.as_ref().map_or(0, |n| n.count())
-            + reader.cuda.as_ref().map_or(0, |c| c.count());
+        // Both sources see the same devices; either one showing any is enough.
+        let devices = Ord::max(
+            reader.nvml.as_ref().map_or(0, |n| n.count()),
+            reader.cuda.as_ref().map_or(0, |c| c.count()),
+        );
         if devices == 0 {
             return Err(GpuUnavailable::NoDevices);
         }

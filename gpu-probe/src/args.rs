@@ -3,7 +3,8 @@
 use crate::gpu::GpuConfig;
 use crate::probe::{Config, Probe};
 use crate::servers::ServerChoice;
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
 use http::Uri;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -48,7 +49,7 @@ pub struct Args {
     pub listen: SocketAddr,
 
     /// Do not read the GPU.
-    #[arg(long, env = "VANE_PROBE_NO_GPU")]
+    #[arg(long, env = "VANE_PROBE_NO_GPU", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub no_gpu: bool,
 
     /// Time between GPU readings.
@@ -57,7 +58,7 @@ pub struct Args {
 
     /// Also read free memory through a CUDA context on each GPU. The contexts themselves take
     /// GPU memory from the model server, so this is off by default.
-    #[arg(long, env = "VANE_PROBE_CUDA_MEM_INFO")]
+    #[arg(long, env = "VANE_PROBE_CUDA_MEM_INFO", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub cuda_mem_info: bool,
 
     /// Path of libnvidia-ml.so.1, when it is not on the loader's path.

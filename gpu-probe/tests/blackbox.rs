@@ -108,6 +108,19 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
         "{page}"
     );
 
+    // The scrapes reuse a kept-alive connection. (Usually exactly one; on a loaded machine a
+    // scrape that times out, or the pool racing a connect against a returning connection,
+    // can add a few.)
+    let polls = eventually(WAIT, "50 scrapes", || async {
+        (fake.hits() >= 50).then(|| fake.hits())
+    })
+    .await;
+    let conns = fake.connections();
+    assert!(
+        conns * 10 <= polls,
+        "{polls} scrapes over {conns} connections"
+    );
+
     // Auto-detection follows the page: the server now speaks SGLang.
     fake.set(Mode::Serve(fixture("sglang.txt")));
     eventually(WAIT, "SGLang figures", || async {
@@ -312,6 +325,8 @@ async fn the_binary_reads_its_settings_from_the_environment() {
             .env("VANE_PROBE_STALE_AFTER", "2s")
             .env("VANE_PROBE_SERVER", "triton")
             .env("VANE_PROBE_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+            // Boolean variables take 1/0, true/false, yes/no or on/off.
+            .env("VANE_PROBE_NO_GPU", "0")
             .env("VANE_PROBE_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -42,6 +42,7 @@ pub struct FakeServer {
     pub addr: SocketAddr,
     mode: Arc<Mutex<Mode>>,
     hits: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,7 +54,8 @@ impl FakeServer {
         let addr = listener.local_addr().expect("local addr");
         let mode = Arc::new(Mutex::new(mode));
         let hits = Arc::new(AtomicU64::new(0));
-        let (m, h) = (mode.clone(), hits.clone());
+        let connections = Arc::new(AtomicU64::new(0));
+        let (m, h, c) = (mode.clone(), hits.clone(), connections.clone());
         let task = tokio::spawn(async move {
             // Connections live in the set, so aborting this task closes them too.
             let mut conns = JoinSet::new();
@@ -61,6 +63,7 @@ impl FakeServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                c.fetch_add(1, Ordering::Relaxed);
                 let (m, h) = (m.clone(), h.clone());
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let (m, h) = (m.clone(), h.clone());
@@ -97,6 +100,7 @@ impl FakeServer {
             addr,
             mode,
             hits,
+            connections,
             task,
         }
     }
@@ -114,6 +118,11 @@ impl FakeServer {
     /// Requests answered or pending so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Stops listening and closes every connection.

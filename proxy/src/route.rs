@@ -104,8 +104,8 @@ where
         Box::pin(async move {
             let grpc = is_grpc(req.headers());
             let routed = match direction {
-                Direction::Outbound => route_outbound(snap, req).await,
-                Direction::Inbound => route_inbound(snap, req),
+                Direction::Outbound => route_outbound(snap, req, grpc).await,
+                Direction::Inbound => route_inbound(snap, req, grpc),
             };
             match routed {
                 Ok(routed) => inner.call(routed).await,
@@ -184,7 +184,7 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> RouteResult {
+async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>, grpc: bool) -> RouteResult {
     let settings = &snap.table.settings;
     let Some(host) = request_host(&req) else {
         return Err(fail(
@@ -198,7 +198,8 @@ async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> RouteRes
     let service = &snap.table.services[svc_idx];
     let (parts, body) = req.into_parts();
     let svc_name = Some(&service.name);
-    if content_length(&parts.headers).is_some_and(|n| n > settings.max_body_bytes) {
+    let length = content_length(&parts.headers);
+    if length.is_some_and(|n| n > settings.max_body_bytes) {
         return Err(fail(
             ProxyError::BodyTooLarge(settings.max_body_bytes),
             svc_name,
@@ -267,7 +268,6 @@ async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> RouteRes
     };
     let stats = Arc::clone(stats);
     let mut timeout = route.timeout.unwrap_or(settings.response_timeout);
-    let grpc = is_grpc(&parts.headers);
     if grpc {
         if let Some(t) = grpc_timeout(&parts.headers) {
             timeout = timeout.min(t);
@@ -286,7 +286,7 @@ async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> RouteRes
     })
 }
 
-fn route_inbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> RouteResult {
+fn route_inbound(snap: Arc<Snapshot>, req: Request<Incoming>, grpc: bool) -> RouteResult {
     let settings = &snap.table.settings;
     let fail_inbound = |e: ProxyError| {
         let error = Some(e.reason());
@@ -307,7 +307,6 @@ fn route_inbound(snap: Arc<Snapshot>, req: Request<Incoming>) -> RouteResult {
             settings.max_body_bytes,
         )));
     }
-    let grpc = is_grpc(req.headers());
     let mut timeout = settings.response_timeout;
     if grpc {
         if let Some(t) = grpc_timeout(req.headers()) {

@@ -40,27 +40,18 @@ impl Admin {
                 let mut r = text(StatusCode::OK, &body);
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
+                    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
                 );
                 r
             }
             "/config" => {
                 let snap = self.store.load();
-                let body =
-                    serde_json::json!({ "version": snap.version, "config": snap.table.source });
+                let body = serde_json::json!({ "version": snap.version, "config": snap.table.source });
                 let mut r = text(StatusCode::OK, &format!("{body:#}\n"));
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 r
             }
-            _ => text(
-                StatusCode::NOT_FOUND,
-                "not found; try /live /ready /metrics /config\n",
-            ),
+            _ => text(StatusCode::NOT_FOUND, "not found; try /live /ready /metrics /config\n"),
         }
     }
 
@@ -76,18 +67,13 @@ impl Admin {
     + Send
     + 'static {
         let admin = Arc::clone(self);
-        tower::service_fn(move |req: Request<hyper::body::Incoming>| {
-            std::future::ready(Ok(admin.handle(&req)))
-        })
+        tower::service_fn(move |req: Request<hyper::body::Incoming>| std::future::ready(Ok(admin.handle(&req))))
     }
 }
 
 fn text(status: StatusCode, body: &str) -> Response<RespBody> {
     let mut r = Response::new(RespBody::full(body.to_string()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }

@@ -7,7 +7,7 @@
 
 use crate::admin::Admin;
 use crate::config::{Source, Store};
-use crate::metrics::{Direction, Metrics};
+use crate::metrics::Metrics;
 use crate::server::{ConnSettings, serve};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -110,75 +110,35 @@ pub struct Running {
 
 /// Binds the listeners and starts serving `table`.
 pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
-    let conn = ConnSettings {
-        max_header_bytes: table.settings.max_header_bytes,
-        idle_timeout: table.settings.idle_timeout,
-    };
+    let conn =
+        ConnSettings { max_header_bytes: table.settings.max_header_bytes, idle_timeout: table.settings.idle_timeout };
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new(table, Arc::clone(&metrics)));
-    let admin_state = Arc::new(Admin {
-        store: Arc::clone(&store),
-        metrics: Arc::clone(&metrics),
-        draining: false.into(),
-    });
+    let admin_state =
+        Arc::new(Admin { store: Arc::clone(&store), metrics: Arc::clone(&metrics), draining: false.into() });
     let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} ({what})"))
+        TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
     };
     let out_l = bind(opts.outbound, "outbound").await?;
     let in_l = bind(opts.inbound, "inbound").await?;
     let admin_l = bind(opts.admin, "admin").await?;
-    let (outbound, inbound, admin) = (
-        out_l.local_addr()?,
-        in_l.local_addr()?,
-        admin_l.local_addr()?,
-    );
+    let (outbound, inbound, admin) = (out_l.local_addr()?, in_l.local_addr()?, admin_l.local_addr()?);
     let (stop, stop_rx) = watch::channel(false);
     let (alive_tx, alive) = mpsc::channel(1);
     let mut tasks = Vec::new();
-    let out_svc = crate::stack::build(
-        Arc::clone(&store),
-        Arc::clone(&metrics),
-        Direction::Outbound,
-    );
-    tasks.push(tokio::spawn(serve(
-        out_l,
-        out_svc,
-        conn,
-        stop_rx.clone(),
-        alive_tx.clone(),
-    )));
-    let in_svc = crate::stack::build(Arc::clone(&store), Arc::clone(&metrics), Direction::Inbound);
+    let out_svc = crate::stack::outbound(Arc::clone(&store), Arc::clone(&metrics));
+    tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stop_rx.clone(), alive_tx.clone())));
+    let local_load = Arc::new(crate::load::LocalLoad::default());
+    tasks.push(tokio::spawn(crate::load::poll(Arc::clone(&store), Arc::clone(&local_load))));
+    let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load);
     tasks.push(tokio::spawn(serve(in_l, in_svc, conn, stop_rx, alive_tx)));
     // The admin listener is not drained: it keeps answering (`/ready` with 503) until exit.
     let (admin_stop, admin_rx) = watch::channel(false);
     let (admin_alive, _) = mpsc::channel(1);
-    tasks.push(tokio::spawn(serve(
-        admin_l,
-        admin_state.service(),
-        conn,
-        admin_rx,
-        admin_alive,
-    )));
-    let reload = tokio::spawn(crate::config::watch(
-        Arc::clone(&store),
-        opts.source.clone(),
-        opts.reload_interval,
-    ));
+    tasks.push(tokio::spawn(serve(admin_l, admin_state.service(), conn, admin_rx, admin_alive)));
+    let reload = tokio::spawn(crate::config::watch(Arc::clone(&store), opts.source.clone(), opts.reload_interval));
     tracing::info!(%outbound, %inbound, %admin, source = %opts.source, "vane-proxy serving");
-    let mut running = Running {
-        outbound,
-        inbound,
-        admin,
-        store,
-        metrics,
-        admin_state,
-        stop,
-        admin_stop,
-        alive,
-        tasks,
-    };
+    let mut running = Running { outbound, inbound, admin, store, metrics, admin_state, stop, admin_stop, alive, tasks };
     running.tasks.push(reload);
     Ok(running)
 }
@@ -205,8 +165,8 @@ impl Running {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -218,28 +178,16 @@ fn init_logging(filter: &str) {
 /// Resolves addresses and threads: flag/env, then file, then default.
 pub fn options(args: &Args, table: &Table) -> (Options, usize) {
     let s = &table.settings;
-    let def = |a: &str| {
-        a.parse::<SocketAddr>()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
-    };
+    let def = |a: &str| a.parse::<SocketAddr>().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let source = match &args.config {
         Some(p) => Source::File(p.clone()),
         None => Source::Embedded,
     };
     let opts = Options {
         source,
-        outbound: args
-            .outbound
-            .or(s.outbound)
-            .unwrap_or_else(|| def("127.0.0.1:4140")),
-        inbound: args
-            .inbound
-            .or(s.inbound)
-            .unwrap_or_else(|| def("0.0.0.0:4143")),
-        admin: args
-            .admin
-            .or(s.admin)
-            .unwrap_or_else(|| def("127.0.0.1:4191")),
+        outbound: args.outbound.or(s.outbound).unwrap_or_else(|| def("127.0.0.1:4140")),
+        inbound: args.inbound.or(s.inbound).unwrap_or_else(|| def("0.0.0.0:4143")),
+        admin: args.admin.or(s.admin).unwrap_or_else(|| def("127.0.0.1:4191")),
         reload_interval: args.reload_interval.max(Duration::from_millis(10)),
     };
     (opts, args.threads.or(s.threads).unwrap_or(1).clamp(1, 64))
@@ -247,14 +195,9 @@ pub fn options(args: &Args, table: &Table) -> (Options, usize) {
 
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     }
 }
 
@@ -318,9 +261,7 @@ pub async fn serve_until_signal(running: Running) -> i32 {
     };
     signals.next().await;
     let grace = running.drain_grace();
-    tracing::info!(
-        "shutting down: draining in-flight requests for up to {grace:?} (signal again to exit at once)"
-    );
+    tracing::info!("shutting down: draining in-flight requests for up to {grace:?} (signal again to exit at once)");
     tokio::select! {
         clean = running.drain(grace) => {
             if clean { tracing::info!("drained"); } else { tracing::warn!("drain grace period over; exiting"); }
@@ -345,10 +286,7 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            Ok(Signals {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
+            Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
         }
         #[cfg(not(unix))]
         Ok(Signals {})

@@ -5,14 +5,14 @@
 //! the request path and swap it in with one `store`; an invalid file is rejected, logged and
 //! counted, and the last good snapshot stays.
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Policy};
 use crate::metrics::{Direction, Metrics, RouteStats};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use vane_route::config::Protocol;
 use vane_route::table::Settings;
@@ -25,6 +25,10 @@ pub struct BackendRuntime {
     pub name: Arc<str>,
     /// Endpoints, in config order.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// How endpoints are chosen.
+    pub policy: Policy,
+    /// Round-robin position.
+    pub rr: AtomicUsize,
 }
 
 /// Everything a request needs, immutable once built.
@@ -42,16 +46,13 @@ pub struct Snapshot {
     pub route_stats: Vec<Vec<Vec<(usize, Arc<RouteStats>)>>>,
     /// Metric handles for the inbound target.
     pub inbound_stats: Arc<RouteStats>,
+    /// Age of the reported load used at each balancing decision.
+    pub load_age: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Snapshot {
     /// Builds a snapshot, reusing endpoint state and clients from `prev` where they still apply.
-    pub fn build(
-        table: Table,
-        prev: Option<&Snapshot>,
-        version: u64,
-        metrics: &Metrics,
-    ) -> Snapshot {
+    pub fn build(table: Table, prev: Option<&Snapshot>, version: u64, metrics: &Metrics) -> Snapshot {
         let mut known: HashMap<(SocketAddr, Protocol), Arc<Endpoint>> = HashMap::new();
         if let Some(p) = prev {
             for b in p.backends.iter().chain(p.inbound.iter()) {
@@ -63,9 +64,7 @@ impl Snapshot {
         let s = &table.settings;
         let mut endpoint = |addr: SocketAddr, proto: Protocol| {
             Arc::clone(
-                known
-                    .entry((addr, proto))
-                    .or_insert_with(|| Arc::new(Endpoint::new(addr, proto, s.default_rtt))),
+                known.entry((addr, proto)).or_insert_with(|| Arc::new(Endpoint::new(addr, proto, s.default_rtt))),
             )
         };
         let backends = table
@@ -73,16 +72,16 @@ impl Snapshot {
             .iter()
             .map(|b| BackendRuntime {
                 name: Arc::clone(&b.name),
-                endpoints: b
-                    .endpoints
-                    .iter()
-                    .map(|a| endpoint(*a, b.protocol))
-                    .collect(),
+                endpoints: b.endpoints.iter().map(|a| endpoint(*a, b.protocol)).collect(),
+                policy: Policy { algorithm: b.algorithm, weights: b.cost },
+                rr: AtomicUsize::new(0),
             })
             .collect();
         let inbound = table.inbound.as_ref().map(|ib| BackendRuntime {
             name: "inbound".into(),
             endpoints: vec![endpoint(ib.forward_to, ib.protocol)],
+            policy: Policy { algorithm: s.algorithm, weights: s.cost },
+            rr: AtomicUsize::new(0),
         });
         let route_stats = table
             .services
@@ -110,30 +109,13 @@ impl Snapshot {
             })
             .collect();
         let inbound_name: Arc<str> = "inbound".into();
-        let inbound_stats = metrics.route_stats(
-            Direction::Inbound,
-            &inbound_name,
-            &"-".into(),
-            &inbound_name,
-        );
-        Snapshot {
-            table,
-            backends,
-            inbound,
-            version,
-            route_stats,
-            inbound_stats,
-        }
+        let inbound_stats = metrics.route_stats(Direction::Inbound, &inbound_name, &"-".into(), &inbound_name);
+        Snapshot { table, backends, inbound, version, route_stats, inbound_stats, load_age: metrics.load_age.clone() }
     }
 
     /// Metric handles for a routed request.
     pub fn stats(&self, service: usize, route: usize, backend: usize) -> Option<&Arc<RouteStats>> {
-        self.route_stats
-            .get(service)?
-            .get(route)?
-            .iter()
-            .find(|(b, _)| *b == backend)
-            .map(|(_, s)| s)
+        self.route_stats.get(service)?.get(route)?.iter().find(|(b, _)| *b == backend).map(|(_, s)| s)
     }
 }
 
@@ -160,9 +142,7 @@ impl Source {
 
     /// Reads and validates.
     pub fn load(&self) -> Result<Table, LoadError> {
-        let text = self
-            .read()
-            .map_err(|e| LoadError::Read(self.to_string(), e))?;
+        let text = self.read().map_err(|e| LoadError::Read(self.to_string(), e))?;
         Ok(Table::from_yaml(&text)?)
     }
 }
@@ -199,11 +179,7 @@ impl Store {
     /// A store holding a first snapshot built from `table`.
     pub fn new(table: Table, metrics: Arc<Metrics>) -> Store {
         let first = Snapshot::build(table, None, 1, &metrics);
-        Store {
-            current: ArcSwap::from_pointee(first),
-            versions: AtomicU64::new(1),
-            metrics,
-        }
+        Store { current: ArcSwap::from_pointee(first), versions: AtomicU64::new(1), metrics }
     }
 
     /// The snapshot for one request.
@@ -241,22 +217,10 @@ impl Store {
 }
 
 fn warn_if_restart_needed(old: &Settings, new: &Settings) {
-    if (
-        old.outbound,
-        old.inbound,
-        old.admin,
-        old.threads,
-        old.max_header_bytes,
-    ) != (
-        new.outbound,
-        new.inbound,
-        new.admin,
-        new.threads,
-        new.max_header_bytes,
-    ) {
-        tracing::warn!(
-            "listener addresses, threads and max_header_bytes take effect at the next restart"
-        );
+    if (old.outbound, old.inbound, old.admin, old.threads, old.max_header_bytes)
+        != (new.outbound, new.inbound, new.admin, new.threads, new.max_header_bytes)
+    {
+        tracing::warn!("listener addresses, threads and max_header_bytes take effect at the next restart");
     }
 }
 

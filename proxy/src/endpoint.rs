@@ -4,12 +4,13 @@
 //! it still has, so a reload neither forgets latency nor un-ejects a dead endpoint.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use vane_route::balance::{self, LoadInputs, PeakEwma};
-use vane_route::config::Protocol;
+use vane_route::balance::{self, CostWeights, LoadInputs, PeakEwma};
+use vane_route::config::{Algorithm, Protocol};
 use vane_route::health::{EjectionPolicy, Health, Outcome};
+use vane_route::orca::LoadReport;
 use vane_route::table::Settings;
 
 /// One endpoint (an `ip:port` of a backend).
@@ -31,6 +32,19 @@ pub struct Endpoint {
 struct Stats {
     rtt: PeakEwma,
     health: Health,
+    /// The endpoint's last load report and when its figures were read (process clock).
+    reported: Option<(LoadReport, u64)>,
+    /// A 429/503 answer makes the endpoint costlier until then.
+    penalty_until_ns: u64,
+}
+
+/// How a backend weighs its endpoints (from the config, resolved per backend).
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Endpoint choice.
+    pub algorithm: Algorithm,
+    /// Cost weights of reported load.
+    pub weights: CostWeights,
 }
 
 impl Endpoint {
@@ -47,6 +61,8 @@ impl Endpoint {
             stats: Mutex::new(Stats {
                 rtt: PeakEwma::new(default_rtt, crate::now_ns()),
                 health: Health::default(),
+                reported: None,
+                penalty_until_ns: 0,
             }),
         }
     }
@@ -64,11 +80,7 @@ impl Endpoint {
     /// Counts a request in flight until the guard drops.
     pub fn start(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard {
-            ep: Arc::clone(self),
-            conn: None,
-            idle_timeout: Duration::ZERO,
-        }
+        InFlightGuard { ep: Arc::clone(self), conn: None, idle_timeout: Duration::ZERO }
     }
 
     /// Whether the endpoint is not ejected at `now_ns`.
@@ -76,15 +88,36 @@ impl Endpoint {
         self.stats().health.available(now_ns)
     }
 
-    /// The balancer's cost at `now_ns`.
-    pub fn cost(&self, now_ns: u64, settings: &Settings) -> f64 {
-        let rtt_ns = self.stats().rtt.get(now_ns, settings.ewma_decay);
-        let load = LoadInputs {
-            rtt_ns,
-            in_flight: self.in_flight(),
-            ..Default::default()
-        };
-        balance::cost(&load, &settings.cost)
+    /// The balancer's cost at `now_ns`, and the age of the reported load it used (if any).
+    pub fn cost(&self, now_ns: u64, settings: &Settings, policy: &Policy) -> (f64, Option<u64>) {
+        let st = self.stats();
+        let rtt_ns = st.rtt.get(now_ns, settings.ewma_decay);
+        let mut load = LoadInputs { rtt_ns, in_flight: self.in_flight(), ..Default::default() };
+        let mut age = None;
+        if policy.algorithm == Algorithm::P2c {
+            if let Some((r, at)) = &st.reported {
+                let a = now_ns.saturating_sub(*at);
+                if a <= settings.load_staleness.as_nanos() as u64 {
+                    load.queue_depth = r.queue_depth.unwrap_or(0.0);
+                    load.kv_use = r.kv_use.unwrap_or(0.0);
+                    age = Some(a);
+                }
+            }
+            load.penalized = now_ns < st.penalty_until_ns;
+        }
+        (balance::cost(&load, &policy.weights), age)
+    }
+
+    /// Records a load report received at `now_ns`.
+    pub fn report(&self, r: LoadReport, now_ns: u64) {
+        let age = r.age.map_or(0, |a| a.as_nanos() as u64);
+        self.stats().reported = Some((r, now_ns.saturating_sub(age)));
+    }
+
+    /// Makes the endpoint costlier until `until_ns` (after a 429 or 503 answer).
+    pub fn penalize(&self, until_ns: u64) {
+        let mut st = self.stats();
+        st.penalty_until_ns = st.penalty_until_ns.max(until_ns);
     }
 
     /// Current latency estimate in seconds (for metrics).
@@ -142,35 +175,56 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Picks an endpoint with power of two choices over the available ones not in `tried`
-/// (a bit set of endpoint indexes). `None` when none is available.
+/// Picks an endpoint among the available ones not in `tried` (a bit set of endpoint indexes),
+/// by the backend's algorithm. Returns the index and the age in nanoseconds of the reported load
+/// the decision used, if any. `None` when no endpoint is available.
 pub fn pick(
     endpoints: &[Arc<Endpoint>],
     tried: u64,
     settings: &Settings,
+    policy: &Policy,
+    rr: &AtomicUsize,
     rng: &mut fastrand::Rng,
-) -> Option<usize> {
+) -> Option<(usize, Option<u64>)> {
     let now = crate::now_ns();
-    // Fast path: no retry yet and every endpoint available (the common case): no allocation.
-    let eligible = |i: usize, e: &Endpoint| (i >= 64 || tried & (1 << i) == 0) && e.available(now);
     let n = endpoints.len();
     if n == 0 {
         return None;
     }
-    let all = tried == 0 && endpoints.iter().all(|e| e.available(now));
-    if all {
-        return balance::p2c(n, rng.u64(..), rng.u64(..), |i| {
-            endpoints[i].cost(now, settings)
-        });
+    let eligible = |i: usize| (i >= 64 || tried & (1 << i) == 0) && endpoints[i].available(now);
+    match policy.algorithm {
+        Algorithm::RoundRobin => {
+            let start = rr.fetch_add(1, Ordering::Relaxed);
+            (0..n).map(|k| (start + k) % n).find(|&i| eligible(i)).map(|i| (i, None))
+        }
+        Algorithm::LeastRequest => {
+            let offset = rng.usize(..n);
+            (0..n)
+                .map(|k| (offset + k) % n)
+                .filter(|&i| eligible(i))
+                .min_by_key(|&i| endpoints[i].in_flight())
+                .map(|i| (i, None))
+        }
+        Algorithm::P2c | Algorithm::P2cLatency => {
+            // Fast path: no retry yet and every endpoint available: no allocation.
+            let all = tried == 0 && (0..n).all(eligible);
+            let candidates: Vec<usize> = if all { Vec::new() } else { (0..n).filter(|&i| eligible(i)).collect() };
+            let index = |j: usize| if all { j } else { candidates[j] };
+            let m = if all { n } else { candidates.len() };
+            // Remember the age of the reported load behind the two costs compared.
+            let mut seen = [(usize::MAX, None); 2];
+            let mut k = 0;
+            let chosen = index(balance::p2c(m, rng.u64(..), rng.u64(..), |j| {
+                let i = index(j);
+                let (c, age) = endpoints[i].cost(now, settings, policy);
+                if k < 2 {
+                    seen[k] = (i, age);
+                    k += 1;
+                }
+                c
+            })?);
+            let age = seen.iter().find(|s| s.0 == chosen).and_then(|s| s.1);
+            Some((chosen, age))
+        }
     }
-    let candidates: Vec<usize> = endpoints
-        .iter()
-        .enumerate()
-        .filter(|(i, e)| eligible(*i, e))
-        .map(|(i, _)| i)
-        .collect();
-    let k = balance::p2c(candidates.len(), rng.u64(..), rng.u64(..), |i| {
-        endpoints[candidates[i]].cost(now, settings)
-    })?;
-    Some(candidates[k])
 }

@@ -92,14 +92,8 @@ impl ProxyError {
         if grpc {
             let mut r = Response::new(RespBody::empty());
             let h = r.headers_mut();
-            h.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc"),
-            );
-            h.insert(
-                "grpc-status",
-                HeaderValue::from(u16::from(self.grpc_status())),
-            );
+            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", HeaderValue::from(u16::from(self.grpc_status())));
             if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {
                 h.insert("grpc-message", v);
             }
@@ -109,10 +103,7 @@ impl ProxyError {
         let mut r = Response::new(RespBody::full(format!("{message}\n")));
         *r.status_mut() = self.status();
         let h = r.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert(ERROR_HEADER, reason);
         r
     }
@@ -140,18 +131,10 @@ mod tests {
         let addr = "127.0.0.1:1".parse().unwrap();
         let cases = [
             (ProxyError::BadRequest("x"), 400, "malformed-request"),
-            (
-                ProxyError::UnknownService("a".into()),
-                404,
-                "unknown-service",
-            ),
+            (ProxyError::UnknownService("a".into()), 404, "unknown-service"),
             (ProxyError::BodyTooLarge(10), 413, "body-too-large"),
             (ProxyError::NoEndpoint("b".into()), 503, "no-endpoint-ready"),
-            (
-                ProxyError::Timeout(addr, std::time::Duration::from_secs(1)),
-                504,
-                "response-timeout",
-            ),
+            (ProxyError::Timeout(addr, std::time::Duration::from_secs(1)), 504, "response-timeout"),
         ];
         for (e, status, reason) in cases {
             assert_eq!(e.status().as_u16(), status);
@@ -164,11 +147,8 @@ mod tests {
 
     #[test]
     fn grpc_errors_are_trailers_only() {
-        let r = ProxyError::Timeout(
-            "127.0.0.1:1".parse().unwrap(),
-            std::time::Duration::from_secs(1),
-        )
-        .into_response(true);
+        let r =
+            ProxyError::Timeout("127.0.0.1:1".parse().unwrap(), std::time::Duration::from_secs(1)).into_response(true);
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["grpc-status"], "4");
         assert_eq!(r.headers()["content-type"], "application/grpc");

@@ -11,9 +11,11 @@
 
 use crate::body::{ReqBody, RespBody};
 use crate::config::BackendRuntime;
+use crate::endpoint::Endpoint;
 use crate::error::ProxyError;
 use crate::metrics::Info;
 use crate::route::{Routed, Target};
+use http::StatusCode;
 use http::header::{self, HeaderName};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, Uri, Version};
@@ -25,6 +27,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use vane_route::config::Protocol;
 use vane_route::health::Outcome;
+use vane_route::orca;
+use vane_route::table::Settings;
 
 /// At most this many endpoints are tried for one request (the first plus retries after
 /// connection failures), so a backend full of dead endpoints cannot hold a request for long.
@@ -37,8 +41,7 @@ pub struct ForwardService;
 impl tower::Service<Routed> for ForwardService {
     type Response = (Response<RespBody>, Info);
     type Error = Infallible;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<(Response<RespBody>, Info), Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<(Response<RespBody>, Info), Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -47,11 +50,7 @@ impl tower::Service<Routed> for ForwardService {
     fn call(&mut self, routed: Routed) -> Self::Future {
         Box::pin(async move {
             let Routed { req, target } = routed;
-            let mut info = Info {
-                stats: Some(Arc::clone(&target.stats)),
-                service: None,
-                error: None,
-            };
+            let mut info = Info { stats: Some(Arc::clone(&target.stats)), service: None, error: None };
             let resp = match forward(&target, req).await {
                 Ok(resp) => resp,
                 Err(e) => {
@@ -69,10 +68,7 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
     let snap = &target.snap;
     let backend: &BackendRuntime = match target.backend {
         Some(i) => &snap.backends[i],
-        None => snap
-            .inbound
-            .as_ref()
-            .ok_or_else(|| ProxyError::NoEndpoint("inbound".into()))?,
+        None => snap.inbound.as_ref().ok_or_else(|| ProxyError::NoEndpoint("inbound".into()))?,
     };
     let settings = &snap.table.settings;
     let (mut parts, body) = req.into_parts();
@@ -80,23 +76,21 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
     // The endpoint sees the caller's authority: as `Host` over HTTP/1.1, as `:authority` over HTTP/2.
     let authority = match parts.uri.authority() {
         Some(a) => Some(a.clone()),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok()),
+        None => parts.headers.get(header::HOST).and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok()),
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut rng = fastrand::Rng::new();
     let mut tried = 0u64;
     let mut body = Some(body);
     for attempt in 0..MAX_ATTEMPTS {
-        let Some(i) = crate::endpoint::pick(&backend.endpoints, tried, settings, &mut rng) else {
+        let Some((i, load_age)) =
+            crate::endpoint::pick(&backend.endpoints, tried, settings, &backend.policy, &backend.rr, &mut rng)
+        else {
             break;
         };
+        if let Some(age) = load_age {
+            snap.load_age.observe(age as f64 / 1e9);
+        }
         tried |= 1u64.checked_shl(i as u32).unwrap_or(0);
         let ep = &backend.endpoints[i];
         // Keep what a retry needs only when a retry is possible.
@@ -112,11 +106,7 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
         };
         let mut up = Request::new(this_body);
         *up.method_mut() = parts.method.clone();
-        *up.headers_mut() = if body.is_some() {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
+        *up.headers_mut() = if body.is_some() { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
         match ep.protocol {
             Protocol::Http1 => {
                 *up.uri_mut() = Uri::from(path.clone());
@@ -137,14 +127,8 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
 
         let mut guard = ep.start();
         let started = Instant::now();
-        let send = crate::pool::send(
-            &ep.pool,
-            ep.addr,
-            ep.protocol,
-            up,
-            settings.connect_timeout,
-            settings.idle_timeout,
-        );
+        let send =
+            crate::pool::send(&ep.pool, ep.addr, ep.protocol, up, settings.connect_timeout, settings.idle_timeout);
         let sent = tokio::time::timeout(target.timeout, send).await;
         match sent {
             Err(_) => {
@@ -164,12 +148,8 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
                 return Err(ProxyError::Upstream(ep.addr, e));
             }
             Ok(Ok((resp, conn))) => {
-                ep.observe_rtt(started.elapsed(), settings.ewma_decay);
-                let outcome = if resp.status().is_server_error() {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
-                };
+                learn_from(ep, &resp, started.elapsed(), settings);
+                let outcome = if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success };
                 ep.record(outcome, &settings.ejection);
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
@@ -181,15 +161,39 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
                 } else {
                     Some(guard)
                 };
-                return Ok(Response::from_parts(
-                    rparts,
-                    RespBody::Upstream { body: rbody, guard },
-                ));
+                return Ok(Response::from_parts(rparts, RespBody::Upstream { body: rbody, guard }));
             }
         }
     }
     Err(ProxyError::NoEndpoint(backend.name.to_string()))
 }
+
+/// What an answer tells the balancer: its latency, the endpoint's own load report (ORCA), and
+/// for a 429/503 a penalty for as long as `Retry-After` asks (a fast refusal is not a fast
+/// endpoint, so its latency is not averaged in).
+fn learn_from<B>(ep: &Endpoint, resp: &Response<B>, rtt: std::time::Duration, settings: &Settings) {
+    let now = crate::now_ns();
+    if let Some(v) = resp.headers().get(orca::HEADER) {
+        if let Some(report) = orca::parse(v.as_bytes()) {
+            ep.report(report, now);
+        }
+    }
+    let status = resp.status();
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        let wait = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| orca::retry_after(v.as_bytes()))
+            .unwrap_or(settings.penalty_time)
+            .min(MAX_PENALTY);
+        ep.penalize(now.saturating_add(wait.as_nanos() as u64));
+    } else {
+        ep.observe_rtt(rtt, settings.ewma_decay);
+    }
+}
+
+/// A `Retry-After` longer than this is not followed (the endpoint is probed again after it).
+const MAX_PENALTY: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn endpoint_uri(authority: &http::uri::Authority, path: &PathAndQuery) -> Uri {
     let mut p = http::uri::Parts::default();

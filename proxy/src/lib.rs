@@ -22,16 +22,19 @@ pub mod demo;
 pub mod endpoint;
 pub mod error;
 pub mod forward;
+pub mod load;
 pub mod metrics;
 pub mod pool;
 pub mod route;
 pub mod server;
 pub mod stack;
 
-/// Monotonic nanoseconds since the process started: the clock the pure balancer code runs on.
+/// Monotonic nanoseconds: the clock the pure balancer code runs on. It starts one day in, so
+/// that "read `age` ago" can be written as a subtraction even right after start.
 pub fn now_ns() -> u64 {
     use std::sync::OnceLock;
     use std::time::Instant;
+    const ONE_DAY_NS: u64 = 86_400 * 1_000_000_000;
     static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + ONE_DAY_NS
 }

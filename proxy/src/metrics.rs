@@ -10,6 +10,7 @@
 //! | `vane_endpoint_ejected` (1 while ejected) | backend, endpoint |
 //! | `vane_config_reloads_total` | result (`ok`/`error`) |
 //! | `vane_config_version` | |
+//! | `vane_balancer_load_age_seconds` (histogram) | |
 
 use crate::body::RespBody;
 use crate::config::Snapshot;
@@ -131,6 +132,8 @@ pub struct Metrics {
     endpoint_ejected: Family<EndpointLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     config_version: Gauge,
+    /// Age of the reported load used at each balancing decision.
+    pub load_age: Histogram,
 }
 
 impl Default for Metrics {
@@ -144,11 +147,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("vane");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests by where they went and how they ended",
-            requests.clone(),
-        );
+        registry.register("requests", "Requests by where they went and how they ended", requests.clone());
         let latency: HistogramFamily<RouteLabels> =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 17)));
         registry.register_with_unit(
@@ -158,11 +157,7 @@ impl Metrics {
             latency.clone(),
         );
         let in_flight = Family::<DirectionLabels, Gauge>::default();
-        registry.register(
-            "requests_in_flight",
-            "Requests waiting for response headers",
-            in_flight.clone(),
-        );
+        registry.register("requests_in_flight", "Requests waiting for response headers", in_flight.clone());
         let endpoint_rtt = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
         registry.register_with_unit(
             "endpoint_rtt_ewma",
@@ -177,23 +172,18 @@ impl Metrics {
             endpoint_in_flight.clone(),
         );
         let endpoint_ejected = Family::<EndpointLabels, Gauge>::default();
-        registry.register(
-            "endpoint_ejected",
-            "1 while the endpoint is ejected",
-            endpoint_ejected.clone(),
-        );
+        registry.register("endpoint_ejected", "1 while the endpoint is ejected", endpoint_ejected.clone());
         let reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "config_reloads",
-            "Config reloads by result",
-            reloads.clone(),
+        registry.register("config_reloads", "Config reloads by result", reloads.clone());
+        let load_age = Histogram::new(exponential_buckets(0.0005, 2.0, 13));
+        registry.register_with_unit(
+            "balancer_load_age",
+            "Age of the endpoint-reported load (ORCA) behind each balancing decision that used one",
+            prometheus_client::registry::Unit::Seconds,
+            load_age.clone(),
         );
         let config_version = Gauge::default();
-        registry.register(
-            "config_version",
-            "Version number of the active config",
-            config_version.clone(),
-        );
+        registry.register("config_version", "Version number of the active config", config_version.clone());
         config_version.set(1);
         Metrics {
             registry,
@@ -205,16 +195,13 @@ impl Metrics {
             endpoint_ejected,
             reloads,
             config_version,
+            load_age,
         }
     }
 
     /// Counts a reload attempt.
     pub fn config_reload(&self, ok: bool, version: u64) {
-        self.reloads
-            .get_or_create(&ResultLabels {
-                result: if ok { "ok" } else { "error" },
-            })
-            .inc();
+        self.reloads.get_or_create(&ResultLabels { result: if ok { "ok" } else { "error" } }).inc();
         self.config_version.set(version as i64);
     }
 
@@ -226,19 +213,10 @@ impl Metrics {
         self.endpoint_ejected.clear();
         for b in snap.backends.iter().chain(snap.inbound.iter()) {
             for e in &b.endpoints {
-                let l = EndpointLabels {
-                    backend: Name(Arc::clone(&b.name)),
-                    endpoint: e.addr.to_string(),
-                };
-                self.endpoint_rtt
-                    .get_or_create(&l)
-                    .set(e.rtt_seconds(now, snap.table.settings.ewma_decay));
-                self.endpoint_in_flight
-                    .get_or_create(&l)
-                    .set(i64::from(e.in_flight()));
-                self.endpoint_ejected
-                    .get_or_create(&l)
-                    .set(i64::from(e.ejected(now)));
+                let l = EndpointLabels { backend: Name(Arc::clone(&b.name)), endpoint: e.addr.to_string() };
+                self.endpoint_rtt.get_or_create(&l).set(e.rtt_seconds(now, snap.table.settings.ewma_decay));
+                self.endpoint_in_flight.get_or_create(&l).set(i64::from(e.in_flight()));
+                self.endpoint_ejected.get_or_create(&l).set(i64::from(e.ejected(now)));
             }
         }
         let mut out = String::with_capacity(8192);
@@ -264,15 +242,8 @@ impl Metrics {
             backend: Name(Arc::clone(backend)),
         };
         let latency = self.latency.get_or_create(&labels).clone();
-        let ok = self
-            .requests
-            .get_or_create(&RequestLabels::new(&labels, 200, ""))
-            .clone();
-        Arc::new(RouteStats {
-            labels,
-            latency,
-            ok,
-        })
+        let ok = self.requests.get_or_create(&RequestLabels::new(&labels, 200, "")).clone();
+        Arc::new(RouteStats { labels, latency, ok })
     }
 
     fn record(&self, direction: Direction, info: &Info, status: u16, elapsed: f64) {
@@ -283,9 +254,7 @@ impl Metrics {
                 if status == 200 && error.is_empty() {
                     st.ok.inc();
                 } else {
-                    self.requests
-                        .get_or_create(&RequestLabels::new(&st.labels, status, error))
-                        .inc();
+                    self.requests.get_or_create(&RequestLabels::new(&st.labels, status, error)).inc();
                 }
             }
             None => {
@@ -297,9 +266,7 @@ impl Metrics {
                     backend: dash,
                 };
                 self.latency.get_or_create(&labels).observe(elapsed);
-                self.requests
-                    .get_or_create(&RequestLabels::new(&labels, status, error))
-                    .inc();
+                self.requests.get_or_create(&RequestLabels::new(&labels, status, error)).inc();
             }
         }
     }
@@ -335,19 +302,8 @@ impl MetricsLayer {
 impl<S> tower::Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
     fn layer(&self, inner: S) -> MetricsService<S> {
-        let in_flight = self
-            .metrics
-            .in_flight
-            .get_or_create(&DirectionLabels {
-                direction: self.direction,
-            })
-            .clone();
-        MetricsService {
-            inner,
-            metrics: Arc::clone(&self.metrics),
-            direction: self.direction,
-            in_flight,
-        }
+        let in_flight = self.metrics.in_flight.get_or_create(&DirectionLabels { direction: self.direction }).clone();
+        MetricsService { inner, metrics: Arc::clone(&self.metrics), direction: self.direction, in_flight }
     }
 }
 
@@ -383,12 +339,7 @@ where
         Box::pin(async move {
             let (resp, info) = fut.await?;
             drop(guard);
-            metrics.record(
-                direction,
-                &info,
-                resp.status().as_u16(),
-                start.elapsed().as_secs_f64(),
-            );
+            metrics.record(direction, &info, resp.status().as_u16(), start.elapsed().as_secs_f64());
             Ok(resp)
         })
     }

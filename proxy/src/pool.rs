@@ -59,9 +59,7 @@ pub struct ConnPool {
 
 impl std::fmt::Debug for ConnPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnPool")
-            .field("idle_h1", &lock(&self.h1).len())
-            .finish()
+        f.debug_struct("ConnPool").field("idle_h1", &lock(&self.h1).len()).finish()
     }
 }
 
@@ -148,10 +146,7 @@ pub async fn send(
                 Some(tx) => (tx, true),
                 None => {
                     let io = connect(addr, connect_timeout).await?;
-                    let (tx, conn) = http1::Builder::new()
-                        .handshake(io)
-                        .await
-                        .map_err(SendError::Handshake)?;
+                    let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(SendError::Handshake)?;
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!(endpoint = %addr, "upstream connection ended: {e}");
@@ -165,13 +160,7 @@ pub async fn send(
             }
             match tx.try_send_request(req).await {
                 Ok(resp) => {
-                    return Ok((
-                        resp,
-                        Some(PooledConn {
-                            tx: Some(tx),
-                            pool: Arc::clone(pool),
-                        }),
-                    ));
+                    return Ok((resp, Some(PooledConn { tx: Some(tx), pool: Arc::clone(pool) })));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(back) if reused => req = back,
@@ -180,10 +169,7 @@ pub async fn send(
             }
         },
         Protocol::Http2 => loop {
-            let shared = lock(&pool.h2)
-                .as_ref()
-                .filter(|tx| !tx.is_closed())
-                .cloned();
+            let shared = lock(&pool.h2).as_ref().filter(|tx| !tx.is_closed()).cloned();
             let (mut tx, reused) = match shared {
                 Some(tx) => (tx, true),
                 None => {

@@ -63,11 +63,7 @@ impl RouteLayer {
 impl<S> tower::Layer<S> for RouteLayer {
     type Service = RouteService<S>;
     fn layer(&self, inner: S) -> RouteService<S> {
-        RouteService {
-            inner,
-            store: Arc::clone(&self.store),
-            direction: self.direction,
-        }
+        RouteService { inner, store: Arc::clone(&self.store), direction: self.direction }
     }
 }
 
@@ -81,16 +77,12 @@ pub struct RouteService<S> {
 
 impl<S> tower::Service<Request<Incoming>> for RouteService<S>
 where
-    S: tower::Service<Routed, Response = (Response<RespBody>, Info), Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: tower::Service<Routed, Response = (Response<RespBody>, Info), Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = (Response<RespBody>, Info);
     type Error = Infallible;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<(Response<RespBody>, Info), Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<(Response<RespBody>, Info), Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -122,20 +114,12 @@ type RouteResult = Result<Routed, (ProxyError, Info)>;
 
 fn fail(e: ProxyError, service: Option<&Arc<str>>) -> (ProxyError, Info) {
     let error = Some(e.reason());
-    (
-        e,
-        Info {
-            stats: None,
-            service: service.map(|s| Name(Arc::clone(s))),
-            error,
-        },
-    )
+    (e, Info { stats: None, service: service.map(|s| Name(Arc::clone(s))), error })
 }
 
 /// Whether the request is gRPC (by content type).
 pub fn is_grpc(h: &HeaderMap) -> bool {
-    h.get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    h.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The host part of the request's authority (URI or Host header), without port.
@@ -176,21 +160,13 @@ pub fn grpc_timeout(h: &HeaderMap) -> Option<Duration> {
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>, grpc: bool) -> RouteResult {
     let settings = &snap.table.settings;
     let Some(host) = request_host(&req) else {
-        return Err(fail(
-            ProxyError::BadRequest("no authority or Host header"),
-            None,
-        ));
+        return Err(fail(ProxyError::BadRequest("no authority or Host header"), None));
     };
     let Some(svc_idx) = snap.table.service_index(host) else {
         return Err(fail(ProxyError::UnknownService(host.to_string()), None));
@@ -200,43 +176,22 @@ async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>, grpc: bool)
     let svc_name = Some(&service.name);
     let length = content_length(&parts.headers);
     if length.is_some_and(|n| n > settings.max_body_bytes) {
-        return Err(fail(
-            ProxyError::BodyTooLarge(settings.max_body_bytes),
-            svc_name,
-        ));
+        return Err(fail(ProxyError::BodyTooLarge(settings.max_body_bytes), svc_name));
     }
     let path = parts.uri.path();
-    let path_model = if service.needs_model {
-        model_from_kserve_path(path)
-    } else {
-        None
-    };
+    let path_model = if service.needs_model { model_from_kserve_path(path) } else { None };
     let sniff = service.needs_model && path_model.is_none();
     // Small bodies of known length are read whole, so that a failed connection can be retried.
-    let small =
-        content_length(&parts.headers).is_some_and(|n| n <= settings.max_sniff_bytes as u64);
+    let small = content_length(&parts.headers).is_some_and(|n| n <= settings.max_sniff_bytes as u64);
     let body = if body.is_end_stream() {
         ReqBody::Empty
     } else if sniff || small {
-        read_prefix(body, settings.max_sniff_bytes, settings.max_body_bytes)
-            .await
-            .map_err(|e| fail(e, svc_name))?
+        read_prefix(body, settings.max_sniff_bytes, settings.max_body_bytes).await.map_err(|e| fail(e, svc_name))?
     } else {
-        ReqBody::Stream {
-            prefix: None,
-            rest: body,
-            remaining: settings.max_body_bytes,
-            limit: settings.max_body_bytes,
-        }
+        ReqBody::Stream { prefix: None, rest: body, remaining: settings.max_body_bytes, limit: settings.max_body_bytes }
     };
     let body_model = match (&body, sniff) {
-        (ReqBody::Full(Some(b)), true)
-        | (
-            ReqBody::Stream {
-                prefix: Some(b), ..
-            },
-            true,
-        ) => model_from_json_prefix(b),
+        (ReqBody::Full(Some(b)), true) | (ReqBody::Stream { prefix: Some(b), .. }, true) => model_from_json_prefix(b),
         _ => None,
     };
     let facts = RequestFacts {
@@ -246,25 +201,16 @@ async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>, grpc: bool)
         model: path_model.or(body_model.as_deref()),
     };
     let Some(route_idx) = service.select_index(&facts) else {
-        return Err(fail(
-            ProxyError::NoRoute(service.name.to_string()),
-            svc_name,
-        ));
+        return Err(fail(ProxyError::NoRoute(service.name.to_string()), svc_name));
     };
     let route = &service.routes[route_idx];
     let draw = match route.sticky.as_ref().and_then(|h| parts.headers.get(h)) {
         Some(v) => sticky_hash(v.as_bytes()),
         None => fastrand::u64(..),
     };
-    let Some((backend, stats)) = route
-        .split
-        .pick(draw)
-        .and_then(|b| Some((b, snap.stats(svc_idx, route_idx, b)?)))
+    let Some((backend, stats)) = route.split.pick(draw).and_then(|b| Some((b, snap.stats(svc_idx, route_idx, b)?)))
     else {
-        return Err(fail(
-            ProxyError::NoRoute(service.name.to_string()),
-            svc_name,
-        ));
+        return Err(fail(ProxyError::NoRoute(service.name.to_string()), svc_name));
     };
     let stats = Arc::clone(stats);
     let mut timeout = route.timeout.unwrap_or(settings.response_timeout);
@@ -274,38 +220,20 @@ async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>, grpc: bool)
         }
     }
     let req = Request::from_parts(parts, body);
-    Ok(Routed {
-        req,
-        target: Target {
-            snap: Arc::clone(&snap),
-            backend: Some(backend),
-            timeout,
-            stats,
-            grpc,
-        },
-    })
+    Ok(Routed { req, target: Target { snap: Arc::clone(&snap), backend: Some(backend), timeout, stats, grpc } })
 }
 
 fn route_inbound(snap: Arc<Snapshot>, req: Request<Incoming>, grpc: bool) -> RouteResult {
     let settings = &snap.table.settings;
     let fail_inbound = |e: ProxyError| {
         let error = Some(e.reason());
-        (
-            e,
-            Info {
-                stats: Some(Arc::clone(&snap.inbound_stats)),
-                service: None,
-                error,
-            },
-        )
+        (e, Info { stats: Some(Arc::clone(&snap.inbound_stats)), service: None, error })
     };
     if snap.inbound.is_none() {
         return Err(fail_inbound(ProxyError::NoEndpoint("inbound".into())));
     }
     if content_length(req.headers()).is_some_and(|n| n > settings.max_body_bytes) {
-        return Err(fail_inbound(ProxyError::BodyTooLarge(
-            settings.max_body_bytes,
-        )));
+        return Err(fail_inbound(ProxyError::BodyTooLarge(settings.max_body_bytes)));
     }
     let mut timeout = settings.response_timeout;
     if grpc {
@@ -317,34 +245,16 @@ fn route_inbound(snap: Arc<Snapshot>, req: Request<Incoming>, grpc: bool) -> Rou
     let body = if body.is_end_stream() {
         ReqBody::Empty
     } else {
-        ReqBody::Stream {
-            prefix: None,
-            rest: body,
-            remaining: settings.max_body_bytes,
-            limit: settings.max_body_bytes,
-        }
+        ReqBody::Stream { prefix: None, rest: body, remaining: settings.max_body_bytes, limit: settings.max_body_bytes }
     };
     let req = Request::from_parts(parts, body);
     let stats = Arc::clone(&snap.inbound_stats);
-    Ok(Routed {
-        req,
-        target: Target {
-            snap,
-            backend: None,
-            timeout,
-            stats,
-            grpc,
-        },
-    })
+    Ok(Routed { req, target: Target { snap, backend: None, timeout, stats, grpc } })
 }
 
 /// Reads up to `limit` bytes of the body. A body that ends within the limit comes back whole
 /// (replayable); a longer one comes back as the prefix plus the rest, streamed.
-async fn read_prefix(
-    mut body: Incoming,
-    limit: usize,
-    max_body: u64,
-) -> Result<ReqBody, ProxyError> {
+async fn read_prefix(mut body: Incoming, limit: usize, max_body: u64) -> Result<ReqBody, ProxyError> {
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
@@ -352,21 +262,12 @@ async fn read_prefix(
         if have >= limit {
             let prefix = first.unwrap_or_else(|| buf.freeze());
             let remaining = max_body.saturating_sub(prefix.len() as u64);
-            return Ok(ReqBody::Stream {
-                prefix: Some(prefix),
-                rest: body,
-                remaining,
-                limit: max_body,
-            });
+            return Ok(ReqBody::Stream { prefix: Some(prefix), rest: body, remaining, limit: max_body });
         }
         match body.frame().await {
             None => {
                 let b = first.unwrap_or_else(|| buf.freeze());
-                return Ok(if b.is_empty() {
-                    ReqBody::Empty
-                } else {
-                    ReqBody::Full(Some(b))
-                });
+                return Ok(if b.is_empty() { ReqBody::Empty } else { ReqBody::Full(Some(b)) });
             }
             Some(Err(e)) => return Err(ProxyError::BodyRead(e)),
             Some(Ok(frame)) => {

@@ -49,10 +49,7 @@ pub async fn serve<S, B>(
     mut stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -69,13 +66,8 @@ pub async fn serve<S, B>(
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
                 let io_ops = Arc::new(AtomicU64::new(0));
-                let io = TokioIo::new(IdleIo {
-                    inner: stream,
-                    ops: Arc::clone(&io_ops),
-                });
-                let conn = builder
-                    .serve_connection(io, TowerToHyperService::new(svc.clone()))
-                    .into_owned();
+                let io = TokioIo::new(IdleIo { inner: stream, ops: Arc::clone(&io_ops) });
+                let conn = builder.serve_connection(io, TowerToHyperService::new(svc.clone())).into_owned();
                 let mut stop = stop.clone();
                 let alive = alive.clone();
                 let idle = s.idle_timeout;
@@ -145,11 +137,7 @@ impl IdleIo {
 }
 
 impl AsyncRead for IdleIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let p = Pin::new(&mut self.inner).poll_read(cx, buf);
         self.touch(&p);
         p
@@ -157,11 +145,7 @@ impl AsyncRead for IdleIo {
 }
 
 impl AsyncWrite for IdleIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let p = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.touch(&p);
         p

@@ -3,7 +3,7 @@
 //! The cost of an endpoint is
 //!
 //! ```text
-//! cost = rtt × (in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use) × (1 + penalty)
+//! cost = rtt × (in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)   (+ PENALIZED)
 //! ```
 //!
 //! - `rtt` is a **peak-EWMA** of the time to the first response byte ([`PeakEwma`]): it jumps up
@@ -13,7 +13,9 @@
 //! - `queue_depth` and `kv_use` are what the endpoint reports about itself (a model server's
 //!   waiting queue and KV-cache use); 0 when it reports nothing. A sidecar learns these from
 //!   every response, so they stay fresh where a latency average would lag.
-//! - `penalty` is for answers that are fast but useless (429, 503 with `Retry-After`); 0 otherwise.
+//! - an endpoint that just answered 429 or 503 is *penalized* for the `Retry-After` time: it loses
+//!   every comparison with an endpoint that is not (a fast refusal must not look like a fast
+//!   endpoint), and is compared normally with other penalized ones.
 //!
 //! [`p2c`] draws two distinct candidates and keeps the cheaper: nearly as good as
 //! least-cost over all, without herding every proxy onto the same endpoint.
@@ -31,10 +33,7 @@ pub struct CostWeights {
 
 impl Default for CostWeights {
     fn default() -> Self {
-        CostWeights {
-            queue: 1.0,
-            kv: 4.0,
-        }
+        CostWeights { queue: 1.0, kv: 4.0 }
     }
 }
 
@@ -49,21 +48,20 @@ pub struct LoadInputs {
     pub queue_depth: f64,
     /// Reported KV-cache use 0..1 (0 if unknown or stale).
     pub kv_use: f64,
-    /// Penalty for recent 429/503 answers (0 = none).
-    pub penalty: f64,
+    /// The endpoint recently answered 429/503 and asked for time.
+    pub penalized: bool,
 }
+
+/// Added to a penalized endpoint's cost: more than any real cost (about 11 days in nanoseconds).
+pub const PENALIZED: f64 = 1e15;
 
 /// The endpoint's cost; lower is better.
 pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
-    let rtt = if load.rtt_ns.is_finite() {
-        load.rtt_ns.max(1.0)
-    } else {
-        f64::MAX / 4.0
-    };
+    let rtt = if load.rtt_ns.is_finite() { load.rtt_ns.max(1.0) } else { f64::MAX / 4.0 };
     let queue = load.queue_depth.max(0.0);
     let kv = load.kv_use.clamp(0.0, 1.0);
-    let penalty = load.penalty.max(0.0);
-    rtt * (f64::from(load.in_flight) + 1.0 + w.queue * queue + w.kv * kv) * (1.0 + penalty)
+    let base = rtt * (f64::from(load.in_flight) + 1.0 + w.queue * queue + w.kv * kv);
+    if load.penalized { base + PENALIZED } else { base }
 }
 
 /// Power of two choices among `n` candidates. `r1` and `r2` are random draws; `cost_of(i)` gives
@@ -79,11 +77,7 @@ pub fn p2c(n: usize, r1: u64, r2: u64, mut cost_of: impl FnMut(usize) -> f64) ->
             if b >= a {
                 b += 1;
             }
-            if cost_of(b) < cost_of(a) {
-                Some(b)
-            } else {
-                Some(a)
-            }
+            if cost_of(b) < cost_of(a) { Some(b) } else { Some(a) }
         }
     }
 }
@@ -98,10 +92,7 @@ pub struct PeakEwma {
 impl PeakEwma {
     /// A fresh estimate that starts at `initial` (the configured default RTT).
     pub fn new(initial: Duration, now_ns: u64) -> PeakEwma {
-        PeakEwma {
-            estimate_ns: initial.as_nanos() as f64,
-            stamp_ns: now_ns,
-        }
+        PeakEwma { estimate_ns: initial.as_nanos() as f64, stamp_ns: now_ns }
     }
 
     fn decay_factor(&self, now_ns: u64, decay: Duration) -> f64 {
@@ -119,11 +110,7 @@ impl PeakEwma {
     pub fn observe(&mut self, rtt: Duration, now_ns: u64, decay: Duration) {
         let rtt_ns = rtt.as_nanos() as f64;
         let w = self.decay_factor(now_ns, decay);
-        self.estimate_ns = if rtt_ns > self.estimate_ns {
-            rtt_ns
-        } else {
-            self.estimate_ns * w + rtt_ns * (1.0 - w)
-        };
+        self.estimate_ns = if rtt_ns > self.estimate_ns { rtt_ns } else { self.estimate_ns * w + rtt_ns * (1.0 - w) };
         self.stamp_ns = self.stamp_ns.max(now_ns);
     }
 }
@@ -136,106 +123,41 @@ mod tests {
 
     #[test]
     fn cost_table() {
-        let w = CostWeights {
-            queue: 1.0,
-            kv: 4.0,
-        };
-        let base = LoadInputs {
-            rtt_ns: 1e6,
-            ..Default::default()
-        };
+        let w = CostWeights { queue: 1.0, kv: 4.0 };
+        let base = LoadInputs { rtt_ns: 1e6, ..Default::default() };
         let cases = [
             (base, 1e6),
-            (
-                LoadInputs {
-                    in_flight: 3,
-                    ..base
-                },
-                4e6,
-            ),
-            (
-                LoadInputs {
-                    queue_depth: 2.0,
-                    ..base
-                },
-                3e6,
-            ),
-            (
-                LoadInputs {
-                    kv_use: 0.5,
-                    ..base
-                },
-                3e6,
-            ),
-            (
-                LoadInputs {
-                    kv_use: 7.0,
-                    ..base
-                },
-                5e6,
-            ), // clamped to 1
-            (
-                LoadInputs {
-                    penalty: 1.0,
-                    ..base
-                },
-                2e6,
-            ),
-            (
-                LoadInputs {
-                    rtt_ns: 0.0,
-                    ..base
-                },
-                1.0,
-            ), // never zero: in-flight still counts
-            (
-                LoadInputs {
-                    rtt_ns: 0.0,
-                    in_flight: 4,
-                    ..base
-                },
-                5.0,
-            ),
-            (
-                LoadInputs {
-                    queue_depth: -3.0,
-                    ..base
-                },
-                1e6,
-            ),
+            (LoadInputs { in_flight: 3, ..base }, 4e6),
+            (LoadInputs { queue_depth: 2.0, ..base }, 3e6),
+            (LoadInputs { kv_use: 0.5, ..base }, 3e6),
+            (LoadInputs { kv_use: 7.0, ..base }, 5e6), // clamped to 1
+            (LoadInputs { penalized: true, ..base }, 1e6 + PENALIZED),
+            (LoadInputs { rtt_ns: 0.0, ..base }, 1.0), // never zero: in-flight still counts
+            (LoadInputs { rtt_ns: 0.0, in_flight: 4, ..base }, 5.0),
+            (LoadInputs { queue_depth: -3.0, ..base }, 1e6),
         ];
         for (inp, want) in cases {
             assert_eq!(cost(&inp, &w), want, "{inp:?}");
         }
-        let no_load = CostWeights {
-            queue: 0.0,
-            kv: 0.0,
-        };
-        assert_eq!(
-            cost(
-                &LoadInputs {
-                    queue_depth: 9.0,
-                    kv_use: 1.0,
-                    ..base
-                },
-                &no_load
-            ),
-            1e6
-        );
+        let no_load = CostWeights { queue: 0.0, kv: 0.0 };
+        assert_eq!(cost(&LoadInputs { queue_depth: 9.0, kv_use: 1.0, ..base }, &no_load), 1e6);
+    }
+
+    #[test]
+    fn penalized_loses_to_any_unpenalized_and_keeps_order_among_penalized() {
+        let w = CostWeights::default();
+        let fast_refusal = LoadInputs { rtt_ns: 1.0, penalized: true, ..Default::default() };
+        let slow = LoadInputs { rtt_ns: 5e9, in_flight: 100, queue_depth: 500.0, kv_use: 1.0, ..Default::default() };
+        assert!(cost(&slow, &w) < cost(&fast_refusal, &w));
+        let busier_refusal = LoadInputs { in_flight: 3, ..fast_refusal };
+        assert!(cost(&fast_refusal, &w) < cost(&busier_refusal, &w));
     }
 
     #[test]
     fn slow_endpoint_costs_more_than_busy_fast_one() {
         let w = CostWeights::default();
-        let slow = LoadInputs {
-            rtt_ns: 10e6,
-            ..Default::default()
-        };
-        let busy = LoadInputs {
-            rtt_ns: 1e6,
-            in_flight: 5,
-            ..Default::default()
-        };
+        let slow = LoadInputs { rtt_ns: 10e6, ..Default::default() };
+        let busy = LoadInputs { rtt_ns: 1e6, in_flight: 5, ..Default::default() };
         assert!(cost(&busy, &w) < cost(&slow, &w));
     }
 
@@ -264,12 +186,7 @@ mod tests {
         let costs: Vec<f64> = (0..10).map(f64::from).collect();
         for r1 in 0..50u64 {
             for r2 in 0..50u64 {
-                assert_ne!(
-                    p2c(10, r1.wrapping_mul(7919), r2.wrapping_mul(104_729), |i| {
-                        costs[i]
-                    }),
-                    Some(9)
-                );
+                assert_ne!(p2c(10, r1.wrapping_mul(7919), r2.wrapping_mul(104_729), |i| { costs[i] }), Some(9));
             }
         }
     }

@@ -103,11 +103,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            connect: defaults::connect(),
-            response_header: defaults::response_header(),
-            idle: defaults::idle(),
-        }
+        Timeouts { connect: defaults::connect(), response_header: defaults::response_header(), idle: defaults::idle() }
     }
 }
 
@@ -136,10 +132,30 @@ impl Default for Limits {
     }
 }
 
-/// The balancer's cost: `latency × (in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use) + penalty`.
+/// How a backend picks among its endpoints.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Power of two choices over the full cost: latency, in-flight, reported queue and KV use,
+    /// and the 429/503 penalty.
+    #[default]
+    P2c,
+    /// Power of two choices over peak-EWMA latency × (in-flight + 1) only (ignores reported load).
+    P2cLatency,
+    /// The endpoint with the fewest requests in flight from this proxy (ties at random).
+    LeastRequest,
+    /// In turn, like a Kubernetes Service.
+    RoundRobin,
+}
+
+/// The balancer's cost: `latency × (in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)`,
+/// with endpoints that just answered 429/503 put behind all others.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BalancerConfig {
+    /// Endpoint choice, default `p2c`.
+    #[serde(default)]
+    pub algorithm: Algorithm,
     /// Peak-EWMA decay time constant, default 10s (as in Finagle and Linkerd).
     #[serde(default = "defaults::ewma_decay")]
     pub ewma_decay: HumanDuration,
@@ -152,17 +168,42 @@ pub struct BalancerConfig {
     /// Weight of the endpoint's reported KV-cache use (0..1), default 4.0.
     #[serde(default = "defaults::kv_weight")]
     pub kv_weight: f64,
+    /// Reported load older than this is ignored, default 1s.
+    #[serde(default = "defaults::load_staleness")]
+    pub load_staleness: HumanDuration,
+    /// After a 429 or 503 the endpoint loses every comparison with an unpenalized one for the
+    /// time its `Retry-After` asks (at most 30s), or for this long without one. Default 1s.
+    #[serde(default = "defaults::penalty_time")]
+    pub penalty_time: HumanDuration,
 }
 
 impl Default for BalancerConfig {
     fn default() -> Self {
         BalancerConfig {
+            algorithm: Algorithm::default(),
             ewma_decay: defaults::ewma_decay(),
             default_rtt: defaults::default_rtt(),
             queue_weight: 1.0,
             kv_weight: defaults::kv_weight(),
+            load_staleness: defaults::load_staleness(),
+            penalty_time: defaults::penalty_time(),
         }
     }
+}
+
+/// Per-backend balancer overrides (a backend is one endpoint set, e.g. one model version).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendBalancer {
+    /// Endpoint choice for this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
+    /// Weight of reported queue depth for this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_weight: Option<f64>,
+    /// Weight of reported KV-cache use for this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_weight: Option<f64>,
 }
 
 /// Outlier ejection: an endpoint that refuses connections, or fails `consecutive_failures` times in a
@@ -201,6 +242,13 @@ pub struct InboundConfig {
     /// Protocol the model server speaks.
     #[serde(default)]
     pub protocol: Protocol,
+    /// The local load probe's `/load` URL (e.g. `http://127.0.0.1:4192/load`); when set, every
+    /// inbound response carries the pod's load in an ORCA `endpoint-load-metrics` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_from: Option<String>,
+    /// How often the probe is read, default 10ms.
+    #[serde(default = "defaults::load_interval")]
+    pub load_interval: HumanDuration,
 }
 
 /// Upstream protocol.
@@ -317,6 +365,9 @@ pub struct BackendConfig {
     pub protocol: Protocol,
     /// `ip:port` of each endpoint.
     pub endpoints: Vec<String>,
+    /// Balancer overrides for this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<BackendBalancer>,
 }
 
 pub(crate) mod defaults {
@@ -355,6 +406,15 @@ pub(crate) mod defaults {
     }
     pub(crate) fn kv_weight() -> f64 {
         4.0
+    }
+    pub(crate) fn load_staleness() -> HumanDuration {
+        Duration::from_secs(1).into()
+    }
+    pub(crate) fn penalty_time() -> HumanDuration {
+        Duration::from_secs(1).into()
+    }
+    pub(crate) fn load_interval() -> HumanDuration {
+        Duration::from_millis(10).into()
     }
     pub(crate) fn consecutive_failures() -> u32 {
         5

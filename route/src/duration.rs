@@ -11,13 +11,9 @@ pub struct HumanDuration(pub Duration);
 /// Parses `"250ms"`, `"1.5s"`, `"2m"`, `"1h"`, `"100us"` or a bare integer of milliseconds.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (examples: 250ms, 5s, 2m)"))?;
+    let value: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (examples: 250ms, 5s, 2m)"))?;
     let secs = match unit.trim() {
         "" | "ms" => value / 1e3,
         "us" | "µs" => value / 1e6,
@@ -25,9 +21,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{s}` (use ms, s, m or h)"
-            ));
+            return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m or h)"));
         }
     };
     if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
@@ -64,9 +58,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
             Millis(u64),
         }
         match Raw::deserialize(d)? {
-            Raw::Text(t) => parse(&t)
-                .map(HumanDuration)
-                .map_err(serde::de::Error::custom),
+            Raw::Text(t) => parse(&t).map(HumanDuration).map_err(serde::de::Error::custom),
             Raw::Millis(ms) => Ok(HumanDuration(Duration::from_millis(ms))),
         }
     }

@@ -21,11 +21,7 @@ pub struct EjectionPolicy {
 
 impl Default for EjectionPolicy {
     fn default() -> Self {
-        EjectionPolicy {
-            consecutive_failures: 5,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-        }
+        EjectionPolicy { consecutive_failures: 5, base: Duration::from_secs(1), max: Duration::from_secs(30) }
     }
 }
 
@@ -65,12 +61,7 @@ impl Health {
     }
 
     /// Records an outcome; returns the ejection time when this outcome ejected the endpoint.
-    pub fn record(
-        &mut self,
-        outcome: Outcome,
-        now_ns: u64,
-        policy: &EjectionPolicy,
-    ) -> Option<Duration> {
+    pub fn record(&mut self, outcome: Outcome, now_ns: u64, policy: &EjectionPolicy) -> Option<Duration> {
         match outcome {
             Outcome::Success => {
                 self.failures = 0;
@@ -86,10 +77,7 @@ impl Health {
                 }
                 self.failures = self.failures.saturating_add(1);
                 let probing = self.ejections > 0;
-                if outcome == Outcome::ConnectFailed
-                    || probing
-                    || self.failures >= policy.consecutive_failures
-                {
+                if outcome == Outcome::ConnectFailed || probing || self.failures >= policy.consecutive_failures {
                     let shift = self.ejections.min(20);
                     let d = policy.base.saturating_mul(1u32 << shift).min(policy.max);
                     self.ejections = self.ejections.saturating_add(1);
@@ -115,58 +103,36 @@ mod tests {
         let p = EjectionPolicy::default();
         let mut h = Health::default();
         assert!(h.available(0));
-        assert_eq!(
-            h.record(Outcome::ConnectFailed, 0, &p),
-            Some(Duration::from_secs(1))
-        );
+        assert_eq!(h.record(Outcome::ConnectFailed, 0, &p), Some(Duration::from_secs(1)));
         assert!(!h.available(S / 2));
         assert!(h.available(S));
         // probe fails: twice as long
-        assert_eq!(
-            h.record(Outcome::ConnectFailed, S, &p),
-            Some(Duration::from_secs(2))
-        );
+        assert_eq!(h.record(Outcome::ConnectFailed, S, &p), Some(Duration::from_secs(2)));
         assert!(!h.available(2 * S));
-        assert_eq!(
-            h.record(Outcome::Failure, 3 * S, &p),
-            Some(Duration::from_secs(4))
-        );
+        assert_eq!(h.record(Outcome::Failure, 3 * S, &p), Some(Duration::from_secs(4)));
         assert!(h.available(7 * S));
         // probe succeeds: healthy and backoff reset
         assert_eq!(h.record(Outcome::Success, 7 * S, &p), None);
         assert!(!h.is_recovering());
-        assert_eq!(
-            h.record(Outcome::ConnectFailed, 8 * S, &p),
-            Some(Duration::from_secs(1))
-        );
+        assert_eq!(h.record(Outcome::ConnectFailed, 8 * S, &p), Some(Duration::from_secs(1)));
     }
 
     #[test]
     fn failures_eject_only_in_a_row() {
-        let p = EjectionPolicy {
-            consecutive_failures: 3,
-            ..Default::default()
-        };
+        let p = EjectionPolicy { consecutive_failures: 3, ..Default::default() };
         let mut h = Health::default();
         assert_eq!(h.record(Outcome::Failure, 0, &p), None);
         assert_eq!(h.record(Outcome::Failure, 0, &p), None);
         assert_eq!(h.record(Outcome::Success, 0, &p), None);
         assert_eq!(h.record(Outcome::Failure, 0, &p), None);
         assert_eq!(h.record(Outcome::Failure, 0, &p), None);
-        assert_eq!(
-            h.record(Outcome::Failure, 0, &p),
-            Some(Duration::from_secs(1))
-        );
+        assert_eq!(h.record(Outcome::Failure, 0, &p), Some(Duration::from_secs(1)));
         assert!(!h.available(1));
     }
 
     #[test]
     fn backoff_is_capped() {
-        let p = EjectionPolicy {
-            consecutive_failures: 1,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(5),
-        };
+        let p = EjectionPolicy { consecutive_failures: 1, base: Duration::from_secs(1), max: Duration::from_secs(5) };
         let mut h = Health::default();
         let mut now = 0;
         let mut last = Duration::ZERO;

@@ -12,6 +12,7 @@
 //! - [`balance`]: peak-EWMA latency, the endpoint cost and power of two choices.
 //! - [`health`]: outlier ejection with exponential backoff.
 //! - [`model`]: reading the model name from an OpenAI-style body prefix or a KServe v2 path.
+//! - [`orca`]: ORCA `endpoint-load-metrics` load reports.
 #![warn(missing_docs)]
 
 pub mod balance;
@@ -20,6 +21,7 @@ pub mod duration;
 pub mod health;
 pub mod matching;
 pub mod model;
+pub mod orca;
 pub mod split;
 pub mod table;
 

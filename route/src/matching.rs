@@ -19,8 +19,7 @@ impl PathMatcher {
         match self {
             PathMatcher::Exact(e) => path == e,
             PathMatcher::Prefix(p) => {
-                path.starts_with(p.as_str())
-                    && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+                path.starts_with(p.as_str()) && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
             }
         }
     }
@@ -124,31 +123,14 @@ services:
         backends: [{ backend: a }]
 "#;
 
-    fn pick(
-        t: &Table,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        model: Option<&str>,
-    ) -> Option<String> {
+    fn pick(t: &Table, method: &str, path: &str, headers: &[(&str, &str)], model: Option<&str>) -> Option<String> {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         let m = Method::from_bytes(method.as_bytes()).unwrap();
-        let facts = RequestFacts {
-            method: &m,
-            path,
-            headers: &h,
-            model,
-        };
-        t.service("llm")
-            .unwrap()
-            .select(&facts)
-            .map(|r| r.name.to_string())
+        let facts = RequestFacts { method: &m, path, headers: &h, model };
+        t.service("llm").unwrap().select(&facts).map(|r| r.name.to_string())
     }
 
     #[test]
@@ -158,50 +140,14 @@ services:
             ("GET", "/v1/models", &[], None, Some("v1")),
             ("GET", "/v1", &[], None, Some("v1")),
             ("GET", "/v10", &[], None, None),
-            (
-                "GET",
-                "/v1/models",
-                &[("x-tier", "gold")],
-                None,
-                Some("gold"),
-            ),
-            (
-                "GET",
-                "/v1/models",
-                &[("x-tier", "silver")],
-                None,
-                Some("v1"),
-            ),
-            (
-                "POST",
-                "/v1/chat/completions",
-                &[],
-                Some("llama-70b"),
-                Some("big-model"),
-            ),
-            (
-                "GET",
-                "/v1/chat/completions",
-                &[],
-                Some("llama-70b"),
-                Some("v1"),
-            ),
-            (
-                "POST",
-                "/v1/chat/completions",
-                &[],
-                Some("llama-8b"),
-                Some("v1"),
-            ),
+            ("GET", "/v1/models", &[("x-tier", "gold")], None, Some("gold")),
+            ("GET", "/v1/models", &[("x-tier", "silver")], None, Some("v1")),
+            ("POST", "/v1/chat/completions", &[], Some("llama-70b"), Some("big-model")),
+            ("GET", "/v1/chat/completions", &[], Some("llama-70b"), Some("v1")),
+            ("POST", "/v1/chat/completions", &[], Some("llama-8b"), Some("v1")),
             ("GET", "/healthz", &[], None, Some("exact")),
             ("GET", "/healthz/x", &[], None, None),
-            (
-                "GET",
-                "/other",
-                &[("x-debug", "1")],
-                None,
-                Some("any-debug"),
-            ),
+            ("GET", "/other", &[("x-debug", "1")], None, Some("any-debug")),
             ("GET", "/other", &[], None, None),
         ];
         for (method, path, headers, model, want) in cases {

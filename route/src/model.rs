@@ -107,10 +107,7 @@ impl Scanner<'_> {
             }
             _ => {
                 // number, true, false, null: up to the next delimiter
-                while !matches!(
-                    self.peek()?,
-                    b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'
-                ) {
+                while !matches!(self.peek()?, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') {
                     self.pos += 1;
                 }
                 Some(())
@@ -126,22 +123,10 @@ mod tests {
     #[test]
     fn finds_model_in_openai_bodies() {
         let cases: &[(&str, Option<&str>)] = &[
-            (
-                r#"{"model":"llama-3-8b","messages":[]}"#,
-                Some("llama-3-8b"),
-            ),
-            (
-                r#"{ "messages": [{"role":"user","content":"say \"model\": \"x\" {"}], "model" : "m2" }"#,
-                Some("m2"),
-            ),
-            (
-                r#"{"temperature":0.5,"stream":true,"n":null,"model":"a\u00e9b"}"#,
-                Some("aéb"),
-            ),
-            (
-                r#"{"nested":{"model":"inner"},"model":"outer"}"#,
-                Some("outer"),
-            ),
+            (r#"{"model":"llama-3-8b","messages":[]}"#, Some("llama-3-8b")),
+            (r#"{ "messages": [{"role":"user","content":"say \"model\": \"x\" {"}], "model" : "m2" }"#, Some("m2")),
+            (r#"{"temperature":0.5,"stream":true,"n":null,"model":"a\u00e9b"}"#, Some("aéb")),
+            (r#"{"nested":{"model":"inner"},"model":"outer"}"#, Some("outer")),
             (r#"{"nested":{"model":"inner"}}"#, None),
             (r#"{"model": 7}"#, None),
             (r#"["model","x"]"#, None),
@@ -152,11 +137,7 @@ mod tests {
             (r#"{"prompt":"a\\","model":"esc"}"#, Some("esc")),
         ];
         for (body, want) in cases {
-            assert_eq!(
-                model_from_json_prefix(body.as_bytes()).as_deref(),
-                *want,
-                "{body}"
-            );
+            assert_eq!(model_from_json_prefix(body.as_bytes()).as_deref(), *want, "{body}");
         }
     }
 
@@ -166,31 +147,16 @@ mod tests {
         for i in 0..=body.len() {
             let _ = model_from_json_prefix(&body.as_bytes()[..i]);
         }
-        assert_eq!(
-            model_from_json_prefix(body.as_bytes()).as_deref(),
-            Some("m")
-        );
-        for junk in [
-            &b"{\"\\"[..],
-            b"{\"a\":]",
-            b"{\"a\":}}}}",
-            b"{,,,",
-            b"{\"a\"}",
-        ] {
+        assert_eq!(model_from_json_prefix(body.as_bytes()).as_deref(), Some("m"));
+        for junk in [&b"{\"\\"[..], b"{\"a\":]", b"{\"a\":}}}}", b"{,,,", b"{\"a\"}"] {
             let _ = model_from_json_prefix(junk);
         }
     }
 
     #[test]
     fn kserve_paths() {
-        assert_eq!(
-            model_from_kserve_path("/v2/models/resnet/infer"),
-            Some("resnet")
-        );
-        assert_eq!(
-            model_from_kserve_path("/v2/models/resnet/versions/2/infer"),
-            Some("resnet")
-        );
+        assert_eq!(model_from_kserve_path("/v2/models/resnet/infer"), Some("resnet"));
+        assert_eq!(model_from_kserve_path("/v2/models/resnet/versions/2/infer"), Some("resnet"));
         assert_eq!(model_from_kserve_path("/v2/models/resnet"), Some("resnet"));
         assert_eq!(model_from_kserve_path("/v2/models/"), None);
         assert_eq!(model_from_kserve_path("/v1/chat/completions"), None);

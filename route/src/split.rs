@@ -38,12 +38,7 @@ impl Split {
 
     /// A split with no backends (only used inside a table that failed validation).
     pub(crate) fn empty() -> Split {
-        Split {
-            backends: vec![],
-            weights: vec![],
-            cumulative: vec![],
-            total: 0,
-        }
+        Split { backends: vec![], weights: vec![], cumulative: vec![], total: 0 }
     }
 
     /// Sum of the weights.
@@ -53,10 +48,7 @@ impl Split {
 
     /// `(backend index, weight)` pairs in config order.
     pub fn entries(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
-        self.backends
-            .iter()
-            .copied()
-            .zip(self.weights.iter().copied())
+        self.backends.iter().copied().zip(self.weights.iter().copied())
     }
 
     /// The backend for a draw `r` (any u64; reduced modulo the total weight).
@@ -132,9 +124,7 @@ mod tests {
         assert_eq!(sticky_hash(b"user-1"), sticky_hash(b"user-1"));
         assert_ne!(sticky_hash(b"user-1"), sticky_hash(b"user-2"));
         let s = Split::new(vec![(0, 50), (1, 50)]).unwrap();
-        let on_zero = (0..1000)
-            .filter(|i| s.pick(sticky_hash(format!("user-{i}").as_bytes())) == Some(0))
-            .count();
+        let on_zero = (0..1000).filter(|i| s.pick(sticky_hash(format!("user-{i}").as_bytes())) == Some(0)).count();
         assert!((400..600).contains(&on_zero), "{on_zero}");
     }
 }

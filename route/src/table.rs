@@ -70,6 +70,12 @@ pub struct Settings {
     pub default_rtt: Duration,
     /// Cost weights.
     pub cost: crate::balance::CostWeights,
+    /// Default endpoint choice.
+    pub algorithm: crate::config::Algorithm,
+    /// Reported load older than this is ignored.
+    pub load_staleness: Duration,
+    /// Penalty duration without `Retry-After`.
+    pub penalty_time: Duration,
     /// Ejection policy.
     pub ejection: crate::health::EjectionPolicy,
     /// Drain grace period.
@@ -111,6 +117,10 @@ pub struct Backend {
     pub protocol: Protocol,
     /// Endpoint addresses.
     pub endpoints: Vec<SocketAddr>,
+    /// Endpoint choice (the backend's override or the default).
+    pub algorithm: crate::config::Algorithm,
+    /// Cost weights (the backend's overrides or the defaults).
+    pub cost: crate::balance::CostWeights,
 }
 
 /// The inbound target.
@@ -120,6 +130,10 @@ pub struct Inbound {
     pub forward_to: SocketAddr,
     /// Its protocol.
     pub protocol: Protocol,
+    /// The load probe's `/load` address and path, when set.
+    pub load_from: Option<(SocketAddr, String)>,
+    /// How often the probe is read.
+    pub load_interval: Duration,
 }
 
 /// A validated routing table.
@@ -156,27 +170,33 @@ impl Table {
             if b.name.is_empty() {
                 v.err(format!("{field}.name"), "must not be empty");
             } else if backend_index.insert(&b.name, backends.len()).is_some() {
-                v.err(
-                    format!("{field}.name"),
-                    format!("duplicate backend name {:?}", b.name),
-                );
+                v.err(format!("{field}.name"), format!("duplicate backend name {:?}", b.name));
             }
             let mut endpoints: Vec<SocketAddr> = Vec::new();
             for (j, e) in b.endpoints.iter().enumerate() {
                 match v.addr(format!("{field}.endpoints[{j}]"), e) {
-                    Some(a) if endpoints.contains(&a) => v.err(
-                        format!("{field}.endpoints[{j}]"),
-                        format!("duplicate endpoint {a}"),
-                    ),
+                    Some(a) if endpoints.contains(&a) => {
+                        v.err(format!("{field}.endpoints[{j}]"), format!("duplicate endpoint {a}"))
+                    }
                     Some(a) => endpoints.push(a),
                     None => {}
                 }
             }
-            backends.push(Backend {
-                name: b.name.as_str().into(),
-                protocol: b.protocol,
-                endpoints,
-            });
+            let over = b.balancer.clone().unwrap_or_default();
+            let mut weight = |name: &str, w: Option<f64>, default: f64| match w {
+                Some(w) if !w.is_finite() || w < 0.0 => {
+                    v.err(format!("{field}.balancer.{name}"), "must be a finite number >= 0");
+                    default
+                }
+                Some(w) => w,
+                None => default,
+            };
+            let cost = crate::balance::CostWeights {
+                queue: weight("queue_weight", over.queue_weight, settings.cost.queue),
+                kv: weight("kv_weight", over.kv_weight, settings.cost.kv),
+            };
+            let algorithm = over.algorithm.unwrap_or(settings.algorithm);
+            backends.push(Backend { name: b.name.as_str().into(), protocol: b.protocol, endpoints, algorithm, cost });
         }
 
         let mut services = Vec::new();
@@ -184,29 +204,16 @@ impl Table {
         for (i, s) in config.services.iter().enumerate() {
             let field = format!("services[{i}]");
             for (k, host) in std::iter::once(&s.name).chain(s.hosts.iter()).enumerate() {
-                let hfield = if k == 0 {
-                    format!("{field}.name")
-                } else {
-                    format!("{field}.hosts[{}]", k - 1)
-                };
+                let hfield = if k == 0 { format!("{field}.name") } else { format!("{field}.hosts[{}]", k - 1) };
                 let h = host.to_ascii_lowercase();
-                if h.is_empty()
-                    || http::uri::Authority::try_from(h.as_str()).is_err()
-                    || h.contains(':')
-                {
+                if h.is_empty() || http::uri::Authority::try_from(h.as_str()).is_err() || h.contains(':') {
                     v.err(hfield, format!("{host:?} is not a valid host name"));
                 } else if let Some(other) = hosts.insert(h, services.len()) {
-                    v.err(
-                        hfield,
-                        format!("host {host:?} is already used by services[{other}]"),
-                    );
+                    v.err(hfield, format!("host {host:?} is already used by services[{other}]"));
                 }
             }
             if s.routes.is_empty() {
-                v.err(
-                    format!("{field}.routes"),
-                    "a service needs at least one route",
-                );
+                v.err(format!("{field}.routes"), "a service needs at least one route");
             }
             let mut routes = Vec::new();
             let mut names: Vec<&str> = Vec::new();
@@ -215,19 +222,13 @@ impl Table {
                 if r.name.is_empty() {
                     v.err(format!("{rfield}.name"), "must not be empty");
                 } else if names.contains(&r.name.as_str()) {
-                    v.err(
-                        format!("{rfield}.name"),
-                        format!("duplicate route name {:?} in this service", r.name),
-                    );
+                    v.err(format!("{rfield}.name"), format!("duplicate route name {:?} in this service", r.name));
                 }
                 names.push(&r.name);
                 let matcher = v.matcher(&rfield, &r.matches);
                 let mut weighted = Vec::new();
                 if r.backends.is_empty() {
-                    v.err(
-                        format!("{rfield}.backends"),
-                        "a route needs at least one backend",
-                    );
+                    v.err(format!("{rfield}.backends"), "a route needs at least one backend");
                 }
                 for (k, wb) in r.backends.iter().enumerate() {
                     match backend_index.get(wb.backend.as_str()) {
@@ -247,47 +248,33 @@ impl Table {
                         Split::empty()
                     }
                 };
-                let sticky = r
-                    .sticky
-                    .as_ref()
-                    .and_then(|st| v.header_name(format!("{rfield}.sticky.header"), &st.header));
+                let sticky =
+                    r.sticky.as_ref().and_then(|st| v.header_name(format!("{rfield}.sticky.header"), &st.header));
                 let timeout = r.timeout.map(|t| t.0);
                 if timeout == Some(Duration::ZERO) {
                     v.err(format!("{rfield}.timeout"), "must be greater than zero");
                 }
-                routes.push(Route {
-                    name: r.name.as_str().into(),
-                    matcher,
-                    split,
-                    sticky,
-                    timeout,
-                });
+                routes.push(Route { name: r.name.as_str().into(), matcher, split, sticky, timeout });
             }
             let needs_model = routes.iter().any(|r| r.matcher.model.is_some());
-            services.push(Service {
-                name: s.name.as_str().into(),
-                routes,
-                needs_model,
-            });
+            services.push(Service { name: s.name.as_str().into(), routes, needs_model });
         }
 
         let inbound = config.inbound.as_ref().and_then(|ib| {
-            v.addr("inbound.forward_to".into(), &ib.forward_to)
-                .map(|forward_to| Inbound {
-                    forward_to,
-                    protocol: ib.protocol,
-                })
+            let load_from = ib.load_from.as_ref().and_then(|u| v.load_url(u));
+            if ib.load_interval.0.is_zero() {
+                v.err("inbound.load_interval".into(), "must be greater than zero");
+            }
+            v.addr("inbound.forward_to".into(), &ib.forward_to).map(|forward_to| Inbound {
+                forward_to,
+                protocol: ib.protocol,
+                load_from,
+                load_interval: ib.load_interval.0,
+            })
         });
 
         if v.errors.is_empty() {
-            Ok(Table {
-                settings,
-                services,
-                backends,
-                inbound,
-                source: config,
-                hosts,
-            })
+            Ok(Table { settings, services, backends, inbound, source: config, hosts })
         } else {
             Err(ConfigError::Invalid(v.errors))
         }
@@ -302,9 +289,7 @@ impl Table {
     pub fn service_index(&self, host: &str) -> Option<usize> {
         match self.hosts.get(host) {
             Some(i) => Some(*i),
-            None if host.bytes().any(|b| b.is_ascii_uppercase()) => {
-                self.hosts.get(&host.to_ascii_lowercase()).copied()
-            }
+            None if host.bytes().any(|b| b.is_ascii_uppercase()) => self.hosts.get(&host.to_ascii_lowercase()).copied(),
             None => None,
         }
     }
@@ -317,23 +302,32 @@ struct Validator {
 
 impl Validator {
     fn err(&mut self, field: String, reason: impl Into<String>) {
-        self.errors.push(FieldError {
-            field,
-            reason: reason.into(),
-        });
+        self.errors.push(FieldError { field, reason: reason.into() });
     }
 
     fn addr(&mut self, field: String, s: &str) -> Option<SocketAddr> {
         match s.parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.err(
-                    field,
-                    format!("{s:?} is not an ip:port address (e.g. 127.0.0.1:8000)"),
-                );
+                self.err(field, format!("{s:?} is not an ip:port address (e.g. 127.0.0.1:8000)"));
                 None
             }
         }
+    }
+
+    /// `http://ip:port/path` of the load probe.
+    fn load_url(&mut self, url: &str) -> Option<(SocketAddr, String)> {
+        let parsed = url.strip_prefix("http://").and_then(|rest| {
+            let (hostport, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/load"),
+            };
+            Some((hostport.parse::<SocketAddr>().ok()?, path.to_string()))
+        });
+        if parsed.is_none() {
+            self.err("inbound.load_from".into(), format!("{url:?} is not an http://ip:port/path URL"));
+        }
+        parsed
     }
 
     fn opt_addr(&mut self, field: &str, s: &Option<String>) -> Option<SocketAddr> {
@@ -354,10 +348,7 @@ impl Validator {
         let p = &c.proxy;
         if let Some(t) = p.threads {
             if !(1..=64).contains(&t) {
-                self.err(
-                    "proxy.threads".into(),
-                    format!("{t} is out of range 1..=64"),
-                );
+                self.err("proxy.threads".into(), format!("{t} is out of range 1..=64"));
             }
         }
         let mut positive = |field: &str, d: Duration| {
@@ -367,39 +358,24 @@ impl Validator {
             d
         };
         let connect_timeout = positive("proxy.timeouts.connect", p.timeouts.connect.0);
-        let response_timeout = positive(
-            "proxy.timeouts.response_header",
-            p.timeouts.response_header.0,
-        );
+        let response_timeout = positive("proxy.timeouts.response_header", p.timeouts.response_header.0);
         let idle_timeout = positive("proxy.timeouts.idle", p.timeouts.idle.0);
         let ewma_decay = positive("proxy.balancer.ewma_decay", p.balancer.ewma_decay.0);
         let default_rtt = positive("proxy.balancer.default_rtt", p.balancer.default_rtt.0);
         let base = positive("proxy.ejection.base_ejection", p.ejection.base_ejection.0);
         let max = p.ejection.max_ejection.0;
         if max < base {
-            self.err(
-                "proxy.ejection.max_ejection".into(),
-                "must not be shorter than base_ejection",
-            );
+            self.err("proxy.ejection.max_ejection".into(), "must not be shorter than base_ejection");
         }
         if p.ejection.consecutive_failures == 0 {
-            self.err(
-                "proxy.ejection.consecutive_failures".into(),
-                "must be at least 1",
-            );
+            self.err("proxy.ejection.consecutive_failures".into(), "must be at least 1");
         }
         // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
         if !(8192..=1 << 20).contains(&p.limits.max_header_bytes) {
-            self.err(
-                "proxy.limits.max_header_bytes".into(),
-                "must be between 8192 and 1048576",
-            );
+            self.err("proxy.limits.max_header_bytes".into(), "must be between 8192 and 1048576");
         }
         if p.limits.max_sniff_bytes == 0 || p.limits.max_sniff_bytes > 16 << 20 {
-            self.err(
-                "proxy.limits.max_sniff_bytes".into(),
-                "must be between 1 and 16777216",
-            );
+            self.err("proxy.limits.max_sniff_bytes".into(), "must be between 1 and 16777216");
         }
         for (field, w) in [
             ("proxy.balancer.queue_weight", p.balancer.queue_weight),
@@ -422,10 +398,10 @@ impl Validator {
             max_sniff_bytes: p.limits.max_sniff_bytes,
             ewma_decay,
             default_rtt,
-            cost: crate::balance::CostWeights {
-                queue: p.balancer.queue_weight,
-                kv: p.balancer.kv_weight,
-            },
+            cost: crate::balance::CostWeights { queue: p.balancer.queue_weight, kv: p.balancer.kv_weight },
+            algorithm: p.balancer.algorithm,
+            load_staleness: p.balancer.load_staleness.0,
+            penalty_time: p.balancer.penalty_time.0,
             ejection: crate::health::EjectionPolicy {
                 consecutive_failures: p.ejection.consecutive_failures.max(1),
                 base,
@@ -442,10 +418,7 @@ impl Validator {
                 Some(PathMatcher::Prefix(pre.trim_end_matches('/').to_string()))
             }
             (Some(_), Some(_)) | (None, None) => {
-                self.err(
-                    format!("{rfield}.match.path"),
-                    "give exactly one of `exact` and `prefix`",
-                );
+                self.err(format!("{rfield}.match.path"), "give exactly one of `exact` and `prefix`");
                 None
             }
             _ => {
@@ -453,16 +426,11 @@ impl Validator {
                 None
             }
         });
-        let method = m.method.as_ref().and_then(|s| {
-            match Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
-                Ok(me) => Some(me),
-                Err(_) => {
-                    self.err(
-                        format!("{rfield}.match.method"),
-                        format!("{s:?} is not an HTTP method"),
-                    );
-                    None
-                }
+        let method = m.method.as_ref().and_then(|s| match Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
+            Ok(me) => Some(me),
+            Err(_) => {
+                self.err(format!("{rfield}.match.method"), format!("{s:?} is not an HTTP method"));
+                None
             }
         });
         let mut headers = Vec::new();
@@ -488,12 +456,7 @@ impl Validator {
         if m.model.as_deref() == Some("") {
             self.err(format!("{rfield}.match.model"), "must not be empty");
         }
-        Matcher {
-            path,
-            method,
-            headers,
-            model: m.model.clone().filter(|s| !s.is_empty()),
-        }
+        Matcher { path, method, headers, model: m.model.clone().filter(|s| !s.is_empty()) }
     }
 }
 

@@ -31,10 +31,7 @@ pub struct ChannelBody(pub mpsc::Receiver<Frame<Bytes>>);
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(Ok))
     }
 }
@@ -62,9 +59,7 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind backend");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
     let addr = listener.local_addr().expect("backend addr");
     tokio::spawn(async move {
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -75,9 +70,7 @@ where
                 let h = h.clone();
                 async move { Ok::<_, Infallible>(h(req).await) }
             });
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), svc)
-                .into_owned();
+            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
             tokio::spawn(conn);
         }
     });
@@ -112,40 +105,24 @@ impl Backend {
                     // HTTP/1.1 carries the authority in Host, HTTP/2 in :authority (the URI).
                     let host = match req.headers().get("host").and_then(|v| v.to_str().ok()) {
                         Some(h) => h.to_string(),
-                        None => req
-                            .uri()
-                            .authority()
-                            .map(|a| a.to_string())
-                            .unwrap_or_default(),
+                        None => req.uri().authority().map(|a| a.to_string()).unwrap_or_default(),
                     };
                     let path = req.uri().path().to_string();
                     let version = format!("{:?}", req.version());
-                    let body = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                     let echo = serde_json::json!({
                         "name": name, "host": host, "path": path, "version": version,
                         "body": String::from_utf8_lossy(&body),
                     });
                     let mut r = Response::new(full(echo.to_string()));
-                    r.headers_mut()
-                        .insert("x-served-by", http::HeaderValue::from_static(name));
+                    r.headers_mut().insert("x-served-by", http::HeaderValue::from_static(name));
                     r
                 }
             },
             Arc::clone(&conns),
         )
         .await;
-        Backend {
-            name,
-            addr,
-            hits,
-            delay_ms,
-            conns,
-        }
+        Backend { name, addr, hits, delay_ms, conns }
     }
 
     /// Connections the backend accepted.
@@ -203,9 +180,7 @@ pub fn h1_client(addr: SocketAddr) -> TestClient {
 
 /// An h2c (prior knowledge) client whose connections all go to `addr`.
 pub fn h2_client(addr: SocketAddr) -> TestClient {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(FixedConnector(addr))
+    Client::builder(TokioExecutor::new()).http2_only(true).build(FixedConnector(addr))
 }
 
 /// A response read whole.
@@ -219,16 +194,10 @@ pub struct Answer {
 
 impl Answer {
     pub fn served_by(&self) -> &str {
-        self.headers
-            .get("x-served-by")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("")
     }
     pub fn proxy_error(&self) -> &str {
-        self.headers
-            .get("vane-proxy-error")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get("vane-proxy-error").and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 }
 
@@ -241,9 +210,7 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Result<Answer, String> {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(format!("http://{host}{path}"));
+    let mut b = Request::builder().method(method).uri(format!("http://{host}{path}"));
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -260,12 +227,7 @@ pub async fn send(
     })
 }
 
-pub async fn get(
-    client: &TestClient,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<Answer, String> {
+pub async fn get(client: &TestClient, host: &str, path: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
     send(client, "GET", host, path, headers, Bytes::new()).await
 }
 
@@ -273,17 +235,11 @@ pub async fn get(
 pub fn admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
 
@@ -325,10 +281,7 @@ pub fn proxy_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> -> target/<profile>/vane-proxy-test
-    exe.parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("vane-proxy-test")
+    exe.parent().and_then(|d| d.parent()).expect("target dir").join("vane-proxy-test")
 }
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
@@ -379,14 +332,7 @@ impl Proxy {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
-        let mut p = Proxy {
-            child,
-            outbound,
-            inbound,
-            admin,
-            config_path,
-            dir,
-        };
+        let mut p = Proxy { child, outbound, inbound, admin, config_path, dir };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok((200, _)) = admin_get(admin, "/ready") {
@@ -413,11 +359,7 @@ impl Proxy {
     pub fn version(&self) -> u64 {
         for _ in 0..50 {
             let v = admin_get(self.admin, "/ready").ok().and_then(|(_, b)| {
-                b.split("version ")
-                    .nth(1)?
-                    .trim_end_matches(|c: char| !c.is_ascii_digit())
-                    .parse()
-                    .ok()
+                b.split("version ").nth(1)?.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()
             });
             if let Some(v) = v {
                 return v;
@@ -431,25 +373,17 @@ impl Proxy {
     pub fn wait_version(&self, v: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.version() < v {
-            assert!(
-                Instant::now() < deadline,
-                "config version {v} not applied in 10 s"
-            );
+            assert!(Instant::now() < deadline, "config version {v} not applied in 10 s");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn metrics(&self) -> String {
-        admin_get(self.admin, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
+        admin_get(self.admin, "/metrics").map(|(_, b)| b).unwrap_or_default()
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
     }
 
     /// Waits for the process to exit (up to `within`) and returns its exit code.
@@ -480,10 +414,7 @@ pub fn split_config(backends: &[(&str, &[SocketAddr], u32)], extra_route: &str) 
     let mut y = String::from("backends:\n");
     for (name, eps, _) in backends {
         let eps: Vec<String> = eps.iter().map(|e| format!("\"{e}\"")).collect();
-        y.push_str(&format!(
-            "  - {{ name: {name}, endpoints: [{}] }}\n",
-            eps.join(", ")
-        ));
+        y.push_str(&format!("  - {{ name: {name}, endpoints: [{}] }}\n", eps.join(", ")));
     }
     y.push_str("services:\n  - name: svc\n    routes:\n      - name: main\n");
     y.push_str(extra_route);

@@ -44,11 +44,7 @@ async fn slow_endpoint_gets_a_small_share_and_recovers() {
     assert_eq!(burst(&client, 600, 6).await, 0);
     let slow_share = slow.hits() as f64 / 600.0;
     // Round-robin would give it a third; P2C over peak-EWMA x in-flight gives it far less.
-    assert!(
-        slow_share < 0.12,
-        "slow endpoint took {:.1} %",
-        slow_share * 100.0
-    );
+    assert!(slow_share < 0.12, "slow endpoint took {:.1} %", slow_share * 100.0);
 
     // It recovers: within a few decay periods it takes a fair share again.
     slow.set_delay(Duration::from_millis(2));
@@ -56,11 +52,7 @@ async fn slow_endpoint_gets_a_small_share_and_recovers() {
     let before = slow.hits();
     assert_eq!(burst(&client, 600, 6).await, 0);
     let recovered_share = (slow.hits() - before) as f64 / 600.0;
-    assert!(
-        recovered_share > 0.2,
-        "recovered endpoint took only {:.1} %",
-        recovered_share * 100.0
-    );
+    assert!(recovered_share > 0.2, "recovered endpoint took only {:.1} %", recovered_share * 100.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,31 +64,14 @@ async fn refused_endpoint_is_ejected_and_nothing_fails() {
         assert_eq!(burst(&client, 200, 4).await, 0);
         // POST bodies with a Content-Length are retried on another endpoint too.
         for _ in 0..20 {
-            let r = send(&client, "POST", "svc", "/", &[], "{\"x\":1}")
-                .await
-                .unwrap();
+            let r = send(&client, "POST", "svc", "/", &[], "{\"x\":1}").await.unwrap();
             assert_eq!(r.status, 200);
             assert!(r.body.contains("{\\\"x\\\":1}"), "{}", r.body);
         }
     }
     let m = proxy.metrics();
-    assert_eq!(
-        metric(
-            &m,
-            "vane_endpoint_ejected",
-            &[&format!("endpoint=\"{dead}\"")]
-        ),
-        Some(1.0),
-        "{m}"
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "vane_endpoint_ejected",
-            &[&format!("endpoint=\"{}\"", healthy.addr)]
-        ),
-        Some(0.0)
-    );
+    assert_eq!(metric(&m, "vane_endpoint_ejected", &[&format!("endpoint=\"{dead}\"")]), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "vane_endpoint_ejected", &[&format!("endpoint=\"{}\"", healthy.addr)]), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,17 +80,9 @@ async fn only_dead_endpoints_give_502_then_503() {
     let client = h1_client(proxy.outbound);
     let r = get(&client, "svc", "/", &[]).await.unwrap();
     // The first request finds the endpoint refusing; after that it is ejected.
-    assert_eq!(
-        (r.status.as_u16(), r.proxy_error()),
-        (502, "connect-failed"),
-        "{r:?}"
-    );
+    assert_eq!((r.status.as_u16(), r.proxy_error()), (502, "connect-failed"), "{r:?}");
     let r = get(&client, "svc", "/", &[]).await.unwrap();
-    assert_eq!(
-        (r.status.as_u16(), r.proxy_error()),
-        (503, "no-endpoint-ready"),
-        "{r:?}"
-    );
+    assert_eq!((r.status.as_u16(), r.proxy_error()), (503, "no-endpoint-ready"), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,11 +91,6 @@ async fn slow_answer_times_out_with_504() {
     slow.set_delay(Duration::from_millis(800));
     let route = "        timeout: 100ms\n";
     let proxy = Proxy::start(&split_config(&[("b", &[slow.addr], 1)], route));
-    let r = get(&h1_client(proxy.outbound), "svc", "/", &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        (r.status.as_u16(), r.proxy_error()),
-        (504, "response-timeout")
-    );
+    let r = get(&h1_client(proxy.outbound), "svc", "/", &[]).await.unwrap();
+    assert_eq!((r.status.as_u16(), r.proxy_error()), (504, "response-timeout"));
 }

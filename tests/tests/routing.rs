@@ -48,36 +48,15 @@ async fn routes_by_path_header_model_over_h1_and_h2c() {
         ("h2c", h2_client(proxy.outbound), h2_client(proxy.inbound)),
     ] {
         let r = get(&client, "llm", "/v1/models", &[]).await.unwrap();
-        assert_eq!(
-            (r.status.as_u16(), r.served_by()),
-            (200, "a"),
-            "{label}: {r:?}"
-        );
-        let r = get(
-            &client,
-            "LLM.models.svc.cluster.local:4140",
-            "/v1/models",
-            &[],
-        )
-        .await
-        .unwrap();
+        assert_eq!((r.status.as_u16(), r.served_by()), (200, "a"), "{label}: {r:?}");
+        let r = get(&client, "LLM.models.svc.cluster.local:4140", "/v1/models", &[]).await.unwrap();
         assert_eq!(r.served_by(), "a", "{label}: alias host with port");
-        let r = get(&client, "llm", "/v1/models", &[("x-tier", "gold")])
+        let r = get(&client, "llm", "/v1/models", &[("x-tier", "gold")]).await.unwrap();
+        assert_eq!(r.served_by(), "b", "{label}: header match");
+        let body = r#"{"messages":[{"role":"user","content":"hi"}],"model":"llama-70b","stream":false}"#;
+        let r = send(&client, "POST", "llm", "/v1/chat/completions", &[("content-type", "application/json")], body)
             .await
             .unwrap();
-        assert_eq!(r.served_by(), "b", "{label}: header match");
-        let body =
-            r#"{"messages":[{"role":"user","content":"hi"}],"model":"llama-70b","stream":false}"#;
-        let r = send(
-            &client,
-            "POST",
-            "llm",
-            "/v1/chat/completions",
-            &[("content-type", "application/json")],
-            body,
-        )
-        .await
-        .unwrap();
         assert_eq!(r.served_by(), "c", "{label}: model match");
         // the body read to find the model reaches the endpoint unchanged
         let echoed: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -85,35 +64,16 @@ async fn routes_by_path_header_model_over_h1_and_h2c() {
         // the endpoint sees the caller's authority, over HTTP/2 for an http2 backend
         assert_eq!(echoed["host"], "llm");
         assert_eq!(echoed["version"], "HTTP/2.0");
-        let r = send(
-            &client,
-            "POST",
-            "llm",
-            "/v1/chat/completions",
-            &[],
-            r#"{"model":"llama-8b"}"#,
-        )
-        .await
-        .unwrap();
+        let r = send(&client, "POST", "llm", "/v1/chat/completions", &[], r#"{"model":"llama-8b"}"#).await.unwrap();
         assert_eq!(r.served_by(), "a", "{label}: other model falls through");
-        let r = send(&client, "POST", "llm", "/v2/models/resnet/infer", &[], "{}")
-            .await
-            .unwrap();
+        let r = send(&client, "POST", "llm", "/v2/models/resnet/infer", &[], "{}").await.unwrap();
         assert_eq!(r.served_by(), "b", "{label}: kserve path model");
         let r = get(&client, "llm", "/special", &[]).await.unwrap();
         assert_eq!(r.served_by(), "c", "{label}: exact path");
         let r = get(&client, "llm", "/nothing", &[]).await.unwrap();
-        assert_eq!(
-            (r.status.as_u16(), r.proxy_error()),
-            (404, "no-route"),
-            "{label}"
-        );
+        assert_eq!((r.status.as_u16(), r.proxy_error()), (404, "no-route"), "{label}");
         let r = get(&client, "unknown", "/v1", &[]).await.unwrap();
-        assert_eq!(
-            (r.status.as_u16(), r.proxy_error()),
-            (404, "unknown-service"),
-            "{label}"
-        );
+        assert_eq!((r.status.as_u16(), r.proxy_error()), (404, "unknown-service"), "{label}");
         // inbound: everything goes to the local server
         let r = get(&inbound, "whatever", "/v1/models", &[]).await.unwrap();
         assert_eq!(r.served_by(), "local", "{label}: inbound");
@@ -123,12 +83,7 @@ async fn routes_by_path_header_model_over_h1_and_h2c() {
         metric(
             &m,
             "vane_requests_total",
-            &[
-                "service=\"llm\"",
-                "route=\"by-model\"",
-                "backend=\"c\"",
-                "status=\"200\""
-            ]
+            &["service=\"llm\"", "route=\"by-model\"", "backend=\"c\"", "status=\"200\""]
         )
         .unwrap()
             >= 2.0,
@@ -144,11 +99,7 @@ async fn admin_endpoints() {
     let proxy = Proxy::start(&split_config(&[("a", &[a.addr], 1)], ""));
     assert_eq!(admin_get(proxy.admin, "/live").unwrap().0, 200);
     let (s, body) = admin_get(proxy.admin, "/ready").unwrap();
-    assert_eq!(
-        (s, body.trim()),
-        (200, "ready (config version 1)"),
-        "{body:?}"
-    );
+    assert_eq!((s, body.trim()), (200, "ready (config version 1)"), "{body:?}");
     let (s, body) = admin_get(proxy.admin, "/config").unwrap();
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -156,10 +107,7 @@ async fn admin_endpoints() {
     assert_eq!(admin_get(proxy.admin, "/nope").unwrap().0, 404);
     let (s, m) = admin_get(proxy.admin, "/metrics").unwrap();
     assert_eq!(s, 200);
-    assert!(
-        m.contains("# TYPE vane_endpoint_rtt_ewma_seconds gauge"),
-        "{m}"
-    );
+    assert!(m.contains("# TYPE vane_endpoint_rtt_ewma_seconds gauge"), "{m}");
     assert!(m.contains("vane_config_version 1"), "{m}");
     assert!(m.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
 }
@@ -176,13 +124,7 @@ async fn upstream_connections_are_pooled() {
     let client = h1_client(proxy.outbound);
     for _ in 0..50 {
         assert_eq!(get(&client, "one", "/", &[]).await.unwrap().status, 200);
-        assert_eq!(
-            send(&client, "POST", "two", "/", &[], "x")
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        assert_eq!(send(&client, "POST", "two", "/", &[], "x").await.unwrap().status, 200);
     }
     // Sequential requests reuse one keep-alive connection; HTTP/2 multiplexes over one.
     assert_eq!(h1b.conns(), 1);
@@ -191,9 +133,7 @@ async fn upstream_connections_are_pooled() {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let c = h2_client(proxy.outbound);
-        tasks.push(tokio::spawn(async move {
-            get(&c, "two", "/", &[]).await.unwrap().status
-        }));
+        tasks.push(tokio::spawn(async move { get(&c, "two", "/", &[]).await.unwrap().status }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);

@@ -5,10 +5,7 @@ use vane_tests::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ninety_ten_split_within_tolerance() {
     let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
-    let proxy = Proxy::start(&split_config(
-        &[("v1", &[v1.addr], 90), ("v2", &[v2.addr], 10)],
-        "",
-    ));
+    let proxy = Proxy::start(&split_config(&[("v1", &[v1.addr], 90), ("v2", &[v2.addr], 10)], ""));
     let client = h1_client(proxy.outbound);
     const N: usize = 4000;
     let mut tasks = Vec::new();
@@ -39,19 +36,12 @@ async fn ninety_ten_split_within_tolerance() {
 async fn sticky_header_keeps_a_user_on_one_backend() {
     let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
     let sticky = "        sticky: { header: x-user }\n";
-    let proxy = Proxy::start(&split_config(
-        &[("v1", &[v1.addr], 50), ("v2", &[v2.addr], 50)],
-        sticky,
-    ));
+    let proxy = Proxy::start(&split_config(&[("v1", &[v1.addr], 50), ("v2", &[v2.addr], 50)], sticky));
     let client = h2_client(proxy.outbound);
     let mut firsts = Vec::new();
     for user in 0..40 {
         let u = format!("user-{user}");
-        let first = get(&client, "svc", "/", &[("x-user", &u)])
-            .await
-            .unwrap()
-            .served_by()
-            .to_string();
+        let first = get(&client, "svc", "/", &[("x-user", &u)]).await.unwrap().served_by().to_string();
         for _ in 0..10 {
             let again = get(&client, "svc", "/", &[("x-user", &u)]).await.unwrap();
             assert_eq!(again.served_by(), first, "{u} moved");

@@ -17,17 +17,12 @@ async fn sse_backend(gate: Arc<Notify>) -> std::net::SocketAddr {
         async move {
             let (tx, rx) = mpsc::channel(4);
             tokio::spawn(async move {
-                let _ = tx
-                    .send(Frame::data(Bytes::from_static(b"data: one\n\n")))
-                    .await;
+                let _ = tx.send(Frame::data(Bytes::from_static(b"data: one\n\n"))).await;
                 gate.notified().await;
-                let _ = tx
-                    .send(Frame::data(Bytes::from_static(b"data: two\n\n")))
-                    .await;
+                let _ = tx.send(Frame::data(Bytes::from_static(b"data: two\n\n"))).await;
             });
             let mut r = Response::new(http_body_util::Either::Right(ChannelBody(rx)));
-            r.headers_mut()
-                .insert("content-type", "text/event-stream".parse().unwrap());
+            r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
             r
         }
     })
@@ -43,10 +38,7 @@ async fn sse_events_arrive_before_the_upstream_finishes() {
         let req = Request::post("http://svc/v1/chat/completions")
             .body(Full::new(Bytes::from_static(b"{\"stream\":true}")))
             .unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
-            .await
-            .unwrap()
-            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await.unwrap().unwrap();
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         let mut body = resp.into_body();
         // The first event arrives while the upstream is still held open by the gate.
@@ -56,11 +48,7 @@ async fn sse_events_arrive_before_the_upstream_finishes() {
         let first = first.unwrap().unwrap().into_data().unwrap();
         assert_eq!(&first[..], b"data: one\n\n");
         gate.notify_one();
-        let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
-            .await
-            .unwrap()
-            .unwrap()
-            .to_bytes();
+        let rest = tokio::time::timeout(Duration::from_secs(5), body.collect()).await.unwrap().unwrap().to_bytes();
         assert_eq!(&rest[..], b"data: two\n\n");
     }
 }
@@ -98,9 +86,7 @@ async fn grpc_backend(gate: Arc<Notify>) -> std::net::SocketAddr {
                 trailers.insert("grpc-status", "0".parse().unwrap());
                 match path.as_str() {
                     "/test.Echo/Unary" => {
-                        let _ = tx
-                            .send(Frame::data(grpc_frame(&grpc_messages(&input)[0])))
-                            .await;
+                        let _ = tx.send(Frame::data(grpc_frame(&grpc_messages(&input)[0]))).await;
                     }
                     "/test.Echo/Stream" => {
                         let _ = tx.send(Frame::data(grpc_frame(b"m1"))).await;
@@ -119,8 +105,7 @@ async fn grpc_backend(gate: Arc<Notify>) -> std::net::SocketAddr {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             let mut r = Response::new(http_body_util::Either::Right(ChannelBody(rx)));
-            r.headers_mut()
-                .insert("content-type", "application/grpc".parse().unwrap());
+            r.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
             r
         }
     })
@@ -128,9 +113,8 @@ async fn grpc_backend(gate: Arc<Notify>) -> std::net::SocketAddr {
 }
 
 fn grpc_request(path: &str, msg: &[u8], timeout: Option<&str>) -> Request<Full<Bytes>> {
-    let mut b = Request::post(format!("http://grpc{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
+    let mut b =
+        Request::post(format!("http://grpc{path}")).header("content-type", "application/grpc").header("te", "trailers");
     if let Some(t) = timeout {
         b = b.header("grpc-timeout", t);
     }
@@ -148,48 +132,30 @@ async fn grpc_unary_and_server_streaming_keep_trailers_and_deadlines() {
     let client = h2_client(proxy.outbound);
 
     // unary
-    let resp = client
-        .request(grpc_request("/test.Echo/Unary", b"hello", None))
-        .await
-        .unwrap();
+    let resp = client.request(grpc_request("/test.Echo/Unary", b"hello", None)).await.unwrap();
     assert_eq!(resp.status(), 200);
     let collected = resp.into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
-    assert_eq!(
-        grpc_messages(&collected.to_bytes()),
-        vec![b"hello".to_vec()]
-    );
+    assert_eq!(grpc_messages(&collected.to_bytes()), vec![b"hello".to_vec()]);
 
     // server streaming: the first message arrives before the stream is over; trailers at the end
-    let resp = client
-        .request(grpc_request("/test.Echo/Stream", b"go", None))
-        .await
-        .unwrap();
+    let resp = client.request(grpc_request("/test.Echo/Stream", b"go", None)).await.unwrap();
     let mut body = resp.into_body();
     let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
         .await
         .expect("first message held back")
         .unwrap()
         .unwrap();
-    assert_eq!(
-        grpc_messages(&first.into_data().unwrap()),
-        vec![b"m1".to_vec()]
-    );
+    assert_eq!(grpc_messages(&first.into_data().unwrap()), vec![b"m1".to_vec()]);
     gate.notify_one();
     let rest = body.collect().await.unwrap();
     let trailers = rest.trailers().unwrap().clone();
-    assert_eq!(
-        grpc_messages(&rest.to_bytes()),
-        vec![b"m2".to_vec(), b"m3".to_vec()]
-    );
+    assert_eq!(grpc_messages(&rest.to_bytes()), vec![b"m2".to_vec(), b"m3".to_vec()]);
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["x-summary"], "three");
 
     // deadline: grpc-timeout 200ms against a 2 s answer gives DEADLINE_EXCEEDED, as gRPC expects
-    let resp = client
-        .request(grpc_request("/test.Echo/Slow", b"x", Some("200m")))
-        .await
-        .unwrap();
+    let resp = client.request(grpc_request("/test.Echo/Slow", b"x", Some("200m"))).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["grpc-status"], "4");
     assert_eq!(resp.headers()["vane-proxy-error"], "response-timeout");

@@ -36,19 +36,13 @@ fn good_config_compiles() {
     assert!(s.needs_model);
     assert_eq!(s.routes[0].split.total(), 100);
     assert_eq!(s.routes[0].timeout, Some(Duration::from_secs(2)));
-    assert_eq!(
-        t.inbound.as_ref().unwrap().forward_to,
-        "127.0.0.1:8000".parse().unwrap()
-    );
+    assert_eq!(t.inbound.as_ref().unwrap().forward_to, "127.0.0.1:8000".parse().unwrap());
 }
 
 #[test]
 fn each_problem_names_its_field() {
     let cases: &[(&str, &str)] = &[
-        (
-            "backends: [{ name: a, endpoints: [nowhere] }]",
-            "backends[0].endpoints[0]: \"nowhere\" is not an ip:port",
-        ),
+        ("backends: [{ name: a, endpoints: [nowhere] }]", "backends[0].endpoints[0]: \"nowhere\" is not an ip:port"),
         (
             "backends: [{ name: a, endpoints: [] }, { name: a, endpoints: [] }]",
             "backends[1].name: duplicate backend name",
@@ -57,10 +51,7 @@ fn each_problem_names_its_field() {
             "backends: [{ name: a, endpoints: [\"127.0.0.1:1\", \"127.0.0.1:1\"] }]",
             "backends[0].endpoints[1]: duplicate endpoint",
         ),
-        (
-            "services: [{ name: s, routes: [] }]",
-            "services[0].routes: a service needs at least one route",
-        ),
+        ("services: [{ name: s, routes: [] }]", "services[0].routes: a service needs at least one route"),
         (
             "services: [{ name: s, routes: [{ name: r, backends: [{ backend: nope }] }] }]",
             "services[0].routes[0].backends[0].backend: no backend named \"nope\"",
@@ -90,23 +81,14 @@ fn each_problem_names_its_field() {
             "services[1].name: host \"S\" is already used by services[0]",
         ),
         ("proxy: { threads: 0 }", "proxy.threads: 0 is out of range"),
-        (
-            "proxy: { timeouts: { connect: 0ms } }",
-            "proxy.timeouts.connect: must be greater than zero",
-        ),
-        (
-            "proxy: { limits: { max_header_bytes: 100 } }",
-            "proxy.limits.max_header_bytes",
-        ),
+        ("proxy: { timeouts: { connect: 0ms } }", "proxy.timeouts.connect: must be greater than zero"),
+        ("proxy: { limits: { max_header_bytes: 100 } }", "proxy.limits.max_header_bytes"),
         ("proxy: { outbound: \"localhost\" }", "proxy.outbound"),
         ("inbound: { forward_to: \":80\" }", "inbound.forward_to"),
     ];
     for (yaml, want) in cases {
         let got = problems(yaml);
-        assert!(
-            got.iter().any(|p| p.contains(want)),
-            "config:\n{yaml}\nwanted {want:?}, got {got:?}"
-        );
+        assert!(got.iter().any(|p| p.contains(want)), "config:\n{yaml}\nwanted {want:?}, got {got:?}");
     }
 }
 

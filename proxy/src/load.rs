@@ -1,0 +1,206 @@
+//! The pod's own load, attached to every inbound response as an ORCA `endpoint-load-metrics`
+//! header, so that every caller's balancer learns the model server's queue with each answer.
+//!
+//! A task reads the local load probe (`vane-gpu-probe`'s `/load`) every `inbound.load_interval`
+//! over one kept-alive connection; [`LoadReportLayer`] adds the latest figures, with their age,
+//! to each inbound response that does not already carry a report (vLLM can emit its own).
+
+use crate::body::RespBody;
+use crate::config::Store;
+use crate::metrics::Info;
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use vane_route::orca::{self, LoadReport};
+
+/// The latest figures and when they were read (process clock, nanoseconds).
+#[derive(Debug, Default)]
+pub struct LocalLoad {
+    current: ArcSwapOption<(LoadReport, u64)>,
+}
+
+impl LocalLoad {
+    /// The figures, if fresher than `max_age`, with their age filled in.
+    pub fn get(&self, max_age: Duration) -> Option<LoadReport> {
+        let cur = self.current.load();
+        let (report, read_at) = cur.as_deref()?;
+        let age = crate::now_ns().saturating_sub(*read_at);
+        (age <= max_age.as_nanos() as u64).then(|| LoadReport { age: Some(Duration::from_nanos(age)), ..*report })
+    }
+
+    /// Stores new figures that were already `age` old.
+    pub fn set(&self, report: Option<LoadReport>, age: Duration) {
+        let read_at = crate::now_ns().saturating_sub(age.as_nanos() as u64);
+        self.current.store(report.map(|r| Arc::new((r, read_at))));
+    }
+}
+
+/// Reads the probe's `/load` JSON into a report; `None` when it says its figures are stale.
+pub fn parse_probe(body: &[u8]) -> Option<(LoadReport, Duration)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if v.get("stale").and_then(|s| s.as_bool()) == Some(true) {
+        return None;
+    }
+    let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).filter(|x| x.is_finite() && *x >= 0.0);
+    let report =
+        LoadReport { queue_depth: f("queue_depth"), running: f("running"), kv_use: f("kv_cache_usage"), age: None };
+    let age = Duration::from_millis(f("age_ms").unwrap_or(0.0) as u64);
+    (!report.is_empty()).then_some((report, age))
+}
+
+/// Polls the probe named by the active config (re-read each round, so reloads apply).
+pub async fn poll(store: Arc<Store>, load: Arc<LocalLoad>) {
+    let mut conn: Option<(SocketAddr, http1::SendRequest<Empty<Bytes>>)> = None;
+    loop {
+        let (target, interval, staleness) = {
+            let snap = store.load();
+            let s = &snap.table.settings;
+            match &snap.table.inbound {
+                Some(ib) => (ib.load_from.clone(), ib.load_interval, s.load_staleness),
+                None => (None, Duration::from_secs(1), s.load_staleness),
+            }
+        };
+        let Some((addr, path)) = target else {
+            load.set(None, Duration::ZERO);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        match read_once(&mut conn, addr, &path, staleness).await {
+            Ok(Some((report, age))) => load.set(Some(report), age),
+            Ok(None) => load.set(None, Duration::ZERO),
+            Err(e) => {
+                tracing::debug!("load probe at {addr} unreadable: {e}");
+                conn = None;
+                load.set(None, Duration::ZERO);
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn read_once(
+    conn: &mut Option<(SocketAddr, http1::SendRequest<Empty<Bytes>>)>,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<Option<(LoadReport, Duration)>> {
+    if conn.as_ref().is_none_or(|(a, tx)| *a != addr || tx.is_closed()) {
+        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await??;
+        let _ = stream.set_nodelay(true);
+        let (tx, c) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = c.await;
+        });
+        *conn = Some((addr, tx));
+    }
+    let Some((_, tx)) = conn.as_mut() else { return Ok(None) };
+    tx.ready().await?;
+    let req = Request::get(path).header(http::header::HOST, addr.to_string()).body(Empty::new())?;
+    let resp = tokio::time::timeout(timeout, tx.send_request(req)).await??;
+    if !resp.status().is_success() {
+        return Ok(None);
+    }
+    let body = tokio::time::timeout(timeout, resp.into_body().collect()).await??.to_bytes();
+    Ok(parse_probe(&body))
+}
+
+/// Layer that attaches the pod's load to inbound responses.
+#[derive(Clone, Debug)]
+pub struct LoadReportLayer {
+    load: Arc<LocalLoad>,
+    store: Arc<Store>,
+}
+
+impl LoadReportLayer {
+    /// Attaches figures from `load` no older than the config's `load_staleness`.
+    pub fn new(load: Arc<LocalLoad>, store: Arc<Store>) -> LoadReportLayer {
+        LoadReportLayer { load, store }
+    }
+}
+
+impl<S> tower::Layer<S> for LoadReportLayer {
+    type Service = LoadReportService<S>;
+    fn layer(&self, inner: S) -> LoadReportService<S> {
+        LoadReportService { inner, load: Arc::clone(&self.load), store: Arc::clone(&self.store) }
+    }
+}
+
+/// See [`LoadReportLayer`].
+#[derive(Clone, Debug)]
+pub struct LoadReportService<S> {
+    inner: S,
+    load: Arc<LocalLoad>,
+    store: Arc<Store>,
+}
+
+impl<S, B> tower::Service<Request<B>> for LoadReportService<S>
+where
+    S: tower::Service<Request<B>, Response = (Response<RespBody>, Info), Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = (Response<RespBody>, Info);
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<(Response<RespBody>, Info), Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let load = Arc::clone(&self.load);
+        let staleness = self.store.load().table.settings.load_staleness;
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let (mut resp, info) = fut.await?;
+            if !resp.headers().contains_key(orca::HEADER) {
+                if let Some(report) = load.get(staleness) {
+                    if let Ok(v) = HeaderValue::from_str(&orca::format(&report)) {
+                        resp.headers_mut().insert(orca::HEADER, v);
+                    }
+                }
+            }
+            Ok((resp, info))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_answers() {
+        let (r, age) = parse_probe(
+            br#"{"server":"vllm","queue_depth":5,"running":21,"kv_cache_usage":0.42,"age_ms":3,"stale":false}"#,
+        )
+        .unwrap();
+        assert_eq!((r.queue_depth, r.running, r.kv_use), (Some(5.0), Some(21.0), Some(0.42)));
+        assert_eq!(age, Duration::from_millis(3));
+        assert!(parse_probe(br#"{"queue_depth":5,"stale":true}"#).is_none());
+        assert!(parse_probe(br#"{"queue_depth":null,"running":null,"kv_cache_usage":null}"#).is_none());
+        assert!(parse_probe(b"not json").is_none());
+    }
+
+    #[test]
+    fn stale_figures_are_not_attached() {
+        let l = LocalLoad::default();
+        assert!(l.get(Duration::from_secs(1)).is_none());
+        let r = LoadReport { queue_depth: Some(2.0), ..Default::default() };
+        l.set(Some(r), Duration::from_millis(5));
+        let got = l.get(Duration::from_secs(1)).unwrap();
+        assert_eq!(got.queue_depth, Some(2.0));
+        assert!(got.age.unwrap() >= Duration::from_millis(5));
+        l.set(Some(r), Duration::from_secs(5));
+        assert!(l.get(Duration::from_secs(1)).is_none());
+    }
+}

@@ -1,0 +1,174 @@
+//! ORCA load reports in the `endpoint-load-metrics` response header.
+//!
+//! An endpoint (vLLM natively, or Vane's inbound proxy for any model server) tells each caller
+//! its load with every response, so a caller learns load at no extra cost. Two encodings are
+//! read here: `TEXT key=value, key=value` and `JSON {...}` (the third, base64 protobuf `BIN`,
+//! is ignored). Model-server figures travel as `named_metrics.*`; several spellings in use are
+//! accepted for each figure.
+
+use std::time::Duration;
+
+/// The response header that carries an ORCA load report.
+pub const HEADER: &str = "endpoint-load-metrics";
+
+/// Load figures an endpoint reported about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoadReport {
+    /// Requests waiting in the server's own queue.
+    pub queue_depth: Option<f64>,
+    /// Requests the server is running (its batch).
+    pub running: Option<f64>,
+    /// KV-cache use, 0..1.
+    pub kv_use: Option<f64>,
+    /// How old the figures already were when the report was made.
+    pub age: Option<Duration>,
+}
+
+impl LoadReport {
+    /// Whether the report carries any load figure.
+    pub fn is_empty(&self) -> bool {
+        self.queue_depth.is_none() && self.running.is_none() && self.kv_use.is_none()
+    }
+
+    fn set(&mut self, key: &str, value: f64) {
+        if !value.is_finite() || value < 0.0 {
+            return;
+        }
+        let key = key.strip_prefix("named_metrics.").unwrap_or(key);
+        match key {
+            "queue_depth" | "num_requests_waiting" | "waiting" | "queue_size" => self.queue_depth = Some(value),
+            "running" | "num_requests_running" => self.running = Some(value),
+            "kv_cache_usage" | "kv_cache_usage_perc" | "kv_cache_utilization" | "gpu_cache_usage_perc" => {
+                self.kv_use = Some(value.min(1.0))
+            }
+            "age_ms" => self.age = Some(Duration::from_secs_f64(value / 1e3)),
+            _ => {}
+        }
+    }
+}
+
+/// Parses an `endpoint-load-metrics` value. `None` when it is not TEXT or JSON, or has no figure.
+pub fn parse(value: &[u8]) -> Option<LoadReport> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let mut report = LoadReport::default();
+    if let Some(rest) = text.strip_prefix("TEXT") {
+        for pair in rest.split(',') {
+            let Some((k, v)) = pair.split_once('=') else { continue };
+            if let Ok(v) = v.trim().parse::<f64>() {
+                report.set(k.trim(), v);
+            }
+        }
+    } else if let Some(rest) = text.strip_prefix("JSON") {
+        let json: serde_json::Value = serde_json::from_str(rest.trim()).ok()?;
+        let obj = json.as_object()?;
+        for (k, v) in obj {
+            if let Some(v) = v.as_f64() {
+                report.set(k, v);
+            }
+        }
+        if let Some(named) = obj.get("named_metrics").and_then(|n| n.as_object()) {
+            for (k, v) in named {
+                if let Some(v) = v.as_f64() {
+                    report.set(k, v);
+                }
+            }
+        }
+    } else {
+        return None;
+    }
+    (!report.is_empty()).then_some(report)
+}
+
+/// Formats a report in TEXT form (what Vane's inbound proxy attaches).
+pub fn format(r: &LoadReport) -> String {
+    let mut parts = Vec::with_capacity(4);
+    if let Some(q) = r.queue_depth {
+        parts.push(format!("named_metrics.queue_depth={q}"));
+    }
+    if let Some(x) = r.running {
+        parts.push(format!("named_metrics.running={x}"));
+    }
+    if let Some(k) = r.kv_use {
+        parts.push(format!("named_metrics.kv_cache_usage={k:.4}"));
+    }
+    if let Some(a) = r.age {
+        parts.push(format!("named_metrics.age_ms={}", a.as_millis()));
+    }
+    format!("TEXT {}", parts.join(", "))
+}
+
+/// The wait a `Retry-After` header asks for (seconds form; an HTTP date is not followed).
+pub fn retry_after(value: &[u8]) -> Option<Duration> {
+    let s = std::str::from_utf8(value).ok()?.trim();
+    let secs: u64 = s.parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_reports() {
+        let r =
+            parse(b"TEXT named_metrics.queue_depth=3, named_metrics.kv_cache_usage=0.42, cpu_utilization=0.3").unwrap();
+        assert_eq!(r.queue_depth, Some(3.0));
+        assert_eq!(r.kv_use, Some(0.42));
+        assert_eq!(r.running, None);
+        let r = parse(
+            b"TEXT named_metrics.num_requests_waiting=7,named_metrics.num_requests_running=20, named_metrics.age_ms=4",
+        )
+        .unwrap();
+        assert_eq!((r.queue_depth, r.running), (Some(7.0), Some(20.0)));
+        assert_eq!(r.age, Some(Duration::from_millis(4)));
+    }
+
+    #[test]
+    fn parses_json_reports() {
+        let r = parse(
+            br#"JSON {"cpu_utilization": 0.5, "named_metrics": {"queue_depth": 2, "kv_cache_utilization": 0.9}}"#,
+        )
+        .unwrap();
+        assert_eq!((r.queue_depth, r.kv_use), (Some(2.0), Some(0.9)));
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_read() {
+        for bad in [
+            &b"BIN CgQIARAB"[..],
+            b"",
+            b"TEXT",
+            b"TEXT cpu_utilization=0.4",
+            b"JSON {not json",
+            b"TEXT named_metrics.queue_depth=-1",
+            b"TEXT named_metrics.queue_depth=NaN",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        // values out of range are clamped or dropped, never trusted blindly
+        assert_eq!(parse(b"TEXT named_metrics.kv_cache_usage=7").unwrap().kv_use, Some(1.0));
+    }
+
+    #[test]
+    fn format_round_trips() {
+        let r = LoadReport {
+            queue_depth: Some(3.0),
+            running: Some(12.0),
+            kv_use: Some(0.5),
+            age: Some(Duration::from_millis(7)),
+        };
+        let text = format(&r);
+        assert_eq!(
+            text,
+            "TEXT named_metrics.queue_depth=3, named_metrics.running=12, named_metrics.kv_cache_usage=0.5000, named_metrics.age_ms=7"
+        );
+        assert_eq!(parse(text.as_bytes()), Some(r));
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(retry_after(b"3"), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}

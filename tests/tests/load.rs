@@ -1,0 +1,141 @@
+//! Model-load awareness: ORCA load reports steer traffic, 429s do not attract it, and the
+//! inbound proxy attaches the pod's load from the local probe.
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use vane_tests::*;
+
+/// A backend that answers 200 with a fixed ORCA report (or a 429 when `throttle` is set).
+async fn reporting_backend(report: &'static str, throttle: bool, hits: Arc<AtomicUsize>) -> std::net::SocketAddr {
+    serve(move |_req: Request<Incoming>| {
+        let hits = Arc::clone(&hits);
+        async move {
+            hits.fetch_add(1, Ordering::Relaxed);
+            if throttle {
+                let mut r = Response::new(full("slow down"));
+                *r.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+                r.headers_mut().insert("retry-after", "2".parse().unwrap());
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let mut r = Response::new(full("ok"));
+            if !report.is_empty() {
+                r.headers_mut().insert("endpoint-load-metrics", report.parse().unwrap());
+            }
+            r
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_queue_depth_steers_traffic_away() {
+    let (busy_hits, idle_hits) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let busy = reporting_backend("TEXT named_metrics.queue_depth=30, named_metrics.kv_cache_usage=0.9", false, Arc::clone(&busy_hits)).await;
+    let idle = reporting_backend("TEXT named_metrics.queue_depth=0, named_metrics.kv_cache_usage=0.1", false, Arc::clone(&idle_hits)).await;
+    let proxy = Proxy::start(&split_config(&[("pool", &[busy, idle], 1)], ""));
+    let client = h1_client(proxy.outbound);
+    for _ in 0..300 {
+        assert_eq!(get(&client, "svc", "/", &[]).await.unwrap().status, 200);
+    }
+    let share = busy_hits.load(Ordering::Relaxed) as f64 / 300.0;
+    assert!(share < 0.1, "the endpoint reporting a long queue took {:.1} %", share * 100.0);
+    let m = proxy.metrics();
+    assert!(metric(&m, "vane_balancer_load_age_seconds_count", &[]).unwrap() > 200.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_429s_do_not_attract_traffic() {
+    let (throttled_hits, ok_hits) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let throttled = reporting_backend("", true, Arc::clone(&throttled_hits)).await;
+    let ok = reporting_backend("", false, Arc::clone(&ok_hits)).await;
+    let proxy = Proxy::start(&split_config(&[("pool", &[throttled, ok], 1)], ""));
+    let client = h1_client(proxy.outbound);
+    let mut ok_answers = 0;
+    for _ in 0..300 {
+        if get(&client, "svc", "/", &[]).await.unwrap().status == 200 {
+            ok_answers += 1;
+        }
+    }
+    // Without the penalty the instant 429 would look like the fastest endpoint.
+    assert!(ok_answers > 270, "only {ok_answers} of 300 reached the healthy endpoint");
+
+    // The latency-only algorithm, for contrast, keeps being fooled (this is what the penalty fixes).
+    let cfg = format!("proxy: {{ balancer: {{ algorithm: p2c_latency }} }}\n{}", split_config(&[("pool", &[throttled, ok], 1)], ""));
+    let naive = Proxy::start(&cfg);
+    let client = h1_client(naive.outbound);
+    let mut naive_ok = 0;
+    for _ in 0..300 {
+        if get(&client, "svc", "/", &[]).await.unwrap().status == 200 {
+            naive_ok += 1;
+        }
+    }
+    assert!(naive_ok < ok_answers, "penalty made no difference ({naive_ok} vs {ok_answers})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_and_least_request_are_available() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    for algo in ["round_robin", "least_request"] {
+        let cfg = format!("proxy: {{ balancer: {{ algorithm: {algo} }} }}\n{}", split_config(&[("pool", &[a.addr, b.addr], 1)], ""));
+        let proxy = Proxy::start(&cfg);
+        let client = h1_client(proxy.outbound);
+        let before = a.hits();
+        for _ in 0..100 {
+            assert_eq!(get(&client, "svc", "/", &[]).await.unwrap().status, 200);
+        }
+        let on_a = a.hits() - before;
+        if algo == "round_robin" {
+            assert_eq!(on_a, 50, "round robin alternates");
+        } else {
+            assert!((20..=80).contains(&on_a), "least request spreads sequential requests: {on_a}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_attaches_the_pods_load_from_the_probe() {
+    let model = Backend::start("model").await;
+    let stale = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stale);
+    let probe = serve(move |_req: Request<Incoming>| {
+        let stale = s.load(Ordering::Relaxed);
+        async move {
+            let body = format!(r#"{{"server":"vllm","queue_depth":5,"running":21,"kv_cache_usage":0.42,"age_ms":3,"stale":{stale}}}"#);
+            Response::new(full(Bytes::from(body)))
+        }
+    })
+    .await;
+    let cfg = format!("inbound: {{ forward_to: \"{}\", load_from: \"http://{probe}/load\", load_interval: 10ms }}\n", model.addr);
+    let proxy = Proxy::start(&cfg);
+    let client = h1_client(proxy.inbound);
+    let mut header = String::new();
+    for _ in 0..100 {
+        let r = get(&client, "model", "/v1/models", &[]).await.unwrap();
+        assert_eq!(r.served_by(), "model");
+        if let Some(h) = r.headers.get("endpoint-load-metrics") {
+            header = h.to_str().unwrap().to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(header.starts_with("TEXT named_metrics.queue_depth=5, named_metrics.running=21, named_metrics.kv_cache_usage=0.4200, named_metrics.age_ms="), "{header:?}");
+    let report = vane_route::orca::parse(header.as_bytes()).unwrap();
+    assert!(report.age.unwrap() >= Duration::from_millis(3));
+
+    // Stale figures are never attached.
+    stale.store(true, Ordering::Relaxed);
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if get(&client, "model", "/", &[]).await.unwrap().headers.get("endpoint-load-metrics").is_none() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "stale load kept being attached");
+}

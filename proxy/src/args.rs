@@ -303,8 +303,8 @@ impl Signals {
     }
 }
 
-fn check_config(file: &PathBuf) -> i32 {
-    match Source::File(file.clone()).load() {
+fn check_config(file: &std::path::Path) -> i32 {
+    match Source::File(file.to_path_buf()).load() {
         Ok(t) => {
             let routes: usize = t.services.iter().map(|s| s.routes.len()).sum();
             let endpoints: usize = t.backends.iter().map(|b| b.endpoints.len()).sum();

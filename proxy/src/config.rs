@@ -18,6 +18,9 @@ use vane_route::config::Protocol;
 use vane_route::table::Settings;
 use vane_route::{ConfigError, Table};
 
+/// Metric handles of one route: `(backend index, stats)` for each backend of its split.
+pub type BackendStats = Vec<(usize, Arc<RouteStats>)>;
+
 /// A backend with live endpoint state.
 #[derive(Debug)]
 pub struct BackendRuntime {
@@ -43,7 +46,7 @@ pub struct Snapshot {
     /// Increases with each applied config.
     pub version: u64,
     /// Metric handles: `[service][route]` → `(backend index, stats)` for each backend of the split.
-    pub route_stats: Vec<Vec<Vec<(usize, Arc<RouteStats>)>>>,
+    pub route_stats: Vec<Vec<BackendStats>>,
     /// Metric handles for the inbound target.
     pub inbound_stats: Arc<RouteStats>,
     /// Age of the reported load used at each balancing decision.

@@ -173,10 +173,10 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
 /// endpoint, so its latency is not averaged in).
 fn learn_from<B>(ep: &Endpoint, resp: &Response<B>, rtt: std::time::Duration, settings: &Settings) {
     let now = crate::now_ns();
-    if let Some(v) = resp.headers().get(orca::HEADER) {
-        if let Some(report) = orca::parse(v.as_bytes()) {
-            ep.report(report, now);
-        }
+    if let Some(v) = resp.headers().get(orca::HEADER)
+        && let Some(report) = orca::parse(v.as_bytes())
+    {
+        ep.report(report, now);
     }
     let status = resp.status();
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
@@ -219,14 +219,14 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
-    if let Some(conn) = h.remove(header::CONNECTION) {
-        if let Ok(s) = conn.to_str() {
-            for name in s.split(',') {
-                if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                    if n != header::TE {
-                        h.remove(n);
-                    }
-                }
+    if let Some(conn) = h.remove(header::CONNECTION)
+        && let Ok(s) = conn.to_str()
+    {
+        for name in s.split(',') {
+            if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes())
+                && n != header::TE
+            {
+                h.remove(n);
             }
         }
     }
@@ -235,10 +235,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
     h.remove(header::TRANSFER_ENCODING);
     h.remove(header::UPGRADE);
-    if let Some(te) = h.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            h.remove(header::TE);
-        }
+    if let Some(te) = h.get(header::TE)
+        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        h.remove(header::TE);
     }
 }
 

@@ -162,12 +162,11 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let (mut resp, info) = fut.await?;
-            if !resp.headers().contains_key(orca::HEADER) {
-                if let Some(report) = load.get(staleness) {
-                    if let Ok(v) = HeaderValue::from_str(&orca::format(&report)) {
-                        resp.headers_mut().insert(orca::HEADER, v);
-                    }
-                }
+            if !resp.headers().contains_key(orca::HEADER)
+                && let Some(report) = load.get(staleness)
+                && let Ok(v) = HeaderValue::from_str(&orca::format(&report))
+            {
+                resp.headers_mut().insert(orca::HEADER, v);
             }
             Ok((resp, info))
         })

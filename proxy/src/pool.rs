@@ -83,10 +83,10 @@ impl std::fmt::Debug for PooledConn {
 impl PooledConn {
     /// The response body ended cleanly: the connection may serve another request.
     pub fn release(mut self, idle_timeout: Duration) {
-        if let Some(tx) = self.tx.take() {
-            if !tx.is_closed() {
-                self.pool.put(tx, idle_timeout);
-            }
+        if let Some(tx) = self.tx.take()
+            && !tx.is_closed()
+        {
+            self.pool.put(tx, idle_timeout);
         }
     }
 }

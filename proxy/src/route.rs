@@ -214,10 +214,8 @@ async fn route_outbound(snap: Arc<Snapshot>, req: Request<Incoming>, grpc: bool)
     };
     let stats = Arc::clone(stats);
     let mut timeout = route.timeout.unwrap_or(settings.response_timeout);
-    if grpc {
-        if let Some(t) = grpc_timeout(&parts.headers) {
-            timeout = timeout.min(t);
-        }
+    if grpc && let Some(t) = grpc_timeout(&parts.headers) {
+        timeout = timeout.min(t);
     }
     let req = Request::from_parts(parts, body);
     Ok(Routed { req, target: Target { snap: Arc::clone(&snap), backend: Some(backend), timeout, stats, grpc } })
@@ -236,10 +234,8 @@ fn route_inbound(snap: Arc<Snapshot>, req: Request<Incoming>, grpc: bool) -> Rou
         return Err(fail_inbound(ProxyError::BodyTooLarge(settings.max_body_bytes)));
     }
     let mut timeout = settings.response_timeout;
-    if grpc {
-        if let Some(t) = grpc_timeout(req.headers()) {
-            timeout = timeout.min(t);
-        }
+    if grpc && let Some(t) = grpc_timeout(req.headers()) {
+        timeout = timeout.min(t);
     }
     let (parts, body) = req.into_parts();
     let body = if body.is_end_stream() {

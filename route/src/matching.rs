@@ -54,15 +54,11 @@ pub struct RequestFacts<'a> {
 impl Matcher {
     /// Whether the request satisfies every condition.
     pub fn matches(&self, req: &RequestFacts<'_>) -> bool {
-        if let Some(m) = &self.method {
-            if m != req.method {
-                return false;
-            }
+        if self.method.as_ref().is_some_and(|m| m != req.method) {
+            return false;
         }
-        if let Some(p) = &self.path {
-            if !p.matches(req.path) {
-                return false;
-            }
+        if self.path.as_ref().is_some_and(|p| !p.matches(req.path)) {
+            return false;
         }
         for (name, value) in &self.headers {
             let ok = match value {
@@ -73,10 +69,8 @@ impl Matcher {
                 return false;
             }
         }
-        if let Some(model) = &self.model {
-            if req.model != Some(model.as_str()) {
-                return false;
-            }
+        if self.model.as_ref().is_some_and(|model| req.model != Some(model.as_str())) {
+            return false;
         }
         true
     }

@@ -346,10 +346,8 @@ impl Validator {
 
     fn settings(&mut self, c: &Config) -> Settings {
         let p = &c.proxy;
-        if let Some(t) = p.threads {
-            if !(1..=64).contains(&t) {
-                self.err("proxy.threads".into(), format!("{t} is out of range 1..=64"));
-            }
+        if let Some(t) = p.threads.filter(|t| !(1..=64).contains(t)) {
+            self.err("proxy.threads".into(), format!("{t} is out of range 1..=64"));
         }
         let mut positive = |field: &str, d: Duration| {
             if d.is_zero() {

@@ -35,8 +35,18 @@ async fn reporting_backend(report: &'static str, throttle: bool, hits: Arc<Atomi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reported_queue_depth_steers_traffic_away() {
     let (busy_hits, idle_hits) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let busy = reporting_backend("TEXT named_metrics.queue_depth=30, named_metrics.kv_cache_usage=0.9", false, Arc::clone(&busy_hits)).await;
-    let idle = reporting_backend("TEXT named_metrics.queue_depth=0, named_metrics.kv_cache_usage=0.1", false, Arc::clone(&idle_hits)).await;
+    let busy = reporting_backend(
+        "TEXT named_metrics.queue_depth=30, named_metrics.kv_cache_usage=0.9",
+        false,
+        Arc::clone(&busy_hits),
+    )
+    .await;
+    let idle = reporting_backend(
+        "TEXT named_metrics.queue_depth=0, named_metrics.kv_cache_usage=0.1",
+        false,
+        Arc::clone(&idle_hits),
+    )
+    .await;
     let proxy = Proxy::start(&split_config(&[("pool", &[busy, idle], 1)], ""));
     let client = h1_client(proxy.outbound);
     for _ in 0..300 {
@@ -65,7 +75,10 @@ async fn fast_429s_do_not_attract_traffic() {
     assert!(ok_answers > 270, "only {ok_answers} of 300 reached the healthy endpoint");
 
     // The latency-only algorithm, for contrast, keeps being fooled (this is what the penalty fixes).
-    let cfg = format!("proxy: {{ balancer: {{ algorithm: p2c_latency }} }}\n{}", split_config(&[("pool", &[throttled, ok], 1)], ""));
+    let cfg = format!(
+        "proxy: {{ balancer: {{ algorithm: p2c_latency }} }}\n{}",
+        split_config(&[("pool", &[throttled, ok], 1)], "")
+    );
     let naive = Proxy::start(&cfg);
     let client = h1_client(naive.outbound);
     let mut naive_ok = 0;
@@ -81,7 +94,10 @@ async fn fast_429s_do_not_attract_traffic() {
 async fn round_robin_and_least_request_are_available() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     for algo in ["round_robin", "least_request"] {
-        let cfg = format!("proxy: {{ balancer: {{ algorithm: {algo} }} }}\n{}", split_config(&[("pool", &[a.addr, b.addr], 1)], ""));
+        let cfg = format!(
+            "proxy: {{ balancer: {{ algorithm: {algo} }} }}\n{}",
+            split_config(&[("pool", &[a.addr, b.addr], 1)], "")
+        );
         let proxy = Proxy::start(&cfg);
         let client = h1_client(proxy.outbound);
         let before = a.hits();
@@ -105,12 +121,17 @@ async fn inbound_attaches_the_pods_load_from_the_probe() {
     let probe = serve(move |_req: Request<Incoming>| {
         let stale = s.load(Ordering::Relaxed);
         async move {
-            let body = format!(r#"{{"server":"vllm","queue_depth":5,"running":21,"kv_cache_usage":0.42,"age_ms":3,"stale":{stale}}}"#);
+            let body = format!(
+                r#"{{"server":"vllm","queue_depth":5,"running":21,"kv_cache_usage":0.42,"age_ms":3,"stale":{stale}}}"#
+            );
             Response::new(full(Bytes::from(body)))
         }
     })
     .await;
-    let cfg = format!("inbound: {{ forward_to: \"{}\", load_from: \"http://{probe}/load\", load_interval: 10ms }}\n", model.addr);
+    let cfg = format!(
+        "inbound: {{ forward_to: \"{}\", load_from: \"http://{probe}/load\", load_interval: 10ms }}\n",
+        model.addr
+    );
     let proxy = Proxy::start(&cfg);
     let client = h1_client(proxy.inbound);
     let mut header = String::new();

@@ -16,7 +16,7 @@ pub enum ProxyError {
     /// The request has no usable authority or is otherwise malformed. (400)
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
-    /// No service has this authority. (404)
+    /// No service has this authority (not in the file, or not known to the control service). (503)
     #[error("no service for authority {0:?}")]
     UnknownService(String),
     /// The service has no route matching the request. (404)
@@ -50,7 +50,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) | ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
-            ProxyError::UnknownService(_) | ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::UnknownService(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoEndpoint(_) | ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed(..) | ProxyError::Upstream(..) => StatusCode::BAD_GATEWAY,
@@ -78,7 +79,7 @@ impl ProxyError {
     fn grpc_status(&self) -> u8 {
         match self {
             ProxyError::BadRequest(_) | ProxyError::BodyRead(_) => 13, // INTERNAL
-            ProxyError::UnknownService(_) | ProxyError::NoRoute(_) => 12, // UNIMPLEMENTED
+            ProxyError::NoRoute(_) => 12, // UNIMPLEMENTED
             ProxyError::BodyTooLarge(_) => 8,                          // RESOURCE_EXHAUSTED
             ProxyError::Timeout(..) => 4,                              // DEADLINE_EXCEEDED
             _ => 14,                                                   // UNAVAILABLE
@@ -131,7 +132,7 @@ mod tests {
         let addr = "127.0.0.1:1".parse().unwrap();
         let cases = [
             (ProxyError::BadRequest("x"), 400, "malformed-request"),
-            (ProxyError::UnknownService("a".into()), 404, "unknown-service"),
+            (ProxyError::UnknownService("a".into()), 503, "unknown-service"),
             (ProxyError::BodyTooLarge(10), 413, "body-too-large"),
             (ProxyError::NoEndpoint("b".into()), 503, "no-endpoint-ready"),
             (ProxyError::Timeout(addr, std::time::Duration::from_secs(1)), 504, "response-timeout"),

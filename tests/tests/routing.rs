@@ -73,7 +73,7 @@ async fn routes_by_path_header_model_over_h1_and_h2c() {
         let r = get(&client, "llm", "/nothing", &[]).await.unwrap();
         assert_eq!((r.status.as_u16(), r.proxy_error()), (404, "no-route"), "{label}");
         let r = get(&client, "unknown", "/v1", &[]).await.unwrap();
-        assert_eq!((r.status.as_u16(), r.proxy_error()), (404, "unknown-service"), "{label}");
+        assert_eq!((r.status.as_u16(), r.proxy_error()), (503, "unknown-service"), "{label}");
         // inbound: everything goes to the local server
         let r = get(&inbound, "whatever", "/v1/models", &[]).await.unwrap();
         assert_eq!(r.served_by(), "local", "{label}: inbound");

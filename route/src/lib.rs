@@ -12,11 +12,14 @@
 //! - [`balance`]: peak-EWMA latency, the endpoint cost and power of two choices.
 //! - [`health`]: outlier ejection with exponential backoff.
 //! - [`model`]: reading the model name from an OpenAI-style body prefix or a KServe v2 path.
+//! - [`discovery`]: the stream of routing tables from the control service, and the state a proxy
+//!   keeps from it.
 //! - [`orca`]: ORCA `endpoint-load-metrics` load reports.
 #![warn(missing_docs)]
 
 pub mod balance;
 pub mod config;
+pub mod discovery;
 pub mod duration;
 pub mod health;
 pub mod matching;

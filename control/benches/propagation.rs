@@ -1,0 +1,2 @@
+//! Propagation benchmark (see control/README.md); written with the fake API server.
+fn main() {}

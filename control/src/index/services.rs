@@ -1,0 +1,117 @@
+//! Services: their ports, by number, name and application protocol.
+
+use super::{Dirty, Index, ObjectKey};
+use k8s_openapi::api::core::v1::Service;
+use std::collections::HashMap;
+
+/// What the tables need of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Namespace and name.
+    pub key: ObjectKey,
+    /// TCP ports in spec order.
+    pub ports: Vec<ServicePort>,
+}
+
+/// One TCP port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name; EndpointSlice ports carry the same name (empty for a single unnamed port).
+    pub name: String,
+    /// The Service port number (what HTTPRoute `backendRefs[].port` names).
+    pub port: u16,
+    /// `appProtocol`, e.g. `kubernetes.io/h2c`.
+    pub app_protocol: Option<String>,
+}
+
+impl ServiceInfo {
+    /// Reads a Service. `ExternalName` Services have no endpoints to route to, so they give `None`,
+    /// like objects without a name.
+    pub fn from_resource(svc: &Service) -> Option<ServiceInfo> {
+        let key = ObjectKey::of(&svc.metadata);
+        if key.name.is_empty() {
+            return None;
+        }
+        let spec = svc.spec.as_ref()?;
+        if spec.type_.as_deref() == Some("ExternalName") {
+            return None;
+        }
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| matches!(p.protocol.as_deref(), None | Some("TCP")))
+            .filter_map(|p| {
+                Some(ServicePort {
+                    name: p.name.clone().unwrap_or_default(),
+                    port: u16::try_from(p.port).ok().filter(|n| *n > 0)?,
+                    app_protocol: p.app_protocol.clone(),
+                })
+            })
+            .collect();
+        Some(ServiceInfo { key, ports })
+    }
+
+    /// The port with this number.
+    pub fn port(&self, number: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+}
+
+/// Services by key.
+#[derive(Debug, Default)]
+pub struct ServiceIndex {
+    by_key: HashMap<ObjectKey, ServiceInfo>,
+}
+
+impl ServiceIndex {
+    /// A Service by key.
+    pub fn get(&self, key: &ObjectKey) -> Option<&ServiceInfo> {
+        self.by_key.get(key)
+    }
+
+    /// Every Service, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &ServiceInfo> {
+        self.by_key.values()
+    }
+
+    /// How many Services are held.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether no Service is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+impl Index<ServiceInfo> for ServiceIndex {
+    fn apply(&mut self, obj: ServiceInfo, dirty: &mut Dirty) {
+        if self.by_key.get(&obj.key) != Some(&obj) {
+            dirty.insert(obj.key.clone());
+            self.by_key.insert(obj.key.clone(), obj);
+        }
+    }
+
+    fn delete(&mut self, key: &ObjectKey, dirty: &mut Dirty) {
+        if self.by_key.remove(key).is_some() {
+            dirty.insert(key.clone());
+        }
+    }
+
+    fn reset(&mut self, objs: Vec<ServiceInfo>, dirty: &mut Dirty) {
+        let mut fresh: HashMap<ObjectKey, ServiceInfo> = objs.into_iter().map(|s| (s.key.clone(), s)).collect();
+        for (key, old) in &self.by_key {
+            if fresh.get(key) != Some(old) {
+                dirty.insert(key.clone());
+            }
+        }
+        for key in fresh.keys() {
+            if !self.by_key.contains_key(key) {
+                dirty.insert(key.clone());
+            }
+        }
+        std::mem::swap(&mut self.by_key, &mut fresh);
+    }
+}

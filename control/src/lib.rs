@@ -1,0 +1,125 @@
+//! Vane's control service: watches Kubernetes and streams routing tables to proxies.
+//!
+//! ```text
+//!  API server ──watch──▶ watch tasks ──Change──▶ Store (indexes → tables) ──watch::Sender<Snapshot>──▶ subscribers ──NDJSON/h2c──▶ proxies
+//!  (Services, EndpointSlices, HTTPRoutes)            (pure, incremental)                          (one task each)
+//! ```
+//!
+//! - [`api`]: the typed subset of Gateway API `HTTPRoute`.
+//! - [`index`]: watch → plain-data indexes with `apply`/`delete`/`reset`.
+//! - [`tables`]: the pure function from the indexes to the proxy's `ServiceConfig`/`BackendConfig`,
+//!   validated with the proxy's own `Table::from_config`.
+//! - [`state`]: the store that applies changes in batches and publishes [`state::Snapshot`]s.
+//! - [`watch`]: the kube-runtime watchers and the store task.
+//! - [`server`]: the discovery stream and the admin endpoints.
+//! - [`args`]: flags and wiring; `main.rs` only calls [`args::Args::parse_and_run`].
+//!
+//! Replicas share nothing: each builds the same tables from the API server, and a proxy that
+//! reconnects, to the same replica or another, starts over with a full snapshot.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod args;
+pub mod index;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod state;
+pub mod tables;
+pub mod watch;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch as tokio_watch};
+use tokio::task::JoinHandle;
+
+/// Settings of a running control service.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Discovery listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// Table settings (cluster domain).
+    pub tables: tables::TableSettings,
+    /// Heartbeat interval on discovery streams.
+    pub heartbeat: Duration,
+}
+
+/// Why the control service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started control service.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the discovery stream is served.
+    pub listen: SocketAddr,
+    /// Where the admin endpoints are served.
+    pub admin: SocketAddr,
+    /// The published tables.
+    pub snapshots: tokio_watch::Receiver<Arc<state::Snapshot>>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Resolves when both servers have stopped (after the shutdown signal and the drain).
+    pub async fn wait(self) {
+        for s in self.servers {
+            let _ = s.await;
+        }
+    }
+}
+
+/// Starts the watches, the store and both servers on the current tokio runtime.
+pub async fn start(client: kube::Client, settings: Settings, shutdown: shutdown::Shutdown) -> Result<Running, Error> {
+    let bind =
+        |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
+    let discovery_listener = bind(settings.listen).await?;
+    let admin_listener = bind(settings.admin).await?;
+    let listen = discovery_listener.local_addr().expect("bound socket has an address");
+    let admin = admin_listener.local_addr().expect("bound socket has an address");
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = metrics::Metrics::new(&mut registry);
+    let registry = Arc::new(registry);
+
+    let (snap_tx, snap_rx) = tokio_watch::channel(Arc::new(state::Snapshot::default()));
+    let (change_tx, change_rx) = mpsc::channel(watch::CHANGE_QUEUE);
+    let store = state::Store::new(settings.tables.clone());
+    tokio::spawn(watch::run_store(store, change_rx, snap_tx, metrics.clone()));
+    watch::spawn_watches(&client, change_tx, &metrics);
+
+    let disco =
+        server::discovery::Discovery::new(snap_rx.clone(), metrics.clone(), settings.heartbeat, shutdown.clone());
+    let admin_handler = server::admin::Admin::new(registry, snap_rx.clone());
+    let servers = vec![
+        tokio::spawn(server::serve(
+            discovery_listener,
+            move |req| std::future::ready(disco.handle(&req)),
+            shutdown.clone(),
+        )),
+        tokio::spawn(server::serve(
+            admin_listener,
+            move |req| std::future::ready(admin_handler.handle(&req)),
+            shutdown,
+        )),
+    ];
+    tracing::info!(%listen, %admin, "serving");
+    Ok(Running { listen, admin, snapshots: snap_rx, servers })
+}

@@ -1,0 +1,107 @@
+//! Prometheus metrics (OpenMetrics text on the admin `/metrics`).
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `vane_control_watch_events_total` | counter | `kind` (Service, EndpointSlice, HTTPRoute), `type` (init, init_apply, init_done, apply, delete, error) |
+//! | `vane_control_subscribers` | gauge | |
+//! | `vane_control_pushes_total` | counter | `type` (snapshot, update, remove, ping) |
+//! | `vane_control_push_latency_seconds` | histogram | from the watch event's receipt to the message handed to the connection |
+//! | `vane_control_invalid_routes` | gauge | Services whose HTTPRoutes are refused now |
+//! | `vane_control_route_rejections_total` | counter | each time a Service's HTTPRoutes became refused (or the reason changed) |
+//! | `vane_control_services` | gauge | Services with a table |
+//! | `vane_control_endpoints` | gauge | usable endpoint addresses |
+//! | `vane_control_table_version` | gauge | version of the published tables |
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of `vane_control_watch_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// Object kind.
+    pub kind: &'static str,
+    /// Event type.
+    pub r#type: &'static str,
+}
+
+/// Labels of `vane_control_pushes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    /// Message type.
+    pub r#type: &'static str,
+}
+
+/// Every metric of the control service. Cloning shares the same series.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Watch events by kind and type.
+    pub watch_events: Family<WatchLabels, Counter>,
+    /// Open discovery streams.
+    pub subscribers: Gauge,
+    /// Messages sent to subscribers.
+    pub pushes: Family<PushLabels, Counter>,
+    /// Watch event receipt → message handed to the connection.
+    pub push_latency: Histogram,
+    /// Services whose HTTPRoutes are refused.
+    pub invalid_routes: Gauge,
+    /// HTTPRoute refusals.
+    pub route_rejections: Counter,
+    /// Services with a table.
+    pub services: Gauge,
+    /// Usable endpoint addresses.
+    pub endpoints: Gauge,
+    /// Published table version.
+    pub table_version: Gauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            watch_events: Family::default(),
+            subscribers: Gauge::default(),
+            pushes: Family::default(),
+            // 100 µs .. ~6.5 s.
+            push_latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 17)),
+            invalid_routes: Gauge::default(),
+            route_rejections: Counter::default(),
+            services: Gauge::default(),
+            endpoints: Gauge::default(),
+            table_version: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("vane_control");
+        r.register("watch_events", "Kubernetes watch events received", m.watch_events.clone());
+        r.register("subscribers", "Open discovery streams", m.subscribers.clone());
+        r.register("pushes", "Discovery messages sent", m.pushes.clone());
+        r.register_with_unit(
+            "push_latency",
+            "From a watch event's receipt to the discovery message that carries it being handed to the connection",
+            prometheus_client::registry::Unit::Seconds,
+            m.push_latency.clone(),
+        );
+        r.register(
+            "invalid_routes",
+            "Services whose HTTPRoutes are refused (they use their default route)",
+            m.invalid_routes.clone(),
+        );
+        r.register("route_rejections", "Times a Service's HTTPRoutes were refused", m.route_rejections.clone());
+        r.register("services", "Services with a routing table", m.services.clone());
+        r.register("endpoints", "Usable endpoint addresses", m.endpoints.clone());
+        r.register("table_version", "Version of the published tables", m.table_version.clone());
+        m
+    }
+
+    /// Counts a watch event.
+    pub fn watch_event(&self, kind: &'static str, type_: &'static str) {
+        self.watch_events.get_or_create(&WatchLabels { kind, r#type: type_ }).inc();
+    }
+
+    /// Counts a push.
+    pub fn push(&self, type_: &'static str) {
+        self.pushes.get_or_create(&PushLabels { r#type: type_ }).inc();
+    }
+}

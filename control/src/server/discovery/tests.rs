@@ -1,0 +1,100 @@
+use super::*;
+use crate::fixtures::{ready, service, slice, split};
+use crate::index::{IndexEvent, RouteInfo, ServiceInfo, SliceInfo};
+use crate::state::{Change, ChangeEvent, Store};
+use crate::tables::TableSettings;
+use vane_route::discovery::{DiscoveryState, Message};
+
+fn change(event: ChangeEvent) -> Change {
+    Change { received: Instant::now(), event }
+}
+
+fn store() -> Store {
+    let mut store = Store::new(TableSettings::default());
+    let svcs = ["a", "b", "c"].map(|n| ServiceInfo::from_resource(&service("m", n, &[("http", 80, None)])).unwrap());
+    let slices = ["a", "b", "c"].map(|n| {
+        SliceInfo::from_resource(&slice("m", &format!("{n}-1"), n, ("http", 8000), &[ready("10.0.0.1")])).unwrap()
+    });
+    store.apply_batch([
+        change(ChangeEvent::Service(IndexEvent::Reset(svcs.to_vec()))),
+        change(ChangeEvent::EndpointSlice(IndexEvent::Reset(slices.to_vec()))),
+        change(ChangeEvent::HttpRoute(IndexEvent::Reset(vec![]))),
+    ]);
+    store
+}
+
+fn apply_all(state: &mut DiscoveryState, msgs: &Messages) -> Vec<String> {
+    msgs.iter()
+        .map(|(bytes, kind)| {
+            let msg = Message::from_line(bytes).expect("valid line");
+            assert!(bytes.ends_with(b"\n"));
+            state.apply(msg).unwrap();
+            kind.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn subscriber_gets_snapshot_then_only_its_changes() {
+    let mut store = store();
+    let cache = MessageCache::default();
+    let sub = Subscription::from_query(Some("services=a.m.svc.cluster.local,x.m.svc.cluster.local")).unwrap();
+    let key: Arc<str> = sub.to_query().into();
+    let mut view = View::default();
+    let mut state = DiscoveryState::default();
+
+    let snap = store.snapshot();
+    let kinds = apply_all(&mut state, &cache.messages(&key, &sub, &mut view, &snap));
+    assert_eq!(kinds, ["snapshot"]);
+    assert_eq!(state.services().keys().collect::<Vec<_>>(), ["a.m.svc.cluster.local"]);
+    vane_route::Table::from_config(state.to_config(&Default::default())).unwrap();
+
+    // A change elsewhere: nothing to send.
+    let s2 = store
+        .apply_batch([change(ChangeEvent::EndpointSlice(IndexEvent::Apply(
+            SliceInfo::from_resource(&slice("m", "b-1", "b", ("http", 8000), &[])).unwrap(),
+        )))])
+        .published
+        .unwrap();
+    assert!(cache.messages(&key, &sub, &mut view, &s2).is_empty());
+
+    // a routes to b now: a's config changes and b's (empty) backend comes along.
+    let r = RouteInfo::from_resource(&split("m", "r", "a", &[("a", 80, 90), ("b", 80, 10)])).unwrap();
+    let s3 = store.apply_batch([change(ChangeEvent::HttpRoute(IndexEvent::Apply(r)))]).published.unwrap();
+    let msgs = cache.messages(&key, &sub, &mut view, &s3);
+    assert_eq!(apply_all(&mut state, &msgs), ["update"]);
+    let line = String::from_utf8(msgs[0].0.to_vec()).unwrap();
+    assert!(line.contains("\"backends\":[{\"name\":\"b.m.svc.cluster.local:80\""), "{line}");
+    assert!(!line.contains("a.m.svc.cluster.local:80\",\"protocol"), "a's backend did not change: {line}");
+    assert_eq!(state.backends().len(), 2);
+
+    // Same subscription, same versions: the cache hands out the same bytes.
+    let mut view2 = View::default();
+    let first = cache.messages(&key, &sub, &mut view2, &snap);
+    let again = cache.messages(&key, &sub, &mut view2, &s3);
+    assert_eq!(first[0].0, cache.messages(&key, &sub, &mut View::default(), &snap)[0].0);
+    assert_eq!(again.len(), 1, "two versions at once are one update");
+
+    // The service goes away.
+    let s4 = store
+        .apply_batch([change(ChangeEvent::Service(IndexEvent::Delete(ObjectKey::new("m", "a"))))])
+        .published
+        .unwrap();
+    assert_eq!(apply_all(&mut state, &cache.messages(&key, &sub, &mut view, &s4)), ["remove"]);
+    assert!(state.services().is_empty());
+    assert!(state.backends().is_empty());
+}
+
+#[test]
+fn wildcard_subscriber_sees_everything() {
+    let store = store();
+    let cache = MessageCache::default();
+    let mut view = View::default();
+    let mut state = DiscoveryState::default();
+    let msgs = cache.messages(&"services=*".into(), &Subscription::All, &mut view, &store.snapshot());
+    apply_all(&mut state, &msgs);
+    assert_eq!(state.services().len(), 3);
+    assert_eq!(state.backends().len(), 3);
+}
+
+use crate::index::ObjectKey;

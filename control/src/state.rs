@@ -1,0 +1,320 @@
+//! The computed tables and the store that keeps them up to date.
+//!
+//! [`Store`] owns the [`Indexes`]. The watch tasks send it [`Change`]s; it applies a whole batch,
+//! recomputes only the Services marked dirty (and those whose backends are among them), and
+//! publishes an immutable [`Snapshot`] through a `tokio::sync::watch` channel that every
+//! discovery subscriber holds. Entries that did not change keep their `Arc`, so a subscriber
+//! finds what changed by pointer comparison, and each entry is serialized to JSON once, when it
+//! is computed, however many subscribers send it.
+
+use crate::index::{Dirty, Index, IndexEvent, Indexes, ObjectKey, RouteInfo, ServiceInfo, SliceInfo};
+use crate::tables::{self, ServiceTable, TableSettings};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::time::Instant;
+use vane_route::config::{BackendConfig, ServiceConfig};
+
+/// The kinds of watched objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `v1/Service`.
+    Service,
+    /// `discovery.k8s.io/v1/EndpointSlice`.
+    EndpointSlice,
+    /// `gateway.networking.k8s.io/v1/HTTPRoute`.
+    HttpRoute,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 3] = [Kind::Service, Kind::EndpointSlice, Kind::HttpRoute];
+
+    /// Label value in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::HttpRoute => "HTTPRoute",
+        }
+    }
+}
+
+/// One change from a watch task.
+#[derive(Debug)]
+pub struct Change {
+    /// When the watch event that caused it was received (start of the push latency).
+    pub received: Instant,
+    /// What changed.
+    pub event: ChangeEvent,
+}
+
+/// A change to one of the indexes.
+#[derive(Debug)]
+pub enum ChangeEvent {
+    /// A Service change.
+    Service(IndexEvent<ServiceInfo>),
+    /// An EndpointSlice change.
+    EndpointSlice(IndexEvent<SliceInfo>),
+    /// An HTTPRoute change.
+    HttpRoute(IndexEvent<RouteInfo>),
+}
+
+impl ChangeEvent {
+    fn kind(&self) -> Kind {
+        match self {
+            ChangeEvent::Service(_) => Kind::Service,
+            ChangeEvent::EndpointSlice(_) => Kind::EndpointSlice,
+            ChangeEvent::HttpRoute(_) => Kind::HttpRoute,
+        }
+    }
+
+    fn is_reset(&self) -> bool {
+        matches!(
+            self,
+            ChangeEvent::Service(IndexEvent::Reset(_))
+                | ChangeEvent::EndpointSlice(IndexEvent::Reset(_))
+                | ChangeEvent::HttpRoute(IndexEvent::Reset(_))
+        )
+    }
+}
+
+/// A backend as published: its config and that config's JSON.
+#[derive(Debug, PartialEq)]
+pub struct BackendEntry {
+    /// The backend.
+    pub config: BackendConfig,
+    /// `serde_json` of `config`.
+    pub json: Bytes,
+}
+
+/// A service as published.
+#[derive(Debug)]
+pub struct ServiceEntry {
+    /// The Kubernetes Service.
+    pub key: ObjectKey,
+    /// The service.
+    pub config: ServiceConfig,
+    /// `serde_json` of `config`.
+    pub json: Bytes,
+    /// The backends it uses, sorted by name.
+    pub backends: Vec<Arc<BackendEntry>>,
+}
+
+/// What `/status` shows of a Service whose HTTPRoutes were refused or partly ignored.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ServiceStatus {
+    /// Why its HTTPRoutes were refused (it uses its default route meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Parts of its HTTPRoutes that Vane does not apply.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The published tables.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every publication that changed something.
+    pub version: u64,
+    /// Whether every watch has finished its first list.
+    pub ready: bool,
+    /// Services by name (`<name>.<namespace>.svc.<domain>`).
+    pub services: BTreeMap<String, Arc<ServiceEntry>>,
+    /// Services with an error or notes, by `namespace/name`.
+    pub status: BTreeMap<String, ServiceStatus>,
+    /// When the oldest watch event this publication includes was received.
+    pub received: Option<Instant>,
+}
+
+/// Counts after a batch, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Services with a table.
+    pub services: usize,
+    /// Usable endpoint addresses.
+    pub endpoints: usize,
+    /// Services whose HTTPRoutes were refused.
+    pub invalid_routes: usize,
+}
+
+/// Owns the indexes and the current tables.
+#[derive(Debug)]
+pub struct Store {
+    settings: TableSettings,
+    indexes: Indexes,
+    synced: [bool; 3],
+    dirty: Dirty,
+    tables: HashMap<ObjectKey, ServiceTable>,
+    entries: HashMap<ObjectKey, Arc<ServiceEntry>>,
+    backends: HashMap<String, Arc<BackendEntry>>,
+    snapshot: Arc<Snapshot>,
+}
+
+/// What a batch did.
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    /// The new snapshot, when something changed.
+    pub published: Option<Arc<Snapshot>>,
+    /// HTTPRoutes newly refused: (service, error).
+    pub new_errors: Vec<(ObjectKey, String)>,
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new(settings: TableSettings) -> Store {
+        Store {
+            settings,
+            indexes: Indexes::default(),
+            synced: [false; 3],
+            dirty: Dirty::new(),
+            tables: HashMap::new(),
+            entries: HashMap::new(),
+            backends: HashMap::new(),
+            snapshot: Arc::new(Snapshot::default()),
+        }
+    }
+
+    /// The indexes.
+    pub fn indexes(&self) -> &Indexes {
+        &self.indexes
+    }
+
+    /// The last published snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.clone()
+    }
+
+    /// Whether every kind has been listed once.
+    pub fn is_ready(&self) -> bool {
+        self.synced.iter().all(|s| *s)
+    }
+
+    /// Counts for metrics.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            services: self.entries.len(),
+            endpoints: self.indexes.endpoints.addresses(),
+            invalid_routes: self.tables.values().filter(|t| t.error.is_some()).count(),
+        }
+    }
+
+    /// Applies a batch of changes; recomputes and publishes when ready and something changed.
+    pub fn apply_batch(&mut self, changes: impl IntoIterator<Item = Change>) -> BatchResult {
+        let was_ready = self.is_ready();
+        let mut oldest: Option<Instant> = None;
+        for change in changes {
+            oldest = Some(oldest.map_or(change.received, |o| o.min(change.received)));
+            if change.event.is_reset() {
+                self.synced[change.event.kind() as usize] = true;
+            }
+            match change.event {
+                ChangeEvent::Service(e) => self.indexes.services.handle(e, &mut self.dirty),
+                ChangeEvent::EndpointSlice(e) => self.indexes.endpoints.handle(e, &mut self.dirty),
+                ChangeEvent::HttpRoute(e) => self.indexes.routes.handle(e, &mut self.dirty),
+            }
+        }
+        // Until every kind is listed, tables would be partial (Services without endpoints):
+        // keep the dirty set and compute everything once at the first full sync.
+        if !self.is_ready() || (was_ready && self.dirty.is_empty()) {
+            return BatchResult::default();
+        }
+        let new_errors = self.recompute(!was_ready);
+        self.publish(oldest);
+        BatchResult { published: Some(self.snapshot.clone()), new_errors }
+    }
+
+    fn recompute(&mut self, everything: bool) -> Vec<(ObjectKey, String)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut todo: Vec<ObjectKey> = Vec::new();
+        for svc in self.indexes.services.iter() {
+            let affected = everything
+                || dirty.contains(&svc.key)
+                || self.tables.get(&svc.key).is_none_or(|t| t.deps.iter().any(|d| dirty.contains(d)));
+            if affected {
+                todo.push(svc.key.clone());
+            }
+        }
+        // Services that are gone.
+        let gone: Vec<ObjectKey> =
+            self.tables.keys().filter(|k| self.indexes.services.get(k).is_none()).cloned().collect();
+        for key in gone {
+            self.tables.remove(&key);
+            self.entries.remove(&key);
+        }
+        let mut new_errors = Vec::new();
+        for key in todo {
+            let Some(table) = tables::compute(&self.indexes, &key, &self.settings) else {
+                continue;
+            };
+            if let Some(e) = &table.error {
+                let old = self.tables.get(&key).and_then(|t| t.error.as_ref());
+                if old != Some(e) {
+                    new_errors.push((key.clone(), e.clone()));
+                }
+            }
+            self.update_entry(&table);
+            self.tables.insert(key, table);
+        }
+        // Backends no service uses any more.
+        let used: std::collections::HashSet<&str> =
+            self.entries.values().flat_map(|e| e.backends.iter().map(|b| b.config.name.as_str())).collect();
+        self.backends.retain(|name, _| used.contains(name.as_str()));
+        new_errors
+    }
+
+    fn update_entry(&mut self, table: &ServiceTable) {
+        let Some(config) = &table.config else {
+            self.entries.remove(&table.key);
+            return;
+        };
+        let backends: Vec<Arc<BackendEntry>> = table.backends.iter().map(|b| self.intern(b)).collect();
+        if let Some(old) = self.entries.get(&table.key) {
+            let same_backends = old.backends.len() == backends.len()
+                && old.backends.iter().zip(&backends).all(|(a, b)| Arc::ptr_eq(a, b));
+            if old.config == *config && same_backends {
+                return;
+            }
+        }
+        let json = Bytes::from(serde_json::to_vec(config).expect("a service config serializes"));
+        self.entries.insert(
+            table.key.clone(),
+            Arc::new(ServiceEntry { key: table.key.clone(), config: config.clone(), json, backends }),
+        );
+    }
+
+    // Internal: one `Arc` per backend content, shared by every service that uses it, so that
+    // subscribers compare backends by pointer and serialize each once.
+    fn intern(&mut self, b: &BackendConfig) -> Arc<BackendEntry> {
+        if let Some(have) = self.backends.get(&b.name) {
+            if have.config == *b {
+                return have.clone();
+            }
+        }
+        let entry = Arc::new(BackendEntry {
+            config: b.clone(),
+            json: Bytes::from(serde_json::to_vec(b).expect("a backend config serializes")),
+        });
+        self.backends.insert(b.name.clone(), entry.clone());
+        entry
+    }
+
+    fn publish(&mut self, received: Option<Instant>) {
+        let services: BTreeMap<String, Arc<ServiceEntry>> =
+            self.entries.values().map(|e| (e.config.name.clone(), e.clone())).collect();
+        let status = self
+            .tables
+            .values()
+            .filter(|t| t.error.is_some() || !t.notes.is_empty())
+            .map(|t| (t.key.to_string(), ServiceStatus { error: t.error.clone(), notes: t.notes.clone() }))
+            .collect();
+        let unchanged = self.snapshot.ready
+            && self.snapshot.services.len() == services.len()
+            && self.snapshot.services.iter().zip(&services).all(|((n1, a), (n2, b))| n1 == n2 && Arc::ptr_eq(a, b));
+        let version = if unchanged { self.snapshot.version } else { self.snapshot.version + 1 };
+        self.snapshot = Arc::new(Snapshot { version, ready: true, services, status, received });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,495 @@
+//! The discovery protocol between the control service and the proxies.
+//!
+//! A proxy opens one long-lived request to the control service, over HTTP/2 with prior knowledge
+//! (h2c) or HTTP/1.1:
+//!
+//! ```text
+//! GET /v1/discovery?services=llm.models.svc.cluster.local,embed.models.svc.cluster.local
+//! GET /v1/discovery?services=*
+//! ```
+//!
+//! The response (`200`, `content-type: application/x-ndjson`) never ends on its own: it is a stream
+//! of JSON objects, one per line (NDJSON), each a [`Message`]:
+//!
+//! ```text
+//! {"type":"snapshot","version":7,"services":[...],"backends":[...]}
+//! {"type":"update","version":9,"services":[...],"backends":[...]}
+//! {"type":"remove","version":12,"services":["old.models.svc.cluster.local"]}
+//! {"type":"ping"}
+//! ```
+//!
+//! - `snapshot` comes first, exactly once, and holds every subscribed service that exists and every
+//!   backend those services use. It replaces whatever the proxy had from an earlier connection.
+//! - `update` holds the services whose configuration changed (each in full) and the backends whose
+//!   endpoints or protocol changed, among those the subscribed services use. A backend that no
+//!   subscribed service uses any more is simply no longer mentioned: [`DiscoveryState`] drops it.
+//! - `remove` names subscribed services that no longer exist.
+//! - `ping` is a heartbeat sent every [`HEARTBEAT`] so that a proxy can tell a quiet stream from a
+//!   dead one (reconnect after about three missed heartbeats).
+//!
+//! Services and backends use exactly the types of the proxy's configuration file
+//! ([`ServiceConfig`], [`BackendConfig`]), so a proxy turns its [`DiscoveryState`] into a whole
+//! [`Config`] with [`DiscoveryState::to_config`] after each message and swaps it in like a reloaded
+//! file. Versions only order the messages of one connection: replicas of the control service count
+//! independently, and a new connection always starts with a full snapshot.
+//!
+//! ```
+//! use vane_route::discovery::{DiscoveryState, Lines, Message};
+//! use vane_route::Config;
+//!
+//! let mut state = DiscoveryState::default();
+//! let mut lines = Lines::default();
+//! lines.push(br#"{"type":"snapshot","version":1,"services":[{"name":"llm.models.svc.cluster.local","routes":[{"name":"default","backends":[{"backend":"llm.models.svc.cluster.local:8000"}]}]}],"backends":[{"name":"llm.models.svc.cluster.local:8000","endpoints":["10.0.0.1:8000"]}]}"#);
+//! lines.push(b"\n{\"type\":\"ping\"}\n");
+//! while let Some(line) = lines.next_line().unwrap() {
+//!     state.apply(Message::from_line(&line).unwrap()).unwrap();
+//! }
+//! let config = state.to_config(&Config::default());
+//! assert!(vane_route::Table::from_config(config).is_ok());
+//! ```
+
+use crate::config::{BackendConfig, Config, ServiceConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+/// Path of the discovery stream.
+pub const PATH: &str = "/v1/discovery";
+
+/// Content type of the discovery stream.
+pub const CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// How often the control service sends `{"type":"ping"}` on an otherwise quiet stream.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Longest line [`Lines`] accepts (a snapshot of thousands of services fits easily).
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// One line of the discovery stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Message {
+    /// The full state of the subscription; always the first message of a stream.
+    Snapshot {
+        /// Version of the control service's tables this reflects.
+        version: u64,
+        /// Every subscribed service that exists.
+        #[serde(default)]
+        services: Vec<ServiceConfig>,
+        /// Every backend those services use.
+        #[serde(default)]
+        backends: Vec<BackendConfig>,
+    },
+    /// Changed services (in full) and changed backends.
+    Update {
+        /// Version of the control service's tables this reflects.
+        version: u64,
+        /// Services whose configuration changed, each in full.
+        #[serde(default)]
+        services: Vec<ServiceConfig>,
+        /// Backends whose content changed, or that a changed service started to use.
+        #[serde(default)]
+        backends: Vec<BackendConfig>,
+    },
+    /// Subscribed services that no longer exist.
+    Remove {
+        /// Version of the control service's tables this reflects.
+        #[serde(default)]
+        version: u64,
+        /// Service names.
+        services: Vec<String>,
+    },
+    /// Heartbeat.
+    Ping,
+    /// A message type this version does not know; ignored, so that the protocol can grow.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Message {
+    /// Parses one line (without or with its trailing newline).
+    pub fn from_line(line: &[u8]) -> Result<Message, DiscoveryError> {
+        serde_json::from_slice(line).map_err(|e| DiscoveryError::Parse(e.to_string()))
+    }
+
+    /// Serializes as one line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(self).expect("discovery messages always serialize");
+        out.push(b'\n');
+        out
+    }
+}
+
+/// What a proxy asks for: `services=*` or a comma-separated list of service names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subscription {
+    /// Every service.
+    All,
+    /// These services (by their `name`, e.g. `llm.models.svc.cluster.local`).
+    Names(BTreeSet<String>),
+}
+
+impl Subscription {
+    /// Parses a request's query string (`services=a,b` or `services=*`; other parameters are ignored).
+    pub fn from_query(query: Option<&str>) -> Result<Subscription, DiscoveryError> {
+        let value = query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("services="))
+            .ok_or_else(|| DiscoveryError::Query("missing `services=` (a list of names or *)".into()))?;
+        let value = value.replace("%2C", ",").replace("%2c", ",");
+        if value == "*" || value == "%2A" {
+            return Ok(Subscription::All);
+        }
+        let mut names = BTreeSet::new();
+        for name in value.split(',').filter(|n| !n.is_empty()) {
+            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                return Err(DiscoveryError::Query(format!("{name:?} is not a service name")));
+            }
+            names.insert(name.to_ascii_lowercase());
+        }
+        if names.is_empty() {
+            return Err(DiscoveryError::Query("`services=` names no service".into()));
+        }
+        Ok(Subscription::Names(names))
+    }
+
+    /// The query string that [`Subscription::from_query`] reads back.
+    pub fn to_query(&self) -> String {
+        match self {
+            Subscription::All => "services=*".into(),
+            Subscription::Names(n) => {
+                format!("services={}", n.iter().cloned().collect::<Vec<_>>().join(","))
+            }
+        }
+    }
+
+    /// Whether a service is subscribed.
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Subscription::All => true,
+            Subscription::Names(n) => n.contains(name),
+        }
+    }
+}
+
+/// Protocol errors.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    /// A line is not a valid message.
+    #[error("invalid discovery message: {0}")]
+    Parse(String),
+    /// An `update` or `remove` came before the `snapshot`.
+    #[error("discovery {0} message before the snapshot")]
+    BeforeSnapshot(&'static str),
+    /// A line is longer than [`MAX_LINE_BYTES`].
+    #[error("discovery line longer than {MAX_LINE_BYTES} bytes")]
+    LineTooLong,
+    /// A request's query string is not a valid subscription.
+    #[error("invalid discovery query: {0}")]
+    Query(String),
+}
+
+/// Whether a message changed the state (a proxy rebuilds its config only when it did).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Services or backends changed.
+    Changed,
+    /// Nothing changed (a heartbeat, an unknown message type, or an update equal to what was held).
+    Unchanged,
+}
+
+/// What a proxy holds from its discovery stream.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiscoveryState {
+    version: u64,
+    synced: bool,
+    services: BTreeMap<String, ServiceConfig>,
+    backends: BTreeMap<String, BackendConfig>,
+}
+
+impl DiscoveryState {
+    /// Applies one message.
+    pub fn apply(&mut self, msg: Message) -> Result<Applied, DiscoveryError> {
+        let before_snapshot = |what| {
+            if self.synced { Ok(()) } else { Err(DiscoveryError::BeforeSnapshot(what)) }
+        };
+        let changed = match msg {
+            Message::Snapshot { version, services, backends } => {
+                let services: BTreeMap<_, _> = services.into_iter().map(|s| (s.name.clone(), s)).collect();
+                let backends: BTreeMap<_, _> = backends.into_iter().map(|b| (b.name.clone(), b)).collect();
+                let changed = !self.synced || services != self.services || backends != self.backends;
+                self.version = version;
+                self.synced = true;
+                self.services = services;
+                self.backends = backends;
+                changed
+            }
+            Message::Update { version, services, backends } => {
+                before_snapshot("update")?;
+                self.version = self.version.max(version);
+                let mut changed = false;
+                for s in services {
+                    if self.services.get(&s.name) != Some(&s) {
+                        changed = true;
+                        self.services.insert(s.name.clone(), s);
+                    }
+                }
+                for b in backends {
+                    if self.backends.get(&b.name) != Some(&b) {
+                        changed = true;
+                        self.backends.insert(b.name.clone(), b);
+                    }
+                }
+                changed
+            }
+            Message::Remove { version, services } => {
+                before_snapshot("remove")?;
+                self.version = self.version.max(version);
+                let mut changed = false;
+                for name in services {
+                    changed |= self.services.remove(&name).is_some();
+                }
+                changed
+            }
+            Message::Ping | Message::Unknown => false,
+        };
+        if changed {
+            self.prune_backends();
+        }
+        Ok(if changed { Applied::Changed } else { Applied::Unchanged })
+    }
+
+    /// Whether the snapshot has arrived.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Version of the last snapshot, update or remove.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Services held, by name.
+    pub fn services(&self) -> &BTreeMap<String, ServiceConfig> {
+        &self.services
+    }
+
+    /// Backends held, by name.
+    pub fn backends(&self) -> &BTreeMap<String, BackendConfig> {
+        &self.backends
+    }
+
+    /// A whole proxy config: `proxy:` and `inbound:` from `base`, then `base`'s own services and
+    /// backends (they win over discovered ones with the same name), then the discovered ones.
+    pub fn to_config(&self, base: &Config) -> Config {
+        let mut config = base.clone();
+        let have_services: HashSet<String> = config.services.iter().map(|s| s.name.clone()).collect();
+        let have_backends: HashSet<String> = config.backends.iter().map(|b| b.name.clone()).collect();
+        config.services.extend(self.services.values().filter(|s| !have_services.contains(&s.name)).cloned());
+        config.backends.extend(self.backends.values().filter(|b| !have_backends.contains(&b.name)).cloned());
+        config
+    }
+
+    // Internal: backends that no held service refers to are dropped, so that the config a proxy
+    // builds holds nothing it cannot route to and memory does not grow with churn.
+    fn prune_backends(&mut self) {
+        let used: HashSet<&str> = self
+            .services
+            .values()
+            .flat_map(|s| s.routes.iter())
+            .flat_map(|r| r.backends.iter())
+            .map(|wb| wb.backend.as_str())
+            .collect();
+        self.backends.retain(|name, _| used.contains(name.as_str()));
+    }
+}
+
+/// Splits a byte stream into lines (the NDJSON framing), whatever the chunk boundaries.
+#[derive(Clone, Debug, Default)]
+pub struct Lines {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Lines {
+    /// Appends a chunk as it came off the wire.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete line without its newline; `Ok(None)` until one is complete. Empty lines
+    /// are skipped.
+    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, DiscoveryError> {
+        loop {
+            let rest = &self.buf[self.start..];
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let line = rest[..i].strip_suffix(b"\r").unwrap_or(&rest[..i]).to_vec();
+                    self.start += i + 1;
+                    if line.is_empty() {
+                        continue;
+                    }
+                    return Ok(Some(line));
+                }
+                None if rest.len() > MAX_LINE_BYTES => return Err(DiscoveryError::LineTooLong),
+                None => {
+                    if self.start > 0 {
+                        self.buf.drain(..self.start);
+                        self.start = 0;
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Protocol, RouteConfig, WeightedBackend};
+
+    fn service(name: &str, backends: &[(&str, u32)]) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            hosts: vec![],
+            routes: vec![RouteConfig {
+                name: "default".into(),
+                matches: Default::default(),
+                backends: backends.iter().map(|(b, w)| WeightedBackend { backend: (*b).into(), weight: *w }).collect(),
+                sticky: None,
+                timeout: None,
+            }],
+        }
+    }
+
+    fn backend(name: &str, endpoints: &[&str]) -> BackendConfig {
+        BackendConfig {
+            name: name.into(),
+            protocol: Protocol::Http1,
+            endpoints: endpoints.iter().map(|e| (*e).into()).collect(),
+            balancer: None,
+        }
+    }
+
+    fn snapshot() -> Message {
+        Message::Snapshot {
+            version: 1,
+            services: vec![service("a", &[("a:80", 1)]), service("b", &[("b:80", 1)])],
+            backends: vec![backend("a:80", &["10.0.0.1:80"]), backend("b:80", &[])],
+        }
+    }
+
+    #[test]
+    fn wire_shapes() {
+        assert_eq!(Message::Ping.to_line(), b"{\"type\":\"ping\"}\n");
+        let line = Message::Remove { version: 3, services: vec!["a".into()] }.to_line();
+        assert_eq!(String::from_utf8(line).unwrap(), "{\"type\":\"remove\",\"version\":3,\"services\":[\"a\"]}\n");
+        for msg in [snapshot(), Message::Ping] {
+            assert_eq!(Message::from_line(&msg.to_line()).unwrap(), msg);
+        }
+        assert_eq!(Message::from_line(br#"{"type":"hello","x":1}"#).unwrap(), Message::Unknown);
+        assert_eq!(
+            Message::from_line(br#"{"type":"remove","services":["x"]}"#).unwrap(),
+            Message::Remove { version: 0, services: vec!["x".into()] }
+        );
+        assert!(Message::from_line(b"{\"type\":").is_err());
+        // The proxy's own strictness applies inside: unknown fields of a service are refused.
+        assert!(
+            Message::from_line(br#"{"type":"update","version":1,"services":[{"name":"a","routes":[],"color":1}]}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn snapshot_update_remove() {
+        let mut st = DiscoveryState::default();
+        assert_eq!(st.apply(Message::Ping).unwrap(), Applied::Unchanged, "pings are fine before the snapshot");
+        assert_eq!(
+            st.apply(Message::Update { version: 1, services: vec![], backends: vec![] }),
+            Err(DiscoveryError::BeforeSnapshot("update"))
+        );
+        assert_eq!(st.apply(snapshot()).unwrap(), Applied::Changed);
+        assert!(st.is_synced());
+        assert_eq!(st.services().len(), 2);
+
+        // A weight change arrives with the service in full; the new backend comes along.
+        let upd = Message::Update {
+            version: 2,
+            services: vec![service("a", &[("a:80", 90), ("a2:80", 10)])],
+            backends: vec![backend("a2:80", &["10.0.0.2:80"])],
+        };
+        assert_eq!(st.apply(upd.clone()).unwrap(), Applied::Changed);
+        assert_eq!(st.apply(upd).unwrap(), Applied::Unchanged);
+        assert_eq!(st.version(), 2);
+        assert_eq!(st.backends().len(), 3);
+
+        // An endpoint change alone.
+        st.apply(Message::Update { version: 3, services: vec![], backends: vec![backend("a:80", &[])] }).unwrap();
+        assert!(st.backends()["a:80"].endpoints.is_empty());
+
+        // A service that stops using a backend: the backend goes with it.
+        st.apply(Message::Update { version: 4, services: vec![service("a", &[("a2:80", 1)])], backends: vec![] })
+            .unwrap();
+        assert!(!st.backends().contains_key("a:80"));
+
+        assert_eq!(
+            st.apply(Message::Remove { version: 5, services: vec!["b".into(), "never".into()] }).unwrap(),
+            Applied::Changed
+        );
+        assert_eq!(st.services().keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(st.backends().keys().collect::<Vec<_>>(), ["a2:80"]);
+
+        // A new snapshot replaces everything.
+        st.apply(snapshot()).unwrap();
+        assert_eq!(st.services().len(), 2);
+        assert_eq!(st.version(), 1);
+    }
+
+    #[test]
+    fn to_config_keeps_base_settings_and_validates() {
+        let mut st = DiscoveryState::default();
+        st.apply(snapshot()).unwrap();
+        let mut base = Config::default();
+        base.proxy.threads = Some(2);
+        base.services.push(service("a", &[("local", 1)]));
+        base.backends.push(backend("local", &["127.0.0.1:1"]));
+        let c = st.to_config(&base);
+        assert_eq!(c.proxy.threads, Some(2));
+        let names: Vec<_> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "the base's own service wins");
+        assert_eq!(c.services[0].routes[0].backends[0].backend, "local");
+        crate::Table::from_config(c).unwrap();
+    }
+
+    #[test]
+    fn subscriptions() {
+        assert_eq!(Subscription::from_query(Some("services=*")).unwrap(), Subscription::All);
+        let s = Subscription::from_query(Some("x=1&services=B.ns.svc.cluster.local,a.ns%2Cc.ns")).unwrap();
+        assert!(s.contains("b.ns.svc.cluster.local") && s.contains("a.ns") && s.contains("c.ns"));
+        assert!(!s.contains("d"));
+        assert_eq!(Subscription::from_query(Some(&s.to_query())).unwrap(), s);
+        assert!(Subscription::from_query(None).is_err());
+        assert!(Subscription::from_query(Some("services=")).is_err());
+        assert!(Subscription::from_query(Some("services=a/b")).is_err());
+    }
+
+    #[test]
+    fn lines_across_chunks() {
+        let mut l = Lines::default();
+        l.push(b"{\"a\"");
+        assert_eq!(l.next_line().unwrap(), None);
+        l.push(b":1}\r\n\n{\"b\":2}\n{\"c\"");
+        assert_eq!(l.next_line().unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(l.next_line().unwrap().unwrap(), b"{\"b\":2}");
+        assert_eq!(l.next_line().unwrap(), None);
+        l.push(b":3}\n");
+        assert_eq!(l.next_line().unwrap().unwrap(), b"{\"c\":3}");
+        assert_eq!(l.next_line().unwrap(), None);
+    }
+}

@@ -1,0 +1,252 @@
+//! The engine loop: one task that owns the [`Engine`], steps it on a timer and hands each
+//! sampled token to its request.
+//!
+//! Handlers talk to the loop through an [`EngineHandle`]: `submit` queues a sequence and
+//! returns a [`Ticket`] whose [`Progress`] the loop advances; dropping the ticket before the
+//! last token (a client that went away) aborts the sequence and frees its KV, as vLLM does.
+//!
+//! Per request the loop keeps one atomic counter and one `Notify`, not a queue of tokens: a
+//! slow reader costs no memory, and thousands of streams cost a few hundred bytes each.
+//!
+//! Timing: steps are chained on absolute deadlines (`next = previous deadline + step`), so
+//! the timer's millisecond granularity rounds individual steps but not their sum; a loop
+//! that falls more than [`LATE_RESET`] behind starts over from now instead of bursting.
+
+use crate::engine::{Emit, Engine, SeqId, SeqSpec, SubmitError};
+use crate::metrics::Shared;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+/// How far behind its deadline the loop may fall before it stops catching up.
+pub const LATE_RESET: Duration = Duration::from_millis(5);
+
+/// A request's view of its sequence.
+#[derive(Debug)]
+pub struct Progress {
+    generated: AtomicU32,
+    /// Set by the loop when it refused or dropped the sequence.
+    failed: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+/// A submitted sequence; dropping it before the end aborts the sequence.
+#[derive(Debug)]
+pub struct Ticket {
+    id: SeqId,
+    max_tokens: u32,
+    progress: Arc<Progress>,
+    tx: mpsc::UnboundedSender<Cmd>,
+}
+
+/// Where handlers send work.
+#[derive(Clone, Debug)]
+pub struct EngineHandle {
+    tx: mpsc::UnboundedSender<Cmd>,
+    next_id: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+/// The sequence ended without its tokens: the engine refused it or stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the engine dropped the request")]
+pub struct Dropped;
+
+#[derive(Debug)]
+enum Cmd {
+    Submit { spec: SeqSpec, progress: Option<Arc<Progress>>, arrived: Instant },
+    Cancel(SeqId),
+}
+
+struct Slot {
+    progress: Option<Arc<Progress>>,
+    arrived: Instant,
+    prompt_tokens: u32,
+}
+
+// === impl Progress ===
+
+impl Progress {
+    fn new() -> Self {
+        Self { generated: AtomicU32::new(0), failed: std::sync::atomic::AtomicBool::new(false), notify: Notify::new() }
+    }
+
+    fn advance(&self, generated: u32) {
+        self.generated.store(generated, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+// === impl Ticket ===
+
+impl Ticket {
+    /// Tokens generated so far.
+    pub fn generated(&self) -> u32 {
+        self.progress.generated.load(Ordering::Acquire)
+    }
+
+    /// Waits until more than `seen` tokens exist and returns how many do.
+    pub async fn wait_past(&self, seen: u32) -> Result<u32, Dropped> {
+        loop {
+            let g = self.generated();
+            if g > seen {
+                return Ok(g);
+            }
+            if self.progress.failed.load(Ordering::Acquire) {
+                return Err(Dropped);
+            }
+            // Internal: `notify_one` leaves a permit when nobody waits, so a token that
+            // lands between the check and this await still wakes us.
+            self.progress.notify.notified().await;
+        }
+    }
+
+    /// Waits for the last token.
+    pub async fn finish(&self) -> Result<(), Dropped> {
+        let mut seen = self.generated();
+        while seen < self.max_tokens {
+            seen = self.wait_past(seen).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.generated() < self.max_tokens {
+            let _ = self.tx.send(Cmd::Cancel(self.id));
+        }
+    }
+}
+
+// === impl EngineHandle ===
+
+impl EngineHandle {
+    /// The state the loop publishes.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Queues a request's sequence.
+    pub fn submit(&self, prompt_tokens: u32, max_tokens: u32) -> Result<Ticket, Dropped> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let progress = Arc::new(Progress::new());
+        let spec = SeqSpec { id, prompt_tokens, max_tokens };
+        self.shared.add_pending();
+        let cmd = Cmd::Submit { spec, progress: Some(progress.clone()), arrived: Instant::now() };
+        if self.tx.send(cmd).is_err() {
+            self.shared.take_pending();
+            return Err(Dropped);
+        }
+        Ok(Ticket { id, max_tokens, progress, tx: self.tx.clone() })
+    }
+
+    /// Queues background sequences that nobody reads (a load burst).
+    pub fn submit_background(&self, prompt_tokens: u32, max_tokens: u32) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.add_pending();
+        let spec = SeqSpec { id, prompt_tokens, max_tokens };
+        let cmd = Cmd::Submit { spec, progress: None, arrived: Instant::now() };
+        if self.tx.send(cmd).is_err() {
+            self.shared.take_pending();
+        }
+    }
+}
+
+/// Builds the handle and the loop; the caller spawns the loop.
+pub fn start(engine: Engine, shared: Arc<Shared>) -> (EngineHandle, impl Future<Output = ()> + Send + 'static) {
+    // Internal: unbounded, because a request sends at most two commands (submit, cancel),
+    // so the queue never holds more than twice the open requests, and a handler's drop
+    // cannot wait for room.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = EngineHandle { tx, next_id: Arc::new(AtomicU64::new(1)), shared: shared.clone() };
+    (handle, run(engine, rx, shared))
+}
+
+async fn run(mut engine: Engine, mut rx: mpsc::UnboundedReceiver<Cmd>, shared: Arc<Shared>) {
+    let mut slots: HashMap<SeqId, Slot> = HashMap::new();
+    let mut emitted: Vec<Emit> = Vec::new();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        while let Ok(cmd) = rx.try_recv() {
+            apply(&mut engine, &mut slots, &shared, cmd);
+        }
+        emitted.clear();
+        let Some(step) = engine.step(&mut emitted) else {
+            shared.publish(engine.load(), engine.preemptions());
+            deadline = None;
+            match rx.recv().await {
+                Some(cmd) => apply(&mut engine, &mut slots, &shared, cmd),
+                None => return,
+            }
+            continue;
+        };
+        shared.publish(engine.load(), engine.preemptions());
+
+        let now = Instant::now();
+        let start = match deadline {
+            Some(d) if now.saturating_duration_since(d) <= LATE_RESET => d,
+            _ => now,
+        };
+        let end = start + step.duration;
+        deadline = Some(end);
+        if end > now {
+            tokio::time::sleep_until(end).await;
+        } else {
+            // Let the handlers run even when steps are shorter than the timer's tick.
+            tokio::task::yield_now().await;
+        }
+
+        let now = Instant::now();
+        shared.tokens(emitted.len() as u64);
+        for e in &emitted {
+            deliver(&mut slots, &shared, e, now);
+        }
+    }
+}
+
+fn apply(engine: &mut Engine, slots: &mut HashMap<SeqId, Slot>, shared: &Shared, cmd: Cmd) {
+    match cmd {
+        Cmd::Submit { spec, progress, arrived } => {
+            shared.take_pending();
+            match engine.submit(spec) {
+                Ok(()) => {
+                    slots.insert(spec.id, Slot { progress, arrived, prompt_tokens: spec.prompt_tokens });
+                }
+                Err(SubmitError::Empty | SubmitError::TooLong { .. }) => {
+                    if let Some(p) = progress {
+                        p.fail();
+                    }
+                }
+            }
+        }
+        Cmd::Cancel(id) => {
+            engine.abort(id);
+            slots.remove(&id);
+        }
+    }
+}
+
+fn deliver(slots: &mut HashMap<SeqId, Slot>, shared: &Shared, e: &Emit, now: Instant) {
+    let Some(slot) = slots.get(&e.id) else {
+        return;
+    };
+    if e.generated == 1 {
+        shared.first_token(slot.prompt_tokens, now - slot.arrived);
+    }
+    if let Some(p) = &slot.progress {
+        p.advance(e.generated);
+    }
+    if e.finished {
+        shared.finished(now - slot.arrived);
+        slots.remove(&e.id);
+    }
+}

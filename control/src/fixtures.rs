@@ -26,14 +26,11 @@ pub(crate) fn service(ns: &str, name: &str, ports: &[(&str, u16, Option<&str>)])
     .expect("service fixture")
 }
 
+/// `(ip, ready, serving, terminating)`.
+pub(crate) type Ep<'a> = (&'a str, Option<bool>, Option<bool>, Option<bool>);
+
 /// An EndpointSlice of `svc` with one port and `(ip, ready, serving, terminating)` endpoints.
-pub(crate) fn slice(
-    ns: &str,
-    name: &str,
-    svc: &str,
-    port: (&str, u16),
-    endpoints: &[(&str, Option<bool>, Option<bool>, Option<bool>)],
-) -> EndpointSlice {
+pub(crate) fn slice(ns: &str, name: &str, svc: &str, port: (&str, u16), endpoints: &[Ep<'_>]) -> EndpointSlice {
     let eps: Vec<Value> = endpoints
         .iter()
         .map(|(ip, ready, serving, terminating)| {
@@ -64,7 +61,7 @@ pub(crate) fn slice(
 }
 
 /// A ready endpoint.
-pub(crate) fn ready(ip: &str) -> (&str, Option<bool>, Option<bool>, Option<bool>) {
+pub(crate) fn ready(ip: &str) -> Ep<'_> {
     (ip, Some(true), Some(true), Some(false))
 }
 

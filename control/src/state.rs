@@ -88,15 +88,23 @@ pub struct BackendEntry {
     pub json: Bytes,
 }
 
+/// A service's own configuration as published: the config and its JSON. Kept in its own `Arc`
+/// so that an endpoint change (a new backend) does not resend an unchanged service.
+#[derive(Debug, PartialEq)]
+pub struct ServiceBody {
+    /// The service.
+    pub config: ServiceConfig,
+    /// `serde_json` of `config`.
+    pub json: Bytes,
+}
+
 /// A service as published.
 #[derive(Debug)]
 pub struct ServiceEntry {
     /// The Kubernetes Service.
     pub key: ObjectKey,
-    /// The service.
-    pub config: ServiceConfig,
-    /// `serde_json` of `config`.
-    pub json: Bytes,
+    /// The service's configuration.
+    pub body: Arc<ServiceBody>,
     /// The backends it uses, sorted by name.
     pub backends: Vec<Arc<BackendEntry>>,
 }
@@ -269,27 +277,30 @@ impl Store {
             return;
         };
         let backends: Vec<Arc<BackendEntry>> = table.backends.iter().map(|b| self.intern(b)).collect();
-        if let Some(old) = self.entries.get(&table.key) {
-            let same_backends = old.backends.len() == backends.len()
-                && old.backends.iter().zip(&backends).all(|(a, b)| Arc::ptr_eq(a, b));
-            if old.config == *config && same_backends {
-                return;
+        let body = match self.entries.get(&table.key) {
+            Some(old) if old.body.config == *config => {
+                let same_backends = old.backends.len() == backends.len()
+                    && old.backends.iter().zip(&backends).all(|(a, b)| Arc::ptr_eq(a, b));
+                if same_backends {
+                    return;
+                }
+                old.body.clone()
             }
-        }
-        let json = Bytes::from(serde_json::to_vec(config).expect("a service config serializes"));
-        self.entries.insert(
-            table.key.clone(),
-            Arc::new(ServiceEntry { key: table.key.clone(), config: config.clone(), json, backends }),
-        );
+            _ => Arc::new(ServiceBody {
+                config: config.clone(),
+                json: Bytes::from(serde_json::to_vec(config).expect("a service config serializes")),
+            }),
+        };
+        self.entries.insert(table.key.clone(), Arc::new(ServiceEntry { key: table.key.clone(), body, backends }));
     }
 
     // Internal: one `Arc` per backend content, shared by every service that uses it, so that
     // subscribers compare backends by pointer and serialize each once.
     fn intern(&mut self, b: &BackendConfig) -> Arc<BackendEntry> {
-        if let Some(have) = self.backends.get(&b.name) {
-            if have.config == *b {
-                return have.clone();
-            }
+        if let Some(have) = self.backends.get(&b.name)
+            && have.config == *b
+        {
+            return have.clone();
         }
         let entry = Arc::new(BackendEntry {
             config: b.clone(),
@@ -301,7 +312,7 @@ impl Store {
 
     fn publish(&mut self, received: Option<Instant>) {
         let services: BTreeMap<String, Arc<ServiceEntry>> =
-            self.entries.values().map(|e| (e.config.name.clone(), e.clone())).collect();
+            self.entries.values().map(|e| (e.body.config.name.clone(), e.clone())).collect();
         let status = self
             .tables
             .values()

@@ -14,7 +14,7 @@
 use super::{Body, text};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::state::{BackendEntry, ServiceEntry, Snapshot};
+use crate::state::{BackendEntry, ServiceBody, ServiceEntry, Snapshot};
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -165,14 +165,14 @@ async fn subscriber(
 #[derive(Debug, Default)]
 struct View {
     version: Option<u64>,
-    services: HashMap<String, Arc<ServiceEntry>>,
+    services: HashMap<String, Arc<ServiceBody>>,
     backends: HashMap<String, Arc<BackendEntry>>,
 }
 
 /// What changed for one subscriber between its view and a snapshot.
 #[derive(Debug, Default)]
 struct Delta {
-    services: Vec<Arc<ServiceEntry>>,
+    services: Vec<Arc<ServiceBody>>,
     backends: Vec<Arc<BackendEntry>>,
     removed: Vec<String>,
 }
@@ -187,14 +187,14 @@ fn diff(view: &mut View, sub: &Subscription, snap: &Snapshot) -> Delta {
     let mut services = HashMap::with_capacity(wanted.len());
     let mut backends: BTreeMap<&str, &Arc<BackendEntry>> = BTreeMap::new();
     for entry in wanted {
-        let name = &entry.config.name;
-        if !view.services.get(name).is_some_and(|old| Arc::ptr_eq(old, entry)) {
-            delta.services.push(entry.clone());
+        let name = &entry.body.config.name;
+        if !view.services.get(name).is_some_and(|old| Arc::ptr_eq(old, &entry.body)) {
+            delta.services.push(entry.body.clone());
         }
         for b in &entry.backends {
             backends.insert(&b.config.name, b);
         }
-        services.insert(name.clone(), entry.clone());
+        services.insert(name.clone(), entry.body.clone());
     }
     for name in view.services.keys() {
         if !services.contains_key(name) {
@@ -241,11 +241,14 @@ fn encode(kind: &str, version: u64, delta: &Delta) -> Bytes {
 /// The messages that bring a subscriber from one version to another.
 type Messages = Arc<Vec<(Bytes, &'static str)>>;
 
+/// (subscription, from version, to version).
+type CacheKey = (Arc<str>, Option<u64>, u64);
+
 /// Assembled messages by (subscription, from version, to version). A subscriber's view after a
 /// message is a function of its subscription and the version, so equal keys mean equal bytes.
 #[derive(Debug, Default)]
 pub struct MessageCache {
-    entries: Mutex<HashMap<(Arc<str>, Option<u64>, u64), Messages>>,
+    entries: Mutex<HashMap<CacheKey, Messages>>,
 }
 
 impl MessageCache {
@@ -284,7 +287,7 @@ impl MessageCache {
         out
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, Option<u64>, u64), Messages>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Messages>> {
         // A panic while holding the lock cannot leave the map inconsistent (single inserts).
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }

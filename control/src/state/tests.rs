@@ -57,7 +57,7 @@ fn unchanged_entries_keep_their_arc() {
     assert!(!Arc::ptr_eq(&before.services[a], &after.services[a]));
     assert_eq!(after.services[a].backends[0].config.endpoints.len(), 2);
     // The service config itself did not change, only its backend.
-    assert_eq!(before.services[a].config, after.services[a].config);
+    assert!(Arc::ptr_eq(&before.services[a].body, &after.services[a].body));
 
     // Nothing changes: nothing published.
     let r = store.apply_batch([change(ChangeEvent::Service(IndexEvent::Apply(svc("m", "a"))))]);
@@ -94,7 +94,7 @@ fn invalid_routes_are_reported_once_and_kept_in_status() {
     assert_eq!(r.new_errors.len(), 1);
     let snap = r.published.unwrap();
     assert!(snap.status["m/a"].error.as_ref().unwrap().contains("all backend weights are 0"));
-    assert_eq!(snap.services["a.m.svc.cluster.local"].config.routes[0].name, "default");
+    assert_eq!(snap.services["a.m.svc.cluster.local"].body.config.routes[0].name, "default");
     assert_eq!(store.counts().invalid_routes, 1);
 
     // A relist that brings the same route back does not report it again.

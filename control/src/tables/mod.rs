@@ -348,7 +348,7 @@ fn from_routes(
             attached.iter().map(|r| r.key.to_string()).collect::<Vec<_>>().join(", ")
         ));
     }
-    candidates.sort_by(|a, b| a.rank.cmp(&b.rank));
+    candidates.sort_by_key(|c| c.rank);
     Ok((candidates.into_iter().map(|c| c.route).collect(), refs))
 }
 

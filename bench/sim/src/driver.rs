@@ -16,7 +16,7 @@ use crate::engine::{Emit, Engine, SeqId, SeqSpec, SubmitError};
 use crate::metrics::Shared;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -29,7 +29,7 @@ pub const LATE_RESET: Duration = Duration::from_millis(5);
 pub struct Progress {
     generated: AtomicU32,
     /// Set by the loop when it refused or dropped the sequence.
-    failed: std::sync::atomic::AtomicBool,
+    failed: AtomicBool,
     notify: Notify,
 }
 
@@ -71,7 +71,7 @@ struct Slot {
 
 impl Progress {
     fn new() -> Self {
-        Self { generated: AtomicU32::new(0), failed: std::sync::atomic::AtomicBool::new(false), notify: Notify::new() }
+        Self { generated: AtomicU32::new(0), failed: AtomicBool::new(false), notify: Notify::new() }
     }
 
     fn advance(&self, generated: u32) {
@@ -189,6 +189,9 @@ async fn run(mut engine: Engine, mut rx: mpsc::UnboundedReceiver<Cmd>, shared: A
             }
             continue;
         };
+        // Internal: published as soon as the step is planned, so a request taken in from
+        // the channel is never invisible: the batch already holds what this step admitted,
+        // and sequences finishing in this step have left.
         shared.publish(engine.load(), engine.preemptions());
 
         let now = Instant::now();

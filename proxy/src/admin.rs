@@ -17,6 +17,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Set when shutdown starts: `/ready` turns 503 so that no new traffic is sent here.
     pub draining: AtomicBool,
+    /// The control service connection, when one is used.
+    pub control: Option<Arc<crate::control::ControlStatus>>,
 }
 
 impl Admin {
@@ -28,11 +30,20 @@ impl Admin {
         match req.uri().path() {
             "/live" => text(StatusCode::OK, "live\n"),
             "/ready" => {
+                let control = match &self.control {
+                    Some(c) => format!("control: {}\n", c.describe()),
+                    None => String::new(),
+                };
                 if self.draining.load(Ordering::Relaxed) {
                     text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else if !self.store.discovery_synced() {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("waiting for the control service's first snapshot\n{control}"),
+                    )
                 } else {
                     let v = self.store.load().version;
-                    text(StatusCode::OK, &format!("ready (config version {v})\n"))
+                    text(StatusCode::OK, &format!("ready (config version {v})\n{control}"))
                 }
             }
             "/metrics" => {

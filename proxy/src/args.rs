@@ -48,6 +48,13 @@ pub struct Args {
     /// How often the config file is checked for changes (it is also reloaded on SIGHUP).
     #[arg(long, env = "VANE_RELOAD_INTERVAL", default_value = "1s", value_parser = vane_route::duration::parse, global = true)]
     pub reload_interval: Duration,
+    /// The control service's discovery address (`ip:port`, h2c); without it the config file alone
+    /// says what to route.
+    #[arg(long, env = "VANE_CONTROL", global = true)]
+    pub control: Option<SocketAddr>,
+    /// Services to take from the control service: `*` or a comma-separated list of names.
+    #[arg(long, env = "VANE_CONTROL_SERVICES", default_value = "*", global = true)]
+    pub control_services: String,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `vane_proxy=debug`.
     #[arg(long, env = "VANE_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -86,6 +93,8 @@ pub struct Options {
     pub admin: SocketAddr,
     /// Config file poll interval.
     pub reload_interval: Duration,
+    /// The control service, when one is used.
+    pub control: Option<crate::control::ControlOptions>,
 }
 
 /// A running proxy.
@@ -114,8 +123,13 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
         ConnSettings { max_header_bytes: table.settings.max_header_bytes, idle_timeout: table.settings.idle_timeout };
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new(table, Arc::clone(&metrics)));
-    let admin_state =
-        Arc::new(Admin { store: Arc::clone(&store), metrics: Arc::clone(&metrics), draining: false.into() });
+    let control_status = opts.control.as_ref().map(|_| Arc::new(crate::control::ControlStatus::default()));
+    let admin_state = Arc::new(Admin {
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+        draining: false.into(),
+        control: control_status.clone(),
+    });
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
     };
@@ -136,6 +150,10 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     let (admin_stop, admin_rx) = watch::channel(false);
     let (admin_alive, _) = mpsc::channel(1);
     tasks.push(tokio::spawn(serve(admin_l, admin_state.service(), conn, admin_rx, admin_alive)));
+    if let (Some(c), Some(st)) = (opts.control.clone(), control_status) {
+        store.expect_discovery();
+        tasks.push(tokio::spawn(crate::control::run(Arc::clone(&store), Arc::clone(&metrics), c, st)));
+    }
     let reload = tokio::spawn(crate::config::watch(Arc::clone(&store), opts.source.clone(), opts.reload_interval));
     tracing::info!(%outbound, %inbound, %admin, source = %opts.source, "vane-proxy serving");
     let mut running = Running { outbound, inbound, admin, store, metrics, admin_state, stop, admin_stop, alive, tasks };
@@ -189,6 +207,14 @@ pub fn options(args: &Args, table: &Table) -> (Options, usize) {
         inbound: args.inbound.or(s.inbound).unwrap_or_else(|| def("0.0.0.0:4143")),
         admin: args.admin.or(s.admin).unwrap_or_else(|| def("127.0.0.1:4191")),
         reload_interval: args.reload_interval.max(Duration::from_millis(10)),
+        control: args.control.map(|addr| crate::control::ControlOptions {
+            addr,
+            subscription: vane_route::discovery::Subscription::from_query(Some(&format!(
+                "services={}",
+                args.control_services
+            )))
+            .unwrap_or(vane_route::discovery::Subscription::All),
+        }),
     };
     (opts, args.threads.or(s.threads).unwrap_or(1).clamp(1, 64))
 }

@@ -13,10 +13,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use vane_route::config::Protocol;
+use vane_route::discovery::{Applied, DiscoveryState, Message};
 use vane_route::table::Settings;
-use vane_route::{ConfigError, Table};
+use vane_route::{Config, ConfigError, Table};
 
 /// Metric handles of one route: `(backend index, stats)` for each backend of its split.
 pub type BackendStats = Vec<(usize, Arc<RouteStats>)>;
@@ -145,8 +147,13 @@ impl Source {
 
     /// Reads and validates.
     pub fn load(&self) -> Result<Table, LoadError> {
+        Ok(Table::from_config(self.read_config()?)?)
+    }
+
+    /// Reads and parses, without validating.
+    pub fn read_config(&self) -> Result<Config, LoadError> {
         let text = self.read().map_err(|e| LoadError::Read(self.to_string(), e))?;
-        Ok(Table::from_yaml(&text)?)
+        Config::from_yaml(&text).map_err(|e| LoadError::Invalid(ConfigError::Parse(e)))
     }
 }
 
@@ -170,19 +177,93 @@ pub enum LoadError {
     Invalid(#[from] ConfigError),
 }
 
+/// Why a message from the control service was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryUpdateError {
+    /// The message does not fit the stream (e.g. an update before the snapshot).
+    #[error(transparent)]
+    Protocol(#[from] vane_route::discovery::DiscoveryError),
+    /// The resulting config is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
 /// The one place the active snapshot lives.
 #[derive(Debug)]
 pub struct Store {
     current: ArcSwap<Snapshot>,
     versions: AtomicU64,
     metrics: Arc<Metrics>,
+    /// The last good config from the file (or the embedded default).
+    base: Mutex<Config>,
+    /// What the control service sent, when one is configured.
+    discovered: Mutex<Option<DiscoveryState>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Store {
-    /// A store holding a first snapshot built from `table`.
+    /// A store holding a first snapshot built from `table` (whose source config is the base).
     pub fn new(table: Table, metrics: Arc<Metrics>) -> Store {
+        let base = table.source.clone();
         let first = Snapshot::build(table, None, 1, &metrics);
-        Store { current: ArcSwap::from_pointee(first), versions: AtomicU64::new(1), metrics }
+        Store {
+            current: ArcSwap::from_pointee(first),
+            versions: AtomicU64::new(1),
+            metrics,
+            base: Mutex::new(base),
+            discovered: Mutex::new(None),
+        }
+    }
+
+    /// Merges the discovered services (if any) into `base` and validates the whole.
+    fn compose(&self, base: &Config) -> Result<Table, ConfigError> {
+        let merged = match lock(&self.discovered).as_ref() {
+            Some(d) => d.to_config(base),
+            None => base.clone(),
+        };
+        Table::from_config(merged)
+    }
+
+    /// Applies one message of the control service's stream. A message whose result does not
+    /// validate is refused (and counted); the last good config stays.
+    pub fn apply_discovery(&self, msg: Message) -> Result<Option<u64>, DiscoveryUpdateError> {
+        let mut guard = lock(&self.discovered);
+        let mut next = guard.clone().unwrap_or_default();
+        if next.apply(msg)? == Applied::Unchanged {
+            *guard = Some(next);
+            return Ok(None);
+        }
+        let merged = next.to_config(&lock(&self.base));
+        *guard = Some(next);
+        drop(guard);
+        match Table::from_config(merged) {
+            Ok(table) => {
+                let v = self.apply(table);
+                self.metrics.config_reload_from("control", true, v);
+                Ok(Some(v))
+            }
+            Err(e) => {
+                self.metrics.config_reload_from("control", false, self.current.load().version);
+                tracing::error!("routing update from the control service rejected, keeping the last good config: {e}");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Whether the control service's first snapshot has arrived (always true without one).
+    pub fn discovery_synced(&self) -> bool {
+        lock(&self.discovered).as_ref().is_none_or(DiscoveryState::is_synced)
+    }
+
+    /// Marks that a control service is used: `/ready` waits for its first snapshot.
+    pub fn expect_discovery(&self) {
+        let mut d = lock(&self.discovered);
+        if d.is_none() {
+            *d = Some(DiscoveryState::default());
+        }
     }
 
     /// The snapshot for one request.
@@ -203,15 +284,20 @@ impl Store {
     /// Reloads from `source`: applies a valid config, keeps the current one otherwise.
     pub fn reload(&self, source: &Source) -> Result<u64, LoadError> {
         let metrics = &self.metrics;
-        match source.load() {
+        let loaded = source.read_config().and_then(|base| {
+            let table = self.compose(&base)?;
+            *lock(&self.base) = base;
+            Ok(table)
+        });
+        match loaded {
             Ok(table) => {
                 let v = self.apply(table);
-                metrics.config_reload(true, v);
+                metrics.config_reload_from("file", true, v);
                 tracing::info!(%source, version = v, "config reloaded");
                 Ok(v)
             }
             Err(e) => {
-                metrics.config_reload(false, self.current.load().version);
+                metrics.config_reload_from("file", false, self.current.load().version);
                 tracing::error!(%source, "config rejected, keeping the last good one: {e}");
                 Err(e)
             }

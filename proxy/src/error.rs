@@ -79,7 +79,7 @@ impl ProxyError {
     fn grpc_status(&self) -> u8 {
         match self {
             ProxyError::BadRequest(_) | ProxyError::BodyRead(_) => 13, // INTERNAL
-            ProxyError::NoRoute(_) => 12, // UNIMPLEMENTED
+            ProxyError::NoRoute(_) => 12,                              // UNIMPLEMENTED
             ProxyError::BodyTooLarge(_) => 8,                          // RESOURCE_EXHAUSTED
             ProxyError::Timeout(..) => 4,                              // DEADLINE_EXCEEDED
             _ => 14,                                                   // UNAVAILABLE

@@ -18,6 +18,7 @@ pub mod admin;
 pub mod args;
 pub mod body;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod endpoint;
 pub mod error;

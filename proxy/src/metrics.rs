@@ -8,7 +8,10 @@
 //! | `vane_endpoint_rtt_ewma_seconds` | backend, endpoint |
 //! | `vane_endpoint_in_flight` | backend, endpoint |
 //! | `vane_endpoint_ejected` (1 while ejected) | backend, endpoint |
-//! | `vane_config_reloads_total` | result (`ok`/`error`) |
+//! | `vane_config_reloads_total` | source (`file`/`control`), result (`ok`/`error`) |
+//! | `vane_control_connected` (1 while the discovery stream is up) | |
+//! | `vane_control_messages_total` | type |
+//! | `vane_control_reconnects_total` | |
 //! | `vane_config_version` | |
 //! | `vane_balancer_load_age_seconds` (histogram) | |
 
@@ -115,6 +118,7 @@ struct EndpointLabels {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabels {
+    source: &'static str,
     result: &'static str,
 }
 
@@ -134,6 +138,16 @@ pub struct Metrics {
     config_version: Gauge,
     /// Age of the reported load used at each balancing decision.
     pub load_age: Histogram,
+    /// 1 while the discovery stream from the control service is up.
+    pub control_connected: Gauge,
+    control_messages: Family<TypeLabels, Counter>,
+    /// Connections to the control service after the first.
+    pub control_reconnects: Counter,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: &'static str,
 }
 
 impl Default for Metrics {
@@ -182,6 +196,20 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             load_age.clone(),
         );
+        let control_connected = Gauge::default();
+        registry.register(
+            "control_connected",
+            "1 while the discovery stream from the control service is up",
+            control_connected.clone(),
+        );
+        let control_messages = Family::<TypeLabels, Counter>::default();
+        registry.register("control_messages", "Discovery messages received, by type", control_messages.clone());
+        let control_reconnects = Counter::default();
+        registry.register(
+            "control_reconnects",
+            "Connections to the control service after the first",
+            control_reconnects.clone(),
+        );
         let config_version = Gauge::default();
         registry.register("config_version", "Version number of the active config", config_version.clone());
         config_version.set(1);
@@ -196,12 +224,20 @@ impl Metrics {
             reloads,
             config_version,
             load_age,
+            control_connected,
+            control_messages,
+            control_reconnects,
         }
     }
 
-    /// Counts a reload attempt.
-    pub fn config_reload(&self, ok: bool, version: u64) {
-        self.reloads.get_or_create(&ResultLabels { result: if ok { "ok" } else { "error" } }).inc();
+    /// Counts a discovery message.
+    pub fn control_message(&self, kind: &'static str) {
+        self.control_messages.get_or_create(&TypeLabels { r#type: kind }).inc();
+    }
+
+    /// Counts a config update from `source` (`file` or `control`).
+    pub fn config_reload_from(&self, source: &'static str, ok: bool, version: u64) {
+        self.reloads.get_or_create(&ResultLabels { source, result: if ok { "ok" } else { "error" } }).inc();
         self.config_version.set(version as i64);
     }
 

@@ -306,8 +306,22 @@ impl Proxy {
         Proxy::try_start_with(yaml, "50ms")
     }
 
+    /// Starts with extra command-line arguments and waits until it is ready.
+    pub fn start_with_args(yaml: &str, args: &[&str]) -> Result<Proxy, String> {
+        Proxy::spawn(yaml, "50ms", args, true)
+    }
+
+    /// Starts with extra arguments and waits only until the admin listener answers (ready or not).
+    pub fn try_start_with_args_unready(yaml: &str, args: &[&str]) -> Proxy {
+        Proxy::spawn(yaml, "50ms", args, false).expect("proxy did not start")
+    }
+
     /// Starts with a given config poll interval (a long one leaves SIGHUP as the only trigger).
     pub fn try_start_with(yaml: &str, reload_interval: &str) -> Result<Proxy, String> {
+        Proxy::spawn(yaml, reload_interval, &[], true)
+    }
+
+    fn spawn(yaml: &str, reload_interval: &str, extra: &[&str], wait_ready: bool) -> Result<Proxy, String> {
         let dir = std::env::temp_dir().join(format!(
             "vane-test-{}-{}",
             std::process::id(),
@@ -329,14 +343,17 @@ impl Proxy {
                 &admin.to_string(),
             ])
             .args(["--reload-interval", reload_interval, "--log", "warn"])
+            .args(extra)
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
         let mut p = Proxy { child, outbound, inbound, admin, config_path, dir };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok((200, _)) = admin_get(admin, "/ready") {
-                return Ok(p);
+            match admin_get(admin, "/ready") {
+                Ok((200, _)) => return Ok(p),
+                Ok(_) if !wait_ready => return Ok(p),
+                _ => {}
             }
             if let Ok(Some(status)) = p.child.try_wait() {
                 return Err(format!("proxy exited early: {status}"));
@@ -359,7 +376,8 @@ impl Proxy {
     pub fn version(&self) -> u64 {
         for _ in 0..50 {
             let v = admin_get(self.admin, "/ready").ok().and_then(|(_, b)| {
-                b.split("version ").nth(1)?.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()
+                let rest = b.split("version ").nth(1)?;
+                rest[..rest.find(|c: char| !c.is_ascii_digit())?].parse().ok()
             });
             if let Some(v) = v {
                 return v;

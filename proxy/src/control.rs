@@ -1,0 +1,142 @@
+//! The proxy's side of the control service: one long-lived discovery stream (`vane-control`,
+//! protocol in `vane_route::discovery`), each message merged into the config and swapped in
+//! through the same single `ArcSwap` as a file reload.
+//!
+//! When the control service cannot be reached, the proxy keeps serving with the last config it
+//! built and reconnects with exponential backoff and jitter (100 ms doubling to 10 s); a stream
+//! that stays silent for three heartbeats is treated as dead. Every new connection starts with a
+//! full snapshot, so nothing is lost while disconnected.
+
+use crate::config::Store;
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vane_route::discovery::{self, Lines, Message, Subscription};
+
+/// Where the control service is and what to ask it for.
+#[derive(Clone, Debug)]
+pub struct ControlOptions {
+    /// Its discovery address (h2c).
+    pub addr: SocketAddr,
+    /// The services this proxy routes to.
+    pub subscription: Subscription,
+}
+
+/// The connection state, shown in `/ready`.
+#[derive(Debug, Default)]
+pub struct ControlStatus {
+    state: Mutex<String>,
+}
+
+impl ControlStatus {
+    fn set(&self, s: String) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// A one-line description (`connected to ...` or `disconnected: why`).
+    pub fn describe(&self) -> String {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Follows the discovery stream for as long as the process runs.
+pub async fn run(store: Arc<Store>, metrics: Arc<Metrics>, opts: ControlOptions, status: Arc<ControlStatus>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    status.set(format!("connecting to {}", opts.addr));
+    loop {
+        if !first {
+            metrics.control_reconnects.inc();
+        }
+        first = false;
+        let outcome = follow(&store, &metrics, &opts, &status).await;
+        metrics.control_connected.set(0);
+        let (why, got_snapshot) = match outcome {
+            Ok(got) => ("stream ended".to_string(), got),
+            Err((e, got)) => (e.to_string(), got),
+        };
+        if got_snapshot {
+            backoff = BACKOFF_MIN;
+        }
+        status.set(format!("disconnected from {}: {why} (serving the last config; retrying)", opts.addr));
+        tracing::warn!(control = %opts.addr, "discovery stream lost: {why}; retrying in about {backoff:?}");
+        // Full jitter between half and all of the backoff, so proxies do not reconnect in step.
+        let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+        tokio::time::sleep(jittered).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection: returns whether a snapshot arrived on it.
+async fn follow(
+    store: &Store,
+    metrics: &Metrics,
+    opts: &ControlOptions,
+    status: &ControlStatus,
+) -> Result<bool, (anyhow::Error, bool)> {
+    let err = |e: anyhow::Error| (e, false);
+    let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(opts.addr))
+        .await
+        .map_err(|_| err(anyhow::anyhow!("connect timed out")))?
+        .map_err(|e| err(e.into()))?;
+    let _ = stream.set_nodelay(true);
+    let (mut tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(10))
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| err(e.into()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let uri = format!("http://{}{}?{}", opts.addr, discovery::PATH, opts.subscription.to_query());
+    let req = Request::get(uri).body(Empty::<Bytes>::new()).map_err(|e| err(e.into()))?;
+    let resp = tx.send_request(req).await.map_err(|e| err(e.into()))?;
+    if !resp.status().is_success() {
+        return Err(err(anyhow::anyhow!("control service answered {}", resp.status())));
+    }
+    metrics.control_connected.set(1);
+    status.set(format!("connected to {}", opts.addr));
+    let mut body = resp.into_body();
+    let mut lines = Lines::default();
+    let mut got_snapshot = false;
+    let silence = discovery::HEARTBEAT * 3;
+    loop {
+        let frame = match tokio::time::timeout(silence, body.frame()).await {
+            Err(_) => return Err((anyhow::anyhow!("no message for {silence:?}"), got_snapshot)),
+            Ok(None) => return Ok(got_snapshot),
+            Ok(Some(Err(e))) => return Err((e.into(), got_snapshot)),
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        lines.push(&data);
+        while let Some(line) = lines.next_line().map_err(|e| (e.into(), got_snapshot))? {
+            let msg = Message::from_line(&line).map_err(|e| (e.into(), got_snapshot))?;
+            let kind = match &msg {
+                Message::Snapshot { .. } => "snapshot",
+                Message::Update { .. } => "update",
+                Message::Remove { .. } => "remove",
+                Message::Ping => "ping",
+                Message::Unknown => "unknown",
+            };
+            metrics.control_message(kind);
+            got_snapshot |= kind == "snapshot";
+            match store.apply_discovery(msg) {
+                Ok(Some(v)) => tracing::debug!(version = v, "{kind} from the control service applied"),
+                Ok(None) => {}
+                // An invalid update is logged and counted by the store; the stream goes on.
+                Err(crate::config::DiscoveryUpdateError::Invalid(_)) => {}
+                Err(e) => return Err((e.into(), got_snapshot)),
+            }
+        }
+    }
+}

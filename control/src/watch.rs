@@ -193,10 +193,18 @@ pub async fn run_store(
             metrics.invalid_routes.set(counts.invalid_routes as i64);
             metrics.table_version.set(snapshot.version as i64);
             debug!(changes = n, version = snapshot.version, "published");
-            if !tx.borrow().ready {
+            let (was_ready, same) = {
+                let old = tx.borrow();
+                (old.ready, old.ready && old.version == snapshot.version && old.status == snapshot.status)
+            };
+            if !was_ready {
                 info!(services = counts.services, endpoints = counts.endpoints, "all watches synced; ready");
             }
-            tx.send_replace(snapshot);
+            // Recomputed but equal (an HTTPRoute touched without effect, say): do not wake
+            // every subscriber for nothing.
+            if !same {
+                tx.send_replace(snapshot);
+            }
         }
     }
 }

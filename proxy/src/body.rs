@@ -119,6 +119,8 @@ pub enum RespBody {
     },
     /// A body made by the proxy (errors, admin).
     Full(Option<Bytes>),
+    /// A stream made by the proxy (the load stream), chunk by chunk.
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl RespBody {
@@ -140,6 +142,7 @@ impl Body for RespBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
             RespBody::Upstream { body, guard } => {
                 let p = Pin::new(&mut *body).poll_frame(cx);
                 match &p {
@@ -165,6 +168,7 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RespBody::Full(b) => b.is_none(),
+            RespBody::Channel(_) => false,
             RespBody::Upstream { body, .. } => body.is_end_stream(),
         }
     }
@@ -172,6 +176,7 @@ impl Body for RespBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RespBody::Channel(_) => SizeHint::default(),
             RespBody::Upstream { body, .. } => body.size_hint(),
         }
     }

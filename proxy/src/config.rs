@@ -72,7 +72,7 @@ impl Snapshot {
                 known.entry((addr, proto)).or_insert_with(|| Arc::new(Endpoint::new(addr, proto, s.default_rtt))),
             )
         };
-        let backends = table
+        let backends: Vec<BackendRuntime> = table
             .backends
             .iter()
             .map(|b| BackendRuntime {
@@ -88,6 +88,12 @@ impl Snapshot {
             policy: Policy { algorithm: s.algorithm, weights: s.cost },
             rr: AtomicUsize::new(0),
         });
+        for (b, rt) in table.backends.iter().zip(backends.iter()) {
+            if b.load_stream {
+                let rt: &BackendRuntime = rt;
+                rt.endpoints.iter().for_each(Endpoint::follow_load_stream);
+            }
+        }
         let route_stats = table
             .services
             .iter()

@@ -26,6 +26,7 @@ pub struct Endpoint {
     pub pool: Arc<crate::pool::ConnPool>,
     in_flight: AtomicU32,
     stats: Mutex<Stats>,
+    load_stream: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -57,6 +58,7 @@ impl Endpoint {
             protocol,
             authority,
             pool: Arc::default(),
+            load_stream: false.into(),
             in_flight: AtomicU32::new(0),
             stats: Mutex::new(Stats {
                 rtt: PeakEwma::new(default_rtt, crate::now_ns()),
@@ -112,6 +114,17 @@ impl Endpoint {
     pub fn report(&self, r: LoadReport, now_ns: u64) {
         let age = r.age.map_or(0, |a| a.as_nanos() as u64);
         self.stats().reported = Some((r, now_ns.saturating_sub(age)));
+    }
+
+    /// Starts following the endpoint's load stream (once; the task ends when the endpoint is
+    /// dropped from the config). Needs a running tokio runtime; does nothing without one.
+    pub fn follow_load_stream(self: &Arc<Self>) {
+        if self.load_stream.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(crate::load::follow(Arc::downgrade(self)));
+        }
     }
 
     /// Makes the endpoint costlier until `until_ns` (after a 429 or 503 answer).

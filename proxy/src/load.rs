@@ -23,10 +23,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use vane_route::orca::{self, LoadReport};
 
+/// The path on the inbound listener where callers subscribe to the pod's load.
+pub const LOAD_STREAM_PATH: &str = "/.vane/load-stream";
+
 /// The latest figures and when they were read (process clock, nanoseconds).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LocalLoad {
     current: ArcSwapOption<(LoadReport, u64)>,
+    /// Bumped on every new reading, for the load streams.
+    updates: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for LocalLoad {
+    fn default() -> Self {
+        LocalLoad { current: ArcSwapOption::empty(), updates: tokio::sync::watch::channel(0).0 }
+    }
 }
 
 impl LocalLoad {
@@ -41,9 +52,40 @@ impl LocalLoad {
     /// Stores new figures that were already `age` old.
     pub fn set(&self, report: Option<LoadReport>, age: Duration) {
         let read_at = crate::now_ns().saturating_sub(age.as_nanos() as u64);
+        let had = self.current.load().is_some();
+        let has = report.is_some();
         self.current.store(report.map(|r| Arc::new((r, read_at))));
+        if has || had {
+            self.updates.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// A stream of ORCA TEXT lines, one per new reading, while the receiver is read.
+    fn stream(self: &Arc<Self>, staleness: Duration) -> RespBody {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_BUFFER);
+        let mut updates = self.updates.subscribe();
+        let load = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                if let Some(r) = load.get(staleness) {
+                    let mut line = orca::format(&r);
+                    line.push('\n');
+                    if tx.send(Bytes::from(line)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    changed = updates.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        RespBody::Channel(rx)
     }
 }
+
+/// Lines buffered per load-stream subscriber; a slow reader skips readings rather than queueing.
+const STREAM_BUFFER: usize = 4;
 
 /// Reads the probe's `/load` JSON into a report; `None` when it says its figures are stale.
 pub fn parse_probe(body: &[u8]) -> Option<(LoadReport, Duration)> {
@@ -159,6 +201,13 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let load = Arc::clone(&self.load);
         let staleness = self.store.load().table.settings.load_staleness;
+        if req.uri().path() == LOAD_STREAM_PATH && req.method() == http::Method::GET {
+            let mut resp = Response::new(load.stream(staleness));
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            let info = Info { stats: None, service: Some("load-stream".into()), error: None };
+            return Box::pin(std::future::ready(Ok((resp, info))));
+        }
         let fut = self.inner.call(req);
         Box::pin(async move {
             let (mut resp, info) = fut.await?;
@@ -202,4 +251,51 @@ mod tests {
         l.set(Some(r), Duration::from_secs(5));
         assert!(l.get(Duration::from_secs(1)).is_none());
     }
+}
+
+/// Follows an endpoint's load stream (its Vane inbound proxy's [`LOAD_STREAM_PATH`]) for as long
+/// as the endpoint is in the config, feeding each report to the balancer. Reconnects with backoff
+/// (100 ms doubling to 5 s); an endpoint that is not a Vane proxy (404) is retried every 5 s.
+pub async fn follow(ep: std::sync::Weak<crate::endpoint::Endpoint>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(addr) = ep.upgrade().map(|e| e.addr) else { return };
+        match follow_once(&ep, addr).await {
+            Ok(true) => return,
+            Ok(false) => backoff = Duration::from_millis(100),
+            Err(e) => tracing::debug!(endpoint = %addr, "load stream: {e}"),
+        }
+        tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One connection; `Ok(true)` when the endpoint is gone from the config.
+async fn follow_once(ep: &std::sync::Weak<crate::endpoint::Endpoint>, addr: SocketAddr) -> anyhow::Result<bool> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
+    let _ = stream.set_nodelay(true);
+    let (mut tx, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get(LOAD_STREAM_PATH).header(http::header::HOST, addr.to_string()).body(Empty::<Bytes>::new())?;
+    let resp = tx.send_request(req).await?;
+    anyhow::ensure!(resp.status().is_success(), "answered {}", resp.status());
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    // A live stream sends a line per reading (every few ms); a long silence means it is stuck.
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(5), body.frame()).await? {
+        let Ok(data) = frame?.into_data() else { continue };
+        buf.extend_from_slice(&data);
+        let Some(endpoint) = ep.upgrade() else { return Ok(true) };
+        let now = crate::now_ns();
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            if let Some(report) = orca::parse(&buf[..i]) {
+                endpoint.report(report, now);
+            }
+            buf.drain(..=i);
+        }
+        anyhow::ensure!(buf.len() < 64 * 1024, "load stream line too long");
+    }
+    Ok(false)
 }

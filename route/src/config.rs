@@ -204,6 +204,10 @@ pub struct BackendBalancer {
     /// Weight of reported KV-cache use for this backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_weight: Option<f64>,
+    /// Subscribe to each endpoint's load stream (the endpoints are Vane inbound proxies): load
+    /// figures then arrive every `inbound.load_interval` instead of only with responses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub load_stream: bool,
 }
 
 /// Outlier ejection: an endpoint that refuses connections, or fails `consecutive_failures` times in a

@@ -121,6 +121,8 @@ pub struct Backend {
     pub algorithm: crate::config::Algorithm,
     /// Cost weights (the backend's overrides or the defaults).
     pub cost: crate::balance::CostWeights,
+    /// Follow each endpoint's load stream.
+    pub load_stream: bool,
 }
 
 /// The inbound target.
@@ -196,7 +198,15 @@ impl Table {
                 kv: weight("kv_weight", over.kv_weight, settings.cost.kv),
             };
             let algorithm = over.algorithm.unwrap_or(settings.algorithm);
-            backends.push(Backend { name: b.name.as_str().into(), protocol: b.protocol, endpoints, algorithm, cost });
+            let load_stream = over.load_stream;
+            backends.push(Backend {
+                name: b.name.as_str().into(),
+                protocol: b.protocol,
+                endpoints,
+                algorithm,
+                cost,
+                load_stream,
+            });
         }
 
         let mut services = Vec::new();

@@ -160,3 +160,57 @@ async fn inbound_attaches_the_pods_load_from_the_probe() {
     }
     assert!(gone, "stale load kept being attached");
 }
+
+/// A fake load probe that always reports `queue` waiting requests.
+async fn probe(queue: u32) -> std::net::SocketAddr {
+    serve(move |_req: Request<Incoming>| async move {
+        let body = format!(
+            r#"{{"server":"vllm","queue_depth":{queue},"running":4,"kv_cache_usage":0.3,"age_ms":1,"stale":false}}"#
+        );
+        Response::new(full(Bytes::from(body)))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_streams_inform_the_first_decision() {
+    // Two pods, each a model server behind a Vane inbound proxy with its load probe.
+    let (m1, m2) = (Backend::start("busy-pod").await, Backend::start("idle-pod").await);
+    let (p1, p2) = (probe(40).await, probe(0).await);
+    let inbound = |model: std::net::SocketAddr, probe: std::net::SocketAddr| {
+        format!("inbound: {{ forward_to: \"{model}\", load_from: \"http://{probe}/load\", load_interval: 10ms }}\n")
+    };
+    let pod1 = Proxy::start(&inbound(m1.addr, p1));
+    let pod2 = Proxy::start(&inbound(m2.addr, p2));
+    let cfg = format!(
+        "backends:\n  - {{ name: pods, endpoints: [\"{}\", \"{}\"], balancer: {{ load_stream: true }} }}\n\
+         services:\n  - {{ name: svc, routes: [{{ name: r, backends: [{{ backend: pods }}] }}] }}\n",
+        pod1.inbound, pod2.inbound
+    );
+    let caller = Proxy::start(&cfg);
+    let client = h1_client(caller.outbound);
+    // Wait until both streams have delivered (no request has been sent yet, so no response
+    // header can have carried any load).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = [&pod1, &pod2].iter().all(|p| {
+            metric(&p.metrics(), "vane_requests_total", &["service=\"load-stream\""]).is_some()
+                || metric(&p.metrics(), "vane_request_duration_seconds_count", &["service=\"load-stream\""]).is_some()
+        });
+        if got {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "load streams never opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = get(&client, "svc", "/", &[]).await.unwrap();
+    assert_eq!(r.served_by(), "idle-pod", "the first decision already knew the queues");
+    let m = caller.metrics();
+    assert_eq!(metric(&m, "vane_balancer_load_age_seconds_count", &[]), Some(1.0), "{m}");
+    // Fresh: the first bucket edges are 0.5 ms, 1 ms, ... ; the figures were read within 50 ms.
+    assert_eq!(metric(&m, "vane_balancer_load_age_seconds_bucket", &["le=\"0.064\""]), Some(1.0), "{m}");
+    for _ in 0..30 {
+        assert_eq!(get(&client, "svc", "/", &[]).await.unwrap().served_by(), "idle-pod");
+    }
+}

@@ -222,37 +222,6 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probe_answers() {
-        let (r, age) = parse_probe(
-            br#"{"server":"vllm","queue_depth":5,"running":21,"kv_cache_usage":0.42,"age_ms":3,"stale":false}"#,
-        )
-        .unwrap();
-        assert_eq!((r.queue_depth, r.running, r.kv_use), (Some(5.0), Some(21.0), Some(0.42)));
-        assert_eq!(age, Duration::from_millis(3));
-        assert!(parse_probe(br#"{"queue_depth":5,"stale":true}"#).is_none());
-        assert!(parse_probe(br#"{"queue_depth":null,"running":null,"kv_cache_usage":null}"#).is_none());
-        assert!(parse_probe(b"not json").is_none());
-    }
-
-    #[test]
-    fn stale_figures_are_not_attached() {
-        let l = LocalLoad::default();
-        assert!(l.get(Duration::from_secs(1)).is_none());
-        let r = LoadReport { queue_depth: Some(2.0), ..Default::default() };
-        l.set(Some(r), Duration::from_millis(5));
-        let got = l.get(Duration::from_secs(1)).unwrap();
-        assert_eq!(got.queue_depth, Some(2.0));
-        assert!(got.age.unwrap() >= Duration::from_millis(5));
-        l.set(Some(r), Duration::from_secs(5));
-        assert!(l.get(Duration::from_secs(1)).is_none());
-    }
-}
-
 /// Follows an endpoint's load stream (its Vane inbound proxy's [`LOAD_STREAM_PATH`]) for as long
 /// as the endpoint is in the config, feeding each report to the balancer. Reconnects with backoff
 /// (100 ms doubling to 5 s); an endpoint that is not a Vane proxy (404) is retried every 5 s.
@@ -298,4 +267,35 @@ async fn follow_once(ep: &std::sync::Weak<crate::endpoint::Endpoint>, addr: Sock
         anyhow::ensure!(buf.len() < 64 * 1024, "load stream line too long");
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_answers() {
+        let (r, age) = parse_probe(
+            br#"{"server":"vllm","queue_depth":5,"running":21,"kv_cache_usage":0.42,"age_ms":3,"stale":false}"#,
+        )
+        .unwrap();
+        assert_eq!((r.queue_depth, r.running, r.kv_use), (Some(5.0), Some(21.0), Some(0.42)));
+        assert_eq!(age, Duration::from_millis(3));
+        assert!(parse_probe(br#"{"queue_depth":5,"stale":true}"#).is_none());
+        assert!(parse_probe(br#"{"queue_depth":null,"running":null,"kv_cache_usage":null}"#).is_none());
+        assert!(parse_probe(b"not json").is_none());
+    }
+
+    #[test]
+    fn stale_figures_are_not_attached() {
+        let l = LocalLoad::default();
+        assert!(l.get(Duration::from_secs(1)).is_none());
+        let r = LoadReport { queue_depth: Some(2.0), ..Default::default() };
+        l.set(Some(r), Duration::from_millis(5));
+        let got = l.get(Duration::from_secs(1)).unwrap();
+        assert_eq!(got.queue_depth, Some(2.0));
+        assert!(got.age.unwrap() >= Duration::from_millis(5));
+        l.set(Some(r), Duration::from_secs(5));
+        assert!(l.get(Duration::from_secs(1)).is_none());
+    }
 }

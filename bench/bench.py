@@ -35,9 +35,13 @@ WRK_LUA = BENCH / "lib" / "wrk-report.lua"
 RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_RUN_S = 20  # no load run may last longer than this
+# A run is flagged as noisy when other processes used more than this % of the
+# system-under-test core or of the load generator's core; RETRY_NOISY redoes it.
+NOISE_SUT_PCT = 5.0
+NOISE_LG_PCT = 20.0
 ENV_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 # Optional niceness for everything the bench starts (negative needs root): on a
-# shared machine it keeps other work from preempting the measured processes.
+# shared machine it keeps other work from taking CPU from the measured processes.
 NICE = os.environ.get("NICE", "")
 
 
@@ -46,6 +50,20 @@ def pinned(cpu: str, argv: list[str]) -> list[str]:
     if NICE:
         prefix += ["nice", "-n", NICE]
     return prefix + argv
+
+
+def popen_pinned(cpu: str, argv: list[str], **kw) -> subprocess.Popen:
+    """Starts argv pinned to cpu in a session of its own. With the kernel's
+    autogroup scheduling every session is one scheduling group, and the task
+    nice value only counts inside the group, so NICE is also applied to the
+    group (/proc/PID/autogroup)."""
+    p = subprocess.Popen(pinned(cpu, argv), start_new_session=True, **kw)
+    if NICE:
+        try:
+            Path(f"/proc/{p.pid}/autogroup").write_text(NICE)
+        except OSError:
+            pass
+    return p
 
 BACKEND = "127.0.0.1:18090"
 # h1 / h2c listener ports of every target (direct = the echo backend itself).
@@ -142,6 +160,21 @@ def cpu_busy(before: dict, after: dict, cpu: str) -> dict:
         "steal_pct": round(100.0 * d[7] / total, 1),
         "task_ticks": d[0] + d[1] + d[2],  # user + nice + system
     }
+
+
+def wait_quiet(max_wait_s: float, threshold_pct: float = 10.0) -> float:
+    """Waits (at most max_wait_s) until the machine's task CPU use over 0.5 s is
+    below threshold_pct of one core. The bench's own processes are idle then.
+    Returns the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_wait_s:
+        a = cpu_times()
+        time.sleep(0.5)
+        b = cpu_times()
+        used = cpu_busy(a, b, "cpu")["task_ticks"] / CLK_TCK / 0.5 * 100
+        if used < threshold_pct:
+            break
+    return round(time.monotonic() - start, 1)
 
 
 def rusage_s(who: int) -> float:
@@ -262,13 +295,13 @@ class Fleet:
 
     def spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         logf = open(self.tmp / f"{name}.log", "wb")
-        return subprocess.Popen(
-            pinned(self.sut_cpu, argv),
+        return popen_pinned(
+            self.sut_cpu,
+            argv,
             stdout=logf,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PATH": ENV_PATH, **(env or {})},
-            start_new_session=True,
         )
 
     def wait_ready(self, t: Target, deadline_s: float, ready_url: str | None = None) -> str | None:
@@ -458,13 +491,17 @@ def parse_output(mode: Mode, out: str, log_file: Path | None) -> dict:
 
 
 def run_tool(cmd: list[str], lg_cpu: str, dur: int) -> str:
-    p = subprocess.run(
-        pinned(lg_cpu, cmd), capture_output=True, text=True, timeout=dur + 30,
-        env={**os.environ, "PATH": ENV_PATH},
-    )
+    p = popen_pinned(lg_cpu, cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                     env={**os.environ, "PATH": ENV_PATH})
+    try:
+        out, err = p.communicate(timeout=dur + 30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise RuntimeError(f"{cmd[0]} did not finish")
     if p.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} exited {p.returncode}: {p.stderr.strip()[-400:]}")
-    return p.stdout
+        raise RuntimeError(f"{cmd[0]} exited {p.returncode}: {err.strip()[-400:]}")
+    return out
 
 
 def measure(fleet: Fleet, t: Target, mode: Mode, rep: int, dur: int, warm: int, lg_cpu: str, sut_cpu: str) -> dict:
@@ -472,6 +509,9 @@ def measure(fleet: Fleet, t: Target, mode: Mode, rep: int, dur: int, warm: int, 
     url = t.url(mode.proto)
     rec: dict = {"type": "run", "rep": rep, "mode": mode.name, "loop": mode.loop, "proto": mode.proto,
                  "target": t.name, "tool": mode.tool, "rate": mode.rate, "duration_s": dur}
+    quiet = float(os.environ.get("QUIET_WAIT", "0"))
+    if quiet > 0:
+        rec["quiet_wait_s"] = wait_quiet(quiet)
     if warm:
         run_tool(tool_cmd(mode, url, warm, None), lg_cpu, warm)
     pids = t.pids()
@@ -479,8 +519,8 @@ def measure(fleet: Fleet, t: Target, mode: Mode, rep: int, dur: int, warm: int, 
     log_file = fleet.tmp / "h2load.log" if mode.tool == "h2load" else None
     cpu_p0, cpu_b0, st0 = cpu_ticks(pids), cpu_ticks(bpids), cpu_times()
     ch0, self0, w0 = rusage_s(resource.RUSAGE_CHILDREN), rusage_s(resource.RUSAGE_SELF), time.monotonic()
-    p = subprocess.Popen(
-        pinned(lg_cpu, tool_cmd(mode, url, dur, log_file)),
+    p = popen_pinned(
+        lg_cpu, tool_cmd(mode, url, dur, log_file),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PATH": ENV_PATH},
     )
     # Memory under load: one sample in the middle of the run.
@@ -509,6 +549,12 @@ def measure(fleet: Fleet, t: Target, mode: Mode, rep: int, dur: int, warm: int, 
     ours = (cpu_p1 - cpu_p0 + cpu_b1 - cpu_b0) / CLK_TCK + (ch1 - ch0) + (self1 - self0)
     all_tasks = cpu_busy(st0, st1, "cpu")["task_ticks"] / CLK_TCK
     rec["foreign_cpu_pct"] = round(max(0.0, 100.0 * (all_tasks - ours) / wall), 1)
+    # The same per core: the proxy and the backend are pinned to the SUT core, the
+    # tool (a waited-for child) to the load generator's core.
+    sut_ours = (cpu_p1 - cpu_p0 + cpu_b1 - cpu_b0) / CLK_TCK
+    lg_ours = (ch1 - ch0) + (self1 - self0)
+    rec["foreign_sut_pct"] = round(max(0.0, 100.0 * (sut_busy["task_ticks"] / CLK_TCK - sut_ours) / wall), 1)
+    rec["foreign_lg_pct"] = round(max(0.0, 100.0 * (lg_busy["task_ticks"] / CLK_TCK - lg_ours) / wall), 1)
     rec["flags"] = flags_for(rec, t.name)
     return rec
 
@@ -529,8 +575,10 @@ def flags_for(r: dict, target: str) -> list[str]:
             f.append("below-rate")
         if r.get("send_lag_p99_us", 0) > 100:
             f.append("lg-late")
-    if r["foreign_cpu_pct"] > 10:
-        f.append(f"noise{r['foreign_cpu_pct']:.0f}%")
+    if r.get("foreign_sut_pct", 0) > NOISE_SUT_PCT:
+        f.append(f"noise-sut{r['foreign_sut_pct']:.0f}%")
+    if r.get("foreign_lg_pct", 0) > NOISE_LG_PCT:
+        f.append(f"noise-lg{r['foreign_lg_pct']:.0f}%")
     if r["steal_pct"] > 5:
         f.append(f"steal{r['steal_pct']:.0f}%")
     return f
@@ -683,20 +731,23 @@ def report(records: list[dict]) -> str:
 
     if mems:
         out.append("## Memory (KiB; nginx = master + worker)\n")
-        out.append("| target | RSS idle after start | RSS under load (max of mid-run samples) | PSS under load (max) | VmHWM at end |")
-        out.append("|---|---|---|---|---|")
+        out.append("| target | RSS idle after start | PSS idle | RSS under load (max of mid-run samples) | PSS under load (max) | VmHWM at end |")
+        out.append("|---|---|---|---|---|---|")
         for t in proxies:
             mm = mems.get(t)
             rs = [r for r in runs if r["target"] == t]
             if not mm:
                 continue
-            out.append(f"| {t} | {fmt_num(mm['idle']['rss_kib'])} | {fmt_num(max((r['mem_load']['rss_kib'] for r in rs), default=None))} | "
+            out.append(f"| {t} | {fmt_num(mm['idle']['rss_kib'])} | {fmt_num(mm['idle']['pss_kib'])} | {fmt_num(max((r['mem_load']['rss_kib'] for r in rs), default=None))} | "
                        f"{fmt_num(max((r['mem_load']['pss_kib'] for r in rs), default=None))} | {fmt_num(mm['end']['hwm_kib'])} |")
         out.append("")
 
     out.append("## Sanity\n")
     errs = [r for r in runs if r["errors"] or r["status_errors"]]
     out.append(f"- runs: {len(runs)}; with errors: {len(errs)}" + (" **(see flags)**" if errs else " (all runs 0 errors)"))
+    discarded = {(r["rep"], r["mode"], r.get("attempt")) for r in records if r.get("type") == "discarded"}
+    if discarded:
+        out.append(f"- groups measured again because other processes disturbed them (RETRY_NOISY): {len(discarded)}")
     for r in fails:
         out.append(f"- **failed run** {r['mode']} {r['target']} rep {r['rep']}: {r['error']}")
     flagged = [r for r in runs if r["flags"]]
@@ -704,7 +755,7 @@ def report(records: list[dict]) -> str:
         out.append("- flagged runs: " + "; ".join(f"{r['mode']} {r['target']} rep {r['rep']}: {' '.join(r['flags'])}" for r in flagged))
     out.append("- flags: `lg-bound` load generator core ≥ 95 % busy (expected for direct); `sut-cpuN%` proxy core below 95 % in closed loop "
                "(not bound by the system under test); `below-rate` open loop achieved < 97 % of the asked rate; `lg-late` the generator sent "
-               "late (p99 send lag > 100 µs); `noiseN%` other processes used N % of a core during the run; `stealN%` hypervisor steal; "
+               "late (p99 send lag > 100 µs); `noise-sutN%` / `noise-lgN%` other processes used N % of the system-under-test core (flagged above 5 %) / of the load generator's core (above 20 %) during the run; `stealN%` hypervisor steal; "
                "`ERRORS(transport+status)`; `incomplete(N)` requests still in flight 2 s after the end.")
     out.append("")
     return "\n".join(out)
@@ -812,24 +863,40 @@ def main() -> int:
         fleet.start()
         emit(meta_record(profile, reps, dur, warm, rate, lg_cpu, sut_cpu, fleet.skipped))
         order = [n for n in names if n in fleet.targets]
+        retries = int(os.environ.get("RETRY_NOISY", "0"))
         k = 0
         for rep in range(reps):
             for mode in modes:
                 rot = order[rep % len(order):] + order[: rep % len(order)] if order else []
-                for name in rot:
-                    k += 1
-                    t = fleet.targets[name]
-                    try:
-                        rec = measure(fleet, t, mode, rep, dur, warm, lg_cpu, sut_cpu)
-                        emit(rec)
-                        log(f"[{k}/{n_runs}] rep {rep} {mode.name:<14} {name:<8} {rec['rps']:>10,.0f} req/s  p50 {rec['p50_us']:>7,.0f} "
-                            f"p99 {rec['p99_us']:>7,.0f} µs  cpu/req {rec['proxy_cpu_us_per_req'] if rec['proxy_cpu_us_per_req'] is not None else '–'}"
-                            f"  {' '.join(rec['flags'])}")
-                    except Exception as e:  # noqa: BLE001
-                        emit({"type": "fail", "rep": rep, "mode": mode.name, "target": name, "error": str(e)[:500]})
-                        log(f"[{k}/{n_runs}] rep {rep} {mode.name} {name}: FAILED: {e}")
-                    if t.proc is not None and t.proc.poll() is not None:
-                        log(f"{name} exited (status {t.proc.returncode}); log: {tmp / (name + '.log')}")
+                for attempt in range(retries + 1):
+                    # All targets of one (rep, mode) are measured back to back; if other
+                    # processes disturbed any of them, the whole group can be redone so
+                    # that the paired ratios stay paired.
+                    group: list[dict] = []
+                    for name in rot:
+                        k += 1
+                        t = fleet.targets[name]
+                        try:
+                            rec = measure(fleet, t, mode, rep, dur, warm, lg_cpu, sut_cpu)
+                            group.append(rec)
+                            log(f"[{k}/{n_runs}] rep {rep} {mode.name:<14} {name:<8} {rec['rps']:>10,.0f} req/s  p50 {rec['p50_us']:>7,.0f} "
+                                f"p99 {rec['p99_us']:>7,.0f} µs  cpu/req {rec['proxy_cpu_us_per_req'] if rec['proxy_cpu_us_per_req'] is not None else '–'}"
+                                f"  {' '.join(rec['flags'])}")
+                        except Exception as e:  # noqa: BLE001
+                            group.append({"type": "fail", "rep": rep, "mode": mode.name, "target": name, "error": str(e)[:500]})
+                            log(f"[{k}/{n_runs}] rep {rep} {mode.name} {name}: FAILED: {e}")
+                        if t.proc is not None and t.proc.poll() is not None:
+                            log(f"{name} exited (status {t.proc.returncode}); log: {tmp / (name + '.log')}")
+                    noisy = [r["target"] for r in group if any(f.startswith("noise") for f in r.get("flags", []))]
+                    if noisy and attempt < retries:
+                        for r in group:
+                            emit({**r, "type": "discarded", "attempt": attempt})
+                        n_runs += len(rot)
+                        log(f"rep {rep} {mode.name}: other processes disturbed {', '.join(noisy)}; measuring the group again")
+                        continue
+                    for r in group:
+                        emit(r)
+                    break
         for name in order:
             t = fleet.targets[name]
             if t.proc is not None:

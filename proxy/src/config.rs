@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use vane_route::config::Protocol;
@@ -200,10 +200,19 @@ pub struct Store {
     current: ArcSwap<Snapshot>,
     versions: AtomicU64,
     metrics: Arc<Metrics>,
+    /// What the active config is built from. Held across build-and-swap, so that a file reload
+    /// and a control service update never build from each other's stale inputs.
+    inputs: Mutex<Inputs>,
+    /// Set once a control service's snapshot is live (or when none is used).
+    discovery_live: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Inputs {
     /// The last good config from the file (or the embedded default).
-    base: Mutex<Config>,
-    /// What the control service sent, when one is configured.
-    discovered: Mutex<Option<DiscoveryState>>,
+    base: Config,
+    /// What the control service sent and was applied, when one is configured.
+    discovered: Option<DiscoveryState>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -219,35 +228,29 @@ impl Store {
             current: ArcSwap::from_pointee(first),
             versions: AtomicU64::new(1),
             metrics,
-            base: Mutex::new(base),
-            discovered: Mutex::new(None),
+            inputs: Mutex::new(Inputs { base, discovered: None }),
+            discovery_live: AtomicBool::new(true),
         }
-    }
-
-    /// Merges the discovered services (if any) into `base` and validates the whole.
-    fn compose(&self, base: &Config) -> Result<Table, ConfigError> {
-        let merged = match lock(&self.discovered).as_ref() {
-            Some(d) => d.to_config(base),
-            None => base.clone(),
-        };
-        Table::from_config(merged)
     }
 
     /// Applies one message of the control service's stream. A message whose result does not
-    /// validate is refused (and counted); the last good config stays.
+    /// validate is refused (and counted); the last good config, and the state it came from, stay.
     pub fn apply_discovery(&self, msg: Message) -> Result<Option<u64>, DiscoveryUpdateError> {
-        let mut guard = lock(&self.discovered);
-        let mut next = guard.clone().unwrap_or_default();
+        let mut inputs = lock(&self.inputs);
+        let mut next = inputs.discovered.clone().unwrap_or_default();
         if next.apply(msg)? == Applied::Unchanged {
-            *guard = Some(next);
+            inputs.discovered = Some(next);
             return Ok(None);
         }
-        let merged = next.to_config(&lock(&self.base));
-        *guard = Some(next);
-        drop(guard);
-        match Table::from_config(merged) {
+        match Table::from_config(next.to_config(&inputs.base)) {
             Ok(table) => {
                 let v = self.apply(table);
+                let synced = next.is_synced();
+                inputs.discovered = Some(next);
+                // Only now, with the routes swapped in, may `/ready` say so.
+                if synced {
+                    self.discovery_live.store(true, Ordering::Release);
+                }
                 self.metrics.config_reload_from("control", true, v);
                 Ok(Some(v))
             }
@@ -259,16 +262,17 @@ impl Store {
         }
     }
 
-    /// Whether the control service's first snapshot has arrived (always true without one).
+    /// Whether the control service's first snapshot is live (always true without one).
     pub fn discovery_synced(&self) -> bool {
-        lock(&self.discovered).as_ref().is_none_or(DiscoveryState::is_synced)
+        self.discovery_live.load(Ordering::Acquire)
     }
 
-    /// Marks that a control service is used: `/ready` waits for its first snapshot.
+    /// Marks that a control service is used: `/ready` waits until its first snapshot is live.
     pub fn expect_discovery(&self) {
-        let mut d = lock(&self.discovered);
-        if d.is_none() {
-            *d = Some(DiscoveryState::default());
+        let mut inputs = lock(&self.inputs);
+        if inputs.discovered.is_none() {
+            inputs.discovered = Some(DiscoveryState::default());
+            self.discovery_live.store(false, Ordering::Release);
         }
     }
 
@@ -290,14 +294,19 @@ impl Store {
     /// Reloads from `source`: applies a valid config, keeps the current one otherwise.
     pub fn reload(&self, source: &Source) -> Result<u64, LoadError> {
         let metrics = &self.metrics;
+        let mut inputs = lock(&self.inputs);
         let loaded = source.read_config().and_then(|base| {
-            let table = self.compose(&base)?;
-            *lock(&self.base) = base;
-            Ok(table)
+            let merged = match &inputs.discovered {
+                Some(d) => d.to_config(&base),
+                None => base.clone(),
+            };
+            let table = Table::from_config(merged)?;
+            Ok((base, table))
         });
         match loaded {
-            Ok(table) => {
+            Ok((base, table)) => {
                 let v = self.apply(table);
+                inputs.base = base;
                 metrics.config_reload_from("file", true, v);
                 tracing::info!(%source, version = v, "config reloaded");
                 Ok(v)

@@ -75,13 +75,21 @@ pub struct Running {
     /// The published tables.
     pub snapshots: tokio_watch::Receiver<Arc<state::Snapshot>>,
     servers: Vec<JoinHandle<()>>,
+    /// The watches and the store: stopped once the servers are done.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Resolves when both servers have stopped (after the shutdown signal and the drain).
+    /// Resolves when both servers have stopped (after the shutdown signal and the drain); then
+    /// stops the Kubernetes watches and the store, so an embedded control service leaves nothing
+    /// running.
     pub async fn wait(self) {
         for s in self.servers {
             let _ = s.await;
+        }
+        for b in self.background {
+            b.abort();
+            let _ = b.await;
         }
     }
 }
@@ -102,8 +110,8 @@ pub async fn start(client: kube::Client, settings: Settings, shutdown: shutdown:
     let (snap_tx, snap_rx) = tokio_watch::channel(Arc::new(state::Snapshot::default()));
     let (change_tx, change_rx) = mpsc::channel(watch::CHANGE_QUEUE);
     let store = state::Store::new(settings.tables.clone());
-    tokio::spawn(watch::run_store(store, change_rx, snap_tx, metrics.clone()));
-    watch::spawn_watches(&client, change_tx, &metrics);
+    let mut background = watch::spawn_watches(&client, change_tx, &metrics);
+    background.push(tokio::spawn(watch::run_store(store, change_rx, snap_tx, metrics.clone())));
 
     let disco =
         server::discovery::Discovery::new(snap_rx.clone(), metrics.clone(), settings.heartbeat, shutdown.clone());
@@ -121,5 +129,5 @@ pub async fn start(client: kube::Client, settings: Settings, shutdown: shutdown:
         )),
     ];
     tracing::info!(%listen, %admin, "serving");
-    Ok(Running { listen, admin, snapshots: snap_rx, servers })
+    Ok(Running { listen, admin, snapshots: snap_rx, servers, background })
 }

@@ -30,9 +30,9 @@ pub const CHANGE_QUEUE: usize = 1024;
 /// publishes regularly.
 pub const MAX_BATCH: usize = 4096;
 
-/// Starts one watch task per kind, feeding `tx`.
-pub fn spawn_watches(client: &Client, tx: mpsc::Sender<Change>, metrics: &Metrics) {
-    tokio::spawn(watch_kind(
+/// Starts one watch task per kind, feeding `tx`; returns their handles (to stop them).
+pub fn spawn_watches(client: &Client, tx: mpsc::Sender<Change>, metrics: &Metrics) -> Vec<tokio::task::JoinHandle<()>> {
+    let services = tokio::spawn(watch_kind(
         Api::<Service>::all(client.clone()),
         Kind::Service,
         ServiceInfo::from_resource,
@@ -40,7 +40,7 @@ pub fn spawn_watches(client: &Client, tx: mpsc::Sender<Change>, metrics: &Metric
         tx.clone(),
         metrics.clone(),
     ));
-    tokio::spawn(watch_kind(
+    let slices = tokio::spawn(watch_kind(
         Api::<EndpointSlice>::all(client.clone()),
         Kind::EndpointSlice,
         SliceInfo::from_resource,
@@ -48,7 +48,7 @@ pub fn spawn_watches(client: &Client, tx: mpsc::Sender<Change>, metrics: &Metric
         tx.clone(),
         metrics.clone(),
     ));
-    tokio::spawn(watch_kind(
+    let routes = tokio::spawn(watch_kind(
         Api::<HttpRoute>::all(client.clone()),
         Kind::HttpRoute,
         RouteInfo::from_resource,
@@ -56,6 +56,7 @@ pub fn spawn_watches(client: &Client, tx: mpsc::Sender<Change>, metrics: &Metric
         tx,
         metrics.clone(),
     ));
+    vec![services, slices, routes]
 }
 
 async fn watch_kind<K, T>(

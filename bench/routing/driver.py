@@ -31,7 +31,11 @@ from pathlib import Path
 ROUTING = Path(__file__).resolve().parent
 ROOT = ROUTING.parent.parent
 RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
-ALGORITHMS = ["round_robin", "least_request", "p2c_latency", "p2c"]
+ALGORITHMS = ["round_robin", "least_request", "p2c_latency", "p2c", "p2c_stream"]
+# `p2c_stream` is `p2c` in Vane's sidecar layout: every replica gets a vane-gpu-probe reading its
+# /metrics and an inbound Vane proxy in front of it, and the outbound proxy follows each inbound
+# proxy's load stream instead of learning the load only from response headers.
+STREAM = "p2c_stream"
 MODEL = "sim"
 MAX_RUN_S = 60  # llm-load refuses more; the driver never asks for it
 
@@ -40,11 +44,14 @@ PROFILES = {
     "smoke": dict(loads=[0.8], reps=1, warmup=3, duration=10, drain=10, cal_warmup=3, cal_duration=6,
                   client_warmup=3, client_duration=10),
     # About 20 minutes: three load levels, two interleaved repetitions.
-    "full": dict(loads=[0.5, 0.8, 0.95], reps=2, warmup=6, duration=20, drain=20, cal_warmup=5, cal_duration=10,
+    "full": dict(loads=[0.5, 0.8, 0.95], reps=2, warmup=5, duration=20, drain=15, cal_warmup=5, cal_duration=10,
                  client_warmup=5, client_duration=20),
 }
 
 PROCS: list[subprocess.Popen] = []
+# Niceness of everything the benchmark starts. On a shared machine, a negative value (root only)
+# keeps background work such as builds from taking the measured cores' time.
+NICE = os.environ.get("NICE", "-10" if os.geteuid() == 0 else "")
 
 
 def log(msg: str) -> None:
@@ -55,12 +62,28 @@ def log(msg: str) -> None:
 
 
 def pinned(cpu: str, argv: list[str]) -> list[str]:
-    return (["taskset", "-c", cpu] if cpu and shutil.which("taskset") else []) + argv
+    prefix = ["taskset", "-c", cpu] if cpu and shutil.which("taskset") else []
+    if NICE and NICE != "0":
+        prefix += ["nice", "-n", NICE]
+    return prefix + argv
+
+
+def spawn(argv: list[str], **kw) -> subprocess.Popen:
+    """Starts argv in a session of its own. With the kernel's autogroup scheduling every session is
+    one scheduling group and a task's nice value only counts inside its group, so NICE is applied
+    to the group as well (/proc/PID/autogroup)."""
+    p = subprocess.Popen(argv, start_new_session=True, **kw)
+    if NICE:
+        try:
+            Path(f"/proc/{p.pid}/autogroup").write_text(NICE)
+        except OSError:
+            pass
+    return p
 
 
 def start(argv: list[str], logfile: Path) -> subprocess.Popen:
     f = open(logfile, "wb")
-    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    p = spawn(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     f.close()
     PROCS.append(p)
     return p
@@ -182,16 +205,41 @@ def proc_ticks(pid: int) -> int:
 
 
 def cpu_times() -> dict[str, tuple[int, int]]:
-    """Per CPU: (busy, total) jiffies."""
+    """Per CPU: (busy, total) jiffies; busy is user + nice + system (interrupt time, where the
+    kernel carries loopback traffic, is left out, so that it can be compared with process times)."""
     out = {}
     with open("/proc/stat") as f:
         for line in f:
             if re.match(r"^cpu\d+ ", line):
                 name, *vals = line.split()
                 v = [int(x) for x in vals]
-                idle = v[3] + (v[4] if len(v) > 4 else 0)
-                out[name[3:]] = (sum(v) - idle, sum(v))
+                out[name[3:]] = (v[0] + v[1] + v[2], sum(v))
     return out
+
+
+def foreign_pct(c0: dict, c1: dict, own_ticks: int, seconds: float) -> float:
+    """CPU time used by processes that are not the benchmark's, in % of one core."""
+    busy = sum(c1[c][0] - c0[c][0] for c in c1 if c in c0)
+    hz = os.sysconf("SC_CLK_TCK")
+    return round(100.0 * max(0, busy - own_ticks) / hz / max(seconds, 1e-3), 1)
+
+
+def wait_quiet(fleet, limit_pct: float, max_wait: float) -> float:
+    """Waits until other processes use less than `limit_pct` of a core over one second (at most
+    `max_wait` seconds); returns the last reading."""
+    end = time.time() + max_wait
+    warned = False
+    while True:
+        c0, o0 = cpu_times(), fleet.ticks()
+        time.sleep(1.0)
+        f = foreign_pct(c0, cpu_times(), fleet.ticks() - o0, 1.0)
+        if f < limit_pct or time.time() >= end:
+            if f >= limit_pct:
+                log(f"WARNING: other processes still use {f:.0f} % of a core; measuring anyway")
+            return f
+        if not warned:
+            log(f"other processes use {f:.0f} % of a core: waiting up to {max_wait:.0f} s for a quiet machine")
+            warned = True
 
 
 def cpu_busy(a: dict, b: dict) -> dict[str, float]:
@@ -252,19 +300,63 @@ proxy:
   balancer: {{ algorithm: {alg} }}
   timeouts: {{ response_header: 120s }}
 backends:
-  - {{ name: fleet, endpoints: [{endpoints}] }}
+  - {{ name: fleet, endpoints: [{endpoints}]{extra} }}
 services:
   - {{ name: llm, hosts: ["127.0.0.1", "localhost"], routes: [{{ name: all, backends: [{{ backend: fleet }}] }}] }}
 """
 
 
+SIDECAR_CONF = """\
+proxy:
+  timeouts: {{ response_header: 120s }}
+inbound:
+  forward_to: 127.0.0.1:{sim}
+  load_from: http://127.0.0.1:{probe}/load
+  load_interval: 10ms
+"""
+
+
+class Sidecars:
+    """Per replica: a vane-gpu-probe scraping the simulator's /metrics every 10 ms and an inbound
+    Vane proxy in front of the simulator that serves the probe's figures as a load stream."""
+
+    def __init__(self, args, fleet: Fleet, raw: Path, tag: str):
+        b = args.port_base
+        self.inbound = [b + 20 + i for i in range(len(fleet.ports))]
+        self.procs = []
+        for i, sim in enumerate(fleet.ports):
+            probe = b + 10 + i
+            self.procs.append(start(pinned(args.sut_cpu, [
+                str(RELEASE / "vane-gpu-probe"), "--metrics-url", f"http://127.0.0.1:{sim}/metrics", "--listen",
+                f"127.0.0.1:{probe}", "--no-gpu", "--interval", "10ms", "--log", "warn"]), raw / f"probe-{tag}-{i}.log"))
+            conf = raw / f"sidecar-{i}.yaml"
+            conf.write_text(SIDECAR_CONF.format(sim=sim, probe=probe))
+            self.procs.append(start(pinned(args.sut_cpu, [
+                str(RELEASE / "vane-proxy"), "--config", str(conf), "--outbound", f"127.0.0.1:{b + 30 + i}",
+                "--inbound", f"127.0.0.1:{self.inbound[i]}", "--admin", f"127.0.0.1:{b + 40 + i}", "--log", "warn"]),
+                raw / f"sidecar-{tag}-{i}.log"))
+        for i in range(len(fleet.ports)):
+            wait_until(lambda: http_get(f"http://127.0.0.1:{b + 10 + i}/load")[0] == 200, 10, "vane-gpu-probe /load")
+            wait_until(lambda: http_get(f"http://127.0.0.1:{b + 40 + i}/ready")[0] == 200, 10, "sidecar /ready")
+
+    def ticks(self) -> int:
+        return sum(proc_ticks(p.pid) for p in self.procs)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            stop(p)
+
+
 class Proxy:
-    def __init__(self, args, fleet: Fleet, alg: str, raw: Path, tag: str):
+    def __init__(self, args, fleet: Fleet, alg: str, raw: Path, tag: str, sidecars: Sidecars | None = None):
         self.outbound = args.port_base + 50
         self.inbound = args.port_base + 51
         self.admin = args.port_base + 52
         conf = raw / f"vane-{alg}.yaml"
-        conf.write_text(PROXY_CONF.format(alg=alg, endpoints=", ".join(f'"127.0.0.1:{p}"' for p in fleet.ports)))
+        ports = sidecars.inbound if sidecars else fleet.ports
+        conf.write_text(PROXY_CONF.format(alg="p2c" if alg == STREAM else alg,
+                                          endpoints=", ".join(f'"127.0.0.1:{p}"' for p in ports),
+                                          extra=", balancer: { load_stream: true }" if sidecars else ""))
         argv = [str(RELEASE / "vane-proxy"), "--config", str(conf), "--outbound", f"127.0.0.1:{self.outbound}",
                 "--inbound", f"127.0.0.1:{self.inbound}", "--admin", f"127.0.0.1:{self.admin}", "--log", "warn"]
         self.proc = start(pinned(args.sut_cpu, argv), raw / f"proxy-{tag}.log")
@@ -288,16 +380,20 @@ def llm_load(args, urls: list[str], extra: list[str], timeout: float) -> dict:
     argv = [str(RELEASE / "llm-load"), "--model", MODEL, "--prompt", args.prompt, "--output", args.output]
     for u in urls:
         argv += ["--url", u]
-    p = subprocess.run(pinned(args.gen_cpu, argv + extra), capture_output=True, text=True, timeout=timeout)
+    p = spawn(pinned(args.gen_cpu, argv + extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    PROCS.append(p)
+    out, err = p.communicate(timeout=timeout)
+    PROCS.remove(p)
     if p.returncode != 0:
-        raise RuntimeError(f"llm-load failed: {p.stderr.strip()}")
-    return json.loads(p.stdout)
+        raise RuntimeError(f"llm-load failed: {err.strip()}")
+    return json.loads(out)
 
 
 def calibrate(args, fleet: Fleet, raw: Path) -> dict:
     """Closed-loop saturation of every replica at once (each holds 1.5x its batch of 64)."""
     log(f"calibrating: closed loop, 96 outstanding per replica, {args.cal_warmup}+{args.cal_duration} s")
     urls = [f"http://127.0.0.1:{p}/v1/completions" for p in fleet.ports]
+    wait_quiet(fleet, args.quiet_pct, args.quiet_wait)
     c0 = cpu_times()
     s = llm_load(args, urls, ["--closed", "96", "--warmup", str(args.cal_warmup), "--duration",
                               str(args.cal_duration), "--seed", "7"], timeout=MAX_RUN_S + 30)
@@ -323,24 +419,32 @@ def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate
     tag = f"{int(load * 100)}-{alg}-r{rep}"
     if not fleet.wait_idle(30):
         log(f"WARNING: the fleet still has {fleet.busy()} requests before {tag}")
-    proxy = Proxy(args, fleet, alg, raw, tag)
+    wait_quiet(fleet, args.quiet_pct, args.quiet_wait)
+    sidecars = Sidecars(args, fleet, raw, tag) if alg == STREAM else None
+    proxy = Proxy(args, fleet, alg, raw, tag, sidecars)
+    if sidecars:
+        time.sleep(0.5)  # let the load streams connect
     csv_path = raw / f"{tag}.csv"
     argv = [str(RELEASE / "llm-load"), "--model", MODEL, "--prompt", args.prompt, "--output", args.output,
             "--url", proxy.url, "--rate", f"{rate:.3f}", "--warmup", str(args.warmup), "--duration",
             str(args.duration), "--drain", str(args.drain), "--seed", str(seed), "--csv", str(csv_path)]
     t0 = time.time()
-    gen = subprocess.Popen(pinned(args.gen_cpu, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    gen = spawn(pinned(args.gen_cpu, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     PROCS.append(gen)
     # The measured window starts after the warm-up (llm-load starts its clock ~20 ms after launch).
     time.sleep(max(0.0, t0 + args.warmup + 0.03 - time.time()))
     m0, s0, c0 = proxy.metrics(), fleet.metrics(), cpu_times()
-    pt0, st0 = proc_ticks(proxy.proc.pid), fleet.ticks()
+    pt0, st0, gt0 = proc_ticks(proxy.proc.pid), fleet.ticks(), proc_ticks(gen.pid)
+    sc0 = sidecars.ticks() if sidecars else 0
     time.sleep(max(0.0, t0 + args.warmup + args.duration + 0.03 - time.time()))
     m1, s1, c1 = proxy.metrics(), fleet.metrics(), cpu_times()
-    pt1, st1 = proc_ticks(proxy.proc.pid), fleet.ticks()
+    pt1, st1, gt1 = proc_ticks(proxy.proc.pid), fleet.ticks(), proc_ticks(gen.pid)
+    sc1 = sidecars.ticks() if sidecars else 0
     out, err = gen.communicate(timeout=args.drain + 60)
     PROCS.remove(gen)
     proxy.stop()
+    if sidecars:
+        sidecars.stop()
     if gen.returncode != 0:
         raise RuntimeError(f"llm-load failed ({tag}): {err.strip()}")
     summary = json.loads(out)
@@ -351,18 +455,25 @@ def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate
                                                                                     "vllm:time_to_first_token_seconds_count")
                for a, b in zip(s0, s1)]
     queue_end = [int(prom_value(t, "vllm:num_requests_waiting")) for t in s1]
+    # The latency term of the p2c cost (peak-EWMA of the time to response headers), per replica.
+    rtt = {lab.get("endpoint", "?"): v * 1e3 for lab, v in prom_samples(m1, "vane_endpoint_rtt_ewma_seconds")}
+    rtt_ms = [round(rtt.get(f"127.0.0.1:{p}", float("nan")), 3) for p in (sidecars.inbound if sidecars else fleet.ports)]
     hz = os.sysconf("SC_CLK_TCK")
     rec = {
         "kind": "run", "algorithm": alg, "load": load, "rep": rep, "rate": round(rate, 3), "seed": seed,
         "csv": csv_path.name, "summary": summary, "age_buckets": {str(k): v for k, v in ages.items()},
         "decisions_with_load": decisions, "started_per_replica": started, "queue_at_end": queue_end,
+        "rtt_ewma_ms_at_end": rtt_ms,
         "proxy_cpu_pct": round(100.0 * (pt1 - pt0) / hz / args.duration, 1),
         "fleet_cpu_pct": round(100.0 * (st1 - st0) / hz / args.duration, 1), "cpu_busy": cpu_busy(c0, c1),
+        "gen_cpu_pct": round(100.0 * (gt1 - gt0) / hz / args.duration, 1),
+        "sidecars_cpu_pct": round(100.0 * (sc1 - sc0) / hz / args.duration, 1),
+        "foreign_cpu_pct": foreign_pct(c0, c1, (pt1 - pt0) + (st1 - st0) + (gt1 - gt0) + (sc1 - sc0), args.duration),
     }
     e = summary["e2e_ms"]
     log(f"{tag}: {rate:.1f} req/s, e2e p50/p99 {e['p50']}/{e['p99']} ms, ttft p99 {summary['ttft_ms']['p99']} ms, "
         f"errors {summary['errors']}, unfinished {summary['unfinished']}, "
-        f"age p99 {fmt_ms(hist_quantile(ages, 0.99))} ms")
+        f"age p99 {fmt_ms(hist_quantile(ages, 0.99))} ms, other processes {rec['foreign_cpu_pct']:.0f} % of a core")
     return rec
 
 
@@ -384,6 +495,7 @@ def client_run(args, fleet: Fleet, raw: Path, alg: str, rate: float, seed: int) 
                     "--duration", str(args.client_duration), "--seed", str(seed), "--emit-dataset", str(dataset)],
                    check=True, capture_output=True)
     fleet.wait_idle(30)
+    wait_quiet(fleet, args.quiet_pct, args.quiet_wait)
     proxy = Proxy(args, fleet, alg, raw, tag)
     out_json = raw / f"{tag}.json"
     argv = [str(venv_bin / "guidellm"), "run",
@@ -398,8 +510,12 @@ def client_run(args, fleet: Fleet, raw: Path, alg: str, rate: float, seed: int) 
     c0 = cpu_times()
     t0 = time.time()
     with open(raw / f"{tag}.log", "w") as f:
-        p = subprocess.run(pinned(args.gen_cpu, argv), stdout=f, stderr=subprocess.STDOUT, env=env,
-                           timeout=args.client_warmup + args.client_duration + 180)
+        p = spawn(pinned(args.gen_cpu, argv), stdout=f, stderr=subprocess.STDOUT, env=env)
+        PROCS.append(p)
+        try:
+            p.wait(timeout=args.client_warmup + args.client_duration + 180)
+        finally:
+            stop(p)
     busy = cpu_busy(c0, cpu_times())
     proxy.stop()
     if p.returncode != 0 or not out_json.exists():
@@ -465,6 +581,17 @@ def fmt_q(v: tuple[float | None, bool]) -> str:
     return ("≥ " if lower else "") + s
 
 
+def paired(runs: list[dict], load: float, a: str, b: str) -> list[tuple[float, bool]]:
+    """Per repetition: a's E2E p99 / b's, and whether b's was a lower bound."""
+    out = []
+    for rep in sorted({r["rep"] for r in runs}):
+        x = [r for r in runs if r["load"] == load and r["rep"] == rep and r["algorithm"] == a]
+        y = [r for r in runs if r["load"] == load and r["rep"] == rep and r["algorithm"] == b]
+        if x and y:
+            out.append((x[0]["summary"]["e2e_ms"]["p99"] / y[0]["summary"]["e2e_ms"]["p99"], y[0]["summary"]["censored"]))
+    return out
+
+
 def median(v: list[float]) -> float:
     v = sorted(v)
     n = len(v)
@@ -491,12 +618,16 @@ def report(raw_path: Path, out_dir: Path) -> Path:
              f"parameters {cal['analytic_capacity_rps']} ({', '.join(str(x) for x in cal['analytic_rps'])}).")
     L.append(f"Each run: a fresh proxy, {meta['warmup']} s warm-up then {meta['duration']} s measured at a "
              f"fixed Poisson rate, up to {meta['drain']} s drain; {meta['reps']} repetition(s), algorithms "
-             f"interleaved. Generator on CPU {meta['gen_cpu']}, fleet and proxy on CPU {meta['sut_cpu']}.")
+             f"interleaved. Generator on CPU {meta['gen_cpu']}, fleet and proxy on CPU {meta['sut_cpu']}, "
+             f"nice {meta.get('nice') or 0}; load average {meta.get('loadavg_start', 0):.1f} at the start "
+             f"(other work on the machine).")
     L.append("")
     L.append("Latencies are pooled over the repetitions' measured requests, from each request's scheduled "
              "arrival. `≥` marks a lower bound: requests still open at the drain deadline count with the "
              "time they had waited. Load age: age of the ORCA figures behind each balancing decision "
-             "(only `p2c` uses them), from the proxy's histogram over the measured window.")
+             "(only `p2c` uses them), from the proxy's histogram over the measured window. Slow replica share: "
+             "its share of the requests that started (got a first token) in the window. Other processes: the most "
+             "CPU that processes outside the benchmark used during a measured window, in % of one core.")
     summary_rows = {}
     for load in loads:
         L.append("")
@@ -504,8 +635,8 @@ def report(raw_path: Path, out_dir: Path) -> Path:
         L.append(f"## {int(load * 100)} % of capacity ({rate:.1f} req/s)")
         L.append("")
         L.append("| algorithm | TTFT p50 | TTFT p99 | E2E p50 | E2E p99 | E2E p99 per rep | tokens/s | ok / errors / "
-                 "unfinished | slow replica share | load age p50 / p99 | proxy CPU |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+                 "unfinished | slow replica share | load age p50 / p99 | proxy CPU | other processes |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for alg in algs:
             rs = [r for r in runs if r["load"] == load and r["algorithm"] == alg]
             if not rs:
@@ -525,26 +656,36 @@ def report(raw_path: Path, out_dir: Path) -> Path:
                 ages = bucket_add(ages, {float(k): v for k, v in r["age_buckets"].items()})
             a50, a99 = hist_quantile(ages, 0.5), hist_quantile(ages, 0.99)
             age = "–" if a50 is None else f"{fmt_ms(a50)} / {fmt_ms(a99)} ms"
-            cpu = median([r["proxy_cpu_pct"] for r in rs])
+            cpu = f'{median([r["proxy_cpu_pct"] for r in rs]):.0f} %'
+            if alg == STREAM:
+                cpu += f' (+{median([r.get("sidecars_cpu_pct", 0.0) for r in rs]):.0f} % sidecars)'
+            foreign = max(r.get("foreign_cpu_pct", 0.0) for r in rs)
             L.append(f"| `{alg}` | {fmt_q(ttft50)} | {fmt_q(ttft99)} | {fmt_q(e50)} | {fmt_q(e99)} | {per_rep} s | "
-                     f"{tps:.0f} | {ok} / {err} / {unf} | {share * 100:.0f} % | {age} | {cpu:.0f} % |")
+                     f"{tps:.0f} | {ok} / {err} / {unf} | {share * 100:.0f} % | {age} | {cpu} | "
+                     f"{foreign:.0f} % |")
             summary_rows[(load, alg)] = dict(ttft50=ttft50, ttft99=ttft99, e50=e50, e99=e99, a99=a99)
-        # Paired ratios of p2c's E2E p99 to the others, per repetition.
+        # Paired ratios of Vane's E2E p99 to the others', per repetition.
         ratios = []
-        for other in ("round_robin", "least_request", "p2c_latency"):
-            per = []
-            for rep in sorted({r["rep"] for r in runs}):
-                a = [r for r in runs if r["load"] == load and r["rep"] == rep and r["algorithm"] == "p2c"]
-                b = [r for r in runs if r["load"] == load and r["rep"] == rep and r["algorithm"] == other]
-                if a and b:
-                    per.append((a[0]["summary"]["e2e_ms"]["p99"] / b[0]["summary"]["e2e_ms"]["p99"],
-                                b[0]["summary"]["censored"]))
-            if per:
-                vals = ", ".join(("≤ " if c else "") + f"{x:.2f}" for x, c in per)
-                ratios.append(f"`p2c` / `{other}` E2E p99, per rep: {vals}")
+        for vane in ("p2c", STREAM):
+            for other in ("round_robin", "least_request", "p2c_latency"):
+                per = paired(runs, load, vane, other)
+                if per:
+                    vals = ", ".join(("≤ " if c else "") + f"{x:.2f}" for x, c in per)
+                    ratios.append(f"`{vane}` / `{other}` {vals}")
         if ratios:
             L.append("")
-            L.append("; ".join(ratios) + ". (`≤`: the other's p99 is a lower bound, so the true ratio is smaller.)")
+            L.append("E2E p99 ratios, per repetition: " + "; ".join(ratios) +
+                     ". (`≤`: the other's p99 is a lower bound, so the true ratio is smaller.)")
+        rtts = []
+        for alg in ("p2c_latency", "p2c", STREAM):
+            rs = [r for r in runs if r["load"] == load and r["algorithm"] == alg and r.get("rtt_ewma_ms_at_end")]
+            if rs:
+                per = " ; ".join("[" + ", ".join(f"{x:.2f}" for x in r["rtt_ewma_ms_at_end"]) + "]" for r in rs)
+                rtts.append(f"`{alg}` {per} ms")
+        if rtts:
+            L.append("")
+            L.append("Latency term of the cost (peak-EWMA of the time to response headers) per replica at the end of "
+                     "the window, slow replica last: " + "; ".join(rtts) + ".")
         L.append("")
         L.append(f"![{int(load * 100)} %](routing-{meta['profile']}-{int(load * 100)}.png)")
     if clients:
@@ -577,23 +718,18 @@ def report(raw_path: Path, out_dir: Path) -> Path:
     L.append("")
     L.append("## Targets at 80 %")
     L.append("")
-    t80 = [r for r in runs if r["load"] == 0.8]
-    if t80:
-        for other, goal in (("round_robin", 0.4), ("least_request", 0.8)):
-            per = []
-            for rep in sorted({r["rep"] for r in t80}):
-                a = [r for r in t80 if r["rep"] == rep and r["algorithm"] == "p2c"]
-                b = [r for r in t80 if r["rep"] == rep and r["algorithm"] == other]
-                if a and b:
-                    per.append(a[0]["summary"]["e2e_ms"]["p99"] / b[0]["summary"]["e2e_ms"]["p99"])
-            if per:
-                met = all(x <= goal for x in per)
-                L.append(f"- `p2c` E2E p99 ≤ {goal}× `{other}`: {'met' if met else 'not met'} "
-                         f"(per rep {', '.join(f'{x:.2f}' for x in per)})")
-        a99 = summary_rows.get((0.8, "p2c"), {}).get("a99")
-        if a99 is not None:
-            L.append(f"- load figures under 20 ms old at p99: {'met' if a99 < 0.02 else 'not met'} "
-                     f"(p99 {a99 * 1000:.0f} ms)")
+    if any(r["load"] == 0.8 for r in runs):
+        for vane in ("p2c", STREAM):
+            for other, goal in (("round_robin", 0.4), ("least_request", 0.8)):
+                per = paired(runs, 0.8, vane, other)
+                if per:
+                    met = all(x <= goal for x, _ in per)
+                    L.append(f"- `{vane}` E2E p99 ≤ {goal}× `{other}`: {'met' if met else 'not met'} "
+                             f"(per rep {', '.join(('≤ ' if c else '') + f'{x:.2f}' for x, c in per)})")
+            a99 = summary_rows.get((0.8, vane), {}).get("a99")
+            if a99 is not None:
+                L.append(f"- `{vane}`: load figures under 20 ms old at p99: {'met' if a99 < 0.02 else 'not met'} "
+                         f"(p99 {a99 * 1000:.1f} ms)")
     md = out_dir / f"routing-{meta['profile']}.md"
     md.write_text("\n".join(L) + "\n")
     plots(raw, runs, loads, algs, out_dir, meta)
@@ -608,7 +744,8 @@ def plots(raw: Path, runs: list[dict], loads, algs, out_dir: Path, meta: dict) -
     except ImportError:
         log("matplotlib is missing: no plots")
         return
-    colors = {"round_robin": "#9e9e9e", "least_request": "#5b8def", "p2c_latency": "#f2a541", "p2c": "#2e9e5b"}
+    colors = {"round_robin": "#9e9e9e", "least_request": "#5b8def", "p2c_latency": "#f2a541", "p2c": "#2e9e5b",
+              STREAM: "#17693a"}
     for load in loads:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, col, title in ((axes[0], "ttft_ms", "TTFT"), (axes[1], "e2e_ms", "End-to-end")):
@@ -656,6 +793,10 @@ def main() -> int:
     ap.add_argument("--client", default=os.environ.get("CLIENT", "guidellm"), choices=["guidellm", "none"])
     ap.add_argument("--client-load", type=float, default=0.8)
     ap.add_argument("--venv", default=os.environ.get("VENV", str(ROUTING / ".venv")))
+    ap.add_argument("--quiet-pct", type=float, default=float(os.environ.get("QUIET_PCT", "15")),
+                    help="before each run, wait until other processes use less than this %% of a core")
+    ap.add_argument("--quiet-wait", type=float, default=float(os.environ.get("QUIET_WAIT", "120")),
+                    help="longest wait for a quiet machine before each run, seconds")
     args = ap.parse_args()
     if args.report:
         md = report(args.report, args.out)
@@ -669,10 +810,13 @@ def main() -> int:
     algs = [a for a in args.algorithms.split(",") if a]
     if args.warmup + args.duration > MAX_RUN_S:
         raise SystemExit(f"warm-up + duration must be at most {MAX_RUN_S} s")
-    for b in ("vane-sim", "vane-proxy", "llm-load"):
+    for b in ("vane-sim", "vane-proxy", "llm-load") + (("vane-gpu-probe",) if STREAM in algs else ()):
         if not (RELEASE / b).exists():
             raise SystemExit(f"{RELEASE / b} is missing: run bench/routing/run.sh (it builds them)")
-    ports = [args.port_base + i for i in range(args.replicas)] + [args.port_base + 50 + i for i in range(3)]
+    ports = [args.port_base + k + i for k in (0, 10, 20, 30, 40) for i in range(args.replicas)]
+    ports += [args.port_base + 50 + i for i in range(3)]
+    if args.replicas > 10:
+        raise SystemExit("at most 10 replicas (the port plan has 10 per role)")
     busy = [p for p in ports if not port_free(p)]
     if busy:
         raise SystemExit(f"ports in use: {busy} (set PORT_BASE)")
@@ -692,7 +836,7 @@ def main() -> int:
           "slow_speed": args.slow_speed, "prompt": args.prompt, "output": args.output, "warmup": args.warmup,
           "duration": args.duration, "drain": args.drain, "reps": args.reps, "loads": args.loads,
           "algorithms": algs, "gen_cpu": args.gen_cpu, "sut_cpu": args.sut_cpu, "client_load": args.client_load,
-          "nproc": os.cpu_count()})
+          "nproc": os.cpu_count(), "nice": NICE, "loadavg_start": os.getloadavg()[0]})
     t_start = time.time()
     fleet = Fleet(args, raw)
     fleet.start()
@@ -713,6 +857,7 @@ def main() -> int:
                 log(f"guidellm ({alg}) failed: {e}")
                 emit({"kind": "client_error", "algorithm": alg, "error": str(e)})
     stop_all()
+    emit({"kind": "end", "seconds": round(time.time() - t_start), "loadavg_end": os.getloadavg()[0]})
     log(f"done in {time.time() - t_start:.0f} s; raw data in {raw}")
     md = report(raw_path, args.out)
     print(md.read_text())

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Vane's routing-quality benchmark: builds the simulator, the proxy and llm-load, installs the
-# Python side (matplotlib for the plots, guidellm and a local tokenizer for the PyPI client),
-# then runs bench/routing/driver.py. Results go to bench/routing/results/.
+# Vane's routing-quality benchmark: builds the simulator, the proxy, the load probe and llm-load,
+# installs the Python side (matplotlib for the plots, guidellm and a local tokenizer for the PyPI
+# client), then runs bench/routing/driver.py. Results go to bench/routing/results/.
 #   bash bench/routing/run.sh                  # PROFILE=full (default), about 20 min
 #   PROFILE=smoke bash bench/routing/run.sh    # about 3 min
 # Knobs (see bench/routing/README.md): LOADS, REPS, ALGORITHMS, REPLICAS, SLOW_SPEED, PROMPT,
-# OUTPUT, GEN_CPU, SUT_CPU, PORT_BASE, CLIENT=none, VENV, SKIP_BUILD, SKIP_PIP.
+# OUTPUT, GEN_CPU, SUT_CPU, PORT_BASE, NICE, QUIET_PCT, QUIET_WAIT, CLIENT=none, VENV, SKIP_BUILD,
+# SKIP_PIP.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PROFILE="${PROFILE:-full}"
@@ -17,7 +18,7 @@ fi
 command -v taskset >/dev/null || { echo "routing bench: taskset (util-linux) is missing" >&2; exit 1; }
 
 if [ -z "${SKIP_BUILD:-}" ]; then
-    nice -n 10 cargo build --release -p vane-sim -p vane-proxy -p vane-routing-bench
+    nice -n 10 cargo build --release -p vane-sim -p vane-proxy -p vane-gpu-probe -p vane-routing-bench
 fi
 
 VENV="${VENV:-bench/routing/.venv}"

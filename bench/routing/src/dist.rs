@@ -43,11 +43,7 @@ pub struct ParseDistError(String);
 
 impl fmt::Display for ParseDistError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: expected fixed:N, uniform:LO:HI, exp:MEAN[:MAX] or lognormal:MEDIAN:SIGMA[:MAX]",
-            self.0
-        )
+        write!(f, "{}: expected fixed:N, uniform:LO:HI, exp:MEAN[:MAX] or lognormal:MEDIAN:SIGMA[:MAX]", self.0)
     }
 }
 

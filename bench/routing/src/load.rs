@@ -91,7 +91,8 @@ impl Config {
         for t in &self.targets {
             let host = t.host().context("target URL has no host")?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            let loopback =
+                host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
             if !loopback {
                 bail!("{t}: only loopback targets (127.0.0.0/8, ::1, localhost) are allowed");
             }

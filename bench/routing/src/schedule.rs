@@ -26,7 +26,7 @@ pub fn poisson(rate: f64, span: Duration, prompt: &Dist, output: &Dist, seed: u6
     let end = span.as_secs_f64();
     let mut t = 0.0;
     let mut out = Vec::with_capacity((rate * end * 1.1) as usize + 16);
-    if !(rate > 0.0) {
+    if rate.is_nan() || rate <= 0.0 {
         return out;
     }
     loop {

@@ -152,9 +152,17 @@ impl Body for RespBody {
                             g.finish();
                         }
                     }
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
-                        if let Some(g) = guard.take() {
+                    Poll::Ready(Some(Ok(frame))) if body.is_end_stream() => {
+                        if let Some(mut g) = guard.take() {
+                            if frame.is_data() {
+                                g.first_byte();
+                            }
                             g.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame))) if frame.is_data() => {
+                        if let Some(g) = guard.as_mut() {
+                            g.first_byte();
                         }
                     }
                     Poll::Ready(Some(Err(_))) => drop(guard.take()),

@@ -82,7 +82,7 @@ impl Endpoint {
     /// Counts a request in flight until the guard drops.
     pub fn start(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard { ep: Arc::clone(self), conn: None, idle_timeout: Duration::ZERO }
+        InFlightGuard { ep: Arc::clone(self), conn: None, idle_timeout: Duration::ZERO, rtt_from: None }
     }
 
     /// Whether the endpoint is not ejected at `now_ns`.
@@ -165,17 +165,37 @@ pub struct InFlightGuard {
     ep: Arc<Endpoint>,
     conn: Option<crate::pool::PooledConn>,
     idle_timeout: Duration,
+    /// When the request was sent and the EWMA decay, until the first response byte is seen.
+    rtt_from: Option<(std::time::Instant, Duration)>,
 }
 
 impl InFlightGuard {
-    /// Attaches the connection to give back when the response ends cleanly.
-    pub fn hold(&mut self, conn: Option<crate::pool::PooledConn>, idle_timeout: Duration) {
+    /// Attaches the connection to give back when the response ends cleanly, and (unless the
+    /// answer was a refusal) when the request was sent, to time the first response byte.
+    pub fn hold(
+        &mut self,
+        conn: Option<crate::pool::PooledConn>,
+        idle_timeout: Duration,
+        rtt_from: Option<(std::time::Instant, Duration)>,
+    ) {
         self.conn = conn;
         self.idle_timeout = idle_timeout;
+        self.rtt_from = rtt_from;
+    }
+
+    /// The first byte of the response body arrived: its latency is the endpoint's RTT sample.
+    ///
+    /// Internal: a streaming model server sends its headers at once and its first token after
+    /// queueing and prefill, so the first *body* byte is what shows how loaded it is.
+    pub fn first_byte(&mut self) {
+        if let Some((sent, decay)) = self.rtt_from.take() {
+            self.ep.observe_rtt(sent.elapsed(), decay);
+        }
     }
 
     /// The response body ended cleanly: the connection goes back to the pool.
     pub fn finish(mut self) {
+        self.first_byte();
         if let Some(c) = self.conn.take() {
             c.release(self.idle_timeout);
         }

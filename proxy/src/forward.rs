@@ -1,7 +1,8 @@
 //! The forward layer: picks an endpoint (power of two choices over peak-EWMA × in-flight),
 //! sends the request over a pooled connection, and learns from the answer.
 //!
-//! - Latency is measured to the response headers (the first byte a client waits for) and fed
+//! - Latency is measured to the first byte of the response body (for a streaming model server the
+//!   first token, after queueing and prefill; headers come at once) and fed
 //!   to the endpoint's peak-EWMA.
 //! - A refused connection ejects the endpoint at once; 5xx answers, resets and timeouts eject
 //!   after `consecutive_failures` in a row.
@@ -148,12 +149,12 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
                 return Err(ProxyError::Upstream(ep.addr, e));
             }
             Ok(Ok((resp, conn))) => {
-                learn_from(ep, &resp, started.elapsed(), settings);
+                let measure = learn_from(ep, &resp, settings);
                 let outcome = if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success };
                 ep.record(outcome, &settings.ejection);
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
-                guard.hold(conn, settings.idle_timeout);
+                guard.hold(conn, settings.idle_timeout, measure.then_some((started, settings.ewma_decay)));
                 let guard = if http_body::Body::is_end_stream(&rbody) {
                     // No body to wait for: the connection is free now.
                     guard.finish();
@@ -168,10 +169,11 @@ async fn forward(target: &Target, req: Request<ReqBody>) -> Result<Response<Resp
     Err(ProxyError::NoEndpoint(backend.name.to_string()))
 }
 
-/// What an answer tells the balancer: its latency, the endpoint's own load report (ORCA), and
+/// What an answer's head tells the balancer: the endpoint's own load report (ORCA), and
 /// for a 429/503 a penalty for as long as `Retry-After` asks (a fast refusal is not a fast
 /// endpoint, so its latency is not averaged in).
-fn learn_from<B>(ep: &Endpoint, resp: &Response<B>, rtt: std::time::Duration, settings: &Settings) {
+/// Returns whether the answer's latency should be sampled (at its first body byte).
+fn learn_from<B>(ep: &Endpoint, resp: &Response<B>, settings: &Settings) -> bool {
     let now = crate::now_ns();
     if let Some(v) = resp.headers().get(orca::HEADER)
         && let Some(report) = orca::parse(v.as_bytes())
@@ -187,8 +189,9 @@ fn learn_from<B>(ep: &Endpoint, resp: &Response<B>, rtt: std::time::Duration, se
             .unwrap_or(settings.penalty_time)
             .min(MAX_PENALTY);
         ep.penalize(now.saturating_add(wait.as_nanos() as u64));
+        false
     } else {
-        ep.observe_rtt(rtt, settings.ewma_decay);
+        true
     }
 }
 

@@ -65,6 +65,8 @@ where
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         while let Ok((stream, _)) = listener.accept().await {
             conns.fetch_add(1, Ordering::Relaxed);
+            // As real servers do: without it, a body written after its headers waits for a delayed ACK.
+            let _ = stream.set_nodelay(true);
             let h = handler.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let h = h.clone();

@@ -454,7 +454,7 @@ def parse_output(mode: Mode, out: str, log_file: Path | None) -> dict:
         errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_timeout"]
         return {
             "requests": w["requests"], "errors": errors, "status_errors": w["err_status"],
-            "rps": w["requests"] / secs, "p50_us": w["p50_us"], "p90_us": w["p90_us"],
+            "rps": (w["requests"] - w["err_status"]) / secs, "rps_all": w["requests"] / secs, "p50_us": w["p50_us"], "p90_us": w["p90_us"],
             "p99_us": w["p99_us"], "p999_us": w["p999_us"], "max_us": w["max_us"],
         }
     if mode.tool == "h2load":
@@ -472,10 +472,12 @@ def parse_output(mode: Mode, out: str, log_file: Path | None) -> dict:
                         lat.append(int(p[2]))
             log_file.unlink()
         lat.sort()
-        done = int(r[3])
+        # h2load's "failed" counts transport errors and non-2xx/3xx answers; "errored"
+        # and "timeout" are the transport errors alone.
+        done, secs = int(r[3]), float(m[1])
         return {
-            "requests": done, "errors": int(r[5]) + int(r[7]), "status_errors": int(s[3]) + int(s[4]),
-            "rps": float(m[2]), "p50_us": percentile(lat, 0.5), "p90_us": percentile(lat, 0.9),
+            "requests": done, "errors": int(r[6]) + int(r[7]), "status_errors": int(s[3]) + int(s[4]),
+            "rps": int(r[4]) / secs, "rps_all": float(m[2]), "p50_us": percentile(lat, 0.5), "p90_us": percentile(lat, 0.9),
             "p99_us": percentile(lat, 0.99), "p999_us": percentile(lat, 0.999),
             "max_us": float(lat[-1]) if lat else 0.0,
         }

@@ -294,7 +294,7 @@ class Fleet:
         self.skipped: dict[str, str] = {}
 
     def spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
-        logf = open(self.tmp / f"{name}.log", "wb")
+        logf = open(self.tmp / f"{name}.log", "ab")
         return popen_pinned(
             self.sut_cpu,
             argv,
@@ -325,65 +325,74 @@ class Fleet:
         busy = [p for p in {18090, *[x for n in self.names for x in PORTS[n]], VANE_INBOUND, VANE_ADMIN} if port_open(p)]
         if busy:
             raise SystemExit(f"ports already in use on 127.0.0.1: {sorted(busy)} (a previous run left something behind?)")
-        values = {"DIR": self.tmp, "BACKEND": BACKEND}
-
-        # The backend.
         b = Target("echo", 18090, 18090)
-        b.proc = self.spawn("echo", [str(RELEASE / "echo"), BACKEND], {"THREADS": "1"})
-        err = self.wait_ready(b, 10)
+        err = self.launch(b)
         if err:
             raise SystemExit(f"echo backend: {err}")
         self.backend = b
-
         for name in self.names:
             h1, h2c = PORTS[name]
             t = Target(name, h1, h2c)
-            ready_url = None
-            if name == "direct":
-                self.targets[name] = t
-                continue
-            if name == "nginx":
-                exe = which("nginx")
-                if not exe:
-                    self.skipped[name] = "nginx is not installed"
-                    continue
-                conf = render(CONF / "nginx.conf", self.tmp / "nginx.conf", {**values, "H1_PORT": h1, "H2C_PORT": h2c})
-                t.proc = self.spawn(name, [exe, "-p", str(self.tmp), "-e", str(self.tmp / "nginx-error.log"), "-c", str(conf)])
-                t.multi_process = True
-            elif name == "haproxy":
-                exe = which("haproxy")
-                if not exe:
-                    self.skipped[name] = "haproxy is not installed"
-                    continue
-                conf = render(CONF / "haproxy.cfg", self.tmp / "haproxy.cfg", {**values, "H1_PORT": h1, "H2C_PORT": h2c})
-                t.proc = self.spawn(name, [exe, "-f", str(conf)])
-            elif name == "vane":
-                exe = RELEASE / "vane-proxy"
-                if os.environ.get("VANE_BUILD_FAILED"):
-                    self.skipped[name] = "vane-proxy did not build (see the build output above)"
-                    continue
-                if not exe.exists():
-                    self.skipped[name] = f"{exe} does not exist"
-                    continue
-                conf = render(CONF / "vane.yaml", self.tmp / "vane.yaml", values)
-                t.proc = self.spawn(name, [
-                    str(exe), "--config", str(conf),
-                    "--outbound", f"127.0.0.1:{h1}",
-                    "--inbound", f"127.0.0.1:{VANE_INBOUND}",
-                    "--admin", f"127.0.0.1:{VANE_ADMIN}",
-                    "--threads", "1",
-                ])
-                ready_url = f"http://127.0.0.1:{VANE_ADMIN}/ready"
-            err = self.wait_ready(t, 15, ready_url)
+            err = self.launch(t)
             if err:
                 self.skipped[name] = err
-                self.stop_one(t)
                 log(f"{name}: skipped: {err}")
                 continue
-            time.sleep(0.5)
-            t.mem_idle = mem_kib(t.pids())
             self.targets[name] = t
-            log(f"{name}: ready (pids {t.pids()}, idle RSS {t.mem_idle['rss_kib']} KiB)")
+            if t.proc is not None:
+                time.sleep(0.5)
+                t.mem_idle = mem_kib(t.pids())
+                log(f"{name}: ready (pids {t.pids()}, idle RSS {t.mem_idle['rss_kib']} KiB)")
+
+    def launch(self, t: Target) -> str | None:
+        """Starts t's process (none for direct) and waits until it answers; an error text if not."""
+        values = {"DIR": self.tmp, "BACKEND": BACKEND, "H1_PORT": t.h1_port, "H2C_PORT": t.h2c_port}
+        ready_url = None
+        if t.name == "direct":
+            return None
+        if t.name == "echo":
+            t.proc = self.spawn("echo", [str(RELEASE / "echo"), BACKEND], {"THREADS": "1"})
+        elif t.name == "nginx":
+            exe = which("nginx")
+            if not exe:
+                return "nginx is not installed"
+            conf = render(CONF / "nginx.conf", self.tmp / "nginx.conf", values)
+            t.proc = self.spawn(t.name, [exe, "-p", str(self.tmp), "-e", str(self.tmp / "nginx-error.log"), "-c", str(conf)])
+            t.multi_process = True
+        elif t.name == "haproxy":
+            exe = which("haproxy")
+            if not exe:
+                return "haproxy is not installed"
+            conf = render(CONF / "haproxy.cfg", self.tmp / "haproxy.cfg", values)
+            t.proc = self.spawn(t.name, [exe, "-f", str(conf)])
+        elif t.name == "vane":
+            exe = RELEASE / "vane-proxy"
+            if os.environ.get("VANE_BUILD_FAILED"):
+                return "vane-proxy did not build (see the build output above)"
+            if not exe.exists():
+                return f"{exe} does not exist"
+            conf = render(CONF / "vane.yaml", self.tmp / "vane.yaml", values)
+            t.proc = self.spawn(t.name, [
+                str(exe), "--config", str(conf),
+                "--outbound", f"127.0.0.1:{t.h1_port}",
+                "--inbound", f"127.0.0.1:{VANE_INBOUND}",
+                "--admin", f"127.0.0.1:{VANE_ADMIN}",
+                "--threads", "1",
+            ])
+            ready_url = f"http://127.0.0.1:{VANE_ADMIN}/ready"
+        err = self.wait_ready(t, 15, ready_url)
+        if err:
+            self.stop_one(t)
+        return err
+
+    def revive(self, t: Target) -> str | None:
+        """Restarts t if its process has gone (something outside the bench may
+        have stopped it); returns what happened, or None if it was running."""
+        if t.proc is None or t.proc.poll() is None:
+            return None
+        status = t.proc.returncode
+        err = self.launch(t)
+        return f"{t.name} had exited (status {status}); " + (f"restart failed: {err}" if err else "restarted")
 
     @staticmethod
     def stop_one(t: Target) -> None:
@@ -540,6 +549,8 @@ def measure(fleet: Fleet, t: Target, mode: Mode, rep: int, dur: int, warm: int, 
     if p.returncode != 0:
         raise RuntimeError(f"{mode.tool} exited {p.returncode}: {err.strip()[-400:]}")
     rec.update(parse_output(mode, out, log_file))
+    if rec["requests"] == 0:
+        raise RuntimeError(f"{mode.tool} completed no request (errors {rec['errors']})")
     n = max(rec["requests"], 1)
     rec["proxy_cpu_ticks"] = cpu_p1 - cpu_p0 if pids else None
     rec["proxy_cpu_us_per_req"] = round((cpu_p1 - cpu_p0) * 1e6 / CLK_TCK / n, 2) if pids else None
@@ -750,6 +761,9 @@ def report(records: list[dict]) -> str:
     discarded = {(r["rep"], r["mode"], r.get("attempt")) for r in records if r.get("type") == "discarded"}
     if discarded:
         out.append(f"- groups measured again because other processes disturbed them (RETRY_NOISY): {len(discarded)}")
+    for r in records:
+        if r.get("type") == "restart":
+            out.append(f"- before {r['mode']} rep {r['rep']}: {r['what']}")
     for r in fails:
         out.append(f"- **failed run** {r['mode']} {r['target']} rep {r['rep']}: {r['error']}")
     flagged = [r for r in runs if r["flags"]]
@@ -878,6 +892,11 @@ def main() -> int:
                     for name in rot:
                         k += 1
                         t = fleet.targets[name]
+                        for proc_t in (fleet.backend, t):
+                            what = fleet.revive(proc_t) if proc_t else None
+                            if what:
+                                log(what)
+                                emit({"type": "restart", "rep": rep, "mode": mode.name, "target": proc_t.name, "what": what})
                         try:
                             rec = measure(fleet, t, mode, rep, dur, warm, lg_cpu, sut_cpu)
                             group.append(rec)
@@ -887,8 +906,12 @@ def main() -> int:
                         except Exception as e:  # noqa: BLE001
                             group.append({"type": "fail", "rep": rep, "mode": mode.name, "target": name, "error": str(e)[:500]})
                             log(f"[{k}/{n_runs}] rep {rep} {mode.name} {name}: FAILED: {e}")
-                        if t.proc is not None and t.proc.poll() is not None:
-                            log(f"{name} exited (status {t.proc.returncode}); log: {tmp / (name + '.log')}")
+                        for proc_t in (fleet.backend, t):
+                            if proc_t and proc_t.proc is not None and proc_t.proc.poll() is not None:
+                                log(f"{proc_t.name} exited (status {proc_t.proc.returncode}); log: {tmp / (proc_t.name + '.log')}")
+                                if group and group[-1].get("type") == "run":
+                                    group[-1] = {"type": "fail", "rep": rep, "mode": mode.name, "target": name,
+                                                 "error": f"{proc_t.name} exited during the run"}
                     noisy = [r["target"] for r in group if any(f.startswith("noise") for f in r.get("flags", []))]
                     if noisy and attempt < retries:
                         for r in group:

@@ -312,13 +312,14 @@ proxy:
 inbound:
   forward_to: 127.0.0.1:{sim}
   load_from: http://127.0.0.1:{probe}/load
-  load_interval: 10ms
+  load_interval: {interval}
 """
 
 
 class Sidecars:
-    """Per replica: a vane-gpu-probe scraping the simulator's /metrics every 10 ms and an inbound
-    Vane proxy in front of the simulator that serves the probe's figures as a load stream."""
+    """Per replica: a vane-gpu-probe scraping the simulator's /metrics every `--stream-interval`
+    (10 ms) and an inbound Vane proxy in front of the simulator that serves the probe's figures as a
+    load stream at the same interval."""
 
     def __init__(self, args, fleet: Fleet, raw: Path, tag: str):
         b = args.port_base
@@ -328,9 +329,10 @@ class Sidecars:
             probe = b + 10 + i
             self.procs.append(start(pinned(args.sut_cpu, [
                 str(RELEASE / "vane-gpu-probe"), "--metrics-url", f"http://127.0.0.1:{sim}/metrics", "--listen",
-                f"127.0.0.1:{probe}", "--no-gpu", "--interval", "10ms", "--log", "warn"]), raw / f"probe-{tag}-{i}.log"))
+                f"127.0.0.1:{probe}", "--no-gpu", "--interval", args.stream_interval, "--log", "warn"]),
+                raw / f"probe-{tag}-{i}.log"))
             conf = raw / f"sidecar-{i}.yaml"
-            conf.write_text(SIDECAR_CONF.format(sim=sim, probe=probe))
+            conf.write_text(SIDECAR_CONF.format(sim=sim, probe=probe, interval=args.stream_interval))
             self.procs.append(start(pinned(args.sut_cpu, [
                 str(RELEASE / "vane-proxy"), "--config", str(conf), "--outbound", f"127.0.0.1:{b + 30 + i}",
                 "--inbound", f"127.0.0.1:{self.inbound[i]}", "--admin", f"127.0.0.1:{b + 40 + i}", "--log", "warn"]),
@@ -620,7 +622,8 @@ def report(raw_path: Path, out_dir: Path) -> Path:
              f"fixed Poisson rate, up to {meta['drain']} s drain; {meta['reps']} repetition(s), algorithms "
              f"interleaved. Generator on CPU {meta['gen_cpu']}, fleet and proxy on CPU {meta['sut_cpu']}, "
              f"nice {meta.get('nice') or 0}; load average {meta.get('loadavg_start', 0):.1f} at the start "
-             f"(other work on the machine).")
+             f"(other work on the machine). `p2c_stream`: probes scrape and inbound proxies stream the load "
+             f"every {meta.get('stream_interval', '10ms')}.")
     L.append("")
     L.append("Latencies are pooled over the repetitions' measured requests, from each request's scheduled "
              "arrival. `≥` marks a lower bound: requests still open at the drain deadline count with the "
@@ -793,6 +796,8 @@ def main() -> int:
     ap.add_argument("--client", default=os.environ.get("CLIENT", "guidellm"), choices=["guidellm", "none"])
     ap.add_argument("--client-load", type=float, default=0.8)
     ap.add_argument("--venv", default=os.environ.get("VENV", str(ROUTING / ".venv")))
+    ap.add_argument("--stream-interval", default=os.environ.get("STREAM_INTERVAL", "10ms"),
+                    help="p2c_stream: the probes' scrape interval and the inbound proxies' load_interval")
     ap.add_argument("--quiet-pct", type=float, default=float(os.environ.get("QUIET_PCT", "15")),
                     help="before each run, wait until other processes use less than this %% of a core")
     ap.add_argument("--quiet-wait", type=float, default=float(os.environ.get("QUIET_WAIT", "120")),
@@ -836,7 +841,8 @@ def main() -> int:
           "slow_speed": args.slow_speed, "prompt": args.prompt, "output": args.output, "warmup": args.warmup,
           "duration": args.duration, "drain": args.drain, "reps": args.reps, "loads": args.loads,
           "algorithms": algs, "gen_cpu": args.gen_cpu, "sut_cpu": args.sut_cpu, "client_load": args.client_load,
-          "nproc": os.cpu_count(), "nice": NICE, "loadavg_start": os.getloadavg()[0]})
+          "nproc": os.cpu_count(), "nice": NICE, "loadavg_start": os.getloadavg()[0],
+          "stream_interval": args.stream_interval})
     t_start = time.time()
     fleet = Fleet(args, raw)
     fleet.start()

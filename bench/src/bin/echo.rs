@@ -24,10 +24,7 @@ const BODY: &[u8; 100] =
 
 async fn handle(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let mut resp = Response::new(Full::new(Bytes::from_static(BODY)));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain"),
-    );
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     Ok(resp)
 }
 
@@ -57,23 +54,15 @@ async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:18090".to_string())
-        .parse()?;
+    let addr: SocketAddr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18090".to_string()).parse()?;
     let threads: usize = match std::env::var("THREADS") {
         Ok(v) => v.parse()?,
         Err(_) => 1,
     };
     let rt = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
     rt.block_on(serve(addr))
 }

@@ -133,9 +133,7 @@ impl Target {
                 Sender::H1(send)
             }
             Proto::H2c => {
-                let (send, conn) = http2::Builder::new(TokioExecutor::new())
-                    .handshake(io)
-                    .await?;
+                let (send, conn) = http2::Builder::new(TokioExecutor::new()).handshake(io).await?;
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
@@ -208,9 +206,7 @@ impl Stats {
     fn new() -> Self {
         Stats {
             // Nanoseconds, 1 µs .. 120 s, 3 significant figures.
-            hist: Mutex::new(
-                Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds"),
-            ),
+            hist: Mutex::new(Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds")),
             ok: AtomicU64::new(0),
             status_errors: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -250,34 +246,18 @@ fn parse_target(args: &Args) -> anyhow::Result<Target> {
     let host = uri.host().context("URL without host")?;
     let ip: std::net::IpAddr = match host {
         "localhost" => [127, 0, 0, 1].into(),
-        h => h
-            .trim_matches(['[', ']'])
-            .parse()
-            .context("host must be an IP or localhost")?,
+        h => h.trim_matches(['[', ']']).parse().context("host must be an IP or localhost")?,
     };
     if !ip.is_loopback() {
         bail!("refusing non-loopback target {ip}: this generator only loads 127.0.0.1");
     }
     let port = uri.port_u16().unwrap_or(80);
-    let authority = uri
-        .authority()
-        .context("URL without authority")?
-        .as_str()
-        .to_string();
-    let path: Uri = uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse()
-        .context("path")?;
+    let authority = uri.authority().context("URL without authority")?.as_str().to_string();
+    let path: Uri = uri.path_and_query().map_or("/", |p| p.as_str()).parse().context("path")?;
     let mut headers = Vec::new();
     for h in &args.headers {
-        let (k, v) = h
-            .split_once(':')
-            .with_context(|| format!("header {h:?} lacks ':'"))?;
-        headers.push((
-            HeaderName::from_bytes(k.trim().as_bytes())?,
-            HeaderValue::from_str(v.trim())?,
-        ));
+        let (k, v) = h.split_once(':').with_context(|| format!("header {h:?} lacks ':'"))?;
+        headers.push((HeaderName::from_bytes(k.trim().as_bytes())?, HeaderValue::from_str(v.trim())?));
     }
     Ok(Target {
         addr: SocketAddr::new(ip, port),
@@ -291,17 +271,10 @@ fn parse_target(args: &Args) -> anyhow::Result<Target> {
 }
 
 /// Opens the connections and returns one slot per concurrent request.
-async fn open_slots(
-    target: &Target,
-    conns: usize,
-    streams: usize,
-) -> anyhow::Result<Vec<Option<Sender>>> {
+async fn open_slots(target: &Target, conns: usize, streams: usize) -> anyhow::Result<Vec<Option<Sender>>> {
     let mut slots = Vec::with_capacity(conns * streams);
     for _ in 0..conns {
-        let s = target
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {}", target.addr))?;
+        let s = target.connect().await.with_context(|| format!("connecting to {}", target.addr))?;
         match s {
             Sender::H1(s) => slots.push(Some(Sender::H1(s))),
             Sender::H2(s) => {
@@ -314,8 +287,7 @@ async fn open_slots(
     // Interleave h2c slots over connections: take slot k of connection 0, 1, ...
     if target.proto == Proto::H2c && conns > 1 {
         let mut inter = Vec::with_capacity(slots.len());
-        let mut by_conn: Vec<VecDeque<Option<Sender>>> =
-            (0..conns).map(|_| VecDeque::new()).collect();
+        let mut by_conn: Vec<VecDeque<Option<Sender>>> = (0..conns).map(|_| VecDeque::new()).collect();
         for (i, s) in slots.into_iter().enumerate() {
             by_conn[i / streams].push_back(s);
         }
@@ -344,10 +316,7 @@ async fn open_loop(
     stats: Arc<Stats>,
 ) -> RunResult {
     let n_slots = slots.len();
-    let pool = Arc::new(Pool {
-        permits: Semaphore::new(n_slots),
-        slots: Mutex::new(slots.into_iter().collect()),
-    });
+    let pool = Arc::new(Pool { permits: Semaphore::new(n_slots), slots: Mutex::new(slots.into_iter().collect()) });
     let total = (rate * duration).round() as u64;
     let interval = 1e9 / rate; // ns
     let mut lag = Histogram::<u64>::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds");
@@ -360,20 +329,13 @@ async fn open_loop(
         while i < due {
             let scheduled = start + Duration::from_nanos((i as f64 * interval) as u64);
             lag.saturating_record(
-                u64::try_from(now.saturating_duration_since(scheduled).as_nanos())
-                    .unwrap_or(u64::MAX)
-                    .max(1_000),
+                u64::try_from(now.saturating_duration_since(scheduled).as_nanos()).unwrap_or(u64::MAX).max(1_000),
             );
             let (target, pool, stats) = (target.clone(), pool.clone(), stats.clone());
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let permit = pool.permits.acquire().await.expect("semaphore open");
-                let mut slot = pool
-                    .slots
-                    .lock()
-                    .expect("pool")
-                    .pop_front()
-                    .expect("permit implies a slot");
+                let mut slot = pool.slots.lock().expect("pool").pop_front().expect("permit implies a slot");
                 let outcome = exchange(&target, &mut slot).await;
                 stats.record(outcome, scheduled.elapsed());
                 pool.slots.lock().expect("pool").push_back(slot);
@@ -400,19 +362,10 @@ async fn open_loop(
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     let elapsed = start.elapsed().max(Duration::from_secs_f64(duration));
-    RunResult {
-        sent: total,
-        elapsed,
-        lag: Some(lag),
-    }
+    RunResult { sent: total, elapsed, lag: Some(lag) }
 }
 
-async fn closed_loop(
-    target: Arc<Target>,
-    slots: Vec<Option<Sender>>,
-    duration: f64,
-    stats: Arc<Stats>,
-) -> RunResult {
+async fn closed_loop(target: Arc<Target>, slots: Vec<Option<Sender>>, duration: f64, stats: Arc<Stats>) -> RunResult {
     let sent = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(duration);
@@ -431,11 +384,7 @@ async fn closed_loop(
     for t in tasks {
         let _ = t.await;
     }
-    RunResult {
-        sent: sent.load(Ordering::Relaxed),
-        elapsed: start.elapsed(),
-        lag: None,
-    }
+    RunResult { sent: sent.load(Ordering::Relaxed), elapsed: start.elapsed(), lag: None }
 }
 
 fn us(ns: u64) -> f64 {
@@ -466,17 +415,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let slots = open_slots(&target, args.connections, args.streams).await?;
     let stats = Arc::new(Stats::new());
     let res = match rate {
-        Some(r) => {
-            open_loop(
-                target.clone(),
-                slots,
-                r,
-                args.duration,
-                args.drain,
-                stats.clone(),
-            )
-            .await
-        }
+        Some(r) => open_loop(target.clone(), slots, r, args.duration, args.drain, stats.clone()).await,
         None => closed_loop(target.clone(), slots, args.duration, stats.clone()).await,
     };
     let ok = stats.ok.load(Ordering::Relaxed);
@@ -486,11 +425,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let incomplete = res.sent.saturating_sub(completed + errors);
     let hist = stats.hist.lock().expect("histogram").clone();
     let pct = |q: f64| {
-        if hist.is_empty() {
-            0.0
-        } else {
-            us(hist.value_at_quantile(q))
-        }
+        if hist.is_empty() { 0.0 } else { us(hist.value_at_quantile(q)) }
     };
     let secs = res.elapsed.as_secs_f64();
     let mut out = format!(
@@ -518,11 +453,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pct(0.99),
         pct(0.999),
         if hist.is_empty() { 0.0 } else { us(hist.max()) },
-        if hist.is_empty() {
-            0.0
-        } else {
-            hist.mean() / 1000.0
-        },
+        if hist.is_empty() { 0.0 } else { hist.mean() / 1000.0 },
     );
     if let Some(lag) = res.lag {
         out.push_str(&format!(
@@ -538,9 +469,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = rt.block_on(run(args));
     // Do not wait for requests abandoned after the drain period.
     if let Err(e) = result {

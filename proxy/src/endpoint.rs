@@ -209,7 +209,7 @@ impl Drop for InFlightGuard {
 }
 
 /// Picks an endpoint among the available ones not in `tried` (a bit set of endpoint indexes),
-/// by the backend's algorithm. Returns the index and the age in nanoseconds of the reported load
+/// by the backend's algorithm; when all untried ones are ejected, among those (panic mode). Returns the index and the age in nanoseconds of the reported load
 /// the decision used, if any. `None` when no endpoint is available.
 pub fn pick(
     endpoints: &[Arc<Endpoint>],
@@ -224,7 +224,11 @@ pub fn pick(
     if n == 0 {
         return None;
     }
-    let eligible = |i: usize| (i >= 64 || tried & (1 << i) == 0) && endpoints[i].available(now);
+    let untried = |i: usize| i >= 64 || tried & (1 << i) == 0;
+    // Panic mode (as in Envoy): when every untried endpoint is ejected, ejection is ignored, so a
+    // backend whose only endpoint failed once is tried again rather than failing fast for seconds.
+    let panic = !(0..n).any(|i| untried(i) && endpoints[i].available(now));
+    let eligible = |i: usize| untried(i) && (panic || endpoints[i].available(now));
     match policy.algorithm {
         Algorithm::RoundRobin => {
             let start = rr.fetch_add(1, Ordering::Relaxed);

@@ -75,14 +75,42 @@ async fn refused_endpoint_is_ejected_and_nothing_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_dead_endpoints_give_502_then_503() {
+async fn only_dead_endpoints_give_502_and_an_empty_backend_503() {
     let proxy = Proxy::start(&split_config(&[("pool", &[refused_addr()], 1)], ""));
     let client = h1_client(proxy.outbound);
-    let r = get(&client, "svc", "/", &[]).await.unwrap();
-    // The first request finds the endpoint refusing; after that it is ejected.
-    assert_eq!((r.status.as_u16(), r.proxy_error()), (502, "connect-failed"), "{r:?}");
-    let r = get(&client, "svc", "/", &[]).await.unwrap();
+    // Ejected after the first refusal, the only endpoint is still tried (panic mode): 502 each time.
+    for _ in 0..3 {
+        let r = get(&client, "svc", "/", &[]).await.unwrap();
+        assert_eq!((r.status.as_u16(), r.proxy_error()), (502, "connect-failed"), "{r:?}");
+    }
+    let proxy = Proxy::start(&split_config(&[("pool", &[], 1)], ""));
+    let r = get(&h1_client(proxy.outbound), "svc", "/", &[]).await.unwrap();
     assert_eq!((r.status.as_u16(), r.proxy_error()), (503, "no-endpoint-ready"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_endpoint_that_failed_once_is_not_shunned() {
+    // The only endpoint refuses once (it restarts), then is back: the next request reaches it at
+    // once instead of failing fast for the ejection time.
+    let port = refused_addr();
+    let proxy = Proxy::start(&split_config(&[("pool", &[port], 1)], ""));
+    let client = h1_client(proxy.outbound);
+    assert_eq!(get(&client, "svc", "/", &[]).await.unwrap().status, 502);
+    let listener = tokio::net::TcpListener::bind(port).await.expect("rebind the port");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(full("back")))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let r = get(&client, "svc", "/", &[]).await.unwrap();
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "back"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,9 +26,7 @@ pub struct Shared {
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("ready", &self.ready.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
+        f.debug_struct("Shared").field("ready", &self.ready.load(Ordering::Relaxed)).finish_non_exhaustive()
     }
 }
 
@@ -36,8 +34,7 @@ impl fmt::Debug for Shared {
 pub fn handle<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-        resp.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
     let now = Instant::now();
@@ -56,8 +53,7 @@ pub fn handle<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
                 body.extend_from_slice(value.as_bytes());
                 body.push(b'\n');
                 let mut resp = text_bytes(StatusCode::OK, Bytes::from(body));
-                resp.headers_mut()
-                    .insert(HeaderName::from_static(ORCA_HEADER), value);
+                resp.headers_mut().insert(HeaderName::from_static(ORCA_HEADER), value);
                 resp
             }
             OrcaReport::Unavailable(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
@@ -65,34 +61,23 @@ pub fn handle<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
         "/metrics" => {
             let snap = shared.snapshot.load();
             let openmetrics = wants_openmetrics(req);
-            let page = shared
-                .metrics
-                .encode(snap.age(now), snap.is_stale(now), openmetrics);
+            let page = shared.metrics.encode(snap.age(now), snap.is_stale(now), openmetrics);
             let mut resp = Response::new(Full::new(Bytes::from(page)));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(content_type(openmetrics)),
-            );
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type(openmetrics)));
             resp
         }
         "/live" => text(StatusCode::OK, "live\n"),
         "/ready" if shared.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
-        "/ready" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no good scrape yet\n",
-        ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /load, /orca, /metrics, /live or /ready\n",
-        ),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no good scrape yet\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /load, /orca, /metrics, /live or /ready\n"),
     }
 }
 
 fn wants_openmetrics<B>(req: &Request<B>) -> bool {
-    req.headers().get_all(http::header::ACCEPT).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.contains("application/openmetrics-text"))
-    })
+    req.headers()
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("application/openmetrics-text")))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -102,10 +87,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 fn text_bytes(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
@@ -130,15 +112,7 @@ mod tests {
     }
 
     async fn body(resp: Response<Full<Bytes>>) -> String {
-        String::from_utf8(
-            resp.into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap()
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
     }
 
     #[tokio::test]
@@ -146,11 +120,7 @@ mod tests {
         let fresh = State {
             last_good: Some(GoodReading {
                 kind: ServerKind::Tgi,
-                figures: Figures {
-                    queue_depth: Some(1.0),
-                    running: Some(2.0),
-                    kv_cache_usage: None,
-                },
+                figures: Figures { queue_depth: Some(1.0), running: Some(2.0), kv_cache_usage: None },
                 at: Instant::now(),
                 at_wall: SystemTime::now(),
             }),
@@ -162,50 +132,27 @@ mod tests {
         assert_eq!(load.headers()[CONTENT_TYPE], "application/json");
         assert!(body(load).await.contains("\"server\":\"tgi\""));
         let orca = handle(&get("/orca"), &s);
-        assert_eq!(
-            orca.headers()[ORCA_HEADER],
-            "TEXT named_metrics.queue_depth=1, named_metrics.running=2"
-        );
+        assert_eq!(orca.headers()[ORCA_HEADER], "TEXT named_metrics.queue_depth=1, named_metrics.running=2");
         assert_eq!(handle(&get("/ready"), &s).status(), StatusCode::OK);
         assert_eq!(handle(&get("/live"), &s).status(), StatusCode::OK);
         assert_eq!(handle(&get("/nope"), &s).status(), StatusCode::NOT_FOUND);
         let post = Request::post("/load").body(()).unwrap();
         assert_eq!(handle(&post, &s).status(), StatusCode::METHOD_NOT_ALLOWED);
         let metrics = handle(&get("/metrics"), &s);
-        assert!(
-            metrics.headers()[CONTENT_TYPE]
-                .to_str()
-                .unwrap()
-                .starts_with("text/plain")
-        );
-        let om = Request::get("/metrics")
-            .header("accept", "application/openmetrics-text")
-            .body(())
-            .unwrap();
+        assert!(metrics.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+        let om = Request::get("/metrics").header("accept", "application/openmetrics-text").body(()).unwrap();
         let om = handle(&om, &s);
-        assert!(
-            om.headers()[CONTENT_TYPE]
-                .to_str()
-                .unwrap()
-                .starts_with("application/openmetrics-text")
-        );
+        assert!(om.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("application/openmetrics-text"));
         assert!(body(om).await.ends_with("# EOF\n"));
     }
 
     #[tokio::test]
     async fn before_the_first_scrape_it_is_not_ready_and_has_no_orca() {
         let s = shared(&State::default());
-        assert_eq!(
-            handle(&get("/ready"), &s).status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        assert_eq!(handle(&get("/ready"), &s).status(), StatusCode::SERVICE_UNAVAILABLE);
         let orca = handle(&get("/orca"), &s);
         assert_eq!(orca.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(orca.headers().get(ORCA_HEADER).is_none());
-        assert!(
-            body(handle(&get("/load"), &s))
-                .await
-                .ends_with("\"age_ms\":null,\"stale\":true}")
-        );
+        assert!(body(handle(&get("/load"), &s)).await.ends_with("\"age_ms\":null,\"stale\":true}"));
     }
 }

@@ -21,11 +21,7 @@ const EX_USAGE: u8 = 64;
 #[command(name = "vane-gpu-probe", version, about)]
 pub struct Args {
     /// The model server's Prometheus endpoint (plain http).
-    #[arg(
-        long,
-        env = "VANE_PROBE_METRICS_URL",
-        default_value = "http://127.0.0.1:8000/metrics"
-    )]
+    #[arg(long, env = "VANE_PROBE_METRICS_URL", default_value = "http://127.0.0.1:8000/metrics")]
     pub metrics_url: Uri,
 
     /// Which server's metric names to read: vllm, sglang, triton, tgi, or auto to detect them.
@@ -109,10 +105,7 @@ pub fn parse_and_run() -> ExitCode {
 
     // Internal: one thread is plenty for a few hundred tiny requests a second, and a sidecar
     // must stay light. The GPU reader has its own thread because NVML calls block.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vane-gpu-probe: cannot start the runtime: {e}");

@@ -166,11 +166,7 @@ pub enum ParseErrorKind {
 /// Iterates over the meaningful lines of `page`. The iterator stops after the first error
 /// and at an OpenMetrics `# EOF`.
 pub fn samples(page: &str) -> Samples<'_> {
-    Samples {
-        lines: page.split('\n'),
-        line: 0,
-        done: false,
-    }
+    Samples { lines: page.split('\n'), line: 0, done: false }
 }
 
 /// Parses a whole page into its samples (dropping HELP and TYPE), or the first error.
@@ -206,10 +202,7 @@ impl<'a> Iterator for Samples<'a> {
                 Ok(Line::Item(item)) => return Some(Ok(item)),
                 Err(kind) => {
                     self.done = true;
-                    return Some(Err(ParseError {
-                        line: self.line,
-                        kind,
-                    }));
+                    return Some(Err(ParseError { line: self.line, kind }));
                 }
             }
         }
@@ -289,31 +282,20 @@ fn parse_sample(text: &str) -> Result<Sample<'_>, ParseErrorKind> {
         None | Some(b'#') => (None, rest),
         Some(_) => {
             let (ts_word, after) = split_word(rest);
-            (
-                Some(parse_timestamp(ts_word).ok_or(ParseErrorKind::BadTimestamp)?),
-                skip_ws(after),
-            )
+            (Some(parse_timestamp(ts_word).ok_or(ParseErrorKind::BadTimestamp)?), skip_ws(after))
         }
     };
     // What may follow is an OpenMetrics exemplar (` # {trace_id="…"} 1.0`), which is ignored.
     if !(rest.is_empty() || rest.starts_with('#')) {
         return Err(ParseErrorKind::TrailingText);
     }
-    Ok(Sample {
-        name,
-        labels,
-        value,
-        timestamp_ms,
-    })
+    Ok(Sample { name, labels, value, timestamp_ms })
 }
 
 /// Splits `{…}` contents off `s` (which starts just after `{`), validating every label.
 /// Returns the contents and the text after `}`.
 fn take_label_set(s: &str) -> Result<(&str, &str), ParseErrorKind> {
-    let mut it = LabelIter {
-        rest: s,
-        closed: false,
-    };
+    let mut it = LabelIter { rest: s, closed: false };
     while it.next_pair()?.is_some() {}
     if !it.closed {
         return Err(ParseErrorKind::UnterminatedLabels);
@@ -366,10 +348,7 @@ fn take_metric_name(s: &str) -> (&str, &str) {
     if !bytes.first().is_some_and(|&b| is_name_start(b)) {
         return ("", s);
     }
-    let end = bytes
-        .iter()
-        .position(|&b| !is_name_char(b))
-        .unwrap_or(bytes.len());
+    let end = bytes.iter().position(|&b| !is_name_char(b)).unwrap_or(bytes.len());
     // `end` sits on an ASCII byte or at the end, so both halves are valid UTF-8.
     s.split_at_checked(end).unwrap_or((s, ""))
 }
@@ -377,16 +356,10 @@ fn take_metric_name(s: &str) -> (&str, &str) {
 /// Takes a label name (`[a-zA-Z_][a-zA-Z0-9_]*`) from the front of `s`.
 fn take_label_name(s: &str) -> (&str, &str) {
     let bytes = s.as_bytes();
-    if !bytes
-        .first()
-        .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_')
-    {
+    if !bytes.first().is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_') {
         return ("", s);
     }
-    let end = bytes
-        .iter()
-        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_'))
-        .unwrap_or(bytes.len());
+    let end = bytes.iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'_')).unwrap_or(bytes.len());
     s.split_at_checked(end).unwrap_or((s, ""))
 }
 
@@ -420,10 +393,7 @@ impl<'a> Labels<'a> {
 
     /// Iterates over `(name, value)` pairs in page order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, LabelValue<'a>)> + use<'a> {
-        let mut it = LabelIter {
-            rest: self.raw,
-            closed: false,
-        };
+        let mut it = LabelIter { rest: self.raw, closed: false };
         // The set was validated when the line was parsed, so errors cannot occur here; if one
         // did, iteration would simply stop.
         std::iter::from_fn(move || it.next_pair().ok().flatten())
@@ -465,16 +435,10 @@ impl<'a> LabelIter<'a> {
         if name.is_empty() {
             return Err(ParseErrorKind::BadLabelName);
         }
-        let s = skip_ws(s)
-            .strip_prefix('=')
-            .ok_or(ParseErrorKind::ExpectedEquals)?;
-        let s = skip_ws(s)
-            .strip_prefix('"')
-            .ok_or(ParseErrorKind::ExpectedQuote)?;
+        let s = skip_ws(s).strip_prefix('=').ok_or(ParseErrorKind::ExpectedEquals)?;
+        let s = skip_ws(s).strip_prefix('"').ok_or(ParseErrorKind::ExpectedQuote)?;
         let close = find_closing_quote(s).ok_or(ParseErrorKind::UnterminatedValue)?;
-        let (raw, s) = s
-            .split_at_checked(close)
-            .ok_or(ParseErrorKind::UnterminatedValue)?;
+        let (raw, s) = s.split_at_checked(close).ok_or(ParseErrorKind::UnterminatedValue)?;
         let s = skip_ws(s.get(1..).unwrap_or(""));
         self.rest = match s.as_bytes().first() {
             Some(b',') => &s[1..],
@@ -516,11 +480,7 @@ impl<'a> LabelValue<'a> {
 
     /// Compares the unescaped value with `s` without allocating in the common case.
     pub fn eq_str(&self, s: &str) -> bool {
-        if self.raw.contains('\\') {
-            self.to_cow() == s
-        } else {
-            self.raw == s
-        }
+        if self.raw.contains('\\') { self.to_cow() == s } else { self.raw == s }
     }
 }
 

@@ -19,9 +19,7 @@ use std::time::Duration;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Scrape duration buckets, in seconds: a healthy local scrape takes well under 5 ms.
-const SCRAPE_BUCKETS: [f64; 11] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
+const SCRAPE_BUCKETS: [f64; 11] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// Labels of the per-GPU gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,11 +84,7 @@ impl ProbeMetrics {
             "Requests waiting in the model server's queue (NaN before the first good scrape)",
             m.queue_depth.clone(),
         );
-        registry.register(
-            "vane_probe_running_requests",
-            "Requests the model server is processing",
-            m.running.clone(),
-        );
+        registry.register("vane_probe_running_requests", "Requests the model server is processing", m.running.clone());
         registry.register(
             "vane_probe_kv_cache_usage_ratio",
             "KV-cache use of the model server, 0 to 1 (NaN where the server does not report it)",
@@ -142,16 +136,13 @@ impl ProbeMetrics {
     pub fn set_figures(&self, f: &Figures) {
         self.queue_depth.set(f.queue_depth.unwrap_or(f64::NAN));
         self.running.set(f.running.unwrap_or(f64::NAN));
-        self.kv_cache_usage
-            .set(f.kv_cache_usage.unwrap_or(f64::NAN));
+        self.kv_cache_usage.set(f.kv_cache_usage.unwrap_or(f64::NAN));
     }
 
     /// Records a GPU reading.
     pub fn set_gpu(&self, gpu: &GpuSnapshot) {
         for d in &gpu.devices {
-            let labels = GpuLabels {
-                gpu: d.index.to_string(),
-            };
+            let labels = GpuLabels { gpu: d.index.to_string() };
             if let Some(u) = d.utilization {
                 self.gpu_utilization.get_or_create(&labels).set(u);
             }
@@ -166,9 +157,7 @@ impl ProbeMetrics {
 
     /// Counts a failed scrape.
     pub fn count_error(&self, reason: &'static str) {
-        self.scrape_errors
-            .get_or_create(&ErrorLabels { reason })
-            .inc();
+        self.scrape_errors.get_or_create(&ErrorLabels { reason }).inc();
     }
 
     /// Records how long a scrape took, good or bad.
@@ -179,8 +168,7 @@ impl ProbeMetrics {
     /// Encodes everything in the Prometheus text format (0.0.4), or in OpenMetrics when
     /// `openmetrics` is set; `age` and `stale` describe the snapshot at this moment.
     pub fn encode(&self, age: Option<Duration>, stale: bool, openmetrics: bool) -> String {
-        self.snapshot_age
-            .set(age.map_or(f64::NAN, |a| a.as_secs_f64()));
+        self.snapshot_age.set(age.map_or(f64::NAN, |a| a.as_secs_f64()));
         self.stale.set(i64::from(stale));
         let mut out = String::with_capacity(4096);
         let encoded = if openmetrics {
@@ -218,11 +206,7 @@ mod tests {
     #[test]
     fn exposes_the_documented_names_and_reads_back_with_our_parser() {
         let m = ProbeMetrics::new();
-        m.set_figures(&Figures {
-            queue_depth: Some(3.0),
-            running: Some(2.0),
-            kv_cache_usage: None,
-        });
+        m.set_figures(&Figures { queue_depth: Some(3.0), running: Some(2.0), kv_cache_usage: None });
         m.count_error("timeout");
         m.observe_scrape(Duration::from_micros(800));
         m.set_gpu(&crate::gpu::merge(

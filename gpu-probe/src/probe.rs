@@ -71,53 +71,30 @@ impl Probe {
     /// Checks the config and binds the listener (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Probe, Error> {
         validate(&config)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Rendered::render(
-                &State::default(),
-                config.stale_after,
-            )),
+            snapshot: ArcSwap::from_pointee(Rendered::render(&State::default(), config.stale_after)),
             metrics: ProbeMetrics::new(),
             ready: AtomicBool::new(false),
         });
-        Ok(Probe {
-            config,
-            listener,
-            shared,
-        })
+        Ok(Probe { config, listener, shared })
     }
 
     /// The address the HTTP server listens on.
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        self.listener.local_addr().map_err(|source| Error::Bind {
-            addr: self.config.listen,
-            source,
-        })
+        self.listener.local_addr().map_err(|source| Error::Bind { addr: self.config.listen, source })
     }
 
     /// Runs until `shutdown` completes, then drains open connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let listen = self.local_addr()?;
-        let Probe {
-            config,
-            listener,
-            shared,
-        } = self;
+        let Probe { config, listener, shared } = self;
         let gpu_view = Arc::new(ArcSwap::from_pointee(GpuView::default()));
         let _gpu_task = start_gpu(&config.gpu, &gpu_view)?;
 
         let (stop_tx, stop_rx) = watch::channel(());
-        let poller = tokio::spawn(poll_loop(
-            config.clone(),
-            shared.clone(),
-            gpu_view,
-            stop_rx.clone(),
-        ));
+        let poller = tokio::spawn(poll_loop(config.clone(), shared.clone(), gpu_view, stop_rx.clone()));
         let server = tokio::spawn(serve(listener, shared, stop_rx));
         tracing::info!(
             %listen, metrics_url = %config.metrics_url, server = %config.server,
@@ -135,10 +112,7 @@ impl Probe {
 fn validate(config: &Config) -> Result<(), Error> {
     let bad = |why: String| Err(Error::Config(why));
     if config.metrics_url.scheme_str() != Some("http") || config.metrics_url.host().is_none() {
-        return bad(format!(
-            "--metrics-url must be an http:// URL with a host, not `{}`",
-            config.metrics_url
-        ));
+        return bad(format!("--metrics-url must be an http:// URL with a host, not `{}`", config.metrics_url));
     }
     if config.interval.is_zero() {
         return bad("--interval must be above zero".into());
@@ -168,10 +142,7 @@ fn start_gpu(cfg: &GpuConfig, view: &Arc<ArcSwap<GpuView>>) -> Result<Option<gpu
                 GpuUnavailable::Disabled | GpuUnavailable::NotBuilt => tracing::info!("{why}"),
                 _ => tracing::warn!("{why}"),
             }
-            view.store(Arc::new(GpuView {
-                snapshot: None,
-                status: Some(why.to_string()),
-            }));
+            view.store(Arc::new(GpuView { snapshot: None, status: Some(why.to_string()) }));
             Ok(None)
         }
     }
@@ -265,9 +236,7 @@ async fn poll_loop(
             }
             state.gpu = gpu;
         }
-        shared
-            .snapshot
-            .store(Arc::new(Rendered::render(&state, config.stale_after)));
+        shared.snapshot.store(Arc::new(Rendered::render(&state, config.stale_after)));
     }
 }
 
@@ -329,10 +298,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Rece
             }
         });
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::debug!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
 }
@@ -343,27 +309,12 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_configs_that_cannot_work() {
-        for (url, needle) in [
-            ("https://127.0.0.1/metrics", "http://"),
-            ("/metrics", "http://"),
-        ] {
-            let config = Config {
-                metrics_url: Uri::from_static(url),
-                ..Config::default()
-            };
+        for (url, needle) in [("https://127.0.0.1/metrics", "http://"), ("/metrics", "http://")] {
+            let config = Config { metrics_url: Uri::from_static(url), ..Config::default() };
             let err = Probe::bind(config).await.unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
-        let config = Config {
-            interval: Duration::ZERO,
-            ..Config::default()
-        };
-        assert!(
-            Probe::bind(config)
-                .await
-                .unwrap_err()
-                .to_string()
-                .contains("--interval")
-        );
+        let config = Config { interval: Duration::ZERO, ..Config::default() };
+        assert!(Probe::bind(config).await.unwrap_err().to_string().contains("--interval"));
     }
 }

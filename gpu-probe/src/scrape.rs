@@ -64,11 +64,7 @@ impl Scraper {
             .pool_max_idle_per_host(1)
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Scraper {
-            client,
-            uri,
-            timeout,
-        }
+        Scraper { client, uri, timeout }
     }
 
     /// Fetches the page once.
@@ -84,26 +80,16 @@ impl Scraper {
             // Ask for the classic text format: every server speaks it, and Python's
             // prometheus_client would otherwise negotiate OpenMetrics or gzip.
             .header(header::ACCEPT, "text/plain; version=0.0.4")
-            .header(
-                header::USER_AGENT,
-                concat!("vane-gpu-probe/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(header::USER_AGENT, concat!("vane-gpu-probe/", env!("CARGO_PKG_VERSION")))
             .body(Empty::new())
             .map_err(|e| ScrapeError::Body(e.to_string()))?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| ScrapeError::Connect(chain(&e)))?;
+        let resp = self.client.request(req).await.map_err(|e| ScrapeError::Connect(chain(&e)))?;
         let status = resp.status();
         if status != StatusCode::OK {
             return Err(ScrapeError::Status(status));
         }
         let body = Limited::new(resp.into_body(), MAX_PAGE_BYTES);
-        let collected = body
-            .collect()
-            .await
-            .map_err(|e| ScrapeError::Body(e.to_string()))?;
+        let collected = body.collect().await.map_err(|e| ScrapeError::Body(e.to_string()))?;
         Ok(collected.to_bytes())
     }
 }

@@ -118,12 +118,7 @@ fn accumulate(page: &str) -> Result<Accumulator, ParseError> {
 
 impl ServerKind {
     /// Every kind, in detection order.
-    pub const ALL: [ServerKind; 4] = [
-        ServerKind::Vllm,
-        ServerKind::Sglang,
-        ServerKind::Triton,
-        ServerKind::Tgi,
-    ];
+    pub const ALL: [ServerKind; 4] = [ServerKind::Vllm, ServerKind::Sglang, ServerKind::Triton, ServerKind::Tgi];
 
     /// The lower-case name used on the command line and in JSON.
     pub fn as_str(self) -> &'static str {
@@ -232,11 +227,7 @@ impl Accumulator {
                     let pair = match self.trt_kv_blocks.iter_mut().find(|p| p.key == key) {
                         Some(p) => p,
                         None => {
-                            self.trt_kv_blocks.push(BlockPair {
-                                key,
-                                used: None,
-                                max: None,
-                            });
+                            self.trt_kv_blocks.push(BlockPair { key, used: None, max: None });
                             let last = self.trt_kv_blocks.len() - 1;
                             &mut self.trt_kv_blocks[last]
                         }
@@ -271,16 +262,11 @@ impl Accumulator {
                 // successive stages, so a request is in at most one of them.
                 queue_depth: add_opt(self.triton_pending.get(), self.trt_waiting.get()),
                 running: self.trt_active.get().or(self.trt_scheduled.get()),
-                kv_cache_usage: self
-                    .trt_kv_fraction
-                    .get()
-                    .or_else(|| self.trt_block_ratio()),
+                kv_cache_usage: self.trt_kv_fraction.get().or_else(|| self.trt_block_ratio()),
             },
-            ServerKind::Tgi => Figures {
-                queue_depth: self.tgi_queue.get(),
-                running: self.tgi_running.get(),
-                kv_cache_usage: None,
-            },
+            ServerKind::Tgi => {
+                Figures { queue_depth: self.tgi_queue.get(), running: self.tgi_running.get(), kv_cache_usage: None }
+            }
         };
         Figures {
             queue_depth: f.queue_depth.map(|v| v.max(0.0)),
@@ -368,11 +354,8 @@ struct BlockPair {
 
 /// A canonical key for a series: its labels other than `ignored`, sorted by name.
 fn series_key(labels: &Labels<'_>, ignored: &[&str]) -> String {
-    let mut pairs: Vec<(&str, &str)> = labels
-        .iter()
-        .filter(|(n, _)| !ignored.contains(n))
-        .map(|(n, v)| (n, v.as_raw()))
-        .collect();
+    let mut pairs: Vec<(&str, &str)> =
+        labels.iter().filter(|(n, _)| !ignored.contains(n)).map(|(n, v)| (n, v.as_raw())).collect();
     pairs.sort_unstable();
     let mut key = String::new();
     for (n, v) in pairs {
@@ -397,17 +380,9 @@ mod tests {
         assert_eq!("auto".parse::<ServerChoice>(), Ok(ServerChoice::Auto));
         assert_eq!("vLLM".parse::<ServerChoice>(), Ok(fixed(ServerKind::Vllm)));
         assert_eq!("TGI".parse::<ServerChoice>(), Ok(fixed(ServerKind::Tgi)));
-        assert!(
-            "ollama"
-                .parse::<ServerChoice>()
-                .unwrap_err()
-                .contains("unknown server")
-        );
+        assert!("ollama".parse::<ServerChoice>().unwrap_err().contains("unknown server"));
         for kind in ServerKind::ALL {
-            assert_eq!(
-                fixed(kind).to_string().parse::<ServerChoice>(),
-                Ok(fixed(kind))
-            );
+            assert_eq!(fixed(kind).to_string().parse::<ServerChoice>(), Ok(fixed(kind)));
         }
     }
 
@@ -420,34 +395,15 @@ mod tests {
                     vllm:kv_cache_usage_perc{engine=\"1\"} 0.5\n";
         let r = read_page(page, ServerChoice::Auto).unwrap();
         assert_eq!(r.kind, ServerKind::Vllm);
-        assert_eq!(
-            r.figures,
-            Figures {
-                queue_depth: Some(5.0),
-                running: Some(4.0),
-                kv_cache_usage: Some(0.5)
-            }
-        );
+        assert_eq!(r.figures, Figures { queue_depth: Some(5.0), running: Some(4.0), kv_cache_usage: Some(0.5) });
     }
 
     #[test]
     fn the_new_vllm_kv_name_wins_over_the_old_one() {
         let both = "vllm:gpu_cache_usage_perc 0.9\nvllm:kv_cache_usage_perc 0.1\n";
         let old = "vllm:gpu_cache_usage_perc 0.9\n";
-        assert_eq!(
-            read_page(both, ServerChoice::Auto)
-                .unwrap()
-                .figures
-                .kv_cache_usage,
-            Some(0.1)
-        );
-        assert_eq!(
-            read_page(old, ServerChoice::Auto)
-                .unwrap()
-                .figures
-                .kv_cache_usage,
-            Some(0.9)
-        );
+        assert_eq!(read_page(both, ServerChoice::Auto).unwrap().figures.kv_cache_usage, Some(0.1));
+        assert_eq!(read_page(old, ServerChoice::Auto).unwrap().figures.kv_cache_usage, Some(0.9));
     }
 
     #[test]
@@ -465,14 +421,7 @@ mod tests {
                     tgi_batch_current_size +Inf\ntgi_batch_current_size{shard=\"1\"} 2\n\
                     vllm:kv_cache_usage_perc 1.7\n";
         let tgi = read_page(page, fixed(ServerKind::Tgi)).unwrap().figures;
-        assert_eq!(
-            tgi,
-            Figures {
-                queue_depth: Some(0.0),
-                running: Some(2.0),
-                kv_cache_usage: None
-            }
-        );
+        assert_eq!(tgi, Figures { queue_depth: Some(0.0), running: Some(2.0), kv_cache_usage: None });
         let vllm = read_page(page, fixed(ServerKind::Vllm)).unwrap().figures;
         assert_eq!(vllm.kv_cache_usage, Some(1.0));
     }
@@ -490,11 +439,7 @@ nv_trt_llm_request_metrics{model=\"a\",request_type=\"scheduled\",version=\"1\"}
 ";
         let f = read_page(page, ServerChoice::Auto).unwrap().figures;
         assert_eq!(f.kv_cache_usage, Some(0.75));
-        assert_eq!(
-            f.running,
-            Some(7.0),
-            "scheduled stands in for a missing active count"
-        );
+        assert_eq!(f.running, Some(7.0), "scheduled stands in for a missing active count");
         assert_eq!(f.queue_depth, None);
     }
 
@@ -502,10 +447,7 @@ nv_trt_llm_request_metrics{model=\"a\",request_type=\"scheduled\",version=\"1\"}
     fn detection_prefers_the_kind_with_more_figures() {
         let page = "tgi_queue_size 1\nsglang:num_queue_reqs 1\nsglang:token_usage 0.5\n";
         assert_eq!(detect(page).unwrap(), Some(ServerKind::Sglang));
-        assert_eq!(
-            detect("tgi_queue_size 1\nvllm:num_requests_waiting 1\n").unwrap(),
-            Some(ServerKind::Vllm)
-        );
+        assert_eq!(detect("tgi_queue_size 1\nvllm:num_requests_waiting 1\n").unwrap(), Some(ServerKind::Vllm));
         assert_eq!(detect("process_cpu_seconds_total 1\n").unwrap(), None);
         assert!(detect("vllm:num_requests_waiting{ 1\n").is_err());
     }
@@ -513,17 +455,8 @@ nv_trt_llm_request_metrics{model=\"a\",request_type=\"scheduled\",version=\"1\"}
     #[test]
     fn pages_without_load_metrics_are_errors() {
         let page = "# HELP process_cpu_seconds_total CPU.\nprocess_cpu_seconds_total 1\n";
-        assert_eq!(
-            read_page(page, ServerChoice::Auto),
-            Err(ReadError::Unrecognised)
-        );
-        assert_eq!(
-            read_page(page, fixed(ServerKind::Triton)),
-            Err(ReadError::NoLoadMetrics(ServerKind::Triton))
-        );
-        assert!(matches!(
-            read_page("vllm:x{a=b} 1", ServerChoice::Auto),
-            Err(ReadError::Malformed(_))
-        ));
+        assert_eq!(read_page(page, ServerChoice::Auto), Err(ReadError::Unrecognised));
+        assert_eq!(read_page(page, fixed(ServerKind::Triton)), Err(ReadError::NoLoadMetrics(ServerKind::Triton)));
+        assert!(matches!(read_page("vllm:x{a=b} 1", ServerChoice::Auto), Err(ReadError::Malformed(_))));
     }
 }

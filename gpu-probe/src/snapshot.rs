@@ -190,11 +190,7 @@ mod tests {
     fn good(at: Instant) -> GoodReading {
         GoodReading {
             kind: ServerKind::Vllm,
-            figures: Figures {
-                queue_depth: Some(3.0),
-                running: Some(5.0),
-                kv_cache_usage: Some(0.42),
-            },
+            figures: Figures { queue_depth: Some(3.0), running: Some(5.0), kv_cache_usage: Some(0.42) },
             at,
             at_wall: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
         }
@@ -216,38 +212,25 @@ mod tests {
                 "age_ms": null, "stale": true
             })
         );
-        assert_eq!(
-            r.orca(Instant::now()),
-            OrcaReport::Unavailable("no load figures yet")
-        );
+        assert_eq!(r.orca(Instant::now()), OrcaReport::Unavailable("no load figures yet"));
         assert!(!r.has_figures());
     }
 
     #[test]
     fn fresh_figures_render_as_json_and_orca() {
         let t0 = Instant::now();
-        let state = State {
-            last_good: Some(good(t0)),
-            ..State::default()
-        };
+        let state = State { last_good: Some(good(t0)), ..State::default() };
         let r = Rendered::render(&state, Duration::from_secs(1));
         let now = t0 + Duration::from_millis(12);
         let v = json(&r, now);
         assert_eq!(v["server"], "vllm");
-        assert!(
-            r.load_body(now)
-                .windows(15)
-                .any(|w| w == b"\"queue_depth\":3"),
-            "an integer, not 3.0"
-        );
+        assert!(r.load_body(now).windows(15).any(|w| w == b"\"queue_depth\":3"), "an integer, not 3.0");
         assert_eq!(v["running"], 5);
         assert_eq!(v["kv_cache_usage"], 0.42);
         assert_eq!(v["age_ms"], 12);
         assert_eq!(v["stale"], false);
         assert_eq!(v["updated_unix_ms"], 1_700_000_000_123u64);
-        let OrcaReport::Fresh(h) = r.orca(now) else {
-            panic!("expected a report")
-        };
+        let OrcaReport::Fresh(h) = r.orca(now) else { panic!("expected a report") };
         assert_eq!(
             h.to_str().unwrap(),
             "TEXT named_metrics.queue_depth=3, named_metrics.running=5, named_metrics.kv_cache_usage=0.42"
@@ -257,11 +240,8 @@ mod tests {
     #[test]
     fn old_figures_are_kept_but_marked_stale() {
         let t0 = Instant::now();
-        let state = State {
-            last_good: Some(good(t0)),
-            last_error: Some("connection refused".into()),
-            ..State::default()
-        };
+        let state =
+            State { last_good: Some(good(t0)), last_error: Some("connection refused".into()), ..State::default() };
         let r = Rendered::render(&state, Duration::from_millis(100));
         let later = t0 + Duration::from_millis(101);
         let v = json(&r, later);
@@ -269,56 +249,32 @@ mod tests {
         assert_eq!(v["stale"], true);
         assert_eq!(v["error"], "connection refused");
         assert!(r.is_stale(later));
-        assert_eq!(
-            r.orca(later),
-            OrcaReport::Unavailable("load figures are stale")
-        );
-        assert!(
-            !r.is_stale(t0 + Duration::from_millis(100)),
-            "the limit itself is still fresh"
-        );
+        assert_eq!(r.orca(later), OrcaReport::Unavailable("load figures are stale"));
+        assert!(!r.is_stale(t0 + Duration::from_millis(100)), "the limit itself is still fresh");
     }
 
     #[test]
     fn gpu_section_and_status_are_rendered() {
         let t0 = Instant::now();
         let gpu = crate::gpu::merge(
-            &[crate::gpu::NvmlDevice {
-                index: 0,
-                utilization_percent: Some(90),
-                ..Default::default()
-            }],
+            &[crate::gpu::NvmlDevice { index: 0, utilization_percent: Some(90), ..Default::default() }],
             &[],
             5,
         );
         let state = State {
             last_good: Some(good(t0)),
-            gpu: Arc::new(GpuView {
-                snapshot: Some(Arc::new(gpu)),
-                status: None,
-            }),
+            gpu: Arc::new(GpuView { snapshot: Some(Arc::new(gpu)), status: None }),
             ..State::default()
         };
         let r = Rendered::render(&state, Duration::from_secs(1));
         let v = json(&r, t0);
         assert_eq!(v["gpu"]["count"], 1);
         assert_eq!(v["gpu"]["utilization"], 0.9);
-        let OrcaReport::Fresh(h) = r.orca(t0) else {
-            panic!("expected a report")
-        };
-        assert!(
-            h.to_str()
-                .unwrap()
-                .ends_with(", named_metrics.gpu_utilization=0.9")
-        );
+        let OrcaReport::Fresh(h) = r.orca(t0) else { panic!("expected a report") };
+        assert!(h.to_str().unwrap().ends_with(", named_metrics.gpu_utilization=0.9"));
 
-        let none = State {
-            gpu: Arc::new(GpuView {
-                snapshot: None,
-                status: Some("no GPU driver found".into()),
-            }),
-            ..state
-        };
+        let none =
+            State { gpu: Arc::new(GpuView { snapshot: None, status: Some("no GPU driver found".into()) }), ..state };
         let v = json(&Rendered::render(&none, Duration::from_secs(1)), t0);
         assert_eq!(v["gpu"], serde_json::Value::Null);
         assert_eq!(v["gpu_status"], "no GPU driver found");
@@ -326,15 +282,8 @@ mod tests {
 
     #[test]
     fn orca_leaves_out_what_is_unknown() {
-        let tgi = Figures {
-            queue_depth: Some(2.0),
-            running: Some(1.0),
-            kv_cache_usage: None,
-        };
-        assert_eq!(
-            orca_value(&tgi, None).unwrap(),
-            "TEXT named_metrics.queue_depth=2, named_metrics.running=1"
-        );
+        let tgi = Figures { queue_depth: Some(2.0), running: Some(1.0), kv_cache_usage: None };
+        assert_eq!(orca_value(&tgi, None).unwrap(), "TEXT named_metrics.queue_depth=2, named_metrics.running=1");
         assert_eq!(orca_value(&Figures::default(), None), None);
     }
 }

@@ -14,20 +14,12 @@ use vane_gpu_probe::{Config, Probe, ServerChoice};
 const WAIT: Duration = Duration::from_secs(5);
 
 /// How `/load` says there is no GPU: no driver, or (built without the `gpu` feature) no support.
-const NO_GPU: &str = if cfg!(feature = "gpu") {
-    "no GPU driver found"
-} else {
-    "this build has no GPU support"
-};
+const NO_GPU: &str = if cfg!(feature = "gpu") { "no GPU driver found" } else { "this build has no GPU support" };
 
 /// A GPU configuration that finds no driver on any machine: NVML pointed at a library that is
 /// not there, CUDA not asked. It exercises the no-GPU path with the `gpu` feature on.
 fn no_driver() -> GpuConfig {
-    GpuConfig {
-        nvml_lib: Some("/nonexistent/libnvidia-ml.so.1".into()),
-        cuda: false,
-        ..GpuConfig::default()
-    }
+    GpuConfig { nvml_lib: Some("/nonexistent/libnvidia-ml.so.1".into()), cuda: false, ..GpuConfig::default() }
 }
 
 #[tokio::test]
@@ -50,10 +42,7 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
     }));
 
     // Ready after the first good scrape.
-    eventually(WAIT, "/ready", || async {
-        (get(addr, "/ready").await.0 == StatusCode::OK).then_some(())
-    })
-    .await;
+    eventually(WAIT, "/ready", || async { (get(addr, "/ready").await.0 == StatusCode::OK).then_some(()) }).await;
     assert_eq!(get(addr, "/live").await.0, StatusCode::OK);
 
     // /load: the vLLM page's figures, fresh, and a clear word on the missing GPU.
@@ -80,46 +69,22 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
     // /metrics: the documented names, readable by a Prometheus parser.
     let (status, headers, page) = get(addr, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
-    assert_eq!(
-        sample(&page, "vane_probe_queue_depth", None),
-        Some(5.0),
-        "{page}"
-    );
-    assert_eq!(
-        sample(&page, "vane_probe_running_requests", None),
-        Some(21.0)
-    );
-    assert_eq!(
-        sample(&page, "vane_probe_kv_cache_usage_ratio", None),
-        Some(0.4215)
-    );
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(sample(&page, "vane_probe_queue_depth", None), Some(5.0), "{page}");
+    assert_eq!(sample(&page, "vane_probe_running_requests", None), Some(21.0));
+    assert_eq!(sample(&page, "vane_probe_kv_cache_usage_ratio", None), Some(0.4215));
     assert!(sample(&page, "vane_probe_scrape_duration_seconds_count", None).unwrap() >= 1.0);
     assert!(sample(&page, "vane_probe_snapshot_age_seconds", None).unwrap() < 0.25);
     assert_eq!(sample(&page, "vane_probe_stale", None), Some(0.0));
     // Per-GPU series appear only with a GPU; errors only once there has been one.
-    assert!(
-        !page.contains("vane_probe_gpu_utilization_ratio{"),
-        "{page}"
-    );
+    assert!(!page.contains("vane_probe_gpu_utilization_ratio{"), "{page}");
 
     // The scrapes reuse a kept-alive connection. (Usually exactly one; on a loaded machine a
     // scrape that times out, or the pool racing a connect against a returning connection,
     // can add a few.)
-    let polls = eventually(WAIT, "50 scrapes", || async {
-        (fake.hits() >= 50).then(|| fake.hits())
-    })
-    .await;
+    let polls = eventually(WAIT, "50 scrapes", || async { (fake.hits() >= 50).then(|| fake.hits()) }).await;
     let conns = fake.connections();
-    assert!(
-        conns * 10 <= polls,
-        "{polls} scrapes over {conns} connections"
-    );
+    assert!(conns * 10 <= polls, "{polls} scrapes over {conns} connections");
 
     // Auto-detection follows the page: the server now speaks SGLang.
     fake.set(Mode::Serve(fixture("sglang.txt")));
@@ -140,70 +105,32 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
     assert_eq!(v["queue_depth"], 17, "the last figures are kept");
     assert_eq!(v["running"], 46);
     assert!(v["age_ms"].as_u64().unwrap() >= 300, "{v}");
-    assert!(
-        v["error"].as_str().unwrap().contains("no answer within"),
-        "{v}"
-    );
+    assert!(v["error"].as_str().unwrap().contains("no answer within"), "{v}");
     let (status, headers, _) = get(addr, "/orca").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(headers.get("endpoint-load-metrics").is_none());
     let (_, _, page) = get(addr, "/metrics").await;
-    assert!(
-        sample(
-            &page,
-            "vane_probe_scrape_errors_total",
-            Some(("reason", "timeout"))
-        )
-        .unwrap()
-            >= 1.0,
-        "{page}"
-    );
+    assert!(sample(&page, "vane_probe_scrape_errors_total", Some(("reason", "timeout"))).unwrap() >= 1.0, "{page}");
     assert_eq!(sample(&page, "vane_probe_stale", None), Some(1.0));
     assert!(sample(&page, "vane_probe_snapshot_age_seconds", None).unwrap() > 0.3);
-    assert_eq!(
-        get(addr, "/ready").await.0,
-        StatusCode::OK,
-        "readiness stays once reached"
-    );
+    assert_eq!(get(addr, "/ready").await.0, StatusCode::OK, "readiness stays once reached");
 
     // A malformed page counts as a failure too.
     fake.set(Mode::Serve(fixture("malformed_label.txt")));
     eventually(WAIT, "a malformed-page error", || async {
         let v = load(addr).await;
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("malformed metrics page: line 3"))
-            .then_some(())
+        v["error"].as_str().is_some_and(|e| e.contains("malformed metrics page: line 3")).then_some(())
     })
     .await;
     fake.set(Mode::Status(StatusCode::INTERNAL_SERVER_ERROR));
     eventually(WAIT, "a status error", || async {
         let v = load(addr).await;
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("500"))
-            .then_some(())
+        v["error"].as_str().is_some_and(|e| e.contains("500")).then_some(())
     })
     .await;
     let (_, _, page) = get(addr, "/metrics").await;
-    assert!(
-        sample(
-            &page,
-            "vane_probe_scrape_errors_total",
-            Some(("reason", "malformed"))
-        )
-        .unwrap()
-            >= 1.0
-    );
-    assert!(
-        sample(
-            &page,
-            "vane_probe_scrape_errors_total",
-            Some(("reason", "status"))
-        )
-        .unwrap()
-            >= 1.0
-    );
+    assert!(sample(&page, "vane_probe_scrape_errors_total", Some(("reason", "malformed"))).unwrap() >= 1.0);
+    assert!(sample(&page, "vane_probe_scrape_errors_total", Some(("reason", "status"))).unwrap() >= 1.0);
 
     // It recovers as soon as the server answers again.
     fake.set(Mode::Serve(fixture("tgi.txt")));
@@ -213,17 +140,10 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
     })
     .await;
     assert_eq!(v["queue_depth"], 4);
-    assert_eq!(
-        v["kv_cache_usage"],
-        serde_json::Value::Null,
-        "TGI reports no KV-cache use"
-    );
+    assert_eq!(v["kv_cache_usage"], serde_json::Value::Null, "TGI reports no KV-cache use");
     assert_eq!(v["error"], serde_json::Value::Null);
     let (_, headers, _) = get(addr, "/orca").await;
-    assert_eq!(
-        headers["endpoint-load-metrics"],
-        "TEXT named_metrics.queue_depth=4, named_metrics.running=32"
-    );
+    assert_eq!(headers["endpoint-load-metrics"], "TEXT named_metrics.queue_depth=4, named_metrics.running=32");
 
     // The server goes away entirely: connection errors, and the figures go stale again.
     fake.stop().await;
@@ -235,31 +155,15 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
     assert_eq!(v["queue_depth"], 4);
     eventually(WAIT, "a refused connection", || async {
         let v = load(addr).await;
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("Connection refused"))
-            .then_some(())
+        v["error"].as_str().is_some_and(|e| e.contains("Connection refused")).then_some(())
     })
     .await;
     let (_, _, page) = get(addr, "/metrics").await;
-    assert!(
-        sample(
-            &page,
-            "vane_probe_scrape_errors_total",
-            Some(("reason", "connect"))
-        )
-        .unwrap()
-            >= 1.0,
-        "{page}"
-    );
+    assert!(sample(&page, "vane_probe_scrape_errors_total", Some(("reason", "connect"))).unwrap() >= 1.0, "{page}");
 
     // Shutdown is prompt.
     stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(3), running)
-        .await
-        .expect("stops in time")
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), running).await.expect("stops in time").unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -269,10 +173,7 @@ async fn a_fixed_server_kind_that_does_not_match_never_becomes_ready() {
         metrics_url: fake.metrics_url(),
         server: "triton".parse().unwrap(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        gpu: GpuConfig {
-            enabled: false,
-            ..GpuConfig::default()
-        },
+        gpu: GpuConfig { enabled: false, ..GpuConfig::default() },
         ..Config::default()
     };
     let probe = Probe::bind(config).await.unwrap();
@@ -297,11 +198,7 @@ async fn a_fixed_server_kind_that_does_not_match_never_becomes_ready() {
 
 /// Picks a free port by binding and releasing it (the binary is told the port up front).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Child(std::process::Child);
@@ -358,10 +255,7 @@ async fn the_binary_reads_its_settings_from_the_environment() {
     // SIGTERM stops it cleanly.
     // Through the shell's built-in `kill`, so the test needs no procps.
     let pid = child.0.id();
-    let killed = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .expect("run kill");
+    let killed = Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().expect("run kill");
     assert!(killed.success());
     let status = tokio::task::spawn_blocking(move || {
         let status = child.0.wait();
@@ -384,8 +278,5 @@ fn the_binary_refuses_a_config_that_cannot_work() {
         .expect("run the binary");
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--metrics-url must be an http:// URL"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--metrics-url must be an http:// URL"), "{stderr}");
 }

@@ -7,11 +7,7 @@ use vane_gpu_probe::expo;
 use vane_gpu_probe::servers::{self, Figures, ReadError, ServerChoice, ServerKind};
 
 fn figures(q: Option<f64>, r: Option<f64>, kv: Option<f64>) -> Figures {
-    Figures {
-        queue_depth: q,
-        running: r,
-        kv_cache_usage: kv,
-    }
+    Figures { queue_depth: q, running: r, kv_cache_usage: kv }
 }
 
 #[test]
@@ -19,54 +15,26 @@ fn every_fixture_reads_into_the_expected_figures() {
     use ServerKind::*;
     let cases = [
         // Two data-parallel engines: counts add up, the fuller KV cache counts.
-        (
-            "vllm.txt",
-            Vllm,
-            figures(Some(5.0), Some(21.0), Some(0.4215)),
-        ),
+        ("vllm.txt", Vllm, figures(Some(5.0), Some(21.0), Some(0.4215))),
         // vLLM 0.6: the older `vllm:gpu_cache_usage_perc`.
-        (
-            "vllm_legacy.txt",
-            Vllm,
-            figures(Some(1.0), Some(7.0), Some(0.0837)),
-        ),
-        (
-            "sglang.txt",
-            Sglang,
-            figures(Some(17.0), Some(46.0), Some(0.61)),
-        ),
+        ("vllm_legacy.txt", Vllm, figures(Some(1.0), Some(7.0), Some(0.0837))),
+        ("sglang.txt", Sglang, figures(Some(17.0), Some(46.0), Some(0.61))),
         // Triton's own queue (1 request in `preprocessing`) plus the TensorRT-LLM batcher's 6.
-        (
-            "triton_trtllm.txt",
-            Triton,
-            figures(Some(7.0), Some(30.0), Some(0.2934)),
-        ),
+        ("triton_trtllm.txt", Triton, figures(Some(7.0), Some(30.0), Some(0.2934))),
         // Without the `fraction` series: used / max blocks = 1337 / 4557.
-        (
-            "triton_trtllm_blocks.txt",
-            Triton,
-            figures(Some(7.0), Some(30.0), Some(1337.0 / 4557.0)),
-        ),
+        ("triton_trtllm_blocks.txt", Triton, figures(Some(7.0), Some(30.0), Some(1337.0 / 4557.0))),
         // Plain Triton models: pending requests summed over models and versions; nothing else.
         ("triton_plain.txt", Triton, figures(Some(9.0), None, None)),
         ("tgi.txt", Tgi, figures(Some(4.0), Some(32.0), None)),
     ];
     for (file, kind, expected) in cases {
         let page = fixture(file);
-        let auto =
-            servers::read_page(&page, ServerChoice::Auto).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let auto = servers::read_page(&page, ServerChoice::Auto).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(auto.kind, kind, "{file}: detected kind");
         assert_eq!(auto.figures, expected, "{file}: figures");
         let fixed = servers::read_page(&page, ServerChoice::Fixed(kind)).unwrap();
-        assert_eq!(
-            fixed.figures, expected,
-            "{file}: figures with the kind given"
-        );
-        assert_eq!(
-            servers::detect(&page).unwrap(),
-            Some(kind),
-            "{file}: detect"
-        );
+        assert_eq!(fixed.figures, expected, "{file}: figures with the kind given");
+        assert_eq!(servers::detect(&page).unwrap(), Some(kind), "{file}: detect");
     }
 }
 
@@ -83,21 +51,10 @@ fn fixtures_are_genuine_exposition_text() {
         "no_load_metrics.txt",
     ] {
         let page = fixture(file);
-        let items: Vec<_> = expo::samples(&page)
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
-        let samples = items
-            .iter()
-            .filter(|i| matches!(i, expo::Item::Sample(_)))
-            .count();
-        let types = items
-            .iter()
-            .filter(|i| matches!(i, expo::Item::Type { .. }))
-            .count();
-        assert!(
-            samples > 5 && types > 3,
-            "{file}: {samples} samples, {types} TYPE lines"
-        );
+        let items: Vec<_> = expo::samples(&page).collect::<Result<_, _>>().unwrap_or_else(|e| panic!("{file}: {e}"));
+        let samples = items.iter().filter(|i| matches!(i, expo::Item::Sample(_))).count();
+        let types = items.iter().filter(|i| matches!(i, expo::Item::Type { .. })).count();
+        assert!(samples > 5 && types > 3, "{file}: {samples} samples, {types} TYPE lines");
     }
     // The histogram buckets of the vLLM page, with `le` last as prometheus_client writes it.
     let page = fixture("vllm.txt");
@@ -110,15 +67,8 @@ fn fixtures_are_genuine_exposition_text() {
     assert_eq!(buckets[22].labels.get("le").as_deref(), Some("+Inf"));
     assert_eq!(buckets[22].labels.iter().last().map(|(n, _)| n), Some("le"));
     // An escaped quote inside a label value.
-    let info = expo::parse(&page)
-        .unwrap()
-        .into_iter()
-        .find(|s| s.name == "vllm:lora_requests_info")
-        .unwrap();
-    assert_eq!(
-        info.labels.get("running_lora_adapters").as_deref(),
-        Some("sql-lora,chat \"v2\"")
-    );
+    let info = expo::parse(&page).unwrap().into_iter().find(|s| s.name == "vllm:lora_requests_info").unwrap();
+    assert_eq!(info.labels.get("running_lora_adapters").as_deref(), Some("sql-lora,chat \"v2\""));
 }
 
 #[test]
@@ -132,22 +82,12 @@ fn the_wrong_kind_finds_nothing() {
 
 #[test]
 fn malformed_and_unrelated_pages_are_errors() {
-    for (file, line) in [
-        ("malformed_truncated.txt", 35),
-        ("malformed_html.txt", 1),
-        ("malformed_label.txt", 3),
-    ] {
+    for (file, line) in [("malformed_truncated.txt", 35), ("malformed_html.txt", 1), ("malformed_label.txt", 3)] {
         match servers::read_page(&fixture(file), ServerChoice::Auto) {
             Err(ReadError::Malformed(e)) => assert_eq!(e.line, line, "{file}: {e}"),
             other => panic!("{file}: expected a malformed page, got {other:?}"),
         }
     }
-    assert_eq!(
-        servers::read_page(&fixture("no_load_metrics.txt"), ServerChoice::Auto),
-        Err(ReadError::Unrecognised)
-    );
-    assert_eq!(
-        servers::read_page("", ServerChoice::Auto),
-        Err(ReadError::Unrecognised)
-    );
+    assert_eq!(servers::read_page(&fixture("no_load_metrics.txt"), ServerChoice::Auto), Err(ReadError::Unrecognised));
+    assert_eq!(servers::read_page("", ServerChoice::Auto), Err(ReadError::Unrecognised));
 }

@@ -16,14 +16,8 @@ fn the_default_gpu_config_reads_or_says_clearly_why_not() {
     match GpuReader::open(&GpuConfig::default()) {
         Err(e @ GpuUnavailable::NoDriver { .. }) => {
             let msg = e.to_string();
-            assert!(
-                msg.starts_with("no GPU driver found, serving model-server figures only"),
-                "{msg}"
-            );
-            assert!(
-                msg.contains("libnvidia-ml.so"),
-                "names the NVML library: {msg}"
-            );
+            assert!(msg.starts_with("no GPU driver found, serving model-server figures only"), "{msg}");
+            assert!(msg.contains("libnvidia-ml.so"), "names the NVML library: {msg}");
             assert!(msg.contains("libcuda.so"), "names the CUDA library: {msg}");
         }
         Err(other) => panic!("unexpected: {other}"),
@@ -37,25 +31,15 @@ fn the_default_gpu_config_reads_or_says_clearly_why_not() {
 #[test]
 #[cfg(not(feature = "gpu"))]
 fn without_the_feature_the_reader_says_so() {
-    assert_eq!(
-        GpuReader::open(&GpuConfig::default()).unwrap_err(),
-        GpuUnavailable::NotBuilt
-    );
+    assert_eq!(GpuReader::open(&GpuConfig::default()).unwrap_err(), GpuUnavailable::NotBuilt);
 }
 
 #[test]
 #[ignore = "needs GPU"]
 fn reads_a_real_gpu() {
-    let cfg = GpuConfig {
-        cuda_mem_info: true,
-        ..GpuConfig::default()
-    };
+    let cfg = GpuConfig { cuda_mem_info: true, ..GpuConfig::default() };
     let mut reader = GpuReader::open(&cfg).expect("a GPU and its driver");
-    assert!(
-        reader.notes().is_empty(),
-        "both NVML and CUDA load: {:?}",
-        reader.notes()
-    );
+    assert!(reader.notes().is_empty(), "both NVML and CUDA load: {:?}", reader.notes());
     let snap = reader.read().expect("read");
     println!("{}", serde_json::to_string_pretty(&snap).unwrap());
     assert!(snap.count >= 1);
@@ -65,18 +49,9 @@ fn reads_a_real_gpu() {
     assert!(total > 1 << 30);
     assert!(snap.memory_used_bytes.expect("memory used") <= total);
     for d in &snap.devices {
-        assert!(
-            d.uuid.as_deref().is_some_and(|u| u.starts_with("GPU-")),
-            "{d:?}"
-        );
-        assert!(
-            d.cuda_ordinal.is_some(),
-            "NVML and CUDA matched by UUID: {d:?}"
-        );
-        let (free, cuda_total) = (
-            d.cuda_free_bytes.expect("free"),
-            d.cuda_total_bytes.expect("total"),
-        );
+        assert!(d.uuid.as_deref().is_some_and(|u| u.starts_with("GPU-")), "{d:?}");
+        assert!(d.cuda_ordinal.is_some(), "NVML and CUDA matched by UUID: {d:?}");
+        let (free, cuda_total) = (d.cuda_free_bytes.expect("free"), d.cuda_total_bytes.expect("total"));
         assert!(free <= cuda_total);
     }
 }
@@ -88,10 +63,7 @@ async fn serves_real_gpu_figures() {
     let config = Config {
         metrics_url: fake.metrics_url(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        gpu: GpuConfig {
-            interval: Duration::from_millis(100),
-            ..GpuConfig::default()
-        },
+        gpu: GpuConfig { interval: Duration::from_millis(100), ..GpuConfig::default() },
         ..Config::default()
     };
     let probe = Probe::bind(config).await.unwrap();
@@ -110,22 +82,9 @@ async fn serves_real_gpu_figures() {
     assert!(v["gpu"]["memory_total_bytes"].as_u64().unwrap() > 0);
     assert_eq!(v["gpu_status"], serde_json::Value::Null);
     let (_, headers, _) = support::get(addr, "/orca").await;
-    assert!(
-        headers["endpoint-load-metrics"]
-            .to_str()
-            .unwrap()
-            .contains("named_metrics.gpu_utilization=")
-    );
+    assert!(headers["endpoint-load-metrics"].to_str().unwrap().contains("named_metrics.gpu_utilization="));
     let (_, _, page) = support::get(addr, "/metrics").await;
-    assert!(
-        support::sample(
-            &page,
-            "vane_probe_gpu_memory_total_bytes",
-            Some(("gpu", "0"))
-        )
-        .unwrap()
-            > 0.0
-    );
+    assert!(support::sample(&page, "vane_probe_gpu_memory_total_bytes", Some(("gpu", "0"))).unwrap() > 0.0);
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
     fake.stop().await;

@@ -33,11 +33,7 @@ fn cpu_seconds(pid: u32) -> f64 {
         .arg("CLK_TCK")
         .output()
         .ok()
-        .and_then(|o| {
-            String::from_utf8(o.stdout)
-                .ok()
-                .and_then(|s| s.trim().parse::<f64>().ok())
-        });
+        .and_then(|o| String::from_utf8(o.stdout).ok().and_then(|s| s.trim().parse::<f64>().ok()));
     ticks / hz.unwrap_or(100.0)
 }
 
@@ -78,11 +74,7 @@ impl Drop for Child {
 async fn measure_binary(label: &str, page: String) {
     let size = page.len();
     let fake = FakeServer::start(Mode::Serve(page)).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Child(
         Command::new(env!("CARGO_BIN_EXE_vane-gpu-probe"))
             .args(["--metrics-url", &fake.metrics_url().to_string()])
@@ -125,12 +117,8 @@ async fn measure_binary(label: &str, page: String) {
 #[tokio::test]
 #[ignore = "measurement; run with --release --ignored --nocapture"]
 async fn poll_cost() {
-    println!(
-        "\nprobe process, 10 ms interval, {MEASURE:?} measured (fake server in the test process)"
-    );
-    println!(
-        "| page | size | polls/s | CPU per poll | CPU share of one core | RSS | age of /load |"
-    );
+    println!("\nprobe process, 10 ms interval, {MEASURE:?} measured (fake server in the test process)");
+    println!("| page | size | polls/s | CPU per poll | CPU share of one core | RSS | age of /load |");
     println!("|---|---|---|---|---|---|---|");
     measure_binary("vLLM, 2 engines (fixture)", fixture("vllm.txt")).await;
     measure_binary("vLLM, 8 engines", big_vllm_page()).await;
@@ -139,19 +127,16 @@ async fn poll_cost() {
     println!("\nparse + extract only, in-process");
     println!("| page | size | per page | throughput |");
     println!("|---|---|---|---|");
-    let mut pages: Vec<(String, String)> =
-        ["vllm.txt", "sglang.txt", "triton_trtllm.txt", "tgi.txt"]
-            .iter()
-            .map(|f| (f.to_string(), fixture(f)))
-            .collect();
+    let mut pages: Vec<(String, String)> = ["vllm.txt", "sglang.txt", "triton_trtllm.txt", "tgi.txt"]
+        .iter()
+        .map(|f| (f.to_string(), fixture(f)))
+        .collect();
     pages.push(("vLLM, 8 engines".into(), big_vllm_page()));
     for (name, page) in &pages {
         let n = 2000;
         let t = Instant::now();
         for _ in 0..n {
-            std::hint::black_box(
-                servers::read_page(std::hint::black_box(page), ServerChoice::Auto).unwrap(),
-            );
+            std::hint::black_box(servers::read_page(std::hint::black_box(page), ServerChoice::Auto).unwrap());
         }
         let per = t.elapsed() / n;
         println!(
@@ -167,10 +152,7 @@ async fn poll_cost() {
     let config = vane_gpu_probe::Config {
         metrics_url: fake.metrics_url(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        gpu: vane_gpu_probe::gpu::GpuConfig {
-            enabled: false,
-            ..Default::default()
-        },
+        gpu: vane_gpu_probe::gpu::GpuConfig { enabled: false, ..Default::default() },
         ..Default::default()
     };
     let probe = vane_gpu_probe::Probe::bind(config).await.unwrap();
@@ -179,22 +161,15 @@ async fn poll_cost() {
     let running = tokio::spawn(probe.run(async move {
         let _ = stopped.await;
     }));
-    eventually(Duration::from_secs(5), "fresh load", || async {
-        (load(addr).await["stale"] == false).then_some(())
-    })
-    .await;
+    eventually(Duration::from_secs(5), "fresh load", || async { (load(addr).await["stale"] == false).then_some(()) })
+        .await;
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let n = 5000;
     let t = Instant::now();
     for _ in 0..n {
-        let req = Request::get("/load")
-            .header("host", "probe")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
+        let req = Request::get("/load").header("host", "probe").body(Empty::<Bytes>::new()).unwrap();
         let resp = sender.send_request(req).await.unwrap();
         std::hint::black_box(resp.into_body().collect().await.unwrap().to_bytes());
     }

@@ -13,10 +13,7 @@ fn err(page: &str) -> ParseError {
 #[test]
 fn plain_and_labelled_samples() {
     let s = one("http_requests_total 1027");
-    assert_eq!(
-        (s.name, s.value, s.timestamp_ms),
-        ("http_requests_total", 1027.0, None)
-    );
+    assert_eq!((s.name, s.value, s.timestamp_ms), ("http_requests_total", 1027.0, None));
     assert!(s.labels.is_empty());
 
     let s = one("http_requests_total{method=\"post\",code=\"200\"} 1027 1395066363000");
@@ -24,10 +21,7 @@ fn plain_and_labelled_samples() {
     assert_eq!(s.labels.get("code").as_deref(), Some("200"));
     assert_eq!(s.labels.get("missing"), None);
     assert_eq!(s.timestamp_ms, Some(1_395_066_363_000));
-    assert_eq!(
-        s.labels.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-        ["method", "code"]
-    );
+    assert_eq!(s.labels.iter().map(|(n, _)| n).collect::<Vec<_>>(), ["method", "code"]);
 }
 
 #[test]
@@ -37,11 +31,7 @@ fn colon_names_whitespace_and_trailing_commas() {
     assert_eq!(s.labels.get("engine").as_deref(), Some("0"));
     assert_eq!(s.value, 3.0);
     assert_eq!(one("a{} 1").labels.as_raw(), "");
-    assert_eq!(
-        one("a{b=\"c\"}2").value,
-        2.0,
-        "no space is needed after the brace"
-    );
+    assert_eq!(one("a{b=\"c\"}2").value, 2.0, "no space is needed after the brace");
     assert_eq!(one(":weird:name_ 1").name, ":weird:name_");
 }
 
@@ -52,10 +42,7 @@ fn special_values() {
     assert_eq!(one("x -Inf").value, f64::NEG_INFINITY);
     assert_eq!(one("x 1.5e-3").value, 0.0015);
     assert_eq!(one("x -0").value, 0.0);
-    assert_eq!(
-        one("x{le=\"+Inf\"} 7").labels.get("le").as_deref(),
-        Some("+Inf")
-    );
+    assert_eq!(one("x{le=\"+Inf\"} 7").labels.get("le").as_deref(), Some("+Inf"));
 }
 
 #[test]
@@ -64,10 +51,7 @@ fn escaped_label_values() {
         r#"msdos_file_access_time_seconds{path="C:\\DIR\\FILE.TXT",error="Cannot find file:\n\"FILE.TXT\""} 1.458255915e9"#,
     );
     assert_eq!(s.labels.get("path").as_deref(), Some(r"C:\DIR\FILE.TXT"));
-    assert_eq!(
-        s.labels.get("error").as_deref(),
-        Some("Cannot find file:\n\"FILE.TXT\"")
-    );
+    assert_eq!(s.labels.get("error").as_deref(), Some("Cannot find file:\n\"FILE.TXT\""));
     assert!(matches!(s.labels.get("path"), Some(Cow::Owned(_))));
     let v = s.labels.value("error").unwrap();
     assert!(v.eq_str("Cannot find file:\n\"FILE.TXT\""));
@@ -76,10 +60,7 @@ fn escaped_label_values() {
     let s = one(r#"x{a="}{,=\"",b="ü ñ 模型"} 1"#);
     assert_eq!(s.labels.get("a").as_deref(), Some(r#"}{,=""#));
     assert_eq!(s.labels.get("b").as_deref(), Some("ü ñ 模型"));
-    assert!(matches!(
-        one(r#"x{a="plain"} 1"#).labels.get("a"),
-        Some(Cow::Borrowed("plain"))
-    ));
+    assert!(matches!(one(r#"x{a="plain"} 1"#).labels.get("a"), Some(Cow::Borrowed("plain"))));
 }
 
 #[test]
@@ -97,35 +78,15 @@ fn help_type_comments_and_eof() {
     assert_eq!(items.len(), 3);
     assert_eq!(
         items[0],
-        Item::Help {
-            name: "go_gc_duration_seconds",
-            text: "A summary of the GC invocation durations."
-        }
+        Item::Help { name: "go_gc_duration_seconds", text: "A summary of the GC invocation durations." }
     );
-    assert_eq!(
-        items[1],
-        Item::Type {
-            name: "go_gc_duration_seconds",
-            kind: MetricType::Summary
-        }
-    );
-    let Item::Sample(s) = items[2] else {
-        panic!("expected a sample")
-    };
+    assert_eq!(items[1], Item::Type { name: "go_gc_duration_seconds", kind: MetricType::Summary });
+    let Item::Sample(s) = items[2] else { panic!("expected a sample") };
     assert_eq!(s.value, 0.0001, "a CRLF line ending is accepted");
-    assert_eq!(
-        samples("# HELP vllm:x\n").next().unwrap().unwrap(),
-        Item::Help {
-            name: "vllm:x",
-            text: ""
-        }
-    );
+    assert_eq!(samples("# HELP vllm:x\n").next().unwrap().unwrap(), Item::Help { name: "vllm:x", text: "" });
     assert_eq!(
         samples("# TYPE a unknown\n").next().unwrap().unwrap(),
-        Item::Type {
-            name: "a",
-            kind: MetricType::Untyped
-        }
+        Item::Type { name: "a", kind: MetricType::Untyped }
     );
 }
 
@@ -183,19 +144,9 @@ fn malformed_lines_name_the_line_and_the_fault() {
     for (line, kind) in cases {
         let page = format!("ok_line 1\n# comment\n{line}\nnever_reached 1\n");
         let e = err(&page);
-        assert_eq!(
-            e,
-            ParseError {
-                line: 3,
-                kind: *kind
-            },
-            "for {line:?}"
-        );
+        assert_eq!(e, ParseError { line: 3, kind: *kind }, "for {line:?}");
     }
-    assert_eq!(
-        err("x{a=b} 1").to_string(),
-        "line 1: expected `\"` to open a label value"
-    );
+    assert_eq!(err("x{a=b} 1").to_string(), "line 1: expected `\"` to open a label value");
 }
 
 #[test]
@@ -233,9 +184,7 @@ fn never_panics_on_arbitrary_input() {
     };
     for _ in 0..3000 {
         let len = rng.usize(0..120);
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| alphabet[rng.usize(..alphabet.len())])
-            .collect();
+        let bytes: Vec<u8> = (0..len).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
         check(&String::from_utf8_lossy(&bytes));
     }
     for _ in 0..400 {

@@ -45,14 +45,11 @@ impl CudaSource {
         let count = result::device::get_count().map_err(|e| format!("cuDeviceGetCount: {e:?}"))?;
         let mut devices = Vec::new();
         for ordinal in 0..count {
-            let dev = result::device::get(ordinal)
-                .map_err(|e| format!("cuDeviceGet({ordinal}): {e:?}"))?;
+            let dev = result::device::get(ordinal).map_err(|e| format!("cuDeviceGet({ordinal}): {e:?}"))?;
             // SAFETY: `dev` was just returned by `cuDeviceGet`, which is `total_mem`'s only
             // precondition.
             let total = unsafe { result::device::total_mem(dev) }.ok();
-            let uuid = result::device::get_uuid(dev)
-                .ok()
-                .map(|u| format_uuid(u.bytes.map(|b| b as u8)));
+            let uuid = result::device::get_uuid(dev).ok().map(|u| format_uuid(u.bytes.map(|b| b as u8)));
             devices.push(CudaDevice {
                 ordinal: u32::try_from(ordinal).unwrap_or(u32::MAX),
                 uuid,
@@ -79,9 +76,7 @@ impl CudaSource {
     pub(super) fn read(&self) -> Vec<CudaDevice> {
         let mut out = self.devices.clone();
         for (dev, ctx) in out.iter_mut().zip(&self.contexts) {
-            let info = catch_unwind(AssertUnwindSafe(|| ctx.mem_get_info()))
-                .ok()
-                .and_then(Result::ok);
+            let info = catch_unwind(AssertUnwindSafe(|| ctx.mem_get_info())).ok().and_then(Result::ok);
             if let Some((free, total)) = info {
                 dev.free_bytes = Some(free as u64);
                 dev.total_bytes = Some(total as u64);

@@ -189,11 +189,7 @@ impl GpuReader {
     #[cfg(feature = "gpu")]
     fn open_sources(cfg: &GpuConfig) -> Result<GpuReader, GpuUnavailable> {
         let nvml = nvml::NvmlSource::open(cfg.nvml_lib.as_deref());
-        let cuda = if cfg.cuda {
-            cuda::CudaSource::open(cfg.cuda_mem_info)
-        } else {
-            Err("not asked for".to_owned())
-        };
+        let cuda = if cfg.cuda { cuda::CudaSource::open(cfg.cuda_mem_info) } else { Err("not asked for".to_owned()) };
         let mut notes = Vec::new();
         let (nvml, cuda) = match (nvml, cuda) {
             (Err(nvml), Err(cuda)) => return Err(GpuUnavailable::NoDriver { nvml, cuda }),
@@ -202,19 +198,15 @@ impl GpuReader {
                 (Some(n), None)
             }
             (Err(n), Ok(c)) => {
-                notes.push(format!(
-                    "NVML: {n}; utilisation and memory in use are not available"
-                ));
+                notes.push(format!("NVML: {n}; utilisation and memory in use are not available"));
                 (None, Some(c))
             }
             (Ok(n), Ok(c)) => (Some(n), Some(c)),
         };
         let reader = GpuReader { nvml, cuda, notes };
         // Both sources see the same devices; either one showing any is enough.
-        let devices = Ord::max(
-            reader.nvml.as_ref().map_or(0, |n| n.count()),
-            reader.cuda.as_ref().map_or(0, |c| c.count()),
-        );
+        let devices =
+            Ord::max(reader.nvml.as_ref().map_or(0, |n| n.count()), reader.cuda.as_ref().map_or(0, |c| c.count()));
         if devices == 0 {
             return Err(GpuUnavailable::NoDevices);
         }
@@ -252,9 +244,7 @@ pub fn merge(nvml: &[NvmlDevice], cuda: &[CudaDevice], updated_unix_ms: u64) -> 
             index: n.index,
             uuid: n.uuid.clone(),
             name: n.name.clone(),
-            utilization: n
-                .utilization_percent
-                .map(|p| (f64::from(p) / 100.0).clamp(0.0, 1.0)),
+            utilization: n.utilization_percent.map(|p| (f64::from(p) / 100.0).clamp(0.0, 1.0)),
             memory_used_bytes: n.used_bytes,
             memory_total_bytes: n.total_bytes,
             ..GpuDevice::default()
@@ -291,12 +281,7 @@ pub fn merge(nvml: &[NvmlDevice], cuda: &[CudaDevice], updated_unix_ms: u64) -> 
     }
     let utils: Vec<f64> = devices.iter().filter_map(|d| d.utilization).collect();
     let utilization = (!utils.is_empty()).then(|| utils.iter().sum::<f64>() / utils.len() as f64);
-    let sum = |f: &dyn Fn(&GpuDevice) -> Option<u64>| {
-        devices
-            .iter()
-            .filter_map(f)
-            .reduce(|a, b| a.saturating_add(b))
-    };
+    let sum = |f: &dyn Fn(&GpuDevice) -> Option<u64>| devices.iter().filter_map(f).reduce(|a, b| a.saturating_add(b));
     GpuSnapshot {
         count: devices.len(),
         utilization,
@@ -322,8 +307,7 @@ pub fn format_uuid(bytes: [u8; 16]) -> String {
 
 /// Milliseconds since the Unix epoch (0 for a clock before 1970).
 pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A running GPU reader thread; dropping it stops the thread at its next wake-up.
@@ -354,49 +338,34 @@ impl Drop for GpuTask {
 }
 
 /// Reads the GPU every `interval` on a thread of its own and publishes into `out`.
-pub fn spawn(
-    mut reader: GpuReader,
-    interval: Duration,
-    out: Arc<ArcSwap<GpuView>>,
-) -> std::io::Result<GpuTask> {
+pub fn spawn(mut reader: GpuReader, interval: Duration, out: Arc<ArcSwap<GpuView>>) -> std::io::Result<GpuTask> {
     let (stop, stopped) = mpsc::channel::<()>();
-    let handle = thread::Builder::new()
-        .name("vane-gpu".into())
-        .spawn(move || {
-            let mut last_error: Option<String> = None;
-            loop {
-                let view = match reader.read() {
-                    Ok(snap) => {
-                        if last_error.take().is_some() {
-                            tracing::info!("GPU readings are back");
-                        }
-                        GpuView {
-                            snapshot: Some(Arc::new(snap)),
-                            status: None,
-                        }
+    let handle = thread::Builder::new().name("vane-gpu".into()).spawn(move || {
+        let mut last_error: Option<String> = None;
+        loop {
+            let view = match reader.read() {
+                Ok(snap) => {
+                    if last_error.take().is_some() {
+                        tracing::info!("GPU readings are back");
                     }
-                    Err(e) => {
-                        if last_error.as_deref() != Some(e.as_str()) {
-                            tracing::warn!(error = %e, "GPU read failed");
-                            last_error = Some(e.clone());
-                        }
-                        GpuView {
-                            snapshot: None,
-                            status: Some(format!("GPU read failed: {e}")),
-                        }
-                    }
-                };
-                out.store(Arc::new(view));
-                match stopped.recv_timeout(interval) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                    _ => break,
+                    GpuView { snapshot: Some(Arc::new(snap)), status: None }
                 }
+                Err(e) => {
+                    if last_error.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(error = %e, "GPU read failed");
+                        last_error = Some(e.clone());
+                    }
+                    GpuView { snapshot: None, status: Some(format!("GPU read failed: {e}")) }
+                }
+            };
+            out.store(Arc::new(view));
+            match stopped.recv_timeout(interval) {
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                _ => break,
             }
-        })?;
-    Ok(GpuTask {
-        stop: Some(stop),
-        handle: Some(handle),
-    })
+        }
+    })?;
+    Ok(GpuTask { stop: Some(stop), handle: Some(handle) })
 }
 
 #[cfg(test)]
@@ -405,14 +374,8 @@ mod tests {
 
     #[test]
     fn uuid_is_written_like_nvml() {
-        let bytes = [
-            0x1f, 0x2e, 0x3d, 0x4c, 0x5b, 0x6a, 0x79, 0x88, 0x97, 0xa6, 0xb5, 0xc4, 0xd3, 0xe2,
-            0xf1, 0x00,
-        ];
-        assert_eq!(
-            format_uuid(bytes),
-            "GPU-1f2e3d4c-5b6a-7988-97a6-b5c4d3e2f100"
-        );
+        let bytes = [0x1f, 0x2e, 0x3d, 0x4c, 0x5b, 0x6a, 0x79, 0x88, 0x97, 0xa6, 0xb5, 0xc4, 0xd3, 0xe2, 0xf1, 0x00];
+        assert_eq!(format_uuid(bytes), "GPU-1f2e3d4c-5b6a-7988-97a6-b5c4d3e2f100");
     }
 
     fn nv(index: u32, uuid: &str, util: u32, used: u64, total: u64) -> NvmlDevice {
@@ -430,18 +393,8 @@ mod tests {
     fn merges_by_uuid_whatever_the_order() {
         let nvml = [nv(0, "GPU-aa", 50, 10, 100), nv(1, "GPU-BB", 100, 30, 100)];
         let cuda = [
-            CudaDevice {
-                ordinal: 0,
-                uuid: Some("GPU-bb".into()),
-                total_bytes: Some(99),
-                ..Default::default()
-            },
-            CudaDevice {
-                ordinal: 1,
-                uuid: Some("GPU-aa".into()),
-                free_bytes: Some(7),
-                ..Default::default()
-            },
+            CudaDevice { ordinal: 0, uuid: Some("GPU-bb".into()), total_bytes: Some(99), ..Default::default() },
+            CudaDevice { ordinal: 1, uuid: Some("GPU-aa".into()), free_bytes: Some(7), ..Default::default() },
         ];
         let s = merge(&nvml, &cuda, 42);
         assert_eq!(s.count, 2);
@@ -476,11 +429,7 @@ mod tests {
     fn a_lone_device_is_matched_without_uuids() {
         let mut n = nv(0, "x", 20, 1, 2);
         n.uuid = None;
-        let cuda = [CudaDevice {
-            ordinal: 0,
-            total_bytes: Some(2),
-            ..Default::default()
-        }];
+        let cuda = [CudaDevice { ordinal: 0, total_bytes: Some(2), ..Default::default() }];
         let s = merge(&[n], &cuda, 0);
         assert_eq!(s.count, 1);
         assert_eq!(s.devices[0].cuda_ordinal, Some(0));
@@ -488,10 +437,7 @@ mod tests {
 
     #[test]
     fn turned_off_says_so() {
-        let cfg = GpuConfig {
-            enabled: false,
-            ..GpuConfig::default()
-        };
+        let cfg = GpuConfig { enabled: false, ..GpuConfig::default() };
         assert_eq!(GpuReader::open(&cfg).unwrap_err(), GpuUnavailable::Disabled);
     }
 
@@ -500,11 +446,8 @@ mod tests {
     #[cfg(feature = "gpu")]
     #[test]
     fn without_a_driver_open_fails_with_a_clear_message() {
-        let cfg = GpuConfig {
-            nvml_lib: Some("/nonexistent/libnvidia-ml.so.1".into()),
-            cuda: false,
-            ..GpuConfig::default()
-        };
+        let cfg =
+            GpuConfig { nvml_lib: Some("/nonexistent/libnvidia-ml.so.1".into()), cuda: false, ..GpuConfig::default() };
         let err = GpuReader::open(&cfg).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, GpuUnavailable::NoDriver { .. }), "{msg}");
@@ -515,9 +458,6 @@ mod tests {
     #[cfg(not(feature = "gpu"))]
     #[test]
     fn without_the_feature_open_says_so() {
-        assert_eq!(
-            GpuReader::open(&GpuConfig::default()).unwrap_err(),
-            GpuUnavailable::NotBuilt
-        );
+        assert_eq!(GpuReader::open(&GpuConfig::default()).unwrap_err(), GpuUnavailable::NotBuilt);
     }
 }

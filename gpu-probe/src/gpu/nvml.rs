@@ -15,9 +15,7 @@ pub(super) struct NvmlSource {
 
 impl fmt::Debug for NvmlSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NvmlSource")
-            .field("devices", &self.ids.len())
-            .finish()
+        f.debug_struct("NvmlSource").field("devices", &self.ids.len()).finish()
     }
 }
 
@@ -28,9 +26,7 @@ impl NvmlSource {
             None => Nvml::init(),
         }
         .map_err(|e| format!("{e}"))?;
-        let count = nvml
-            .device_count()
-            .map_err(|e| format!("counting devices: {e}"))?;
+        let count = nvml.device_count().map_err(|e| format!("counting devices: {e}"))?;
         let ids = (0..count)
             .map(|i| match nvml.device_by_index(i) {
                 Ok(d) => (d.uuid().ok(), d.name().ok()),
@@ -50,12 +46,7 @@ impl NvmlSource {
         let mut out = Vec::with_capacity(self.ids.len());
         let mut last_error = None;
         for (index, (uuid, name)) in (0u32..).zip(&self.ids) {
-            let mut dev = NvmlDevice {
-                index,
-                uuid: uuid.clone(),
-                name: name.clone(),
-                ..Default::default()
-            };
+            let mut dev = NvmlDevice { index, uuid: uuid.clone(), name: name.clone(), ..Default::default() };
             match self.nvml.device_by_index(index) {
                 Ok(d) => {
                     dev.utilization_percent = d.utilization_rates().ok().map(|u| u.gpu);
@@ -71,9 +62,7 @@ impl NvmlSource {
             }
             out.push(dev);
         }
-        let all_empty = out
-            .iter()
-            .all(|d| d.utilization_percent.is_none() && d.used_bytes.is_none());
+        let all_empty = out.iter().all(|d| d.utilization_percent.is_none() && d.used_bytes.is_none());
         match last_error {
             Some(e) if all_empty => Err(format!("NVML: {e}")),
             _ => Ok(out),

@@ -20,9 +20,7 @@ use tokio::task::JoinSet;
 
 /// Reads a fixture page from `tests/fixtures/`.
 pub fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
@@ -48,9 +46,7 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub async fn start(mode: Mode) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake server");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake server");
         let addr = listener.local_addr().expect("local addr");
         let mode = Arc::new(Mutex::new(mode));
         let hits = Arc::new(AtomicU64::new(0));
@@ -81,34 +77,22 @@ impl FakeServer {
                             ("/metrics", Mode::Status(s)) => {
                                 Response::builder().status(s).body(Full::new(Bytes::new()))
                             }
-                            _ => Response::builder()
-                                .status(404)
-                                .body(Full::new(Bytes::new())),
+                            _ => Response::builder().status(404).body(Full::new(Bytes::new())),
                         };
                         Ok::<_, Infallible>(resp.expect("valid response"))
                     }
                 });
                 conns.spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
                 while conns.try_join_next().is_some() {}
             }
         });
-        FakeServer {
-            addr,
-            mode,
-            hits,
-            connections,
-            task,
-        }
+        FakeServer { addr, mode, hits, connections, task }
     }
 
     pub fn metrics_url(&self) -> http::Uri {
-        format!("http://{}/metrics", self.addr)
-            .parse()
-            .expect("valid url")
+        format!("http://{}/metrics", self.addr).parse().expect("valid url")
     }
 
     pub fn set(&self, mode: Mode) {
@@ -135,22 +119,13 @@ impl FakeServer {
 /// One GET over a fresh connection: status, headers, body.
 pub async fn get(addr: SocketAddr, path: &str) -> (StatusCode, HeaderMap, String) {
     let stream = TcpStream::connect(addr).await.expect("connect to probe");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .expect("request");
+    let req = Request::get(path).header("host", addr.to_string()).body(Empty::<Bytes>::new()).expect("request");
     let resp = sender.send_request(req).await.expect("response");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    (
-        parts.status,
-        parts.headers,
-        String::from_utf8(body.to_vec()).expect("utf-8 body"),
-    )
+    (parts.status, parts.headers, String::from_utf8(body.to_vec()).expect("utf-8 body"))
 }
 
 /// GET /load as JSON.
@@ -171,10 +146,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -185,8 +157,6 @@ pub fn sample(page: &str, name: &str, label: Option<(&str, &str)>) -> Option<f64
     vane_gpu_probe::expo::parse(page)
         .expect("the probe's /metrics parses")
         .into_iter()
-        .find(|s| {
-            s.name == name && label.is_none_or(|(k, v)| s.labels.get(k).as_deref() == Some(v))
-        })
+        .find(|s| s.name == name && label.is_none_or(|(k, v)| s.labels.get(k).as_deref() == Some(v)))
         .map(|s| s.value)
 }

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use vane_route::config::Protocol;
 use vane_route::discovery::{Applied, DiscoveryState, Message};
@@ -215,9 +215,7 @@ struct Inputs {
     discovered: Option<DiscoveryState>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::lock;
 
 impl Store {
     /// A store holding a first snapshot built from `table` (whose source config is the base).

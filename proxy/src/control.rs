@@ -34,12 +34,12 @@ pub struct ControlStatus {
 
 impl ControlStatus {
     fn set(&self, s: String) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        *crate::lock(&self.state) = s;
     }
 
     /// A one-line description (`connected to ...` or `disconnected: why`).
     pub fn describe(&self) -> String {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::lock(&self.state).clone()
     }
 }
 

@@ -70,8 +70,7 @@ impl Endpoint {
     }
 
     fn stats(&self) -> MutexGuard<'_, Stats> {
-        // A panic while holding this lock cannot leave the plain-data stats inconsistent.
-        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.stats)
     }
 
     /// Requests in flight from this proxy.
@@ -227,8 +226,12 @@ pub fn pick(
     let untried = |i: usize| i >= 64 || tried & (1 << i) == 0;
     // Panic mode (as in Envoy): when every untried endpoint is ejected, ejection is ignored, so a
     // backend whose only endpoint failed once is tried again rather than failing fast for seconds.
-    let panic = !(0..n).any(|i| untried(i) && endpoints[i].available(now));
+    // One pass over the endpoints' health, shared by the panic check and the fast path below.
+    let usable = (0..n).filter(|&i| untried(i) && endpoints[i].available(now)).count();
+    let panic = usable == 0;
     let eligible = |i: usize| untried(i) && (panic || endpoints[i].available(now));
+    // No retry yet and every endpoint eligible (the common case).
+    let all = tried == 0 && (panic || usable == n);
     match policy.algorithm {
         Algorithm::RoundRobin => {
             let start = rr.fetch_add(1, Ordering::Relaxed);
@@ -243,8 +246,7 @@ pub fn pick(
                 .map(|i| (i, None))
         }
         Algorithm::P2c | Algorithm::P2cLatency => {
-            // Fast path: no retry yet and every endpoint available: no allocation.
-            let all = tried == 0 && (0..n).all(eligible);
+            // Fast path: every endpoint eligible, no candidate list to allocate.
             let candidates: Vec<usize> = if all { Vec::new() } else { (0..n).filter(|&i| eligible(i)).collect() };
             let index = |j: usize| if all { j } else { candidates[j] };
             let m = if all { n } else { candidates.len() };

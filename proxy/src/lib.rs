@@ -39,3 +39,9 @@ pub fn now_ns() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + ONE_DAY_NS
 }
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (plain counters and
+/// snapshots, replaced whole): a poisoned lock is used as is rather than spreading the panic.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -121,6 +121,7 @@ pub struct Running {
 pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     let conn =
         ConnSettings { max_header_bytes: table.settings.max_header_bytes, idle_timeout: table.settings.idle_timeout };
+    let watcher = crate::config::Watcher::new(opts.source.clone());
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new(table, Arc::clone(&metrics)));
     let control_status = opts.control.as_ref().map(|_| Arc::new(crate::control::ControlStatus::default()));
@@ -154,7 +155,7 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
         store.expect_discovery();
         tasks.push(tokio::spawn(crate::control::run(Arc::clone(&store), Arc::clone(&metrics), c, st)));
     }
-    let reload = tokio::spawn(crate::config::watch(Arc::clone(&store), opts.source.clone(), opts.reload_interval));
+    let reload = tokio::spawn(watcher.run(Arc::clone(&store), opts.reload_interval));
     tracing::info!(%outbound, %inbound, %admin, source = %opts.source, "vane-proxy serving");
     let mut running = Running { outbound, inbound, admin, store, metrics, admin_state, stop, admin_stop, alive, tasks };
     running.tasks.push(reload);

@@ -2,6 +2,10 @@
 //!
 //! Every answer is built from the pre-rendered snapshot loaded once from its `ArcSwap`; `/load`
 //! costs one atomic load and one small copy.
+//!
+//! `GET /load?watch=1` keeps the response open and writes one `/load` JSON line (NDJSON) per
+//! scrape, as soon as the scrape is done: the local proxy learns each reading at once instead of
+//! polling for it, so a reading's age when it leaves the pod is the scrape's own age.
 
 use crate::metrics::{ProbeMetrics, content_type};
 use crate::snapshot::{ORCA_HEADER, OrcaReport, Rendered};
@@ -9,10 +13,16 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame};
 use http_body_util::Full;
+use std::convert::Infallible;
 use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio::sync::{mpsc, watch};
 
 /// What the poll loop and the HTTP handlers share.
 pub struct Shared {
@@ -22,6 +32,85 @@ pub struct Shared {
     pub metrics: ProbeMetrics,
     /// Set after the first good scrape, and never cleared.
     pub ready: AtomicBool,
+    /// Bumped after every scrape (good or not), for `/load?watch=1`.
+    pub updates: watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Starts from `snapshot`, not ready.
+    pub fn new(snapshot: Rendered) -> Shared {
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics: ProbeMetrics::new(),
+            ready: AtomicBool::new(false),
+            updates: watch::channel(0).0,
+        }
+    }
+
+    /// Publishes a new snapshot and wakes the watchers.
+    pub fn publish(&self, snapshot: Rendered) {
+        self.snapshot.store(Arc::new(snapshot));
+        self.updates.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// A response body: a whole answer, or the lines of a `/load?watch=1` stream.
+#[derive(Debug)]
+pub enum ProbeBody {
+    /// A complete answer.
+    Full(Full<Bytes>),
+    /// One line per scrape until the client goes away.
+    Lines(mpsc::Receiver<Bytes>),
+}
+
+impl Body for ProbeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            ProbeBody::Full(b) => Pin::new(b).poll_frame(cx),
+            ProbeBody::Lines(rx) => rx.poll_recv(cx).map(|line| line.map(|l| Ok(Frame::data(l)))),
+        }
+    }
+}
+
+/// Lines a watcher may fall behind by; a slower reader skips readings rather than queueing them.
+const WATCH_BUFFER: usize = 4;
+
+/// Whether the request asks for `/load` as a stream (`watch=1` or `watch=true`).
+pub fn wants_watch<B>(req: &Request<B>) -> bool {
+    req.method() == Method::GET
+        && req.uri().path() == "/load"
+        && req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=1" || kv == "watch=true"))
+}
+
+/// Answers `/load?watch=1`: the current `/load` line at once, then one line per scrape. The
+/// writer task ends when the client disconnects or the probe stops.
+pub fn watch_load(shared: Arc<Shared>, mut stop: watch::Receiver<()>) -> Response<ProbeBody> {
+    let (tx, rx) = mpsc::channel::<Bytes>(WATCH_BUFFER);
+    let mut updates = shared.updates.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let mut line = shared.snapshot.load().load_body(Instant::now()).to_vec();
+            line.push(b'\n');
+            // A full buffer means the reader is behind: drop this reading, the next is newer.
+            match tx.try_send(Bytes::from(line)) {
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+            tokio::select! {
+                changed = updates.changed() => if changed.is_err() { return },
+                _ = stop.changed() => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let mut resp = Response::new(ProbeBody::Lines(rx));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 impl fmt::Debug for Shared {
@@ -69,7 +158,7 @@ pub fn handle<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
         "/live" => text(StatusCode::OK, "live\n"),
         "/ready" if shared.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no good scrape yet\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /load, /orca, /metrics, /live or /ready\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /load, /load?watch=1, /orca, /metrics, /live or /ready\n"),
     }
 }
 
@@ -100,11 +189,9 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn shared(state: &State) -> Shared {
-        Shared {
-            snapshot: ArcSwap::from_pointee(Rendered::render(state, Duration::from_secs(1))),
-            metrics: ProbeMetrics::new(),
-            ready: AtomicBool::new(state.last_good.is_some()),
-        }
+        let s = Shared::new(Rendered::render(state, Duration::from_secs(1)));
+        s.ready.store(state.last_good.is_some(), Ordering::Release);
+        s
     }
 
     fn get(path: &str) -> Request<()> {
@@ -153,6 +240,6 @@ mod tests {
         let orca = handle(&get("/orca"), &s);
         assert_eq!(orca.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(orca.headers().get(ORCA_HEADER).is_none());
-        assert!(body(handle(&get("/load"), &s)).await.ends_with("\"age_ms\":null,\"stale\":true}"));
+        assert!(body(handle(&get("/load"), &s)).await.ends_with("\"age_ms\":null,\"age_us\":null,\"stale\":true}"));
     }
 }

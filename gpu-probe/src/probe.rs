@@ -1,9 +1,8 @@
 //! Wiring: the poll loop, the GPU thread and the HTTP server, started by [`Probe::run`].
 
-use crate::admin::{self, Shared};
+use crate::admin::{self, ProbeBody, Shared};
 use crate::error::Error;
 use crate::gpu::{self, GpuConfig, GpuReader, GpuUnavailable, GpuView};
-use crate::metrics::ProbeMetrics;
 use crate::scrape::{ScrapeError, Scraper};
 use crate::servers::{self, ReadError, Reading, ServerChoice, ServerKind};
 use crate::snapshot::{GoodReading, Rendered, State};
@@ -17,7 +16,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -73,11 +72,7 @@ impl Probe {
         validate(&config)?;
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
-        let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Rendered::render(&State::default(), config.stale_after)),
-            metrics: ProbeMetrics::new(),
-            ready: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(Rendered::render(&State::default(), config.stale_after)));
         Ok(Probe { config, listener, shared })
     }
 
@@ -236,7 +231,7 @@ async fn poll_loop(
             }
             state.gpu = gpu;
         }
-        shared.snapshot.store(Arc::new(Rendered::render(&state, config.stale_after)));
+        shared.publish(Rendered::render(&state, config.stale_after));
     }
 }
 
@@ -286,8 +281,13 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Rece
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        let stop = stop.clone();
         let service = service_fn(move |req| {
-            let resp = admin::handle(&req, &shared);
+            let resp = if admin::wants_watch(&req) {
+                admin::watch_load(shared.clone(), stop.clone())
+            } else {
+                admin::handle(&req, &shared).map(ProbeBody::Full)
+            };
             async move { Ok::<_, Infallible>(resp) }
         });
         let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);

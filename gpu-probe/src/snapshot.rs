@@ -137,9 +137,9 @@ impl Rendered {
         let mut tail = String::with_capacity(40);
         match self.age(now) {
             Some(age) => {
-                let _ = write!(tail, ",\"age_ms\":{}", age.as_millis());
+                let _ = write!(tail, ",\"age_ms\":{},\"age_us\":{}", age.as_millis(), age.as_micros());
             }
-            None => tail.push_str(",\"age_ms\":null"),
+            None => tail.push_str(",\"age_ms\":null,\"age_us\":null"),
         }
         let _ = write!(tail, ",\"stale\":{}}}", self.is_stale(now));
         buf.put_slice(tail.as_bytes());
@@ -209,7 +209,7 @@ mod tests {
             serde_json::json!({
                 "server": null, "queue_depth": null, "running": null, "kv_cache_usage": null,
                 "gpu": null, "gpu_status": null, "error": null, "updated_unix_ms": null,
-                "age_ms": null, "stale": true
+                "age_ms": null, "age_us": null, "stale": true
             })
         );
         assert_eq!(r.orca(Instant::now()), OrcaReport::Unavailable("no load figures yet"));
@@ -228,6 +228,7 @@ mod tests {
         assert_eq!(v["running"], 5);
         assert_eq!(v["kv_cache_usage"], 0.42);
         assert_eq!(v["age_ms"], 12);
+        assert_eq!(v["age_us"], 12_000);
         assert_eq!(v["stale"], false);
         assert_eq!(v["updated_unix_ms"], 1_700_000_000_123u64);
         let OrcaReport::Fresh(h) = r.orca(now) else { panic!("expected a report") };

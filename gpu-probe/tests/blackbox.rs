@@ -6,7 +6,7 @@ mod support;
 use http::StatusCode;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{FakeServer, Mode, eventually, fixture, get, load, sample};
+use support::{FakeServer, Mode, eventually, fixture, get, load, sample, watch};
 use tokio::sync::oneshot;
 use vane_gpu_probe::gpu::GpuConfig;
 use vane_gpu_probe::{Config, Probe, ServerChoice};
@@ -164,6 +164,60 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
     // Shutdown is prompt.
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(3), running).await.expect("stops in time").unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn load_watch_streams_a_line_per_scrape_as_it_happens() {
+    let fake = FakeServer::start(Mode::Serve(fixture("vllm.txt"))).await;
+    let config = Config {
+        metrics_url: fake.metrics_url(),
+        interval: Duration::from_millis(20),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        gpu: no_driver(),
+        ..Config::default()
+    };
+    let probe = Probe::bind(config).await.expect("bind");
+    let addr = probe.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(probe.run(async move {
+        let _ = stopped.await;
+    }));
+    eventually(WAIT, "/ready", || async { (get(addr, "/ready").await.0 == StatusCode::OK).then_some(()) }).await;
+
+    let (content_type, mut lines) = watch(addr).await;
+    assert_eq!(content_type, "application/x-ndjson");
+    let first = tokio::time::timeout(WAIT, lines.next()).await.expect("a first line").expect("open stream");
+    assert_eq!(first["queue_depth"], 5, "{first}");
+    // Each line leaves as its scrape finishes, so it is far younger than the 20 ms interval
+    // (the bound is loose for a loaded test machine; a polled line would be 0-20 ms old).
+    let mut ages = Vec::new();
+    for _ in 0..10 {
+        let v = tokio::time::timeout(WAIT, lines.next()).await.expect("a line per scrape").expect("open stream");
+        ages.push(v["age_us"].as_u64().expect("age_us"));
+    }
+    ages.sort_unstable();
+    assert!(ages[5] < 10_000, "median age {} µs: lines are not pushed at scrape time ({ages:?})", ages[5]);
+
+    // A change on the server shows up in the stream without asking again.
+    // engine 0 waits 3 and engine 1 waits 2: raising engine 0 to 7 makes the pod's queue 9.
+    let line = "vllm:num_requests_waiting{engine=\"0\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 3.0";
+    assert!(fixture("vllm.txt").contains(line), "the fixture line to change was not found");
+    let page = fixture("vllm.txt").replace(line, &line.replace("3.0", "7.0"));
+    fake.set(Mode::Serve(page));
+    let changed = tokio::time::timeout(WAIT, async {
+        while let Some(v) = lines.next().await {
+            if v["queue_depth"] == 9 {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(changed.await.expect("the new queue depth within 5 s"), "stream ended before the change");
+
+    // Stopping the probe ends the stream.
+    let _ = stop.send(());
+    assert!(tokio::time::timeout(WAIT, async { while lines.next().await.is_some() {} }).await.is_ok());
+    running.await.unwrap().unwrap();
 }
 
 #[tokio::test]

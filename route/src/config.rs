@@ -250,7 +250,8 @@ pub struct InboundConfig {
     /// inbound response carries the pod's load in an ORCA `endpoint-load-metrics` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_from: Option<String>,
-    /// How often the probe is read, default 10ms.
+    /// How often the probe is polled when it does not stream (`vane-gpu-probe` answers
+    /// `/load?watch=1` with a line per scrape, which is followed instead), default 10ms.
     #[serde(default = "defaults::load_interval")]
     pub load_interval: HumanDuration,
 }

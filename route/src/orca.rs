@@ -92,9 +92,23 @@ pub fn format(r: &LoadReport) -> String {
         parts.push(format!("named_metrics.kv_cache_usage={k:.4}"));
     }
     if let Some(a) = r.age {
-        parts.push(format!("named_metrics.age_ms={}", a.as_millis()));
+        parts.push(format!("named_metrics.age_ms={}", millis(a)));
     }
     format!("TEXT {}", parts.join(", "))
+}
+
+/// Milliseconds to the microsecond, without trailing zeros: `7`, `0.412`, `12.5`.
+fn millis(d: Duration) -> String {
+    let us = d.as_micros();
+    let (whole, frac) = (us / 1000, us % 1000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let mut s = format!("{whole}.{frac:03}");
+    while s.ends_with('0') {
+        s.pop();
+    }
+    s
 }
 
 /// The wait a `Retry-After` header asks for (seconds form; an HTTP date is not followed).
@@ -164,6 +178,13 @@ mod tests {
             "TEXT named_metrics.queue_depth=3, named_metrics.running=12, named_metrics.kv_cache_usage=0.5000, named_metrics.age_ms=7"
         );
         assert_eq!(parse(text.as_bytes()), Some(r));
+        // sub-millisecond ages keep their microseconds, so a fresh figure does not read as 0
+        for (us, text) in [(412, "0.412"), (12_500, "12.5"), (1_000_001, "1000.001")] {
+            let r = LoadReport { queue_depth: Some(1.0), age: Some(Duration::from_micros(us)), ..Default::default() };
+            assert_eq!(format(&r), format!("TEXT named_metrics.queue_depth=1, named_metrics.age_ms={text}"));
+            let back = parse(format(&r).as_bytes()).unwrap().age.unwrap();
+            assert_eq!((back.as_secs_f64() * 1e6).round() as u64, us);
+        }
     }
 
     #[test]

@@ -214,3 +214,68 @@ async fn load_streams_inform_the_first_decision() {
         assert_eq!(get(&client, "svc", "/", &[]).await.unwrap().served_by(), "idle-pod");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_pushes_each_reading_to_the_inbound_proxy() {
+    // A model server whose vLLM queue the test sets, read by a real vane-gpu-probe every 20 ms.
+    let queue = Arc::new(AtomicUsize::new(3));
+    let q = Arc::clone(&queue);
+    let model = serve(move |req: Request<Incoming>| {
+        let queue = q.load(Ordering::Relaxed);
+        async move {
+            let body = match req.uri().path() {
+                "/metrics" => format!(
+                    "# HELP vllm:num_requests_waiting Waiting.\n# TYPE vllm:num_requests_waiting gauge\n\
+                     vllm:num_requests_waiting{{model_name=\"m\"}} {queue}.0\n\
+                     # TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{model_name=\"m\"}} 2.0\n"
+                ),
+                _ => "ok".to_string(),
+            };
+            Response::new(full(Bytes::from(body)))
+        }
+    })
+    .await;
+    let config = vane_gpu_probe::Config {
+        metrics_url: format!("http://{model}/metrics").parse().unwrap(),
+        interval: Duration::from_millis(20),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        gpu: vane_gpu_probe::gpu::GpuConfig { enabled: false, ..Default::default() },
+        ..Default::default()
+    };
+    let probe = vane_gpu_probe::Probe::bind(config).await.unwrap();
+    let probe_addr = probe.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(probe.run(async move {
+        let _ = stopped.await;
+    }));
+    // Polling every 10 s could not explain a change seen within a second: only the push can.
+    let cfg = format!(
+        "inbound: {{ forward_to: \"{model}\", load_from: \"http://{probe_addr}/load\", load_interval: 10s }}\n"
+    );
+    let proxy = Proxy::start(&cfg);
+    let client = h1_client(proxy.inbound);
+    let queue_seen = |want: f64| {
+        let client = client.clone();
+        async move {
+            for _ in 0..100 {
+                let r = get(&client, "model", "/v1/models", &[]).await.unwrap();
+                let h = r.headers.get("endpoint-load-metrics").map(|h| h.to_str().unwrap().to_string());
+                if let Some(report) = h.as_deref().and_then(|h| vane_route::orca::parse(h.as_bytes()))
+                    && report.queue_depth == Some(want)
+                {
+                    return Some(report);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            None
+        }
+    };
+    assert!(queue_seen(3.0).await.is_some(), "the first reading never reached the inbound proxy");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    queue.store(11, Ordering::Relaxed);
+    let report = queue_seen(11.0).await.expect("a new queue depth within a second, with 10 s polling");
+    // The age states the scrape's own age, well under the 1 s staleness.
+    assert!(report.age.is_some_and(|a| a < Duration::from_millis(500)), "{report:?}");
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}

@@ -160,3 +160,38 @@ pub fn sample(page: &str, name: &str, label: Option<(&str, &str)>) -> Option<f64
         .find(|s| s.name == name && label.is_none_or(|(k, v)| s.labels.get(k).as_deref() == Some(v)))
         .map(|s| s.value)
 }
+
+/// Opens `GET /load?watch=1` and returns the response's content type and a reader of its lines.
+pub async fn watch(addr: SocketAddr) -> (String, LineReader) {
+    let stream = TcpStream::connect(addr).await.expect("connect to probe");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let req =
+        Request::get("/load?watch=1").header("host", addr.to_string()).body(Empty::<Bytes>::new()).expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    (ct, LineReader { body: resp.into_body(), buf: Vec::new() })
+}
+
+/// Reads NDJSON lines from a streamed body.
+pub struct LineReader {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl LineReader {
+    /// The next line as JSON, or `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<serde_json::Value> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Some(serde_json::from_slice(&line).expect("a JSON line"));
+            }
+            let frame = self.body.frame().await?.expect("body frame");
+            if let Ok(data) = frame.into_data() {
+                self.buf.extend_from_slice(&data);
+            }
+        }
+    }
+}

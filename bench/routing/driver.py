@@ -460,7 +460,7 @@ def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate
                                                                                     "vllm:time_to_first_token_seconds_count")
                for a, b in zip(s0, s1)]
     queue_end = [int(prom_value(t, "vllm:num_requests_waiting")) for t in s1]
-    # The latency term of the p2c cost (peak-EWMA of the time to response headers), per replica.
+    # The latency term of the p2c cost (peak-EWMA of the time to the first body byte plus EWMA of the body time), per replica.
     rtt = {lab.get("endpoint", "?"): v * 1e3 for lab, v in prom_samples(m1, "vane_endpoint_rtt_ewma_seconds")}
     rtt_ms = [round(rtt.get(f"127.0.0.1:{p}", float("nan")), 3) for p in (sidecars.inbound if sidecars else fleet.ports)]
     hz = os.sysconf("SC_CLK_TCK")
@@ -690,7 +690,7 @@ def report(raw_path: Path, out_dir: Path) -> Path:
                 rtts.append(f"`{alg}` {per} ms")
         if rtts:
             L.append("")
-            L.append("Latency term of the cost (peak-EWMA of the time to response headers) per replica at the end of "
+            L.append("Latency term of the cost (peak-EWMA of the time to the first body byte plus EWMA of the body time) per replica at the end of "
                      "the window, slow replica last: " + "; ".join(rtts) + ".")
         L.append("")
         L.append(f"![{int(load * 100)} %](routing-{meta['profile']}-{int(load * 100)}.png)")

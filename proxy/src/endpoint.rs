@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use vane_route::balance::{self, CostWeights, LoadInputs, PeakEwma};
+use vane_route::balance::{self, CostWeights, Ewma, LoadInputs, PeakEwma};
 use vane_route::config::{Algorithm, Protocol};
 use vane_route::health::{EjectionPolicy, Health, Outcome};
 use vane_route::orca::LoadReport;
@@ -32,6 +32,8 @@ pub struct Endpoint {
 #[derive(Debug)]
 struct Stats {
     rtt: PeakEwma,
+    /// How long response bodies take from first byte to end (generation time for a stream).
+    body: Ewma,
     health: Health,
     /// The endpoint's last load report and when its figures were read (process clock).
     reported: Option<(LoadReport, u64)>,
@@ -62,6 +64,7 @@ impl Endpoint {
             in_flight: AtomicU32::new(0),
             stats: Mutex::new(Stats {
                 rtt: PeakEwma::new(default_rtt, crate::now_ns()),
+                body: Ewma::new(crate::now_ns()),
                 health: Health::default(),
                 reported: None,
                 penalty_until_ns: 0,
@@ -81,7 +84,13 @@ impl Endpoint {
     /// Counts a request in flight until the guard drops.
     pub fn start(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard { ep: Arc::clone(self), conn: None, idle_timeout: Duration::ZERO, rtt_from: None }
+        InFlightGuard {
+            ep: Arc::clone(self),
+            conn: None,
+            idle_timeout: Duration::ZERO,
+            rtt_from: None,
+            body_from: None,
+        }
     }
 
     /// Whether the endpoint is not ejected at `now_ns`.
@@ -93,7 +102,8 @@ impl Endpoint {
     pub fn cost(&self, now_ns: u64, settings: &Settings, policy: &Policy) -> (f64, Option<u64>) {
         let st = self.stats();
         let rtt_ns = st.rtt.get(now_ns, settings.ewma_decay);
-        let mut load = LoadInputs { rtt_ns, in_flight: self.in_flight(), ..Default::default() };
+        let body_ns = st.body.get(now_ns, settings.ewma_decay);
+        let mut load = LoadInputs { rtt_ns, body_ns, in_flight: self.in_flight(), ..Default::default() };
         let mut age = None;
         if policy.algorithm == Algorithm::P2c {
             if let Some((r, at)) = &st.reported {
@@ -132,9 +142,11 @@ impl Endpoint {
         st.penalty_until_ns = st.penalty_until_ns.max(until_ns);
     }
 
-    /// Current latency estimate in seconds (for metrics).
+    /// Current latency estimate in seconds, as the cost uses it: time to first byte plus body
+    /// streaming time (for metrics).
     pub fn rtt_seconds(&self, now_ns: u64, decay: Duration) -> f64 {
-        self.stats().rtt.get(now_ns, decay) / 1e9
+        let st = self.stats();
+        (st.rtt.get(now_ns, decay) + st.body.get(now_ns, decay)) / 1e9
     }
 
     /// Whether the endpoint is ejected at `now_ns` (for metrics).
@@ -142,10 +154,18 @@ impl Endpoint {
         !self.available(now_ns)
     }
 
-    /// Records a latency sample (time to response headers).
+    /// Records a latency sample (time to the first body byte).
     pub fn observe_rtt(&self, rtt: Duration, decay: Duration) {
         let now = crate::now_ns();
         self.stats().rtt.observe(rtt, now, decay);
+    }
+
+    /// Records how long a response body took from its first byte to its end, capped at
+    /// [`MAX_BODY_SAMPLE`] so that a long-lived stream (a watch, a gRPC feed) cannot mark an
+    /// endpoint slow for long.
+    pub fn observe_body(&self, took: Duration, decay: Duration) {
+        let now = crate::now_ns();
+        self.stats().body.observe(took.min(MAX_BODY_SAMPLE), now, decay);
     }
 
     /// Records an outcome; logs an ejection.
@@ -157,6 +177,9 @@ impl Endpoint {
     }
 }
 
+/// The longest body streaming time one response adds to its endpoint's estimate.
+pub const MAX_BODY_SAMPLE: Duration = Duration::from_secs(30);
+
 /// Keeps a request counted in flight on its endpoint until dropped, and holds the HTTP/1.1
 /// connection that carries its response.
 #[derive(Debug)]
@@ -166,6 +189,8 @@ pub struct InFlightGuard {
     idle_timeout: Duration,
     /// When the request was sent and the EWMA decay, until the first response byte is seen.
     rtt_from: Option<(std::time::Instant, Duration)>,
+    /// When the first body byte came and the EWMA decay, until the body ends.
+    body_from: Option<(std::time::Instant, Duration)>,
 }
 
 impl InFlightGuard {
@@ -188,13 +213,19 @@ impl InFlightGuard {
     /// queueing and prefill, so the first *body* byte is what shows how loaded it is.
     pub fn first_byte(&mut self) {
         if let Some((sent, decay)) = self.rtt_from.take() {
-            self.ep.observe_rtt(sent.elapsed(), decay);
+            let now = std::time::Instant::now();
+            self.ep.observe_rtt(now.saturating_duration_since(sent), decay);
+            self.body_from = Some((now, decay));
         }
     }
 
-    /// The response body ended cleanly: the connection goes back to the pool.
+    /// The response body ended cleanly: its streaming time is sampled and the connection goes
+    /// back to the pool. A body that breaks off is not sampled.
     pub fn finish(mut self) {
         self.first_byte();
+        if let Some((first, decay)) = self.body_from.take() {
+            self.ep.observe_body(first.elapsed(), decay);
+        }
         if let Some(c) = self.conn.take() {
             c.release(self.idle_timeout);
         }

@@ -3,12 +3,17 @@
 //! The cost of an endpoint is
 //!
 //! ```text
-//! cost = rtt × (in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)   (+ PENALIZED)
+//! cost = (rtt + body) × (in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)   (+ PENALIZED)
 //! ```
 //!
 //! - `rtt` is a **peak-EWMA** of the time to the first response byte ([`PeakEwma`]): it jumps up
 //!   to a slow sample at once and decays back slowly, so a slowing endpoint is avoided at once
 //!   and an idle one drifts back to being tried (which is how a recovered endpoint regains traffic).
+//! - `body` is a plain EWMA ([`Ewma`]) of how long response bodies take to stream, from their
+//!   first byte to their end. It is about zero for ordinary answers; for a model server streaming
+//!   tokens it is the generation time, which is what a slower GPU stretches most (a replica three
+//!   times slower per token has three times the `body` of the others but, unloaded, a time to
+//!   first token barely longer). Not a peak: one long answer must not mark an endpoint slow.
 //! - `in_flight` counts this proxy's own outstanding requests to the endpoint.
 //! - `queue_depth` and `kv_use` are what the endpoint reports about itself (a model server's
 //!   waiting queue and KV-cache use); 0 when it reports nothing. A sidecar learns these from
@@ -42,6 +47,8 @@ impl Default for CostWeights {
 pub struct LoadInputs {
     /// Peak-EWMA RTT in nanoseconds (already decayed to now).
     pub rtt_ns: f64,
+    /// EWMA of the body streaming time in nanoseconds (already decayed to now).
+    pub body_ns: f64,
     /// Requests this proxy has outstanding to the endpoint.
     pub in_flight: u32,
     /// Reported waiting requests (0 if unknown or stale).
@@ -57,7 +64,8 @@ pub const PENALIZED: f64 = 1e15;
 
 /// The endpoint's cost; lower is better.
 pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
-    let rtt = if load.rtt_ns.is_finite() { load.rtt_ns.max(1.0) } else { f64::MAX / 4.0 };
+    let body = if load.body_ns.is_finite() { load.body_ns.max(0.0) } else { f64::MAX / 4.0 };
+    let rtt = if load.rtt_ns.is_finite() { (load.rtt_ns + body).max(1.0) } else { f64::MAX / 4.0 };
     let queue = load.queue_depth.max(0.0);
     let kv = load.kv_use.clamp(0.0, 1.0);
     let base = rtt * (f64::from(load.in_flight) + 1.0 + w.queue * queue + w.kv * kv);
@@ -115,6 +123,40 @@ impl PeakEwma {
     }
 }
 
+/// Time-decayed EWMA of a duration, in nanoseconds: each sample weighs in by how long it has
+/// been since the last one (`1 - e^(-Δt/decay)`), and the estimate decays towards zero while no
+/// sample comes, like [`PeakEwma`]'s, so an avoided endpoint is eventually tried again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ewma {
+    estimate_ns: f64,
+    stamp_ns: u64,
+}
+
+impl Ewma {
+    /// An estimate of zero at `now_ns` (the first sample counts nearly in full once it is late).
+    pub fn new(now_ns: u64) -> Ewma {
+        Ewma { estimate_ns: 0.0, stamp_ns: now_ns }
+    }
+
+    fn decay_factor(&self, now_ns: u64, decay: Duration) -> f64 {
+        let elapsed = now_ns.saturating_sub(self.stamp_ns) as f64;
+        let tau = decay.as_nanos().max(1) as f64;
+        (-elapsed / tau).exp()
+    }
+
+    /// The estimate decayed towards zero for the time since the last sample.
+    pub fn get(&self, now_ns: u64, decay: Duration) -> f64 {
+        self.estimate_ns * self.decay_factor(now_ns, decay)
+    }
+
+    /// Averages a sample in.
+    pub fn observe(&mut self, sample: Duration, now_ns: u64, decay: Duration) {
+        let w = self.decay_factor(now_ns, decay);
+        self.estimate_ns = self.estimate_ns * w + sample.as_nanos() as f64 * (1.0 - w);
+        self.stamp_ns = self.stamp_ns.max(now_ns);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +193,37 @@ mod tests {
         assert!(cost(&slow, &w) < cost(&fast_refusal, &w));
         let busier_refusal = LoadInputs { in_flight: 3, ..fast_refusal };
         assert!(cost(&fast_refusal, &w) < cost(&busier_refusal, &w));
+    }
+
+    #[test]
+    fn body_time_adds_to_latency() {
+        let w = CostWeights::default();
+        let base = LoadInputs { rtt_ns: 1e6, ..Default::default() };
+        assert_eq!(cost(&LoadInputs { body_ns: 3e6, ..base }, &w), 4e6);
+        assert_eq!(cost(&LoadInputs { body_ns: 3e6, in_flight: 1, ..base }, &w), 8e6);
+        assert_eq!(cost(&LoadInputs { body_ns: -5.0, ..base }, &w), 1e6); // never below the rtt
+        // A replica three times slower per token, with the same time to first token, costs more
+        // than a fast one with twice its requests in flight.
+        let fast = LoadInputs { rtt_ns: 50e6, body_ns: 1e9, in_flight: 4, ..Default::default() };
+        let slow = LoadInputs { rtt_ns: 60e6, body_ns: 3e9, in_flight: 2, ..Default::default() };
+        assert!(cost(&fast, &w) < cost(&slow, &w));
+    }
+
+    #[test]
+    fn ewma_averages_and_decays() {
+        let d = Duration::from_secs(10);
+        let mut e = Ewma::new(0);
+        assert_eq!(e.get(0, d), 0.0);
+        // A first sample long after creation counts nearly in full.
+        e.observe(Duration::from_secs(2), 100 * 1_000_000_000, d);
+        assert!((e.get(100 * 1_000_000_000, d) - 2e9).abs() < 1e6, "{e:?}");
+        // One long sample 100 ms later moves it by about 1 %, not to the peak.
+        e.observe(Duration::from_secs(30), 100_100_000_000, d);
+        let v = e.get(100_100_000_000, d);
+        assert!(v > 2.2e9 && v < 2.4e9, "{v}");
+        // Idle for one decay time: down by 1/e.
+        let later = e.get(110_100_000_000, d);
+        assert!((later / v - (-1f64).exp()).abs() < 1e-9);
     }
 
     #[test]

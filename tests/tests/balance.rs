@@ -160,3 +160,47 @@ async fn latency_is_time_to_first_token_not_to_headers() {
     let m = proxy.metrics();
     assert!(share < 0.15, "the endpoint with a 20x slower first token took {:.1} %\n{m}", share * 100.0);
 }
+
+/// A model-server stand-in that sends its first token at once and then `tokens` more, `gap` apart.
+async fn token_streamer(
+    tokens: usize,
+    gap: Duration,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::net::SocketAddr {
+    serve(move |_req: http::Request<hyper::body::Incoming>| {
+        let hits = std::sync::Arc::clone(&hits);
+        async move {
+            hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (tx, rx) = tokio::sync::mpsc::channel(tokens + 1);
+            tokio::spawn(async move {
+                let _ = tx.send(http_body::Frame::data(bytes::Bytes::from_static(b"data: first\n\n"))).await;
+                for _ in 0..tokens {
+                    tokio::time::sleep(gap).await;
+                    let _ = tx.send(http_body::Frame::data(bytes::Bytes::from_static(b"data: tok\n\n"))).await;
+                }
+            });
+            let mut r = http::Response::new(http_body_util::Either::Right(ChannelBody(rx)));
+            r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            r
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_streams_slower_gets_less() {
+    // Both answer their first token at once; one takes five times longer to stream the rest (a
+    // slower GPU decodes every token slower). Time to first byte alone cannot tell them apart.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (fast_hits, slow_hits) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicUsize::new(0)));
+    let fast = token_streamer(4, Duration::from_millis(2), fast_hits.clone()).await;
+    let slow = token_streamer(4, Duration::from_millis(10), slow_hits.clone()).await;
+    let proxy = Proxy::start(&split_config(&[("pool", &[fast, slow], 1)], ""));
+    let client = h1_client(proxy.outbound);
+    // One request at a time, so requests in flight cannot tell them apart either.
+    assert_eq!(burst(&client, 200, 1).await, 0);
+    let slow_share = slow_hits.load(Ordering::Relaxed) as f64 / 200.0;
+    // Without the body time both cost about the same and each gets about half.
+    assert!(slow_share < 0.25, "the slower-streaming endpoint took {:.1} %", slow_share * 100.0);
+    assert_eq!(fast_hits.load(Ordering::Relaxed) + slow_hits.load(Ordering::Relaxed), 200);
+}

@@ -165,6 +165,12 @@ def age_buckets(text: str) -> dict[float, float]:
     return out
 
 
+def report_name(meta: dict) -> str:
+    """`full`, `smoke`, or with several callers e.g. `full-4callers`."""
+    callers = meta.get("callers", 1)
+    return meta["profile"] + ("" if callers == 1 else f"-{callers}callers")
+
+
 def bucket_delta(a: dict, b: dict) -> dict:
     return {le: b.get(le, 0.0) - a.get(le, 0.0) for le in b}
 
@@ -300,7 +306,7 @@ class Fleet:
 
 PROXY_CONF = """\
 proxy:
-  balancer: {{ algorithm: {alg} }}
+  balancer: {{ algorithm: {alg}{balancer} }}
   timeouts: {{ response_header: 120s }}
 backends:
   - {{ name: fleet, endpoints: [{endpoints}]{extra} }}
@@ -321,8 +327,8 @@ inbound:
 
 class Sidecars:
     """Per replica: a vane-gpu-probe scraping the simulator's /metrics every `--stream-interval`
-    (10 ms) and an inbound Vane proxy in front of the simulator that serves the probe's figures as a
-    load stream at the same interval."""
+    (10 ms) and an inbound Vane proxy in front of the simulator that follows the probe's stream of
+    readings and serves each one at once as a load stream."""
 
     def __init__(self, args, fleet: Fleet, raw: Path, tag: str):
         b = args.port_base
@@ -353,13 +359,17 @@ class Sidecars:
 
 
 class Proxy:
-    def __init__(self, args, fleet: Fleet, alg: str, raw: Path, tag: str, sidecars: Sidecars | None = None):
-        self.outbound = args.port_base + 50
-        self.inbound = args.port_base + 51
-        self.admin = args.port_base + 52
+    """A calling pod's outbound Vane proxy; caller `index` i uses ports base+50+3i .. base+52+3i."""
+
+    def __init__(self, args, fleet: Fleet, alg: str, raw: Path, tag: str, sidecars: Sidecars | None = None,
+                 index: int = 0):
+        self.outbound = args.port_base + 50 + 3 * index
+        self.inbound = args.port_base + 51 + 3 * index
+        self.admin = args.port_base + 52 + 3 * index
         conf = raw / f"vane-{alg}.yaml"
         ports = sidecars.inbound if sidecars else fleet.ports
         conf.write_text(PROXY_CONF.format(alg="p2c" if alg == STREAM else alg,
+                                          balancer=f", {args.balancer}" if args.balancer else "",
                                           endpoints=", ".join(f'"127.0.0.1:{p}"' for p in ports),
                                           extra=", balancer: { load_stream: true }" if sidecars else ""))
         argv = [str(RELEASE / "vane-proxy"), "--config", str(conf), "--outbound", f"127.0.0.1:{self.outbound}",
@@ -426,42 +436,51 @@ def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate
         log(f"WARNING: the fleet still has {fleet.busy()} requests before {tag}")
     wait_quiet(fleet, args.quiet_pct, args.quiet_wait)
     sidecars = Sidecars(args, fleet, raw, tag) if alg == STREAM else None
-    proxy = Proxy(args, fleet, alg, raw, tag, sidecars)
+    # One proxy per calling pod; llm-load sends the requests to the callers in turn.
+    proxies = [Proxy(args, fleet, alg, raw, tag if args.callers == 1 else f"{tag}-c{i}", sidecars, i)
+               for i in range(args.callers)]
     if sidecars:
         time.sleep(0.5)  # let the load streams connect
     csv_path = raw / f"{tag}.csv"
-    argv = [str(RELEASE / "llm-load"), "--model", MODEL, "--prompt", args.prompt, "--output", args.output,
-            "--url", proxy.url, "--rate", f"{rate:.3f}", "--warmup", str(args.warmup), "--duration",
-            str(args.duration), "--drain", str(args.drain), "--seed", str(seed), "--csv", str(csv_path)]
+    argv = [str(RELEASE / "llm-load"), "--model", MODEL, "--prompt", args.prompt, "--output", args.output]
+    for p in proxies:
+        argv += ["--url", p.url]
+    argv += ["--rate", f"{rate:.3f}", "--warmup", str(args.warmup), "--duration",
+             str(args.duration), "--drain", str(args.drain), "--seed", str(seed), "--csv", str(csv_path)]
     t0 = time.time()
     gen = spawn(pinned(args.gen_cpu, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     PROCS.append(gen)
     # The measured window starts after the warm-up (llm-load starts its clock ~20 ms after launch).
     time.sleep(max(0.0, t0 + args.warmup + 0.03 - time.time()))
-    m0, s0, c0 = proxy.metrics(), fleet.metrics(), cpu_times()
-    pt0, st0, gt0 = proc_ticks(proxy.proc.pid), fleet.ticks(), proc_ticks(gen.pid)
+    m0, s0, c0 = [p.metrics() for p in proxies], fleet.metrics(), cpu_times()
+    pt0, st0, gt0 = sum(proc_ticks(p.proc.pid) for p in proxies), fleet.ticks(), proc_ticks(gen.pid)
     sc0 = sidecars.ticks() if sidecars else 0
     time.sleep(max(0.0, t0 + args.warmup + args.duration + 0.03 - time.time()))
-    m1, s1, c1 = proxy.metrics(), fleet.metrics(), cpu_times()
-    pt1, st1, gt1 = proc_ticks(proxy.proc.pid), fleet.ticks(), proc_ticks(gen.pid)
+    m1, s1, c1 = [p.metrics() for p in proxies], fleet.metrics(), cpu_times()
+    pt1, st1, gt1 = sum(proc_ticks(p.proc.pid) for p in proxies), fleet.ticks(), proc_ticks(gen.pid)
     sc1 = sidecars.ticks() if sidecars else 0
     out, err = gen.communicate(timeout=args.drain + 60)
     PROCS.remove(gen)
-    proxy.stop()
+    for p in proxies:
+        p.stop()
     if sidecars:
         sidecars.stop()
     if gen.returncode != 0:
         raise RuntimeError(f"llm-load failed ({tag}): {err.strip()}")
     summary = json.loads(out)
-    ages = bucket_delta(age_buckets(m0), age_buckets(m1))
-    decisions = prom_value(m1, "vane_balancer_load_age_seconds_count") - prom_value(m0,
-                                                                                    "vane_balancer_load_age_seconds_count")
+    # Every caller's decisions, pooled.
+    ages, decisions = {}, 0.0
+    for a, b in zip(m0, m1):
+        ages = bucket_add(ages, bucket_delta(age_buckets(a), age_buckets(b)))
+        decisions += prom_value(b, "vane_balancer_load_age_seconds_count") - prom_value(
+            a, "vane_balancer_load_age_seconds_count")
     started = [prom_value(b, "vllm:time_to_first_token_seconds_count") - prom_value(a,
                                                                                     "vllm:time_to_first_token_seconds_count")
                for a, b in zip(s0, s1)]
     queue_end = [int(prom_value(t, "vllm:num_requests_waiting")) for t in s1]
     # The latency term of the p2c cost (peak-EWMA of the time to the first body byte plus EWMA of the body time), per replica.
-    rtt = {lab.get("endpoint", "?"): v * 1e3 for lab, v in prom_samples(m1, "vane_endpoint_rtt_ewma_seconds")}
+    # (the first caller's view)
+    rtt = {lab.get("endpoint", "?"): v * 1e3 for lab, v in prom_samples(m1[0], "vane_endpoint_rtt_ewma_seconds")}
     rtt_ms = [round(rtt.get(f"127.0.0.1:{p}", float("nan")), 3) for p in (sidecars.inbound if sidecars else fleet.ports)]
     hz = os.sysconf("SC_CLK_TCK")
     rec = {
@@ -621,12 +640,17 @@ def report(raw_path: Path, out_dir: Path) -> Path:
     L.append(f"Capacity (closed loop, measured): **{cal['capacity_rps']} req/s** "
              f"(per replica {', '.join(str(x) for x in cal['per_replica_rps'])}); from the simulator's "
              f"parameters {cal['analytic_capacity_rps']} ({', '.join(str(x) for x in cal['analytic_rps'])}).")
-    L.append(f"Each run: a fresh proxy, {meta['warmup']} s warm-up then {meta['duration']} s measured at a "
+    callers = meta.get("callers", 1)
+    who = "a fresh proxy" if callers == 1 else (f"{callers} calling pods, each with a fresh outbound proxy of its own "
+                                                "(requests go to them in turn; each proxy sees only its own in-flight "
+                                                "requests)")
+    L.append(f"Each run: {who}, {meta['warmup']} s warm-up then {meta['duration']} s measured at a "
              f"fixed Poisson rate, up to {meta['drain']} s drain; {meta['reps']} repetition(s), algorithms "
              f"interleaved. Generator on CPU {meta['gen_cpu']}, fleet and proxy on CPU {meta['sut_cpu']}, "
              f"nice {meta.get('nice') or 0}; load average {meta.get('loadavg_start', 0):.1f} at the start "
-             f"(other work on the machine). `p2c_stream`: probes scrape and inbound proxies stream the load "
-             f"every {meta.get('stream_interval', '10ms')}.")
+             f"(other work on the machine). `p2c_stream`: probes scrape every "
+             f"{meta.get('stream_interval', '10ms')} and inbound proxies stream each reading."
+             + (f" Balancer settings added to every run: `{meta['balancer']}`." if meta.get("balancer") else ""))
     L.append("")
     L.append("Latencies are pooled over the repetitions' measured requests, from each request's scheduled "
              "arrival. `≥` marks a lower bound: requests still open at the drain deadline count with the "
@@ -693,7 +717,7 @@ def report(raw_path: Path, out_dir: Path) -> Path:
             L.append("Latency term of the cost (peak-EWMA of the time to the first body byte plus EWMA of the body time) per replica at the end of "
                      "the window, slow replica last: " + "; ".join(rtts) + ".")
         L.append("")
-        L.append(f"![{int(load * 100)} %](routing-{meta['profile']}-{int(load * 100)}.png)")
+        L.append(f"![{int(load * 100)} %](routing-{report_name(meta)}-{int(load * 100)}.png)")
     if clients:
         L.append("")
         L.append("## The same load from a PyPI client (guidellm)")
@@ -746,7 +770,7 @@ def report(raw_path: Path, out_dir: Path) -> Path:
             if a99 is not None:
                 L.append(f"- `{vane}`: load figures under 20 ms old at p99: {'met' if a99 < 0.02 else 'not met'} "
                          f"(p99 {a99 * 1000:.1f} ms)")
-    md = out_dir / f"routing-{meta['profile']}.md"
+    md = out_dir / f"routing-{report_name(meta)}.md"
     md.write_text("\n".join(L) + "\n")
     plots(raw, runs, loads, algs, out_dir, meta)
     return md
@@ -784,7 +808,7 @@ def plots(raw: Path, runs: list[dict], loads, algs, out_dir: Path, meta: dict) -
         fig.suptitle(f"Vane routing, {int(load * 100)} % of fleet capacity "
                      f"({meta['replicas']} replicas, one {meta['slow_speed']}x slower)")
         fig.tight_layout()
-        fig.savefig(out_dir / f"routing-{meta['profile']}-{int(load * 100)}.png", dpi=100)
+        fig.savefig(out_dir / f"routing-{report_name(meta)}-{int(load * 100)}.png", dpi=100)
         plt.close(fig)
 
 
@@ -808,6 +832,10 @@ def main() -> int:
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", "19300")))
     ap.add_argument("--client", default=os.environ.get("CLIENT", "guidellm"), choices=["guidellm", "none"])
     ap.add_argument("--client-load", type=float, default=0.8)
+    ap.add_argument("--balancer", default=os.environ.get("BALANCER", ""),
+                    help="more `proxy.balancer` settings for every run, e.g. 'in_flight_weight: 0.25'")
+    ap.add_argument("--callers", type=int, default=int(os.environ.get("CALLERS", "1")),
+                    help="calling pods, each with its own outbound Vane proxy; requests go to them in turn")
     ap.add_argument("--venv", default=os.environ.get("VENV", str(ROUTING / ".venv")))
     ap.add_argument("--stream-interval", default=os.environ.get("STREAM_INTERVAL", "10ms"),
                     help="p2c_stream: the probes' scrape interval and the inbound proxies' load_interval")
@@ -832,7 +860,9 @@ def main() -> int:
         if not (RELEASE / b).exists():
             raise SystemExit(f"{RELEASE / b} is missing: run bench/routing/run.sh (it builds them)")
     ports = [args.port_base + k + i for k in (0, 10, 20, 30, 40) for i in range(args.replicas)]
-    ports += [args.port_base + 50 + i for i in range(3)]
+    if not 1 <= args.callers <= 16:
+        ap.error("--callers must be 1 to 16")
+    ports += [args.port_base + 50 + i for i in range(3 * args.callers)]
     if args.replicas > 10:
         raise SystemExit("at most 10 replicas (the port plan has 10 per role)")
     busy = [p for p in ports if not port_free(p)]
@@ -840,7 +870,7 @@ def main() -> int:
         raise SystemExit(f"ports in use: {busy} (set PORT_BASE)")
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    raw = args.out / "raw" / f"{stamp}-{args.profile}"
+    raw = args.out / "raw" / (f"{stamp}-{args.profile}" + ("" if args.callers == 1 else f"-{args.callers}callers"))
     raw.mkdir(parents=True, exist_ok=True)
     raw_path = raw / "raw.jsonl"
     atexit.register(stop_all)
@@ -855,7 +885,8 @@ def main() -> int:
           "duration": args.duration, "drain": args.drain, "reps": args.reps, "loads": args.loads,
           "algorithms": algs, "gen_cpu": args.gen_cpu, "sut_cpu": args.sut_cpu, "client_load": args.client_load,
           "nproc": os.cpu_count(), "nice": NICE, "loadavg_start": os.getloadavg()[0],
-          "stream_interval": args.stream_interval})
+          "stream_interval": args.stream_interval, "callers": args.callers,
+          "balancer": args.balancer})
     t_start = time.time()
     fleet = Fleet(args, raw)
     fleet.start()

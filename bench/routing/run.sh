@@ -5,7 +5,7 @@
 #   bash bench/routing/run.sh                  # PROFILE=full (default), about 20 min
 #   PROFILE=smoke bash bench/routing/run.sh    # about 3 min
 # Knobs (see bench/routing/README.md): LOADS, REPS, ALGORITHMS, REPLICAS, SLOW_SPEED, PROMPT,
-# OUTPUT, GEN_CPU, SUT_CPU, PORT_BASE, NICE, QUIET_PCT, QUIET_WAIT, STREAM_INTERVAL, CLIENT=none,
+# OUTPUT, GEN_CPU, SUT_CPU, PORT_BASE, NICE, QUIET_PCT, QUIET_WAIT, STREAM_INTERVAL, CALLERS, CLIENT=none,
 # VENV, SKIP_BUILD, SKIP_PIP.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

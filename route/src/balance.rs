@@ -3,7 +3,7 @@
 //! The cost of an endpoint is
 //!
 //! ```text
-//! cost = (rtt + body) × (in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)   (+ PENALIZED)
+//! cost = (rtt + body) × (in_flight_weight × in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)   (+ PENALIZED)
 //! ```
 //!
 //! - `rtt` is a **peak-EWMA** of the time to the first response byte ([`PeakEwma`]): it jumps up
@@ -30,6 +30,9 @@ use std::time::Duration;
 /// Weights of the reported load in the cost.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CostWeights {
+    /// Weight of each request this proxy has in flight to the endpoint (1 by default: the
+    /// classic peak-EWMA × outstanding requests).
+    pub in_flight: f64,
     /// Weight of each request waiting in the endpoint's own queue, relative to one of ours in flight.
     pub queue: f64,
     /// Weight of KV-cache use (0..1).
@@ -38,7 +41,7 @@ pub struct CostWeights {
 
 impl Default for CostWeights {
     fn default() -> Self {
-        CostWeights { queue: 1.0, kv: 4.0 }
+        CostWeights { in_flight: 1.0, queue: 1.0, kv: 4.0 }
     }
 }
 
@@ -68,7 +71,7 @@ pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
     let rtt = if load.rtt_ns.is_finite() { (load.rtt_ns + body).max(1.0) } else { f64::MAX / 4.0 };
     let queue = load.queue_depth.max(0.0);
     let kv = load.kv_use.clamp(0.0, 1.0);
-    let base = rtt * (f64::from(load.in_flight) + 1.0 + w.queue * queue + w.kv * kv);
+    let base = rtt * (w.in_flight * f64::from(load.in_flight) + 1.0 + w.queue * queue + w.kv * kv);
     if load.penalized { base + PENALIZED } else { base }
 }
 
@@ -165,7 +168,7 @@ mod tests {
 
     #[test]
     fn cost_table() {
-        let w = CostWeights { queue: 1.0, kv: 4.0 };
+        let w = CostWeights { in_flight: 1.0, queue: 1.0, kv: 4.0 };
         let base = LoadInputs { rtt_ns: 1e6, ..Default::default() };
         let cases = [
             (base, 1e6),
@@ -181,7 +184,8 @@ mod tests {
         for (inp, want) in cases {
             assert_eq!(cost(&inp, &w), want, "{inp:?}");
         }
-        let no_load = CostWeights { queue: 0.0, kv: 0.0 };
+        let no_load = CostWeights { in_flight: 1.0, queue: 0.0, kv: 0.0 };
+        assert_eq!(cost(&LoadInputs { in_flight: 3, ..base }, &CostWeights { in_flight: 0.5, ..w }), 2.5e6);
         assert_eq!(cost(&LoadInputs { queue_depth: 9.0, kv_use: 1.0, ..base }, &no_load), 1e6);
     }
 

@@ -148,7 +148,8 @@ pub enum Algorithm {
     RoundRobin,
 }
 
-/// The balancer's cost: `latency × (in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)`,
+/// The balancer's cost:
+/// `latency × (in_flight_weight × in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)`,
 /// with endpoints that just answered 429/503 put behind all others.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +163,9 @@ pub struct BalancerConfig {
     /// Latency assumed for an endpoint with no sample yet, default 1ms.
     #[serde(default = "defaults::default_rtt")]
     pub default_rtt: HumanDuration,
+    /// Weight of each request this proxy has in flight to the endpoint, default 1.0.
+    #[serde(default = "defaults::one")]
+    pub in_flight_weight: f64,
     /// Weight of the endpoint's reported queue depth, default 1.0.
     #[serde(default = "defaults::one")]
     pub queue_weight: f64,
@@ -183,6 +187,7 @@ impl Default for BalancerConfig {
             algorithm: Algorithm::default(),
             ewma_decay: defaults::ewma_decay(),
             default_rtt: defaults::default_rtt(),
+            in_flight_weight: 1.0,
             queue_weight: 1.0,
             kv_weight: defaults::kv_weight(),
             load_staleness: defaults::load_staleness(),
@@ -198,6 +203,9 @@ pub struct BackendBalancer {
     /// Endpoint choice for this backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<Algorithm>,
+    /// Weight of requests in flight from this proxy for this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight_weight: Option<f64>,
     /// Weight of reported queue depth for this backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_weight: Option<f64>,

@@ -194,6 +194,7 @@ impl Table {
                 None => default,
             };
             let cost = crate::balance::CostWeights {
+                in_flight: weight("in_flight_weight", over.in_flight_weight, settings.cost.in_flight),
                 queue: weight("queue_weight", over.queue_weight, settings.cost.queue),
                 kv: weight("kv_weight", over.kv_weight, settings.cost.kv),
             };
@@ -386,6 +387,7 @@ impl Validator {
             self.err("proxy.limits.max_sniff_bytes".into(), "must be between 1 and 16777216");
         }
         for (field, w) in [
+            ("proxy.balancer.in_flight_weight", p.balancer.in_flight_weight),
             ("proxy.balancer.queue_weight", p.balancer.queue_weight),
             ("proxy.balancer.kv_weight", p.balancer.kv_weight),
         ] {
@@ -406,7 +408,11 @@ impl Validator {
             max_sniff_bytes: p.limits.max_sniff_bytes,
             ewma_decay,
             default_rtt,
-            cost: crate::balance::CostWeights { queue: p.balancer.queue_weight, kv: p.balancer.kv_weight },
+            cost: crate::balance::CostWeights {
+                in_flight: p.balancer.in_flight_weight,
+                queue: p.balancer.queue_weight,
+                kv: p.balancer.kv_weight,
+            },
             algorithm: p.balancer.algorithm,
             load_staleness: p.balancer.load_staleness.0,
             penalty_time: p.balancer.penalty_time.0,

@@ -85,11 +85,28 @@ fn each_problem_names_its_field() {
         ("proxy: { limits: { max_header_bytes: 100 } }", "proxy.limits.max_header_bytes"),
         ("proxy: { outbound: \"localhost\" }", "proxy.outbound"),
         ("inbound: { forward_to: \":80\" }", "inbound.forward_to"),
+        ("proxy: { balancer: { in_flight_weight: -1 } }", "proxy.balancer.in_flight_weight: must be a finite number"),
+        (
+            "backends: [{ name: a, endpoints: [], balancer: { in_flight_weight: -0.5 } }]",
+            "backends[0].balancer.in_flight_weight: must be a finite number",
+        ),
     ];
     for (yaml, want) in cases {
         let got = problems(yaml);
         assert!(got.iter().any(|p| p.contains(want)), "config:\n{yaml}\nwanted {want:?}, got {got:?}");
     }
+}
+
+#[test]
+fn cost_weights_come_from_the_proxy_and_each_backend() {
+    let t = Table::from_yaml(
+        "proxy: { balancer: { in_flight_weight: 0.5, queue_weight: 2 } }\n\
+         backends: [{ name: a, endpoints: [] }, { name: b, endpoints: [], balancer: { in_flight_weight: 0 } }]",
+    )
+    .unwrap();
+    let w = |i: usize| t.backends[i].cost;
+    assert_eq!((w(0).in_flight, w(0).queue, w(0).kv), (0.5, 2.0, 4.0));
+    assert_eq!((w(1).in_flight, w(1).queue), (0.0, 2.0));
 }
 
 #[test]

@@ -127,10 +127,13 @@ services:
         t.service("llm").unwrap().select(&facts).map(|r| r.name.to_string())
     }
 
+    /// Method, path, headers, model, and the route expected (`None`: no route).
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>, Option<&'a str>);
+
     #[test]
     fn routes_in_order() {
         let t = Table::from_yaml(CONFIG).unwrap();
-        let cases: &[(&str, &str, &[(&str, &str)], Option<&str>, Option<&str>)] = &[
+        let cases: &[Case] = &[
             ("GET", "/v1/models", &[], None, Some("v1")),
             ("GET", "/v1", &[], None, Some("v1")),
             ("GET", "/v10", &[], None, None),

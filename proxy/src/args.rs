@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use vane_route::Table;
 
@@ -132,7 +131,7 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
         control: control_status.clone(),
     });
     let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
+        crate::server::listen(addr).with_context(|| format!("cannot listen on {addr} ({what})"))
     };
     let out_l = bind(opts.outbound, "outbound").await?;
     let in_l = bind(opts.inbound, "inbound").await?;

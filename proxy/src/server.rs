@@ -39,6 +39,21 @@ fn builder(s: ConnSettings) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// Pending connections a listener may queue before the kernel drops SYNs (capped by
+/// `net.core.somaxconn`). The usual default of 128 overflows when hundreds of clients connect at
+/// once, and a dropped SYN costs the client a one-second retransmission.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restart does not wait for
+/// the old sockets' `TIME_WAIT`).
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `svc` on `listener` until `stop` turns true. Then each open connection is shut down
 /// gracefully (HTTP/1: closed after the request in progress; HTTP/2: GOAWAY, streams finish).
 /// Every connection task holds a clone of `alive`, so that the caller can wait for all of them.
@@ -176,5 +191,40 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_connects_waits_in_the_backlog_instead_of_being_dropped() {
+        const BURST: usize = 400;
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if somaxconn <= BURST {
+            eprintln!("skipped: net.core.somaxconn is {somaxconn}, the kernel would cap the backlog");
+            return;
+        }
+        // Nobody accepts: every connection must fit in the listener's queue. With the usual
+        // backlog of 128 the rest would have their SYNs dropped and time out.
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tasks: Vec<_> = (0..BURST)
+            .map(|_| tokio::spawn(tokio::time::timeout(Duration::from_millis(800), TcpStream::connect(addr))))
+            .collect();
+        let mut ok = 0;
+        let mut open = Vec::new();
+        for t in tasks {
+            if let Ok(Ok(Ok(stream))) = t.await {
+                ok += 1;
+                open.push(stream);
+            }
+        }
+        assert_eq!(ok, BURST, "only {ok} of {BURST} connections were queued");
+        drop(listener);
     }
 }

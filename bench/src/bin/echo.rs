@@ -16,7 +16,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 
 /// The response body: exactly 100 bytes.
 const BODY: &[u8; 100] =
@@ -29,7 +28,12 @@ async fn handle(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infall
 }
 
 async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    // A backlog of 4096 rather than 128: a proxy opening a connection per concurrent request
+    // at the start of a run must not find SYNs dropped here (that measures the echo, not it).
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(4096)?;
     eprintln!("echo: listening on {addr} (HTTP/1.1 + h2c)");
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(true);

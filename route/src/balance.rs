@@ -129,16 +129,22 @@ impl PeakEwma {
 /// Time-decayed EWMA of a duration, in nanoseconds: each sample weighs in by how long it has
 /// been since the last one (`1 - e^(-Δt/decay)`), and the estimate decays towards zero while no
 /// sample comes, like [`PeakEwma`]'s, so an avoided endpoint is eventually tried again.
+///
+/// Until enough samples have come for the time weights to take over, each sample weighs at least
+/// `1/n` (the n-th sample): the first sample is the estimate and the first few are averaged
+/// equally. Without that, a fresh estimate would start near zero and need a whole decay time to
+/// reach the endpoint's real figure, during which a slow endpoint looks like the others.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ewma {
     estimate_ns: f64,
     stamp_ns: u64,
+    samples: u32,
 }
 
 impl Ewma {
-    /// An estimate of zero at `now_ns` (the first sample counts nearly in full once it is late).
+    /// No estimate yet (reads as zero).
     pub fn new(now_ns: u64) -> Ewma {
-        Ewma { estimate_ns: 0.0, stamp_ns: now_ns }
+        Ewma { estimate_ns: 0.0, stamp_ns: now_ns, samples: 0 }
     }
 
     fn decay_factor(&self, now_ns: u64, decay: Duration) -> f64 {
@@ -154,8 +160,9 @@ impl Ewma {
 
     /// Averages a sample in.
     pub fn observe(&mut self, sample: Duration, now_ns: u64, decay: Duration) {
-        let w = self.decay_factor(now_ns, decay);
-        self.estimate_ns = self.estimate_ns * w + sample.as_nanos() as f64 * (1.0 - w);
+        self.samples = self.samples.saturating_add(1);
+        let weight = (1.0 - self.decay_factor(now_ns, decay)).max(1.0 / f64::from(self.samples));
+        self.estimate_ns += (sample.as_nanos() as f64 - self.estimate_ns) * weight;
         self.stamp_ns = self.stamp_ns.max(now_ns);
     }
 }
@@ -218,15 +225,22 @@ mod tests {
         let d = Duration::from_secs(10);
         let mut e = Ewma::new(0);
         assert_eq!(e.get(0, d), 0.0);
-        // A first sample long after creation counts nearly in full.
-        e.observe(Duration::from_secs(2), 100 * 1_000_000_000, d);
-        assert!((e.get(100 * 1_000_000_000, d) - 2e9).abs() < 1e6, "{e:?}");
-        // One long sample 100 ms later moves it by about 1 %, not to the peak.
-        e.observe(Duration::from_secs(30), 100_100_000_000, d);
-        let v = e.get(100_100_000_000, d);
+        // The first sample is the estimate, however soon it comes.
+        e.observe(Duration::from_secs(2), MS, d);
+        assert!((e.get(MS, d) - 2e9).abs() < 1e6, "{e:?}");
+        // The first few are averaged equally.
+        e.observe(Duration::from_secs(4), 2 * MS, d);
+        assert!((e.get(2 * MS, d) - 3e9).abs() < 1e7, "{e:?}");
+        // Once many have come, one long sample 100 ms later moves it by about 1 %, not to the peak.
+        for i in 0..2000u64 {
+            e.observe(Duration::from_secs(2), 3 * MS + i * 50 * MS, d);
+        }
+        let t = 3 * MS + 1999 * 50 * MS + 100 * MS;
+        e.observe(Duration::from_secs(30), t, d);
+        let v = e.get(t, d);
         assert!(v > 2.2e9 && v < 2.4e9, "{v}");
         // Idle for one decay time: down by 1/e.
-        let later = e.get(110_100_000_000, d);
+        let later = e.get(t + 10_000 * MS, d);
         assert!((later / v - (-1f64).exp()).abs() < 1e-9);
     }
 

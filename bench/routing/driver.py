@@ -165,6 +165,14 @@ def age_buckets(text: str) -> dict[float, float]:
     return out
 
 
+def plausible_s(seconds: float, scale: float, unit: str, digits: int = 2) -> str:
+    """A guidellm duration, or `n/a` when it cannot be one (guidellm has reported epoch-sized
+    schedule delays for requests it never scheduled)."""
+    if seconds is None or not 0 <= seconds < 3600:
+        return "n/a"
+    return f"{seconds * scale:.{digits}f}{unit}"
+
+
 def report_name(meta: dict) -> str:
     """`full`, `smoke`, or with several callers e.g. `full-4callers`."""
     callers = meta.get("callers", 1)
@@ -733,9 +741,11 @@ def report(raw_path: Path, out_dir: Path) -> Path:
         for c in clients:
             t = c["totals"]
             L.append(f"| `{c['algorithm']}` | guidellm | {c['ttft_ms']['p50']:.0f} ms | {c['ttft_ms']['p99']:.0f} ms | "
-                     f"{c['e2e_s']['p50']:.2f} s | {c['e2e_s']['p99']:.2f} s | {c['scheduled_e2e_s']['p99']:.2f} s | "
+                     f"{c['e2e_s']['p50']:.2f} s | {c['e2e_s']['p99']:.2f} s | "
+                     f"{plausible_s(c['scheduled_e2e_s']['p99'], 1, ' s')} | "
                      f"{c['tpot_ms']['p50']:.1f} ms | {t['successful']} / {t['incomplete']} / {t['errored']} | "
-                     f"{c['dispatch_delay_s']['p99'] * 1000:.0f} ms | {c['cpu_busy'].get(meta['gen_cpu'], 0):.0f} % |")
+                     f"{plausible_s(c['dispatch_delay_s']['p99'], 1000, ' ms', 0)} | "
+                     f"{c['cpu_busy'].get(meta['gen_cpu'], 0):.0f} % |")
             ours = summary_rows.get((meta["client_load"], c["algorithm"]))
             if ours:
                 rs = [r for r in runs if r["load"] == meta["client_load"] and r["algorithm"] == c["algorithm"]]

@@ -324,47 +324,57 @@ impl Proxy {
     }
 
     fn spawn(yaml: &str, reload_interval: &str, extra: &[&str], wait_ready: bool) -> Result<Proxy, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "vane-test-{}-{}",
-            std::process::id(),
-            DIRS.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let config_path = dir.join("vane.yaml");
-        std::fs::write(&config_path, yaml).map_err(|e| e.to_string())?;
-        let (outbound, inbound, admin) = (free_port(), free_port(), free_port());
-        let child = Command::new(proxy_bin())
-            .arg("--config")
-            .arg(&config_path)
-            .args([
-                "--outbound",
-                &outbound.to_string(),
-                "--inbound",
-                &inbound.to_string(),
-                "--admin",
-                &admin.to_string(),
-            ])
-            .args(["--reload-interval", reload_interval, "--log", "warn"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let mut p = Proxy { child, outbound, inbound, admin, config_path, dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match admin_get(admin, "/ready") {
-                Ok((200, _)) => return Ok(p),
-                Ok(_) if !wait_ready => return Ok(p),
-                _ => {}
+        // The ports are free when picked but may be taken before the proxy binds them (another
+        // test's listener on port 0 can get the same one): a proxy that exits with 1 (runtime
+        // failure, such as a port in use) is started again on other ports.
+        for attempt in 0..3 {
+            // A fresh directory each time: a failed attempt's drop removes its own.
+            let dir = std::env::temp_dir().join(format!(
+                "vane-test-{}-{}",
+                std::process::id(),
+                DIRS.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let config_path = dir.join("vane.yaml");
+            std::fs::write(&config_path, yaml).map_err(|e| e.to_string())?;
+            let (outbound, inbound, admin) = (free_port(), free_port(), free_port());
+            let child = Command::new(proxy_bin())
+                .arg("--config")
+                .arg(&config_path)
+                .args([
+                    "--outbound",
+                    &outbound.to_string(),
+                    "--inbound",
+                    &inbound.to_string(),
+                    "--admin",
+                    &admin.to_string(),
+                ])
+                .args(["--reload-interval", reload_interval, "--log", "warn"])
+                .args(extra)
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            let mut p = Proxy { child, outbound, inbound, admin, config_path, dir };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                match admin_get(admin, "/ready") {
+                    Ok((200, _)) => return Ok(p),
+                    Ok(_) if !wait_ready => return Ok(p),
+                    _ => {}
+                }
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    if status.code() == Some(1) && attempt < 2 {
+                        break;
+                    }
+                    return Err(format!("proxy exited early: {status}"));
+                }
+                if Instant::now() > deadline {
+                    return Err("proxy not ready after 15 s".into());
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            if let Ok(Some(status)) = p.child.try_wait() {
-                return Err(format!("proxy exited early: {status}"));
-            }
-            if Instant::now() > deadline {
-                return Err("proxy not ready after 15 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        Err("proxy could not start on free ports in 3 tries".into())
     }
 
     /// Replaces the config file atomically (write + rename), as a config management tool would.

@@ -152,11 +152,8 @@ impl Body for RespBody {
                             g.finish();
                         }
                     }
-                    Poll::Ready(Some(Ok(frame))) if body.is_end_stream() => {
-                        if let Some(mut g) = guard.take() {
-                            if frame.is_data() {
-                                g.first_byte();
-                            }
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
+                        if let Some(g) = guard.take() {
                             g.finish();
                         }
                     }

@@ -154,18 +154,18 @@ impl Endpoint {
         !self.available(now_ns)
     }
 
-    /// Records a latency sample (time to the first body byte).
-    pub fn observe_rtt(&self, rtt: Duration, decay: Duration) {
+    /// Records a response's timings: its time to the first body byte, and how long the body took
+    /// from that byte to its end, capped at [`MAX_BODY_SAMPLE`] so that a long-lived stream (a
+    /// watch, a gRPC feed) cannot mark an endpoint slow for long. One lock for both.
+    pub fn observe(&self, first_byte: Option<Duration>, body: Option<Duration>, decay: Duration) {
         let now = crate::now_ns();
-        self.stats().rtt.observe(rtt, now, decay);
-    }
-
-    /// Records how long a response body took from its first byte to its end, capped at
-    /// [`MAX_BODY_SAMPLE`] so that a long-lived stream (a watch, a gRPC feed) cannot mark an
-    /// endpoint slow for long.
-    pub fn observe_body(&self, took: Duration, decay: Duration) {
-        let now = crate::now_ns();
-        self.stats().body.observe(took.min(MAX_BODY_SAMPLE), now, decay);
+        let mut st = self.stats();
+        if let Some(rtt) = first_byte {
+            st.rtt.observe(rtt, now, decay);
+        }
+        if let Some(took) = body {
+            st.body.observe(took.min(MAX_BODY_SAMPLE), now, decay);
+        }
     }
 
     /// Records an outcome; logs an ejection.
@@ -214,17 +214,20 @@ impl InFlightGuard {
     pub fn first_byte(&mut self) {
         if let Some((sent, decay)) = self.rtt_from.take() {
             let now = std::time::Instant::now();
-            self.ep.observe_rtt(now.saturating_duration_since(sent), decay);
+            self.ep.observe(Some(now.saturating_duration_since(sent)), None, decay);
             self.body_from = Some((now, decay));
         }
     }
 
-    /// The response body ended cleanly: its streaming time is sampled and the connection goes
-    /// back to the pool. A body that breaks off is not sampled.
+    /// The response body ended cleanly: its streaming time is sampled (with the first-byte time
+    /// too when the body came in one piece) and the connection goes back to the pool. A body
+    /// that breaks off is not sampled.
     pub fn finish(mut self) {
-        self.first_byte();
-        if let Some((first, decay)) = self.body_from.take() {
-            self.ep.observe_body(first.elapsed(), decay);
+        if let Some((sent, decay)) = self.rtt_from.take() {
+            // The first byte and the end at once: the body took no time.
+            self.ep.observe(Some(sent.elapsed()), Some(Duration::ZERO), decay);
+        } else if let Some((first, decay)) = self.body_from.take() {
+            self.ep.observe(None, Some(first.elapsed()), decay);
         }
         if let Some(c) = self.conn.take() {
             c.release(self.idle_timeout);

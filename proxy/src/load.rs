@@ -224,7 +224,9 @@ async fn follow_probe(
             buf.drain(..=i);
         }
         anyhow::ensure!(buf.len() < 64 * 1024, "probe line too long");
-        if probe_target(store).0.as_ref().is_none_or(|(a, p)| *a != addr || p != path) {
+        let snap = store.load();
+        let named = snap.table.inbound.as_ref().and_then(|ib| ib.load_from.as_ref());
+        if named.is_none_or(|(a, p)| *a != addr || p != path) {
             return Ok(());
         }
     }

@@ -93,6 +93,13 @@ pub fn p2c(n: usize, r1: u64, r2: u64, mut cost_of: impl FnMut(usize) -> f64) ->
     }
 }
 
+/// `e^(-(now - stamp)/decay)`: how much of an estimate made at `stamp_ns` is left at `now_ns`.
+fn decay_factor(stamp_ns: u64, now_ns: u64, decay: Duration) -> f64 {
+    let elapsed = now_ns.saturating_sub(stamp_ns) as f64;
+    let tau = decay.as_nanos().max(1) as f64;
+    (-elapsed / tau).exp()
+}
+
 /// Peak-EWMA estimate of an endpoint's latency, in nanoseconds, with time passed in.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PeakEwma {
@@ -106,21 +113,15 @@ impl PeakEwma {
         PeakEwma { estimate_ns: initial.as_nanos() as f64, stamp_ns: now_ns }
     }
 
-    fn decay_factor(&self, now_ns: u64, decay: Duration) -> f64 {
-        let elapsed = now_ns.saturating_sub(self.stamp_ns) as f64;
-        let tau = decay.as_nanos().max(1) as f64;
-        (-elapsed / tau).exp()
-    }
-
     /// The estimate decayed towards zero for the time since the last sample.
     pub fn get(&self, now_ns: u64, decay: Duration) -> f64 {
-        self.estimate_ns * self.decay_factor(now_ns, decay)
+        self.estimate_ns * decay_factor(self.stamp_ns, now_ns, decay)
     }
 
     /// Adds a sample: a slower one replaces the estimate (peak), a faster one is averaged in.
     pub fn observe(&mut self, rtt: Duration, now_ns: u64, decay: Duration) {
         let rtt_ns = rtt.as_nanos() as f64;
-        let w = self.decay_factor(now_ns, decay);
+        let w = decay_factor(self.stamp_ns, now_ns, decay);
         self.estimate_ns = if rtt_ns > self.estimate_ns { rtt_ns } else { self.estimate_ns * w + rtt_ns * (1.0 - w) };
         self.stamp_ns = self.stamp_ns.max(now_ns);
     }
@@ -147,21 +148,15 @@ impl Ewma {
         Ewma { estimate_ns: 0.0, stamp_ns: now_ns, samples: 0 }
     }
 
-    fn decay_factor(&self, now_ns: u64, decay: Duration) -> f64 {
-        let elapsed = now_ns.saturating_sub(self.stamp_ns) as f64;
-        let tau = decay.as_nanos().max(1) as f64;
-        (-elapsed / tau).exp()
-    }
-
     /// The estimate decayed towards zero for the time since the last sample.
     pub fn get(&self, now_ns: u64, decay: Duration) -> f64 {
-        self.estimate_ns * self.decay_factor(now_ns, decay)
+        self.estimate_ns * decay_factor(self.stamp_ns, now_ns, decay)
     }
 
     /// Averages a sample in.
     pub fn observe(&mut self, sample: Duration, now_ns: u64, decay: Duration) {
         self.samples = self.samples.saturating_add(1);
-        let weight = (1.0 - self.decay_factor(now_ns, decay)).max(1.0 / f64::from(self.samples));
+        let weight = (1.0 - decay_factor(self.stamp_ns, now_ns, decay)).max(1.0 / f64::from(self.samples));
         self.estimate_ns += (sample.as_nanos() as f64 - self.estimate_ns) * weight;
         self.stamp_ns = self.stamp_ns.max(now_ns);
     }

@@ -123,9 +123,12 @@ async fn slow_answer_times_out_with_504() {
     assert_eq!((r.status.as_u16(), r.proxy_error()), (504, "response-timeout"));
 }
 
-/// Streams: headers at once, the first token after `first_token`.
-async fn streaming_backend(
+/// A model-server stand-in: headers at once, the first token after `first_token`, then `tokens`
+/// more, `gap` apart.
+async fn token_streamer(
     first_token: Duration,
+    tokens: usize,
+    gap: Duration,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::net::SocketAddr {
     use http_body::Frame;
@@ -133,50 +136,13 @@ async fn streaming_backend(
         let hits = std::sync::Arc::clone(&hits);
         async move {
             hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (tx, rx) = tokio::sync::mpsc::channel(2);
-            tokio::spawn(async move {
-                tokio::time::sleep(first_token).await;
-                let _ = tx.send(Frame::data(bytes::Bytes::from_static(b"data: token\n\n"))).await;
-            });
-            http::Response::new(http_body_util::Either::Right(ChannelBody(rx)))
-        }
-    })
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latency_is_time_to_first_token_not_to_headers() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let (slow_hits, fast_hits) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicUsize::new(0)));
-    let slow = streaming_backend(Duration::from_millis(40), std::sync::Arc::clone(&slow_hits)).await;
-    let fast = streaming_backend(Duration::from_millis(2), std::sync::Arc::clone(&fast_hits)).await;
-    let proxy = Proxy::start(&split_config(&[("pool", &[slow, fast], 1)], ""));
-    let client = h1_client(proxy.outbound);
-    for _ in 0..200 {
-        assert_eq!(get(&client, "svc", "/", &[]).await.unwrap().status, 200);
-    }
-    // Both send headers at once; only the first token tells them apart.
-    let share = slow_hits.load(Ordering::Relaxed) as f64 / 200.0;
-    let m = proxy.metrics();
-    assert!(share < 0.15, "the endpoint with a 20x slower first token took {:.1} %\n{m}", share * 100.0);
-}
-
-/// A model-server stand-in that sends its first token at once and then `tokens` more, `gap` apart.
-async fn token_streamer(
-    tokens: usize,
-    gap: Duration,
-    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> std::net::SocketAddr {
-    serve(move |_req: http::Request<hyper::body::Incoming>| {
-        let hits = std::sync::Arc::clone(&hits);
-        async move {
-            hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (tx, rx) = tokio::sync::mpsc::channel(tokens + 1);
             tokio::spawn(async move {
-                let _ = tx.send(http_body::Frame::data(bytes::Bytes::from_static(b"data: first\n\n"))).await;
+                tokio::time::sleep(first_token).await;
+                let _ = tx.send(Frame::data(bytes::Bytes::from_static(b"data: first\n\n"))).await;
                 for _ in 0..tokens {
                     tokio::time::sleep(gap).await;
-                    let _ = tx.send(http_body::Frame::data(bytes::Bytes::from_static(b"data: tok\n\n"))).await;
+                    let _ = tx.send(Frame::data(bytes::Bytes::from_static(b"data: tok\n\n"))).await;
                 }
             });
             let mut r = http::Response::new(http_body_util::Either::Right(ChannelBody(rx)));
@@ -188,13 +154,30 @@ async fn token_streamer(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_is_time_to_first_token_not_to_headers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (slow_hits, fast_hits) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicUsize::new(0)));
+    let slow = token_streamer(Duration::from_millis(40), 0, Duration::ZERO, std::sync::Arc::clone(&slow_hits)).await;
+    let fast = token_streamer(Duration::from_millis(2), 0, Duration::ZERO, std::sync::Arc::clone(&fast_hits)).await;
+    let proxy = Proxy::start(&split_config(&[("pool", &[slow, fast], 1)], ""));
+    let client = h1_client(proxy.outbound);
+    for _ in 0..200 {
+        assert_eq!(get(&client, "svc", "/", &[]).await.unwrap().status, 200);
+    }
+    // Both send headers at once; only the first token tells them apart.
+    let share = slow_hits.load(Ordering::Relaxed) as f64 / 200.0;
+    let m = proxy.metrics();
+    assert!(share < 0.15, "the endpoint with a 20x slower first token took {:.1} %\n{m}", share * 100.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_streams_slower_gets_less() {
     // Both answer their first token at once; one takes five times longer to stream the rest (a
     // slower GPU decodes every token slower). Time to first byte alone cannot tell them apart.
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (fast_hits, slow_hits) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicUsize::new(0)));
-    let fast = token_streamer(4, Duration::from_millis(2), fast_hits.clone()).await;
-    let slow = token_streamer(4, Duration::from_millis(10), slow_hits.clone()).await;
+    let fast = token_streamer(Duration::ZERO, 4, Duration::from_millis(2), fast_hits.clone()).await;
+    let slow = token_streamer(Duration::ZERO, 4, Duration::from_millis(10), slow_hits.clone()).await;
     let proxy = Proxy::start(&split_config(&[("pool", &[fast, slow], 1)], ""));
     let client = h1_client(proxy.outbound);
     // One request at a time, so requests in flight cannot tell them apart either.

@@ -11,6 +11,7 @@
 //! - [`split`]: weighted (canary, blue/green) and sticky backend choice.
 //! - [`balance`]: peak-EWMA latency, the endpoint cost and power of two choices.
 //! - [`health`]: outlier ejection with exponential backoff.
+//! - [`select`]: endpoint selection (round robin, least request, power of two choices, panic mode).
 //! - [`model`]: reading the model name from an OpenAI-style body prefix or a KServe v2 path.
 //! - [`discovery`]: the stream of routing tables from the control service, and the state a proxy
 //!   keeps from it.
@@ -25,6 +26,7 @@ pub mod health;
 pub mod matching;
 pub mod model;
 pub mod orca;
+pub mod select;
 pub mod split;
 pub mod table;
 

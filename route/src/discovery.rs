@@ -33,6 +33,13 @@
 //! file. Versions only order the messages of one connection: replicas of the control service count
 //! independently, and a new connection always starts with a full snapshot.
 //!
+//! The stream is meant to grow: a proxy ignores what it does not know, so that a newer control
+//! service can be rolled out before its proxies. A message `type` it does not know is read as
+//! [`Message::Unknown`], and fields it does not know are ignored at every level, in the message
+//! and in every object of its services and backends, although a configuration *file* with the
+//! same unknown field is refused (a typo there must not pass unseen). Values it cannot read (a
+//! wrong type, an enum variant it lacks) are still errors.
+//!
 //! ```
 //! use vane_route::discovery::{DiscoveryState, Lines, Message};
 //! use vane_route::Config;
@@ -53,6 +60,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
+mod lenient;
+
 /// Path of the discovery stream.
 pub const PATH: &str = "/v1/discovery";
 
@@ -66,6 +75,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// One line of the discovery stream.
+///
+/// Services and backends are read leniently (fields unknown to this version are ignored at any
+/// depth) through a deserializer that hands each struct only the fields it declares, so that the
+/// configuration types stay strict for files and are not duplicated for the wire.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Message {
@@ -74,10 +87,10 @@ pub enum Message {
         /// Version of the control service's tables this reflects.
         version: u64,
         /// Every subscribed service that exists.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "lenient::deserialize")]
         services: Vec<ServiceConfig>,
         /// Every backend those services use.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "lenient::deserialize")]
         backends: Vec<BackendConfig>,
     },
     /// Changed services (in full) and changed backends.
@@ -85,10 +98,10 @@ pub enum Message {
         /// Version of the control service's tables this reflects.
         version: u64,
         /// Services whose configuration changed, each in full.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "lenient::deserialize")]
         services: Vec<ServiceConfig>,
         /// Backends whose content changed, or that a changed service started to use.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "lenient::deserialize")]
         backends: Vec<BackendConfig>,
     },
     /// Subscribed services that no longer exist.
@@ -350,146 +363,4 @@ impl Lines {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Protocol, RouteConfig, WeightedBackend};
-
-    fn service(name: &str, backends: &[(&str, u32)]) -> ServiceConfig {
-        ServiceConfig {
-            name: name.into(),
-            hosts: vec![],
-            routes: vec![RouteConfig {
-                name: "default".into(),
-                matches: Default::default(),
-                backends: backends.iter().map(|(b, w)| WeightedBackend { backend: (*b).into(), weight: *w }).collect(),
-                sticky: None,
-                timeout: None,
-            }],
-        }
-    }
-
-    fn backend(name: &str, endpoints: &[&str]) -> BackendConfig {
-        BackendConfig {
-            name: name.into(),
-            protocol: Protocol::Http1,
-            endpoints: endpoints.iter().map(|e| (*e).into()).collect(),
-            balancer: None,
-        }
-    }
-
-    fn snapshot() -> Message {
-        Message::Snapshot {
-            version: 1,
-            services: vec![service("a", &[("a:80", 1)]), service("b", &[("b:80", 1)])],
-            backends: vec![backend("a:80", &["10.0.0.1:80"]), backend("b:80", &[])],
-        }
-    }
-
-    #[test]
-    fn wire_shapes() {
-        assert_eq!(Message::Ping.to_line(), b"{\"type\":\"ping\"}\n");
-        let line = Message::Remove { version: 3, services: vec!["a".into()] }.to_line();
-        assert_eq!(String::from_utf8(line).unwrap(), "{\"type\":\"remove\",\"version\":3,\"services\":[\"a\"]}\n");
-        for msg in [snapshot(), Message::Ping] {
-            assert_eq!(Message::from_line(&msg.to_line()).unwrap(), msg);
-        }
-        assert_eq!(Message::from_line(br#"{"type":"hello","x":1}"#).unwrap(), Message::Unknown);
-        assert_eq!(
-            Message::from_line(br#"{"type":"remove","services":["x"]}"#).unwrap(),
-            Message::Remove { version: 0, services: vec!["x".into()] }
-        );
-        assert!(Message::from_line(b"{\"type\":").is_err());
-        // The proxy's own strictness applies inside: unknown fields of a service are refused.
-        assert!(
-            Message::from_line(br#"{"type":"update","version":1,"services":[{"name":"a","routes":[],"color":1}]}"#)
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn snapshot_update_remove() {
-        let mut st = DiscoveryState::default();
-        assert_eq!(st.apply(Message::Ping).unwrap(), Applied::Unchanged, "pings are fine before the snapshot");
-        assert_eq!(
-            st.apply(Message::Update { version: 1, services: vec![], backends: vec![] }),
-            Err(DiscoveryError::BeforeSnapshot("update"))
-        );
-        assert_eq!(st.apply(snapshot()).unwrap(), Applied::Changed);
-        assert!(st.is_synced());
-        assert_eq!(st.services().len(), 2);
-
-        // A weight change arrives with the service in full; the new backend comes along.
-        let upd = Message::Update {
-            version: 2,
-            services: vec![service("a", &[("a:80", 90), ("a2:80", 10)])],
-            backends: vec![backend("a2:80", &["10.0.0.2:80"])],
-        };
-        assert_eq!(st.apply(upd.clone()).unwrap(), Applied::Changed);
-        assert_eq!(st.apply(upd).unwrap(), Applied::Unchanged);
-        assert_eq!(st.version(), 2);
-        assert_eq!(st.backends().len(), 3);
-
-        // An endpoint change alone.
-        st.apply(Message::Update { version: 3, services: vec![], backends: vec![backend("a:80", &[])] }).unwrap();
-        assert!(st.backends()["a:80"].endpoints.is_empty());
-
-        // A service that stops using a backend: the backend goes with it.
-        st.apply(Message::Update { version: 4, services: vec![service("a", &[("a2:80", 1)])], backends: vec![] })
-            .unwrap();
-        assert!(!st.backends().contains_key("a:80"));
-
-        assert_eq!(
-            st.apply(Message::Remove { version: 5, services: vec!["b".into(), "never".into()] }).unwrap(),
-            Applied::Changed
-        );
-        assert_eq!(st.services().keys().collect::<Vec<_>>(), ["a"]);
-        assert_eq!(st.backends().keys().collect::<Vec<_>>(), ["a2:80"]);
-
-        // A new snapshot replaces everything.
-        st.apply(snapshot()).unwrap();
-        assert_eq!(st.services().len(), 2);
-        assert_eq!(st.version(), 1);
-    }
-
-    #[test]
-    fn to_config_keeps_base_settings_and_validates() {
-        let mut st = DiscoveryState::default();
-        st.apply(snapshot()).unwrap();
-        let mut base = Config::default();
-        base.proxy.threads = Some(2);
-        base.services.push(service("a", &[("local", 1)]));
-        base.backends.push(backend("local", &["127.0.0.1:1"]));
-        let c = st.to_config(&base);
-        assert_eq!(c.proxy.threads, Some(2));
-        let names: Vec<_> = c.services.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["a", "b"], "the base's own service wins");
-        assert_eq!(c.services[0].routes[0].backends[0].backend, "local");
-        crate::Table::from_config(c).unwrap();
-    }
-
-    #[test]
-    fn subscriptions() {
-        assert_eq!(Subscription::from_query(Some("services=*")).unwrap(), Subscription::All);
-        let s = Subscription::from_query(Some("x=1&services=B.ns.svc.cluster.local,a.ns%2Cc.ns")).unwrap();
-        assert!(s.contains("b.ns.svc.cluster.local") && s.contains("a.ns") && s.contains("c.ns"));
-        assert!(!s.contains("d"));
-        assert_eq!(Subscription::from_query(Some(&s.to_query())).unwrap(), s);
-        assert!(Subscription::from_query(None).is_err());
-        assert!(Subscription::from_query(Some("services=")).is_err());
-        assert!(Subscription::from_query(Some("services=a/b")).is_err());
-    }
-
-    #[test]
-    fn lines_across_chunks() {
-        let mut l = Lines::default();
-        l.push(b"{\"a\"");
-        assert_eq!(l.next_line().unwrap(), None);
-        l.push(b":1}\r\n\n{\"b\":2}\n{\"c\"");
-        assert_eq!(l.next_line().unwrap().unwrap(), b"{\"a\":1}");
-        assert_eq!(l.next_line().unwrap().unwrap(), b"{\"b\":2}");
-        assert_eq!(l.next_line().unwrap(), None);
-        l.push(b":3}\n");
-        assert_eq!(l.next_line().unwrap().unwrap(), b"{\"c\":3}");
-        assert_eq!(l.next_line().unwrap(), None);
-    }
-}
+mod tests;

@@ -99,11 +99,20 @@ pub struct Timeouts {
     /// Idle keep-alive connections (downstream and pooled upstream) are closed after this, default 60s.
     #[serde(default = "defaults::idle")]
     pub idle: HumanDuration,
+    /// Time a client has to send a complete request head (request line and headers) on a
+    /// listener, default 10s.
+    #[serde(default = "defaults::header_read")]
+    pub header_read: HumanDuration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: defaults::connect(), response_header: defaults::response_header(), idle: defaults::idle() }
+        Timeouts {
+            connect: defaults::connect(),
+            response_header: defaults::response_header(),
+            idle: defaults::idle(),
+            header_read: defaults::header_read(),
+        }
     }
 }
 
@@ -120,6 +129,9 @@ pub struct Limits {
     /// At most this many body bytes are read to find the `model` field, then replayed. Default 65536.
     #[serde(default = "defaults::max_sniff_bytes")]
     pub max_sniff_bytes: usize,
+    /// Most client connections open at once on each listener. Default 10000.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -128,6 +140,7 @@ impl Default for Limits {
             max_header_bytes: defaults::max_header_bytes(),
             max_body_bytes: defaults::max_body_bytes(),
             max_sniff_bytes: defaults::max_sniff_bytes(),
+            max_connections: defaults::max_connections(),
         }
     }
 }
@@ -399,6 +412,9 @@ pub(crate) mod defaults {
     pub(crate) fn idle() -> HumanDuration {
         Duration::from_secs(60).into()
     }
+    pub(crate) fn header_read() -> HumanDuration {
+        Duration::from_secs(10).into()
+    }
     pub(crate) fn max_header_bytes() -> usize {
         16 * 1024
     }
@@ -407,6 +423,9 @@ pub(crate) mod defaults {
     }
     pub(crate) fn max_sniff_bytes() -> usize {
         64 * 1024
+    }
+    pub(crate) fn max_connections() -> usize {
+        10_000
     }
     pub(crate) fn ewma_decay() -> HumanDuration {
         Duration::from_secs(10).into()

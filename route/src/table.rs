@@ -58,12 +58,16 @@ pub struct Settings {
     pub response_timeout: Duration,
     /// Idle keep-alive timeout.
     pub idle_timeout: Duration,
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
     /// Largest request head.
     pub max_header_bytes: usize,
     /// Largest request body.
     pub max_body_bytes: u64,
     /// Body prefix read for the model name.
     pub max_sniff_bytes: usize,
+    /// Open client connections per listener.
+    pub max_connections: usize,
     /// Peak-EWMA decay.
     pub ewma_decay: Duration,
     /// RTT assumed before the first sample.
@@ -369,6 +373,7 @@ impl Validator {
         let connect_timeout = positive("proxy.timeouts.connect", p.timeouts.connect.0);
         let response_timeout = positive("proxy.timeouts.response_header", p.timeouts.response_header.0);
         let idle_timeout = positive("proxy.timeouts.idle", p.timeouts.idle.0);
+        let header_read_timeout = positive("proxy.timeouts.header_read", p.timeouts.header_read.0);
         let ewma_decay = positive("proxy.balancer.ewma_decay", p.balancer.ewma_decay.0);
         let default_rtt = positive("proxy.balancer.default_rtt", p.balancer.default_rtt.0);
         let base = positive("proxy.ejection.base_ejection", p.ejection.base_ejection.0);
@@ -385,6 +390,9 @@ impl Validator {
         }
         if p.limits.max_sniff_bytes == 0 || p.limits.max_sniff_bytes > 16 << 20 {
             self.err("proxy.limits.max_sniff_bytes".into(), "must be between 1 and 16777216");
+        }
+        if p.limits.max_connections == 0 {
+            self.err("proxy.limits.max_connections".into(), "must be at least 1");
         }
         for (field, w) in [
             ("proxy.balancer.in_flight_weight", p.balancer.in_flight_weight),
@@ -403,9 +411,11 @@ impl Validator {
             connect_timeout,
             response_timeout,
             idle_timeout,
+            header_read_timeout,
             max_header_bytes: p.limits.max_header_bytes,
             max_body_bytes: p.limits.max_body_bytes,
             max_sniff_bytes: p.limits.max_sniff_bytes,
+            max_connections: p.limits.max_connections,
             ewma_decay,
             default_rtt,
             cost: crate::balance::CostWeights {

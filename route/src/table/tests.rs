@@ -83,6 +83,9 @@ fn each_problem_names_its_field() {
         ("proxy: { threads: 0 }", "proxy.threads: 0 is out of range"),
         ("proxy: { timeouts: { connect: 0ms } }", "proxy.timeouts.connect: must be greater than zero"),
         ("proxy: { limits: { max_header_bytes: 100 } }", "proxy.limits.max_header_bytes"),
+        ("proxy: { timeouts: { header_read: 0s } }", "proxy.timeouts.header_read: must be greater than zero"),
+        ("proxy: { timeouts: { header_read: 0 } }", "proxy.timeouts.header_read: must be greater than zero"),
+        ("proxy: { limits: { max_connections: 0 } }", "proxy.limits.max_connections: must be at least 1"),
         ("proxy: { outbound: \"localhost\" }", "proxy.outbound"),
         ("inbound: { forward_to: \":80\" }", "inbound.forward_to"),
         ("proxy: { balancer: { in_flight_weight: -1 } }", "proxy.balancer.in_flight_weight: must be a finite number"),
@@ -135,6 +138,21 @@ fn empty_config_is_valid() {
     assert_eq!(t.settings.drain_grace, Duration::from_secs(10));
     assert_eq!(t.settings.response_timeout, Duration::from_secs(30));
     assert_eq!(t.settings.ejection.consecutive_failures, 5);
+    assert_eq!(t.settings.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(t.settings.max_connections, 10_000);
+}
+
+#[test]
+fn listener_settings_compile() {
+    let t = Table::from_yaml("proxy: { timeouts: { header_read: 1500ms }, limits: { max_connections: 1 } }").unwrap();
+    assert_eq!(t.settings.header_read_timeout, Duration::from_millis(1500));
+    assert_eq!(t.settings.max_connections, 1);
+    let t = Table::from_yaml("proxy: { limits: { max_connections: 250000 } }").unwrap();
+    assert_eq!(t.settings.max_connections, 250_000);
+    for bad in ["proxy: { limits: { max_connections: -1 } }", "proxy: { timeouts: { header_read: soon } }"] {
+        let got = problems(bad);
+        assert!(got.iter().any(|p| p.contains("cannot parse config")), "{bad}: {got:?}");
+    }
 }
 
 #[test]

@@ -119,10 +119,49 @@ mod tests {
         assert_eq!(counts, [1000, 2000, 7000]);
     }
 
+    /// Keys and their hashes, pinned: every replica of a caller, of any version, must agree, so
+    /// a change here moves sticky users to other backends and must be deliberate.
+    const HASHES: [(&[u8], u64); 7] = [
+        (b"", 0xf52a_15e9_a9b5_e89b),
+        (b"a", 0x02c0_bdbf_4814_20f8),
+        (b"user-1", 0xc499_b5f8_a721_df58),
+        (b"user-2", 0x4fb3_8f41_4590_a87b),
+        (b"alice", 0xc5d1_556d_6677_4a5c),
+        (b"bob", 0x6e85_72d0_8b26_8dec),
+        (b"550e8400-e29b-41d4-a716-446655440000", 0x66e5_9d9b_cff0_ae0b),
+    ];
+
     #[test]
-    fn sticky_hash_is_stable_and_spreads() {
-        assert_eq!(sticky_hash(b"user-1"), sticky_hash(b"user-1"));
-        assert_ne!(sticky_hash(b"user-1"), sticky_hash(b"user-2"));
+    fn sticky_hash_values_are_pinned() {
+        for (key, want) in HASHES {
+            assert_eq!(sticky_hash(key), want, "{:?}", String::from_utf8_lossy(key));
+        }
+    }
+
+    #[test]
+    fn sticky_keys_land_on_pinned_backends() {
+        let canary = Split::new(vec![(7, 90), (3, 10)]).unwrap();
+        let half = Split::new(vec![(7, 50), (3, 50)]).unwrap();
+        let thirds = Split::new(vec![(4, 1), (5, 1), (6, 1)]).unwrap();
+        // key, then the backend on the 90/10, 50/50 and 1/1/1 splits
+        let cases: [(&str, [usize; 3]); 7] = [
+            ("", [7, 7, 4]),
+            ("a", [7, 7, 5]),
+            ("user-1", [7, 7, 6]),
+            ("user-2", [3, 3, 5]),
+            ("alice", [7, 3, 4]),
+            ("bob", [7, 3, 4]),
+            ("550e8400-e29b-41d4-a716-446655440000", [7, 7, 4]),
+        ];
+        for (key, want) in cases {
+            let h = sticky_hash(key.as_bytes());
+            let got = [&canary, &half, &thirds].map(|s| s.pick(h).unwrap());
+            assert_eq!(got, want, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn sticky_hash_spreads() {
         let s = Split::new(vec![(0, 50), (1, 50)]).unwrap();
         let on_zero = (0..1000).filter(|i| s.pick(sticky_hash(format!("user-{i}").as_bytes())) == Some(0)).count();
         assert!((400..600).contains(&on_zero), "{on_zero}");

@@ -250,19 +250,32 @@ mod tests {
     #[test]
     fn p2c_picks_cheaper_of_two_distinct() {
         let costs = [5.0, 1.0, 3.0];
-        for r1 in 0..3 {
-            for r2 in 0..2 {
-                let got = p2c(3, r1, r2, |i| costs[i]).unwrap();
-                let a = r1 as usize;
-                let mut b = r2 as usize;
-                if b >= a {
-                    b += 1;
-                }
-                assert_ne!(a, b);
-                let want = if costs[b] < costs[a] { b } else { a };
-                assert_eq!(got, want);
-            }
+        // n, r1, r2, the two candidates drawn (sorted), and the pick.
+        let cases: [(usize, u64, u64, [usize; 2], Option<usize>); 10] = [
+            (3, 0, 0, [0, 1], Some(1)),
+            (3, 0, 1, [0, 2], Some(2)),
+            (3, 1, 0, [0, 1], Some(1)),
+            (3, 1, 1, [1, 2], Some(1)),
+            (3, 2, 0, [0, 2], Some(2)),
+            (3, 2, 1, [1, 2], Some(1)),
+            (3, 5, 4, [0, 2], Some(2)),
+            (3, u64::MAX, u64::MAX, [0, 2], Some(2)),
+            (2, 0, 7, [0, 1], Some(1)),
+            (2, 1, 7, [0, 1], Some(1)),
+        ];
+        for (n, r1, r2, drawn, want) in cases {
+            let mut seen = Vec::new();
+            let got = p2c(n, r1, r2, |i| {
+                seen.push(i);
+                costs[i]
+            });
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!((seen.as_slice(), got), (&drawn[..], want), "n={n} r1={r1} r2={r2}");
         }
+        // On a tie, the first drawn (r1's).
+        assert_eq!(p2c(2, 1, 0, |_| 2.0), Some(1));
+        assert_eq!(p2c(2, 0, 0, |_| 2.0), Some(0));
         assert_eq!(p2c(0, 1, 2, |_| 0.0), None);
         assert_eq!(p2c(1, 1, 2, |_| 0.0), Some(0));
     }

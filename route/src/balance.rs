@@ -250,8 +250,9 @@ mod tests {
     #[test]
     fn p2c_picks_cheaper_of_two_distinct() {
         let costs = [5.0, 1.0, 3.0];
-        // n, r1, r2, the two candidates drawn (sorted), and the pick.
-        let cases: [(usize, u64, u64, [usize; 2], Option<usize>); 10] = [
+        /// n, r1, r2, the two candidates drawn (sorted), and the pick.
+        type Case = (usize, u64, u64, [usize; 2], Option<usize>);
+        let cases: [Case; 10] = [
             (3, 0, 0, [0, 1], Some(1)),
             (3, 0, 1, [0, 2], Some(2)),
             (3, 1, 0, [0, 1], Some(1)),

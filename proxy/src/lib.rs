@@ -1,31 +1,38 @@
 //! The Vane sidecar proxy.
 //!
-//! A request travels through one tower stack, composed in [`stack`]:
+//! One folder per concern, composed in [`stack`] (the path of a request, outermost first):
 //!
 //! ```text
-//! listener (h1 / h2c detection, server.rs)
-//!   -> metrics   (counts, latency, in-flight; metrics.rs)
-//!   -> route     (authority -> service -> route -> weighted backend; route.rs)
-//!   -> forward   (power of two choices over peak-EWMA x in-flight, ejection, pooled client; forward.rs)
+//! server   accept within a connection limit, h1 / h2c detection, header-read and idle timeouts
+//! metrics  counts, latency, in-flight (reads the route's Tag from the response)
+//! load     inbound only: the pod's load (ORCA) on every response; the probe and peer followers
+//! error    every error becomes its documented status and vane-proxy-error
+//! route    authority -> service -> route -> weighted backend (or the inbound target)
+//! retry    outbound only: another endpoint when nothing was sent (tower's Retry)
+//! balance  endpoint state, the pick (vane-route's selection policies), learning from answers
+//! client   connect (where TLS plugs in), per-endpoint pools, the head the endpoint receives
 //! ```
 //!
-//! Configuration is one immutable [`config::Snapshot`] behind an `ArcSwap`, loaded once per request
-//! and swapped whole on reload. The decisions themselves (route match, weighted pick, endpoint cost,
-//! ejection) are pure functions in the `vane-route` crate.
+//! Beside the request path: [`body`] (request and response bodies), [`config`] (the active
+//! [`config::Snapshot`] behind an `ArcSwap`, loaded once per request and swapped whole on reload),
+//! [`control`] (the control service's discovery stream), [`admin`] (`/live`, `/ready`,
+//! `/metrics`, `/config`) and [`app`] (command line, startup, drain). The decisions themselves
+//! (route match, weighted pick, endpoint cost and selection, ejection) are pure functions in the
+//! `vane-route` crate.
 #![warn(missing_docs)]
 
 pub mod admin;
-pub mod args;
+pub mod app;
+pub mod balance;
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod demo;
-pub mod endpoint;
 pub mod error;
-pub mod forward;
 pub mod load;
 pub mod metrics;
-pub mod pool;
+pub mod retry;
 pub mod route;
 pub mod server;
 pub mod stack;

@@ -1,30 +1,42 @@
-//! The one place the request path is composed. Order, outermost first:
+//! The one place the request path is composed. Every layer takes `http::Request<B>` and returns
+//! `http::Response<RespBody>`; below the error layer errors are [`crate::error::Error`]s, passed
+//! up, and what a later layer needs travels in request and response extensions. Order,
+//! outermost first:
 //!
 //! 1. [`MetricsLayer`]: sees every request, including ones the proxy answers itself;
 //! 2. inbound only, [`LoadReportLayer`]: the pod's load (ORCA) on every response;
-//! 3. [`RouteLayer`]: snapshot → service → route → backend (or the inbound target);
-//! 4. [`ForwardService`]: endpoint choice, pooled client, ejection, retry on connect failure.
+//! 3. [`ErrorLayer`]: every error becomes its documented status and `vane-proxy-error`;
+//! 4. [`RouteLayer`]: snapshot → service → route → backend (or the inbound target), left as a
+//!    [`Target`](crate::balance::Target) request extension;
+//! 5. outbound only, the retry layer ([`crate::retry`], tower's `Retry`): another endpoint after
+//!    an error that says nothing was sent;
+//! 6. [`BalanceService`]: endpoint choice, pooled client, learning from the answer.
 
+use crate::balance::BalanceService;
 use crate::config::Store;
-use crate::forward::ForwardService;
+use crate::error::{ErrorLayer, ErrorService};
 use crate::load::{LoadReportLayer, LoadReportService, LocalLoad};
 use crate::metrics::{Direction, Metrics, MetricsLayer, MetricsService};
+use crate::retry::RetryPolicy;
 use crate::route::{RouteLayer, RouteService};
 use std::sync::Arc;
 use tower::ServiceBuilder;
+use tower::retry::Retry;
 
 /// The outbound per-request service.
-pub type Outbound = MetricsService<RouteService<ForwardService>>;
+pub type Outbound = MetricsService<ErrorService<RouteService<Retry<RetryPolicy, BalanceService>>>>;
 
-/// The inbound per-request service: as outbound, plus the pod's load on every response.
-pub type Inbound = MetricsService<LoadReportService<RouteService<ForwardService>>>;
+/// The inbound per-request service: as outbound without retries, plus the pod's load on every response.
+pub type Inbound = MetricsService<LoadReportService<ErrorService<RouteService<BalanceService>>, Store>>;
 
 /// Builds the outbound stack.
 pub fn outbound(store: Arc<Store>, metrics: Arc<Metrics>) -> Outbound {
     ServiceBuilder::new()
         .layer(MetricsLayer::new(metrics, Direction::Outbound))
+        .layer(ErrorLayer)
         .layer(RouteLayer::new(store, Direction::Outbound))
-        .service(ForwardService)
+        .layer(crate::retry::layer())
+        .service(BalanceService)
 }
 
 /// Builds the inbound stack.
@@ -32,6 +44,7 @@ pub fn inbound(store: Arc<Store>, metrics: Arc<Metrics>, load: Arc<LocalLoad>) -
     ServiceBuilder::new()
         .layer(MetricsLayer::new(metrics, Direction::Inbound))
         .layer(LoadReportLayer::new(load, Arc::clone(&store)))
+        .layer(ErrorLayer)
         .layer(RouteLayer::new(store, Direction::Inbound))
-        .service(ForwardService)
+        .service(BalanceService)
 }

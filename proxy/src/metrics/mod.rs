@@ -14,24 +14,23 @@
 //! | `vane_control_reconnects_total` | |
 //! | `vane_config_version` | |
 //! | `vane_balancer_load_age_seconds` (histogram) | |
+//! | `vane_listener_connections` (open client connections) | listener |
+//! | `vane_listener_connections_limited_total` (accepts that waited for a free connection slot) | listener |
+//! | `vane_listener_header_timeouts_total` (connections closed before a complete first request head) | listener |
 
-use crate::body::RespBody;
-use crate::config::Snapshot;
-use http::{Request, Response};
+mod layer;
+
+pub use layer::{MetricsLayer, MetricsService};
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::convert::Infallible;
 use std::fmt::Write;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::task::{Context, Poll};
-use std::time::Instant;
 
 /// A label value that is cheap to clone (names from the config).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -76,15 +75,14 @@ pub struct RouteStats {
     ok: Counter,
 }
 
-/// What the metrics layer learns about an answered request.
-#[derive(Clone, Debug, Default)]
-pub struct Info {
-    /// Handles for the route it took, once routed.
-    pub stats: Option<Arc<RouteStats>>,
-    /// The service, when known but not routed further.
-    pub service: Option<Name>,
-    /// The proxy's own error reason, when the proxy answered.
-    pub error: Option<&'static str>,
+/// Response extension: where a request went, for the metrics layer. The route layer leaves it
+/// on the response (or on the error that becomes one).
+#[derive(Clone, Debug)]
+pub enum Tag {
+    /// Routed to a backend (or the inbound target): its handles.
+    Route(Arc<RouteStats>),
+    /// The service was found but the request went no further.
+    Service(Name),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -143,6 +141,40 @@ pub struct Metrics {
     control_messages: Family<TypeLabels, Counter>,
     /// Connections to the control service after the first.
     pub control_reconnects: Counter,
+    listener_open: Family<ListenerLabels, Gauge>,
+    listener_limited: Family<ListenerLabels, Counter>,
+    listener_header_timeouts: Family<ListenerLabels, Counter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+/// Metric handles of one listener.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerStats {
+    /// Open client connections.
+    pub open: Gauge,
+    /// Accepts that had to wait because the listener had `max_connections` open.
+    pub limited: Counter,
+    /// Connections closed because no complete request head came within `header_read`.
+    pub header_timeouts: Counter,
+}
+
+/// One endpoint's gauges, as `/metrics` shows them.
+#[derive(Clone, Copy, Debug)]
+pub struct EndpointRow<'a> {
+    /// Its backend's name.
+    pub backend: &'a Arc<str>,
+    /// Its address.
+    pub addr: std::net::SocketAddr,
+    /// The latency estimate the cost uses, in seconds.
+    pub rtt_seconds: f64,
+    /// Requests in flight to it from this proxy.
+    pub in_flight: u32,
+    /// Whether it is ejected.
+    pub ejected: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -213,6 +245,20 @@ impl Metrics {
         let config_version = Gauge::default();
         registry.register("config_version", "Version number of the active config", config_version.clone());
         config_version.set(1);
+        let listener_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register("listener_connections", "Open client connections per listener", listener_open.clone());
+        let listener_limited = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "listener_connections_limited",
+            "Accepts that waited because the listener had max_connections open",
+            listener_limited.clone(),
+        );
+        let listener_header_timeouts = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "listener_header_timeouts",
+            "Connections closed because no complete request head came within the header-read timeout",
+            listener_header_timeouts.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -227,6 +273,9 @@ impl Metrics {
             control_connected,
             control_messages,
             control_reconnects,
+            listener_open,
+            listener_limited,
+            listener_header_timeouts,
         }
     }
 
@@ -241,19 +290,16 @@ impl Metrics {
         self.config_version.set(version as i64);
     }
 
-    /// Renders the OpenMetrics text, refreshing per-endpoint gauges from `snap` first.
-    pub fn render(&self, snap: &Snapshot) -> String {
-        let now = crate::now_ns();
+    /// Renders the OpenMetrics text, with the per-endpoint gauges set from `endpoints` first.
+    pub fn render<'a>(&self, endpoints: impl IntoIterator<Item = EndpointRow<'a>>) -> String {
         self.endpoint_rtt.clear();
         self.endpoint_in_flight.clear();
         self.endpoint_ejected.clear();
-        for b in snap.backends.iter().chain(snap.inbound.iter()) {
-            for e in &b.endpoints {
-                let l = EndpointLabels { backend: Name(Arc::clone(&b.name)), endpoint: e.addr.to_string() };
-                self.endpoint_rtt.get_or_create(&l).set(e.rtt_seconds(now, snap.table.settings.ewma_decay));
-                self.endpoint_in_flight.get_or_create(&l).set(i64::from(e.in_flight()));
-                self.endpoint_ejected.get_or_create(&l).set(i64::from(e.ejected(now)));
-            }
+        for row in endpoints {
+            let l = EndpointLabels { backend: Name(Arc::clone(row.backend)), endpoint: row.addr.to_string() };
+            self.endpoint_rtt.get_or_create(&l).set(row.rtt_seconds);
+            self.endpoint_in_flight.get_or_create(&l).set(i64::from(row.in_flight));
+            self.endpoint_ejected.get_or_create(&l).set(i64::from(row.ejected));
         }
         let mut out = String::with_capacity(8192);
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -261,6 +307,16 @@ impl Metrics {
             let _ = writeln!(out, "# metrics encoding failed");
         }
         out
+    }
+
+    /// The handles of one listener (`outbound`, `inbound`, `admin`).
+    pub fn listener(&self, listener: &'static str) -> ListenerStats {
+        let l = ListenerLabels { listener };
+        ListenerStats {
+            open: self.listener_open.get_or_create(&l).clone(),
+            limited: self.listener_limited.get_or_create(&l).clone(),
+            header_timeouts: self.listener_header_timeouts.get_or_create(&l).clone(),
+        }
     }
 
     /// Resolves the handles for one route and backend.
@@ -282,10 +338,9 @@ impl Metrics {
         Arc::new(RouteStats { labels, latency, ok })
     }
 
-    fn record(&self, direction: Direction, info: &Info, status: u16, elapsed: f64) {
-        let error = info.error.unwrap_or("");
-        match &info.stats {
-            Some(st) => {
+    fn record(&self, direction: Direction, tag: Option<&Tag>, error: &'static str, status: u16, elapsed: f64) {
+        match tag {
+            Some(Tag::Route(st)) => {
                 st.latency.observe(elapsed);
                 if status == 200 && error.is_empty() {
                     st.ok.inc();
@@ -293,14 +348,13 @@ impl Metrics {
                     self.requests.get_or_create(&RequestLabels::new(&st.labels, status, error)).inc();
                 }
             }
-            None => {
+            other => {
                 let dash = Name("-".into());
-                let labels = RouteLabels {
-                    direction,
-                    service: info.service.clone().unwrap_or_else(|| dash.clone()),
-                    route: dash.clone(),
-                    backend: dash,
+                let service = match other {
+                    Some(Tag::Service(s)) => s.clone(),
+                    _ => dash.clone(),
                 };
+                let labels = RouteLabels { direction, service, route: dash.clone(), backend: dash };
                 self.latency.get_or_create(&labels).observe(elapsed);
                 self.requests.get_or_create(&RequestLabels::new(&labels, status, error)).inc();
             }
@@ -318,74 +372,5 @@ impl RequestLabels {
             status,
             error,
         }
-    }
-}
-
-/// Layer that records request metrics.
-#[derive(Clone, Debug)]
-pub struct MetricsLayer {
-    metrics: Arc<Metrics>,
-    direction: Direction,
-}
-
-impl MetricsLayer {
-    /// A layer recording into `metrics` for one listener.
-    pub fn new(metrics: Arc<Metrics>, direction: Direction) -> MetricsLayer {
-        MetricsLayer { metrics, direction }
-    }
-}
-
-impl<S> tower::Layer<S> for MetricsLayer {
-    type Service = MetricsService<S>;
-    fn layer(&self, inner: S) -> MetricsService<S> {
-        let in_flight = self.metrics.in_flight.get_or_create(&DirectionLabels { direction: self.direction }).clone();
-        MetricsService { inner, metrics: Arc::clone(&self.metrics), direction: self.direction, in_flight }
-    }
-}
-
-/// Records the count, latency and in-flight gauge of each request.
-#[derive(Clone, Debug)]
-pub struct MetricsService<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-    direction: Direction,
-    in_flight: Gauge,
-}
-
-impl<S, B> tower::Service<Request<B>> for MetricsService<S>
-where
-    S: tower::Service<Request<B>, Response = (Response<RespBody>, Info), Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<RespBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let start = Instant::now();
-        let metrics = Arc::clone(&self.metrics);
-        let direction = self.direction;
-        self.in_flight.inc();
-        let guard = GaugeGuard(self.in_flight.clone());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let (resp, info) = fut.await?;
-            drop(guard);
-            metrics.record(direction, &info, resp.status().as_u16(), start.elapsed().as_secs_f64());
-            Ok(resp)
-        })
-    }
-}
-
-/// Decrements the in-flight gauge when the request is answered or abandoned.
-struct GaugeGuard(Gauge);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }

@@ -1,22 +1,16 @@
-//! Command line, startup and shutdown.
+//! The command line.
 //!
 //! Addresses and threads come from flags, then environment (`VANE_*`), then the config file,
 //! then the defaults (outbound `127.0.0.1:4140`, inbound `0.0.0.0:4143`, admin `127.0.0.1:4191`,
 //! one thread). Exit codes: 0 after a clean drain, 1 on a runtime failure, 64 on bad usage,
 //! 78 when the config is invalid, 130 when a second signal cuts the drain short.
 
-use crate::admin::Admin;
-use crate::config::{Source, Store};
-use crate::metrics::Metrics;
-use crate::server::{ConnSettings, serve};
-use anyhow::Context as _;
+use super::{Options, serve_until_signal, start};
+use crate::config::Source;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
 use vane_route::Table;
 
 /// Exit code for an invalid config (sysexits EX_CONFIG).
@@ -77,109 +71,6 @@ pub enum Command {
         #[arg(long)]
         exit: bool,
     },
-}
-
-/// Everything `start` needs.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Where the config comes from (and is reloaded from).
-    pub source: Source,
-    /// Outbound listener.
-    pub outbound: SocketAddr,
-    /// Inbound listener.
-    pub inbound: SocketAddr,
-    /// Admin listener.
-    pub admin: SocketAddr,
-    /// Config file poll interval.
-    pub reload_interval: Duration,
-    /// The control service, when one is used.
-    pub control: Option<crate::control::ControlOptions>,
-}
-
-/// A running proxy.
-#[derive(Debug)]
-pub struct Running {
-    /// Bound outbound address.
-    pub outbound: SocketAddr,
-    /// Bound inbound address.
-    pub inbound: SocketAddr,
-    /// Bound admin address.
-    pub admin: SocketAddr,
-    /// The config store.
-    pub store: Arc<Store>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    admin_state: Arc<Admin>,
-    stop: watch::Sender<bool>,
-    admin_stop: watch::Sender<bool>,
-    alive: mpsc::Receiver<()>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// Binds the listeners and starts serving `table`.
-pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
-    let conn =
-        ConnSettings { max_header_bytes: table.settings.max_header_bytes, idle_timeout: table.settings.idle_timeout };
-    let watcher = crate::config::Watcher::new(opts.source.clone());
-    let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(Store::new(table, Arc::clone(&metrics)));
-    let control_status = opts.control.as_ref().map(|_| Arc::new(crate::control::ControlStatus::default()));
-    let admin_state = Arc::new(Admin {
-        store: Arc::clone(&store),
-        metrics: Arc::clone(&metrics),
-        draining: false.into(),
-        control: control_status.clone(),
-    });
-    let bind = |addr: SocketAddr, what: &'static str| async move {
-        crate::server::listen(addr).with_context(|| format!("cannot listen on {addr} ({what})"))
-    };
-    let out_l = bind(opts.outbound, "outbound").await?;
-    let in_l = bind(opts.inbound, "inbound").await?;
-    let admin_l = bind(opts.admin, "admin").await?;
-    let (outbound, inbound, admin) = (out_l.local_addr()?, in_l.local_addr()?, admin_l.local_addr()?);
-    let (stop, stop_rx) = watch::channel(false);
-    let (alive_tx, alive) = mpsc::channel(1);
-    let mut tasks = Vec::new();
-    let out_svc = crate::stack::outbound(Arc::clone(&store), Arc::clone(&metrics));
-    tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stop_rx.clone(), alive_tx.clone())));
-    let local_load = Arc::new(crate::load::LocalLoad::default());
-    tasks.push(tokio::spawn(crate::load::poll(Arc::clone(&store), Arc::clone(&local_load))));
-    let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load);
-    tasks.push(tokio::spawn(serve(in_l, in_svc, conn, stop_rx, alive_tx)));
-    // The admin listener is not drained: it keeps answering (`/ready` with 503) until exit.
-    let (admin_stop, admin_rx) = watch::channel(false);
-    let (admin_alive, _) = mpsc::channel(1);
-    tasks.push(tokio::spawn(serve(admin_l, admin_state.service(), conn, admin_rx, admin_alive)));
-    if let (Some(c), Some(st)) = (opts.control.clone(), control_status) {
-        store.expect_discovery();
-        tasks.push(tokio::spawn(crate::control::run(Arc::clone(&store), Arc::clone(&metrics), c, st)));
-    }
-    let reload = tokio::spawn(watcher.run(Arc::clone(&store), opts.reload_interval));
-    tracing::info!(%outbound, %inbound, %admin, source = %opts.source, "vane-proxy serving");
-    let mut running = Running { outbound, inbound, admin, store, metrics, admin_state, stop, admin_stop, alive, tasks };
-    running.tasks.push(reload);
-    Ok(running)
-}
-
-impl Running {
-    /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
-    /// Returns whether every connection finished in time.
-    pub async fn drain(mut self, grace: Duration) -> bool {
-        self.admin_state.draining.store(true, Ordering::Relaxed);
-        let _ = self.stop.send(true);
-        // recv() gives None once the accept loops and every connection have dropped their sender.
-        let done = tokio::time::timeout(grace, self.alive.recv()).await.is_ok();
-        let _ = self.admin_stop.send(true);
-        for t in self.tasks {
-            t.abort();
-        }
-        done
-    }
-
-    /// The drain grace period of the active config.
-    pub fn drain_grace(&self) -> Duration {
-        self.store.load().table.settings.drain_grace
-    }
 }
 
 fn init_logging(filter: &str) {
@@ -273,59 +164,6 @@ pub fn main() -> i32 {
                 }
             })
         }
-    }
-}
-
-/// Serves until SIGTERM or SIGINT, then drains; a second signal exits at once.
-pub async fn serve_until_signal(running: Running) -> i32 {
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("vane-proxy: cannot install signal handlers: {e}");
-            return 1;
-        }
-    };
-    signals.next().await;
-    let grace = running.drain_grace();
-    tracing::info!("shutting down: draining in-flight requests for up to {grace:?} (signal again to exit at once)");
-    tokio::select! {
-        clean = running.drain(grace) => {
-            if clean { tracing::info!("drained"); } else { tracing::warn!("drain grace period over; exiting"); }
-            0
-        }
-        _ = signals.next() => {
-            tracing::warn!("second signal: exiting now");
-            130
-        }
-    }
-}
-
-struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
-        }
-        #[cfg(not(unix))]
-        Ok(Signals {})
-    }
-
-    async fn next(&mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.term.recv() => {},
-            _ = self.int.recv() => {},
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -6,44 +6,19 @@
 //! endpoint's state, survives config reloads with it, and hands an HTTP/1.1 connection back only
 //! when the response body has been read to its end (see [`PooledConn`]).
 
+use super::SendError;
 use crate::body::ReqBody;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use vane_route::config::Protocol;
 
 /// Idle HTTP/1.1 connections kept per endpoint at most; more are closed when they come back.
 /// Sized for the 64-1024 concurrent requests a sidecar sees towards one model server.
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
-
-/// Why a request could not be sent.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// The TCP connection could not be made (refused, unreachable). Nothing was sent.
-    #[error("connect failed: {0}")]
-    Connect(#[source] std::io::Error),
-    /// The TCP connection was not made within the connect timeout. Nothing was sent.
-    #[error("connect timed out after {0:?}")]
-    ConnectTimeout(Duration),
-    /// The HTTP handshake on a new connection failed. Nothing was sent.
-    #[error("HTTP handshake failed: {0}")]
-    Handshake(#[source] hyper::Error),
-    /// The request was sent (or may have been) and the exchange failed.
-    #[error(transparent)]
-    Upstream(#[from] hyper::Error),
-}
-
-impl SendError {
-    /// Whether nothing reached the endpoint (so another endpoint may be tried).
-    pub fn is_connect(&self) -> bool {
-        !matches!(self, SendError::Upstream(_))
-    }
-}
 
 struct Idle {
     tx: http1::SendRequest<ReqBody>,
@@ -63,6 +38,7 @@ impl std::fmt::Debug for ConnPool {
     }
 }
 
+use super::connect::{open_h1, open_h2};
 use crate::lock;
 
 /// An HTTP/1.1 connection lent to one request; it goes back to its pool when the response body
@@ -114,56 +90,6 @@ impl ConnPool {
     pub fn idle(&self) -> usize {
         lock(&self.h1).len()
     }
-}
-
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(SendError::Connect(e)),
-        Err(_) => return Err(SendError::ConnectTimeout(timeout)),
-    };
-    let _ = stream.set_nodelay(true);
-    Ok(TokioIo::new(stream))
-}
-
-/// Opens an HTTP/1.1 connection to `addr`, driven by its own task.
-pub async fn open_h1<B>(addr: SocketAddr, timeout: Duration) -> Result<http1::SendRequest<B>, SendError>
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let io = connect(addr, timeout).await?;
-    let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(SendError::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(endpoint = %addr, "connection ended: {e}");
-        }
-    });
-    Ok(tx)
-}
-
-/// Opens an HTTP/2 (h2c) connection to `addr`, driven by its own task, with keep-alive pings
-/// every 10 s so that a peer that vanished is noticed.
-pub async fn open_h2<B>(addr: SocketAddr, timeout: Duration) -> Result<http2::SendRequest<B>, SendError>
-where
-    B: http_body::Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let io = connect(addr, timeout).await?;
-    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(10))
-        .handshake(io)
-        .await
-        .map_err(SendError::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(endpoint = %addr, "h2 connection ended: {e}");
-        }
-    });
-    Ok(tx)
 }
 
 /// Sends one request to `addr` over a pooled or new connection.

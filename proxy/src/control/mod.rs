@@ -82,7 +82,7 @@ async fn follow(
     status: &ControlStatus,
 ) -> Result<bool, (anyhow::Error, bool)> {
     let err = |e: anyhow::Error| (e, false);
-    let mut tx = crate::pool::open_h2(opts.addr, Duration::from_secs(3)).await.map_err(|e| err(e.into()))?;
+    let mut tx = crate::client::open_h2(opts.addr, Duration::from_secs(3)).await.map_err(|e| err(e.into()))?;
     let uri = format!("http://{}{}?{}", opts.addr, discovery::PATH, opts.subscription.to_query());
     let req = Request::get(uri).body(Empty::<Bytes>::new()).map_err(|e| err(e.into()))?;
     let resp = tx.send_request(req).await.map_err(|e| err(e.into()))?;

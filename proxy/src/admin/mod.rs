@@ -2,7 +2,7 @@
 
 use crate::body::RespBody;
 use crate::config::Store;
-use crate::metrics::Metrics;
+use crate::metrics::{EndpointRow, Metrics};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -47,7 +47,19 @@ impl Admin {
                 }
             }
             "/metrics" => {
-                let body = self.metrics.render(&self.store.load());
+                let snap = self.store.load();
+                let now = crate::now_ns();
+                let decay = snap.table.settings.ewma_decay;
+                let rows = snap.backends.iter().chain(snap.inbound.iter()).flat_map(|b| {
+                    b.endpoints.iter().map(move |e| EndpointRow {
+                        backend: &b.name,
+                        addr: e.addr,
+                        rtt_seconds: e.rtt_seconds(now, decay),
+                        in_flight: e.in_flight(),
+                        ejected: e.ejected(now),
+                    })
+                });
+                let body = self.metrics.render(rows);
                 let mut r = text(StatusCode::OK, &body);
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,

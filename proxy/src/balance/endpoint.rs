@@ -1,0 +1,168 @@
+//! Per-endpoint state the balancer reads: peak-EWMA latency, requests in flight, health.
+//!
+//! The state outlives config reloads: a new snapshot reuses the `Arc<Endpoint>` of every address
+//! it still has, so a reload neither forgets latency nor un-ejects a dead endpoint.
+
+use super::Policy;
+use super::guard::InFlightGuard;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use vane_route::balance::{self, Ewma, LoadInputs, PeakEwma};
+use vane_route::config::{Algorithm, Protocol};
+use vane_route::health::{EjectionPolicy, Health, Outcome};
+use vane_route::orca::LoadReport;
+use vane_route::table::Settings;
+
+/// One endpoint (an `ip:port` of a backend).
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Protocol spoken to it.
+    pub protocol: Protocol,
+    /// URI authority for requests to it (built once).
+    pub authority: http::uri::Authority,
+    /// Its connections.
+    pub pool: Arc<crate::client::ConnPool>,
+    in_flight: AtomicU32,
+    stats: Mutex<Stats>,
+    load_stream: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Stats {
+    rtt: PeakEwma,
+    /// How long response bodies take from first byte to end (generation time for a stream).
+    body: Ewma,
+    health: Health,
+    /// The endpoint's last load report and when its figures were read (process clock).
+    reported: Option<(LoadReport, u64)>,
+    /// A 429/503 answer makes the endpoint costlier until then.
+    penalty_until_ns: u64,
+}
+
+impl Endpoint {
+    /// A fresh endpoint with the configured default RTT.
+    pub fn new(addr: SocketAddr, protocol: Protocol, default_rtt: Duration) -> Endpoint {
+        let authority = http::uri::Authority::try_from(addr.to_string().as_str())
+            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
+        Endpoint {
+            addr,
+            protocol,
+            authority,
+            pool: Arc::default(),
+            load_stream: false.into(),
+            in_flight: AtomicU32::new(0),
+            stats: Mutex::new(Stats {
+                rtt: PeakEwma::new(default_rtt, crate::now_ns()),
+                body: Ewma::new(crate::now_ns()),
+                health: Health::default(),
+                reported: None,
+                penalty_until_ns: 0,
+            }),
+        }
+    }
+
+    fn stats(&self) -> MutexGuard<'_, Stats> {
+        crate::lock(&self.stats)
+    }
+
+    /// Requests in flight from this proxy.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn start(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard::new(Arc::clone(self))
+    }
+
+    /// The request counted by [`Endpoint::start`] is over.
+    pub(super) fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether the endpoint is not ejected at `now_ns`.
+    pub fn available(&self, now_ns: u64) -> bool {
+        self.stats().health.available(now_ns)
+    }
+
+    /// The balancer's cost at `now_ns`, and the age of the reported load it used (if any).
+    pub fn cost(&self, now_ns: u64, settings: &Settings, policy: &Policy) -> (f64, Option<u64>) {
+        let st = self.stats();
+        let rtt_ns = st.rtt.get(now_ns, settings.ewma_decay);
+        let body_ns = st.body.get(now_ns, settings.ewma_decay);
+        let mut load = LoadInputs { rtt_ns, body_ns, in_flight: self.in_flight(), ..Default::default() };
+        let mut age = None;
+        if policy.algorithm == Algorithm::P2c {
+            if let Some((r, at)) = &st.reported {
+                let a = now_ns.saturating_sub(*at);
+                if a <= settings.load_staleness.as_nanos() as u64 {
+                    load.queue_depth = r.queue_depth.unwrap_or(0.0);
+                    load.kv_use = r.kv_use.unwrap_or(0.0);
+                    age = Some(a);
+                }
+            }
+            load.penalized = now_ns < st.penalty_until_ns;
+        }
+        (balance::cost(&load, &policy.weights), age)
+    }
+
+    /// Records a load report received at `now_ns`.
+    pub fn report(&self, r: LoadReport, now_ns: u64) {
+        let age = r.age.map_or(0, |a| a.as_nanos() as u64);
+        self.stats().reported = Some((r, now_ns.saturating_sub(age)));
+    }
+
+    /// Whether this call is the first to claim the endpoint's load stream (whoever gets `true`
+    /// starts following it; every later call gets `false`).
+    pub fn claim_load_stream(&self) -> bool {
+        !self.load_stream.swap(true, Ordering::Relaxed)
+    }
+
+    /// Makes the endpoint costlier until `until_ns` (after a 429 or 503 answer).
+    pub fn penalize(&self, until_ns: u64) {
+        let mut st = self.stats();
+        st.penalty_until_ns = st.penalty_until_ns.max(until_ns);
+    }
+
+    /// Current latency estimate in seconds, as the cost uses it: time to first byte plus body
+    /// streaming time (for metrics).
+    pub fn rtt_seconds(&self, now_ns: u64, decay: Duration) -> f64 {
+        let st = self.stats();
+        (st.rtt.get(now_ns, decay) + st.body.get(now_ns, decay)) / 1e9
+    }
+
+    /// Whether the endpoint is ejected at `now_ns` (for metrics).
+    pub fn ejected(&self, now_ns: u64) -> bool {
+        !self.available(now_ns)
+    }
+
+    /// Records a response's timings: its time to the first body byte, and how long the body took
+    /// from that byte to its end, capped at [`MAX_BODY_SAMPLE`] so that a long-lived stream (a
+    /// watch, a gRPC feed) cannot mark an endpoint slow for long. One lock for both.
+    pub fn observe(&self, first_byte: Option<Duration>, body: Option<Duration>, decay: Duration) {
+        let now = crate::now_ns();
+        let mut st = self.stats();
+        if let Some(rtt) = first_byte {
+            st.rtt.observe(rtt, now, decay);
+        }
+        if let Some(took) = body {
+            st.body.observe(took.min(MAX_BODY_SAMPLE), now, decay);
+        }
+    }
+
+    /// Records an outcome; logs an ejection.
+    pub fn record(&self, outcome: Outcome, policy: &EjectionPolicy) {
+        let now = crate::now_ns();
+        if let Some(d) = self.stats().health.record(outcome, now, policy) {
+            tracing::warn!(endpoint = %self.addr, ?outcome, "endpoint ejected for {d:?}");
+        }
+    }
+}
+
+/// The longest body streaming time one response adds to its endpoint's estimate.
+pub const MAX_BODY_SAMPLE: Duration = Duration::from_secs(30);

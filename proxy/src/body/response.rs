@@ -1,0 +1,97 @@
+//! The body sent back to the client.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// What an upstream response body tells whoever sent the request, as it streams: the balancer
+/// times the first byte and the end, and gives the connection back when the body ended cleanly.
+/// Dropping it without [`Completion::finish`] means the body broke off.
+pub trait Completion: Send + std::fmt::Debug {
+    /// The first data frame arrived.
+    fn first_byte(&mut self);
+    /// The body ended cleanly.
+    fn finish(self: Box<Self>);
+}
+
+/// The body sent back to the client.
+#[derive(Debug)]
+pub enum RespBody {
+    /// Streamed from the endpoint; the completion hears of its first byte and its end.
+    Upstream {
+        /// The endpoint's body.
+        body: Incoming,
+        /// Told when the body starts and ends; dropped when the response is done.
+        done: Option<Box<dyn Completion>>,
+    },
+    /// A body made by the proxy (errors, admin).
+    Full(Option<Bytes>),
+    /// A stream made by the proxy (the load stream), chunk by chunk.
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl RespBody {
+    /// A body of the given bytes.
+    pub fn full(b: impl Into<Bytes>) -> RespBody {
+        RespBody::Full(Some(b.into()))
+    }
+
+    /// No body.
+    pub fn empty() -> RespBody {
+        RespBody::Full(None)
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            RespBody::Upstream { body, done } => {
+                let p = Pin::new(&mut *body).poll_frame(cx);
+                match &p {
+                    // A clean end, seen either as the end of the stream or as a last frame.
+                    Poll::Ready(None) => {
+                        if let Some(d) = done.take() {
+                            d.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
+                        if let Some(d) = done.take() {
+                            d.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame))) if frame.is_data() => {
+                        if let Some(d) = done.as_mut() {
+                            d.first_byte();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => drop(done.take()),
+                    _ => {}
+                }
+                p
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Full(b) => b.is_none(),
+            RespBody::Channel(_) => false,
+            RespBody::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RespBody::Channel(_) => SizeHint::default(),
+            RespBody::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}

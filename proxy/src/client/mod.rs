@@ -1,0 +1,9 @@
+//! The proxy's HTTP client side: connections to endpoints ([`connect`]), per-endpoint pools
+//! ([`pool`]) and the request head an endpoint receives ([`headers`]).
+
+pub mod connect;
+pub mod headers;
+pub mod pool;
+
+pub use connect::{SendError, open_h1, open_h2};
+pub use pool::{ConnPool, PooledConn, send};

@@ -1,0 +1,124 @@
+//! One immutable snapshot of everything a request needs: the routing table, each backend's live
+//! endpoint state (reused from the previous snapshot where the endpoint is the same) and the
+//! metric handles of every route.
+
+use crate::balance::{Backend, Endpoint, Policy};
+use crate::metrics::{Direction, Metrics, RouteStats};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use vane_route::Table;
+use vane_route::config::Protocol;
+
+/// Metric handles of one route: `(backend index, stats)` for each backend of its split.
+pub type BackendStats = Vec<(usize, Arc<RouteStats>)>;
+
+/// Everything a request needs, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The validated routing table.
+    pub table: Table,
+    /// Runtime backends, index-aligned with `table.backends`.
+    pub backends: Vec<Arc<Backend>>,
+    /// The inbound target.
+    pub inbound: Option<Arc<Backend>>,
+    /// Increases with each applied config.
+    pub version: u64,
+    /// Metric handles: `[service][route]` → `(backend index, stats)` for each backend of the split.
+    pub route_stats: Vec<Vec<BackendStats>>,
+    /// Metric handles for the inbound target.
+    pub inbound_stats: Arc<RouteStats>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing endpoint state and clients from `prev` where they still apply.
+    pub fn build(table: Table, prev: Option<&Snapshot>, version: u64, metrics: &Metrics) -> Snapshot {
+        let mut known: HashMap<(SocketAddr, Protocol), Arc<Endpoint>> = HashMap::new();
+        if let Some(p) = prev {
+            for b in p.backends.iter().chain(p.inbound.iter()) {
+                for e in &b.endpoints {
+                    known.insert((e.addr, e.protocol), Arc::clone(e));
+                }
+            }
+        }
+        let s = &table.settings;
+        let settings = Arc::new(s.clone());
+        let load_age = &metrics.load_age;
+        let backend = |name: Arc<str>, endpoints: Vec<Arc<Endpoint>>, policy: Policy| {
+            Arc::new(Backend {
+                name,
+                endpoints,
+                policy,
+                rr: AtomicUsize::new(0),
+                settings: Arc::clone(&settings),
+                load_age: load_age.clone(),
+            })
+        };
+        let mut endpoint = |addr: SocketAddr, proto: Protocol| {
+            Arc::clone(
+                known.entry((addr, proto)).or_insert_with(|| Arc::new(Endpoint::new(addr, proto, s.default_rtt))),
+            )
+        };
+        let backends: Vec<Arc<Backend>> = table
+            .backends
+            .iter()
+            .map(|b| {
+                let endpoints = b.endpoints.iter().map(|a| endpoint(*a, b.protocol)).collect();
+                backend(Arc::clone(&b.name), endpoints, Policy { algorithm: b.algorithm, weights: b.cost })
+            })
+            .collect();
+        let inbound = table.inbound.as_ref().map(|ib| {
+            let endpoints = vec![endpoint(ib.forward_to, ib.protocol)];
+            backend("inbound".into(), endpoints, Policy { algorithm: s.algorithm, weights: s.cost })
+        });
+        for (b, rt) in table.backends.iter().zip(backends.iter()) {
+            if b.load_stream {
+                rt.endpoints.iter().for_each(follow_load_stream);
+            }
+        }
+        let route_stats = table
+            .services
+            .iter()
+            .map(|svc| {
+                svc.routes
+                    .iter()
+                    .map(|r| {
+                        r.split
+                            .entries()
+                            .map(|(b, _)| {
+                                (
+                                    b,
+                                    metrics.route_stats(
+                                        Direction::Outbound,
+                                        &svc.name,
+                                        &r.name,
+                                        &table.backends[b].name,
+                                    ),
+                                )
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let inbound_name: Arc<str> = "inbound".into();
+        let inbound_stats = metrics.route_stats(Direction::Inbound, &inbound_name, &"-".into(), &inbound_name);
+        Snapshot { table, backends, inbound, version, route_stats, inbound_stats }
+    }
+
+    /// Metric handles for a routed request.
+    pub fn stats(&self, service: usize, route: usize, backend: usize) -> Option<&Arc<RouteStats>> {
+        self.route_stats.get(service)?.get(route)?.iter().find(|(b, _)| *b == backend).map(|(_, s)| s)
+    }
+}
+
+/// Starts following an endpoint's load stream, once per endpoint (the task ends when the endpoint
+/// is dropped from the config). Needs a running tokio runtime; does nothing without one.
+fn follow_load_stream(ep: &Arc<Endpoint>) {
+    if ep.claim_load_stream()
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
+        rt.spawn(crate::load::peer::follow(Arc::downgrade(ep)));
+    }
+}

@@ -1,0 +1,86 @@
+//! Outbound routing: authority → service → route → weighted backend.
+
+use super::facts::{authority_conflict, content_length, grpc_timeout, request_host};
+use super::sniff::read_prefix;
+use super::{Routed, Unrouted};
+use crate::balance::Target;
+use crate::body::ReqBody;
+use crate::config::Snapshot;
+use crate::error::ProxyError;
+use crate::metrics::{Name, Tag};
+use http::Request;
+use hyper::body::{Body, Incoming};
+use std::sync::Arc;
+use vane_route::matching::RequestFacts;
+use vane_route::model::{model_from_json_prefix, model_from_kserve_path};
+use vane_route::split::sticky_hash;
+
+fn fail(e: ProxyError, service: Option<&Arc<str>>) -> Unrouted {
+    (e, service.map(|s| Tag::Service(Name(Arc::clone(s)))))
+}
+
+/// Routes one outbound request by the snapshot's table. A model match may read a bounded prefix
+/// of the body (replayed); a small body of known length is read whole so that it can be retried.
+pub async fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Result<Routed, Unrouted> {
+    let settings = &snap.table.settings;
+    if let Some(why) = authority_conflict(&req) {
+        return Err(fail(ProxyError::BadRequest(why), None));
+    }
+    let Some(host) = request_host(&req) else {
+        return Err(fail(ProxyError::BadRequest("no authority or Host header"), None));
+    };
+    let Some(svc_idx) = snap.table.service_index(host) else {
+        return Err(fail(ProxyError::UnknownService(host.to_string()), None));
+    };
+    let service = &snap.table.services[svc_idx];
+    let (parts, body) = req.into_parts();
+    let svc_name = Some(&service.name);
+    let length = content_length(&parts.headers);
+    if length.is_some_and(|n| n > settings.max_body_bytes) {
+        return Err(fail(ProxyError::BodyTooLarge(settings.max_body_bytes), svc_name));
+    }
+    let path = parts.uri.path();
+    let path_model = if service.needs_model { model_from_kserve_path(path) } else { None };
+    let sniff = service.needs_model && path_model.is_none();
+    // Small bodies of known length are read whole, so that a failed connection can be retried.
+    let small = length.is_some_and(|n| n <= settings.max_sniff_bytes as u64);
+    let body = if body.is_end_stream() {
+        ReqBody::Empty
+    } else if sniff || small {
+        read_prefix(body, settings.max_sniff_bytes, settings.max_body_bytes).await.map_err(|e| fail(e, svc_name))?
+    } else {
+        ReqBody::stream(None, body, settings.max_body_bytes, settings.max_body_bytes)
+    };
+    let body_model = match (&body, sniff) {
+        (ReqBody::Full(Some(b)), true) | (ReqBody::Stream { prefix: Some(b), .. }, true) => model_from_json_prefix(b),
+        _ => None,
+    };
+    let facts = RequestFacts {
+        method: &parts.method,
+        path,
+        headers: &parts.headers,
+        model: path_model.or(body_model.as_deref()),
+    };
+    let Some(route_idx) = service.select_index(&facts) else {
+        return Err(fail(ProxyError::NoRoute(service.name.to_string()), svc_name));
+    };
+    let route = &service.routes[route_idx];
+    let draw = match route.sticky.as_ref().and_then(|h| parts.headers.get(h)) {
+        Some(v) => sticky_hash(v.as_bytes()),
+        None => fastrand::u64(..),
+    };
+    let Some((backend, stats)) = route.split.pick(draw).and_then(|b| Some((b, snap.stats(svc_idx, route_idx, b)?)))
+    else {
+        return Err(fail(ProxyError::NoRoute(service.name.to_string()), svc_name));
+    };
+    let Some(backend) = snap.backends.get(backend) else {
+        return Err(fail(ProxyError::NoEndpoint(service.name.to_string()), svc_name));
+    };
+    let mut timeout = route.timeout.unwrap_or(settings.response_timeout);
+    if grpc && let Some(t) = grpc_timeout(&parts.headers) {
+        timeout = timeout.min(t);
+    }
+    let mut req = Request::from_parts(parts, body);
+    req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout });
+    Ok((req, Tag::Route(Arc::clone(stats))))
+}

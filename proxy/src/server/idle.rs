@@ -1,0 +1,79 @@
+//! The idle timeout: a connection with no byte read or written for a while is shut down.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Resolves once no byte has been read or written for at least `idle` (at most 1.5 × `idle`).
+pub(super) async fn idle_for(ops: &AtomicU64, idle: Duration) {
+    // Internal: counting I/O operations and sampling the count on a coarse tick costs one
+    // relaxed increment per read or write, where a timestamp per operation would read the clock.
+    let tick = idle / 2;
+    let mut seen = ops.load(Ordering::Relaxed);
+    let mut quiet_ticks = 0;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = ops.load(Ordering::Relaxed);
+        if now == seen {
+            quiet_ticks += 1;
+            if quiet_ticks >= 2 {
+                return;
+            }
+        } else {
+            seen = now;
+            quiet_ticks = 0;
+        }
+    }
+}
+
+/// A socket that counts its completed reads and writes (for the idle timeout).
+pub(super) struct IdleIo {
+    pub(super) inner: TcpStream,
+    pub(super) ops: Arc<AtomicU64>,
+}
+
+impl IdleIo {
+    fn touch<T>(&self, p: &Poll<std::io::Result<T>>) {
+        if let Poll::Ready(Ok(_)) = p {
+            self.ops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for IdleIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let p = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.touch(&p);
+        p
+    }
+}
+
+impl AsyncWrite for IdleIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let p = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.touch(&p);
+        p
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let p = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.touch(&p);
+        p
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

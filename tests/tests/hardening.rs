@@ -96,7 +96,11 @@ async fn a_request_head_that_never_ends_is_cut_off_after_header_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbound_listener_holds_at_most_max_connections() {
     let a = Backend::start("a").await;
-    let cfg = format!("proxy: {{ limits: {{ max_connections: 20 }} }}\n{}", split_config(&[("a", &[a.addr], 1)], ""));
+    // header_read is long so that the held heads below stay open whatever its default.
+    let cfg = format!(
+        "proxy: {{ limits: {{ max_connections: 20 }}, timeouts: {{ header_read: 30s }} }}\n{}",
+        split_config(&[("a", &[a.addr], 1)], "")
+    );
     let proxy = Proxy::start(&cfg);
     let open = |m: &str| metric(m, "vane_listener_connections{", &["listener=\"outbound\""]);
     let limited = |m: &str| metric(m, "vane_listener_connections_limited_total", &["listener=\"outbound\""]);

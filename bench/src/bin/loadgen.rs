@@ -562,3 +562,31 @@ fn main() -> anyhow::Result<()> {
     }
     std::process::exit(0);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_sent_counts_and_failures_never_look_fast() {
+        let stats = Stats::new(Duration::from_secs(5));
+        let start = Instant::now();
+        let at = move |i: u64| start + Duration::from_millis(i);
+        for id in 0..4 {
+            stats.schedule(id);
+        }
+        stats.record(Some(0), Outcome::Ok, Duration::from_millis(1));
+        // A fast refusal enters as the timeout, above every success.
+        stats.record(Some(1), Outcome::Status, Duration::from_micros(50));
+        stats.record(Some(2), Outcome::Error, Duration::from_micros(50));
+        stats.cut(at);
+        // Finishing after the cut does not count it twice.
+        stats.record(Some(3), Outcome::Ok, Duration::from_millis(1));
+        let t = stats.lock();
+        assert_eq!((t.ok, t.status_errors, t.errors, t.incomplete), (1, 1, 1, 1));
+        assert_eq!(t.all.len(), 4);
+        assert_eq!(t.ok_hist.len(), 1);
+        assert!(t.all.value_at_quantile(0.75) >= 4_990_000_000, "failures enter as the 5 s timeout");
+        assert!(t.all.min() < 2_000_000, "the success and the cut-off request (open ~0 ms) stay low");
+    }
+}

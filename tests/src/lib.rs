@@ -262,6 +262,75 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A response read off a raw socket: status, header lines in wire order, and body.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawAnswer {
+    /// Parses `HTTP/1.x NNN reason\r\nname: value\r\n...\r\n\r\nbody`; `None` if it is not that.
+    pub fn parse(text: &str) -> Option<RawAnswer> {
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next()?;
+        if !status_line.starts_with("HTTP/1.") {
+            return None;
+        }
+        let status = status_line.get(9..12)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Some(RawAnswer { status, headers, body: body.to_string() })
+    }
+
+    /// Every value of header `name` (case-insensitive), in wire order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().filter(|(k, _)| *k == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// The single value of header `name`, or "" when it is absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.header_values(name).first().copied().unwrap_or("")
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds (true) or `within` has passed (false).
+pub async fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Like [`wait_until`], for a condition that must itself await (a request, say).
+pub async fn wait_until_async<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The value of a metric line (first whose text contains every `needle`).
 pub fn metric(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
     text.lines()

@@ -133,8 +133,7 @@ async fn blue_green_from_the_control_service_without_a_failed_request() {
     let v = proxy.version();
     control.tables.send_replace(tables(&[(&blue, 90), (&green, 10)]));
     proxy.wait_version(v + 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(green.hits() > 0, "canary got nothing at 90/10");
+    assert!(wait_until(Duration::from_secs(5), || green.hits() > 0).await, "canary got nothing at 90/10");
     control.tables.send_replace(tables(&[(&blue, 0), (&green, 100)]));
     proxy.wait_version(v + 2);
     for _ in 0..30 {
@@ -158,7 +157,8 @@ async fn a_control_service_restart_does_not_interrupt_traffic() {
     assert_eq!(get(&client, "llm.models", "/", &[]).await.unwrap().served_by(), "a");
 
     control.down.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let disconnected = || admin_get(proxy.admin, "/ready").is_ok_and(|(_, b)| b.contains("control: disconnected"));
+    assert!(wait_until(Duration::from_secs(5), disconnected).await, "the proxy never noticed the control service went");
     // Down: the proxy serves on with what it has, and says so.
     for _ in 0..20 {
         assert_eq!(get(&client, "llm.models", "/", &[]).await.unwrap().served_by(), "a");

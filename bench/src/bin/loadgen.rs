@@ -12,10 +12,22 @@
 //! Closed loop (`--closed`): every connection (× stream, for h2c) sends back to
 //! back for the duration; latency is measured from the actual send.
 //!
+//! Every request sent counts in the latency figures, so a target cannot look
+//! faster by failing requests or by leaving them unanswered:
+//! - a 2xx answer enters with its latency;
+//! - a failed request (non-2xx, transport error, timeout) enters as the
+//!   per-request timeout (`--timeout`): no success came within it, and it ranks
+//!   above every success (a success always takes less than the timeout);
+//! - a request still open when the drain period ends (open loop) enters with
+//!   the time it had been open by then, a lower bound (as `bench/routing` does
+//!   for cut-off requests), and the figures are marked `censored`.
+//!
+//! The 2xx answers alone are reported too (`ok_*`).
+//!
 //! Prints one JSON line on stdout. Only loopback targets are accepted and runs
 //! are limited to 20 s.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -193,41 +205,101 @@ async fn exchange(target: &Target, slot: &mut Option<Sender>) -> Outcome {
     }
 }
 
+/// What the requests came to. Everything sits under one lock so that a request
+/// is either recorded or cut off at the end of the drain, never both or neither.
+#[derive(Debug)]
+struct Tally {
+    /// Every request sent (ns): failures as the timeout, cut-off ones as the time open.
+    all: Histogram<u64>,
+    /// 2xx answers only (ns).
+    ok_hist: Histogram<u64>,
+    ok: u64,
+    status_errors: u64,
+    errors: u64,
+    /// Requests still open when the drain ended (open loop).
+    incomplete: u64,
+    /// Open-loop requests scheduled and not yet recorded, by index.
+    pending: HashSet<u64>,
+}
+
 #[derive(Debug)]
 struct Stats {
-    hist: Mutex<Histogram<u64>>,
-    ok: AtomicU64,
-    status_errors: AtomicU64,
-    errors: AtomicU64,
-    in_flight: AtomicU64,
+    tally: Mutex<Tally>,
+    /// How a failed request enters `all`.
+    failed_as: Duration,
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Stats {
-    fn new() -> Self {
+    fn new(failed_as: Duration) -> Self {
+        // Nanoseconds, 1 µs .. 120 s, 3 significant figures.
+        let hist = || Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds");
         Stats {
-            // Nanoseconds, 1 µs .. 120 s, 3 significant figures.
-            hist: Mutex::new(Histogram::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds")),
-            ok: AtomicU64::new(0),
-            status_errors: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
+            tally: Mutex::new(Tally {
+                all: hist(),
+                ok_hist: hist(),
+                ok: 0,
+                status_errors: 0,
+                errors: 0,
+                incomplete: 0,
+                pending: HashSet::new(),
+            }),
+            failed_as,
         }
     }
 
-    fn record(&self, outcome: Outcome, latency: Duration) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().expect("stats")
+    }
+
+    /// Open loop: request `id` is scheduled (it counts from now on, queued or sent).
+    fn schedule(&self, id: u64) {
+        self.lock().pending.insert(id);
+    }
+
+    /// Records a finished request; `id` is the open-loop index (`None` in closed loop). A request
+    /// already counted as incomplete at the end of the drain is not recorded again.
+    fn record(&self, id: Option<u64>, outcome: Outcome, latency: Duration) {
+        let mut t = self.lock();
+        if let Some(id) = id
+            && !t.pending.remove(&id)
+        {
+            return;
+        }
         match outcome {
             Outcome::Ok => {
-                self.ok.fetch_add(1, Ordering::Relaxed);
-                let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-                self.hist.lock().expect("histogram").saturating_record(ns);
+                t.ok += 1;
+                t.ok_hist.saturating_record(ns(latency));
+                t.all.saturating_record(ns(latency));
             }
-            Outcome::Status => {
-                self.status_errors.fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Error => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
+            Outcome::Status | Outcome::Error => {
+                if outcome == Outcome::Status {
+                    t.status_errors += 1;
+                } else {
+                    t.errors += 1;
+                }
+                t.all.saturating_record(ns(latency.max(self.failed_as)));
             }
         }
+    }
+
+    /// End of the drain: every request still pending enters as the time it has been open (a
+    /// lower bound on its latency) and is counted as incomplete.
+    fn cut(&self, scheduled_at: impl Fn(u64) -> Instant) {
+        let now = Instant::now();
+        let mut t = self.lock();
+        let pending = std::mem::take(&mut t.pending);
+        for id in pending {
+            t.incomplete += 1;
+            t.all.saturating_record(ns(now.saturating_duration_since(scheduled_at(id))));
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.lock().pending.len()
     }
 }
 
@@ -321,33 +393,32 @@ async fn open_loop(
     let interval = 1e9 / rate; // ns
     let mut lag = Histogram::<u64>::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds");
     let start = Instant::now();
+    let scheduled_at = move |i: u64| start + Duration::from_nanos((i as f64 * interval) as u64);
     let mut i: u64 = 0;
     while i < total {
         let now = Instant::now();
         let elapsed_ns = now.duration_since(start).as_nanos() as f64;
         let due = ((elapsed_ns / interval).floor() as u64 + 1).min(total);
         while i < due {
-            let scheduled = start + Duration::from_nanos((i as f64 * interval) as u64);
-            lag.saturating_record(
-                u64::try_from(now.saturating_duration_since(scheduled).as_nanos()).unwrap_or(u64::MAX).max(1_000),
-            );
+            let scheduled = scheduled_at(i);
+            lag.saturating_record(ns(now.saturating_duration_since(scheduled)).max(1_000));
             let (target, pool, stats) = (target.clone(), pool.clone(), stats.clone());
-            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            stats.schedule(i);
+            let id = i;
             tokio::spawn(async move {
                 let permit = pool.permits.acquire().await.expect("semaphore open");
                 let mut slot = pool.slots.lock().expect("pool").pop_front().expect("permit implies a slot");
                 let outcome = exchange(&target, &mut slot).await;
-                stats.record(outcome, scheduled.elapsed());
+                stats.record(Some(id), outcome, scheduled.elapsed());
                 pool.slots.lock().expect("pool").push_back(slot);
                 drop(permit);
-                stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             });
             i += 1;
         }
         if i >= total {
             break;
         }
-        let next = start + Duration::from_nanos((i as f64 * interval) as u64);
+        let next = scheduled_at(i);
         let wait = next.saturating_duration_since(Instant::now());
         if wait > Duration::from_millis(2) {
             tokio::time::sleep(wait - Duration::from_millis(1)).await;
@@ -358,9 +429,10 @@ async fn open_loop(
     }
     let end_of_schedule = start + Duration::from_secs_f64(duration);
     let drain_until = Instant::now().max(end_of_schedule) + Duration::from_secs_f64(drain);
-    while stats.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_until {
+    while stats.pending() > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
+    stats.cut(scheduled_at);
     let elapsed = start.elapsed().max(Duration::from_secs_f64(duration));
     RunResult { sent: total, elapsed, lag: Some(lag) }
 }
@@ -377,7 +449,7 @@ async fn closed_loop(target: Arc<Target>, slots: Vec<Option<Sender>>, duration: 
                 let t0 = Instant::now();
                 sent.fetch_add(1, Ordering::Relaxed);
                 let outcome = exchange(&target, &mut slot).await;
-                stats.record(outcome, t0.elapsed());
+                stats.record(None, outcome, t0.elapsed());
             }
         }));
     }
@@ -413,23 +485,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let target = Arc::new(parse_target(&args)?);
     let slots = open_slots(&target, args.connections, args.streams).await?;
-    let stats = Arc::new(Stats::new());
+    let stats = Arc::new(Stats::new(target.timeout));
     let res = match rate {
         Some(r) => open_loop(target.clone(), slots, r, args.duration, args.drain, stats.clone()).await,
         None => closed_loop(target.clone(), slots, args.duration, stats.clone()).await,
     };
-    let ok = stats.ok.load(Ordering::Relaxed);
-    let status_errors = stats.status_errors.load(Ordering::Relaxed);
-    let errors = stats.errors.load(Ordering::Relaxed);
+    let t = stats.lock();
+    let (ok, status_errors, errors, incomplete) = (t.ok, t.status_errors, t.errors, t.incomplete);
     let completed = ok + status_errors;
-    let incomplete = res.sent.saturating_sub(completed + errors);
-    let hist = stats.hist.lock().expect("histogram").clone();
-    let pct = |q: f64| {
-        if hist.is_empty() { 0.0 } else { us(hist.value_at_quantile(q)) }
-    };
     let secs = res.elapsed.as_secs_f64();
+    // p50, p90, p99, p99.9, max and mean of a histogram, in µs.
+    let figures = |h: &Histogram<u64>| {
+        if h.is_empty() {
+            return [0.0; 6];
+        }
+        let q = |x: f64| us(h.value_at_quantile(x));
+        [q(0.5), q(0.9), q(0.99), q(0.999), us(h.max()), (h.mean() / 100.0).round() / 10.0]
+    };
+    let [p50, p90, p99, p999, max, mean] = figures(&t.all);
+    let [ok50, ok90, ok99, ok999, okmax, okmean] = figures(&t.ok_hist);
     let mut out = format!(
-        "{{\"tool\":\"loadgen\",\"loop\":\"{}\",\"proto\":\"{}\",\"url\":\"{}\",\"connections\":{},\"streams\":{},\"rate\":{},\"duration_s\":{},\"elapsed_s\":{:.3},\"sent\":{},\"completed\":{},\"ok\":{},\"errors\":{},\"status_errors\":{},\"incomplete\":{},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{:.1}",
+        "{{\"tool\":\"loadgen\",\"loop\":\"{}\",\"proto\":\"{}\",\"url\":\"{}\",\"connections\":{},\"streams\":{},\"rate\":{},\"duration_s\":{},\"elapsed_s\":{:.3},\"sent\":{},\"completed\":{},\"ok\":{},\"errors\":{},\"status_errors\":{},\"incomplete\":{},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{},\"censored\":{},\"failed_as_us\":{},\"ok_p50_us\":{},\"ok_p90_us\":{},\"ok_p99_us\":{},\"ok_p999_us\":{},\"ok_max_us\":{},\"ok_mean_us\":{}",
         if rate.is_some() { "open" } else { "closed" },
         match args.proto {
             Proto::H1 => "h1",
@@ -448,12 +524,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         status_errors,
         incomplete,
         ok as f64 / secs,
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(0.999),
-        if hist.is_empty() { 0.0 } else { us(hist.max()) },
-        if hist.is_empty() { 0.0 } else { hist.mean() / 1000.0 },
+        p50,
+        p90,
+        p99,
+        p999,
+        max,
+        mean,
+        incomplete > 0,
+        us(ns(stats.failed_as)),
+        ok50,
+        ok90,
+        ok99,
+        ok999,
+        okmax,
+        okmean,
     );
     if let Some(lag) = res.lag {
         out.push_str(&format!(
@@ -477,4 +561,32 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     std::process::exit(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_sent_counts_and_failures_never_look_fast() {
+        let stats = Stats::new(Duration::from_secs(5));
+        let start = Instant::now();
+        let at = move |i: u64| start + Duration::from_millis(i);
+        for id in 0..4 {
+            stats.schedule(id);
+        }
+        stats.record(Some(0), Outcome::Ok, Duration::from_millis(1));
+        // A fast refusal enters as the timeout, above every success.
+        stats.record(Some(1), Outcome::Status, Duration::from_micros(50));
+        stats.record(Some(2), Outcome::Error, Duration::from_micros(50));
+        stats.cut(at);
+        // Finishing after the cut does not count it twice.
+        stats.record(Some(3), Outcome::Ok, Duration::from_millis(1));
+        let t = stats.lock();
+        assert_eq!((t.ok, t.status_errors, t.errors, t.incomplete), (1, 1, 1, 1));
+        assert_eq!(t.all.len(), 4);
+        assert_eq!(t.ok_hist.len(), 1);
+        assert!(t.all.value_at_quantile(0.75) >= 4_990_000_000, "failures enter as the 5 s timeout");
+        assert!(t.all.min() < 2_000_000, "the success and the cut-off request (open ~0 ms) stay low");
+    }
 }

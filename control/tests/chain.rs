@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use vane_control::tables::TableSettings;
-use vane_proxy::args::Running as Proxy;
+use vane_proxy::app::Running as Proxy;
 use vane_route::discovery::{HEARTBEAT, Subscription};
 use vane_route::{Config, Table};
 
@@ -257,7 +257,7 @@ async fn stop_control(control: Control) {
 /// Starts a proxy with an empty base config that follows the control service for `llm`, and
 /// waits until it is ready and routes `llm`.
 async fn start_proxy(control: SocketAddr) -> Proxy {
-    let opts = vane_proxy::args::Options {
+    let opts = vane_proxy::app::Options {
         // Only a file source is ever reloaded; the base config is the empty table below.
         source: vane_proxy::config::Source::Embedded,
         outbound: ANY_PORT,
@@ -269,7 +269,7 @@ async fn start_proxy(control: SocketAddr) -> Proxy {
             subscription: Subscription::from_query(Some(&format!("services={LLM}"))).unwrap(),
         }),
     };
-    let proxy = vane_proxy::args::start(opts, Table::from_config(Config::default()).unwrap()).await.unwrap();
+    let proxy = vane_proxy::app::start(opts, Table::from_config(Config::default()).unwrap()).await.unwrap();
     eventually("the proxy's first snapshot", async || support::get(proxy.admin, "/ready").await.0 == 200).await;
     // `/ready` can answer 200 a moment before the snapshot's routes are active (the proxy marks
     // its discovery state synced before it swaps the new table in), so wait for the routes too.

@@ -2,5 +2,5 @@
 //! real process (`CARGO_BIN_EXE_vane-proxy-test`). Same code as `vane-proxy`.
 
 fn main() {
-    std::process::exit(vane_proxy::args::main());
+    std::process::exit(vane_proxy::app::main());
 }

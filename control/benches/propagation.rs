@@ -15,14 +15,14 @@
 mod support;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::fake_api::{FakeApi, service};
-use vane_route::discovery::Lines;
+use vane_route::discovery::MAX_LINE_BYTES;
 
 struct Scenario {
     services: usize,
@@ -223,19 +223,14 @@ async fn subscribe(addr: std::net::SocketAddr, query: String, arrivals: Arc<Arri
     let req = hyper::Request::get(format!("http://{addr}/v1/discovery?{query}")).body(Empty::<Bytes>::new()).unwrap();
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
+    let mut lines = vane_runtime::ndjson::lines(resp.into_body(), MAX_LINE_BYTES);
     tokio::spawn(async move {
         let _send = send; // keep the connection's client half
-        let mut lines = Lines::default();
-        while let Some(Ok(frame)) = body.frame().await {
-            let Ok(data) = frame.into_data() else { continue };
-            lines.push(&data);
-            while let Some(line) = lines.next_line().unwrap() {
-                if line.starts_with(b"{\"type\":\"update\"") {
-                    arrivals.times.lock().unwrap().push(Instant::now());
-                } else if line.starts_with(b"{\"type\":\"snapshot\"") {
-                    arrivals.snapshots.fetch_add(1, Ordering::SeqCst);
-                }
+        while let Some(Ok(line)) = lines.next_line().await {
+            if line.starts_with("{\"type\":\"update\"") {
+                arrivals.times.lock().unwrap().push(Instant::now());
+            } else if line.starts_with("{\"type\":\"snapshot\"") {
+                arrivals.snapshots.fetch_add(1, Ordering::SeqCst);
             }
         }
     });

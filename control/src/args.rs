@@ -1,12 +1,13 @@
 //! Flags (and their environment variables) and the wiring of the binary.
 
-use crate::shutdown;
 use crate::tables::TableSettings;
 use anyhow::Context;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tracing::{info, warn};
+use vane_runtime::CancellationToken;
+use vane_runtime::signal::Signals;
 
 /// Vane's control service: watches Services, EndpointSlices and HTTPRoutes and streams routing
 /// tables to proxies. The Kubernetes client comes from `KUBECONFIG`/`~/.kube/config` or the
@@ -47,42 +48,23 @@ impl Args {
         let client = kube::Client::try_default()
             .await
             .context("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
-        let (trigger, shutdown) = shutdown::channel();
+        let mut signals = Signals::new().context("cannot install signal handlers")?;
+        let shutdown = CancellationToken::new();
         let settings = crate::Settings {
             listen,
             admin,
             tables: TableSettings { cluster_domain },
             heartbeat: vane_route::discovery::HEARTBEAT,
         };
-        let running = crate::start(client, settings, shutdown).await?;
-        signals().await;
-        info!("shutting down: closing discovery streams");
-        trigger.fire();
+        let running = crate::start(client, settings, shutdown.clone()).await?;
+        let signal = signals.recv().await;
+        info!("{signal}: shutting down: closing discovery streams");
+        shutdown.cancel();
         tokio::select! {
             _ = running.wait() => {}
-            _ = signals() => warn!("second signal: exiting now"),
+            _ = signals.recv() => warn!("second signal: exiting now"),
             _ = tokio::time::sleep(crate::server::SHUTDOWN_GRACE + Duration::from_secs(1)) => {}
         }
         Ok(())
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn signals() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -23,7 +23,6 @@ pub mod args;
 pub mod index;
 pub mod metrics;
 pub mod server;
-pub mod shutdown;
 pub mod state;
 pub mod tables;
 pub mod watch;
@@ -34,9 +33,9 @@ mod fixtures;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch as tokio_watch};
 use tokio::task::JoinHandle;
+use vane_runtime::CancellationToken;
 
 /// Settings of a running control service.
 #[derive(Clone, Debug)]
@@ -55,14 +54,11 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] vane_runtime::serve::BindError),
+    /// A bound listener has no address.
+    #[error("bound listener has no address: {0}")]
+    Address(#[source] std::io::Error),
 }
 
 /// A started control service.
@@ -95,13 +91,12 @@ impl Running {
 }
 
 /// Starts the watches, the store and both servers on the current tokio runtime.
-pub async fn start(client: kube::Client, settings: Settings, shutdown: shutdown::Shutdown) -> Result<Running, Error> {
-    let bind =
-        |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
-    let discovery_listener = bind(settings.listen).await?;
-    let admin_listener = bind(settings.admin).await?;
-    let listen = discovery_listener.local_addr().expect("bound socket has an address");
-    let admin = admin_listener.local_addr().expect("bound socket has an address");
+/// `shutdown` stops both servers (and ends every discovery stream) when cancelled.
+pub async fn start(client: kube::Client, settings: Settings, shutdown: CancellationToken) -> Result<Running, Error> {
+    let discovery_listener = vane_runtime::serve::bind(settings.listen)?;
+    let admin_listener = vane_runtime::serve::bind(settings.admin)?;
+    let listen = discovery_listener.local_addr().map_err(Error::Address)?;
+    let admin = admin_listener.local_addr().map_err(Error::Address)?;
 
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::new(&mut registry);
@@ -115,18 +110,12 @@ pub async fn start(client: kube::Client, settings: Settings, shutdown: shutdown:
 
     let disco =
         server::discovery::Discovery::new(snap_rx.clone(), metrics.clone(), settings.heartbeat, shutdown.clone());
-    let admin_handler = server::admin::Admin::new(registry, snap_rx.clone());
+    let admin_handler = server::admin::admin(registry, snap_rx.clone());
     let servers = vec![
-        tokio::spawn(server::serve(
-            discovery_listener,
-            move |req| std::future::ready(disco.handle(&req)),
-            shutdown.clone(),
-        )),
-        tokio::spawn(server::serve(
-            admin_listener,
-            move |req| std::future::ready(admin_handler.handle(&req)),
-            shutdown,
-        )),
+        tokio::spawn(server::serve(discovery_listener, move |req| disco.handle(&req), shutdown.clone())),
+        tokio::spawn(async move {
+            vane_runtime::admin::serve(admin_listener, admin_handler, server::http_options(), shutdown).await;
+        }),
     ];
     tracing::info!(%listen, %admin, "serving");
     Ok(Running { listen, admin, snapshots: snap_rx, servers, background })

@@ -238,10 +238,10 @@ impl Load {
 /// one takes its predecessor's address), and waits until it is ready.
 async fn start_control(fake: &FakeApi, listen: SocketAddr) -> Control {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (trigger, shutdown) = vane_control::shutdown::channel();
+    let trigger = vane_runtime::CancellationToken::new();
     let settings =
         vane_control::Settings { listen, admin: ANY_PORT, tables: TableSettings::default(), heartbeat: HEARTBEAT };
-    let running = vane_control::start(fake.client(), settings, shutdown).await.expect("control service starts");
+    let running = vane_control::start(fake.client(), settings, trigger.clone()).await.expect("control service starts");
     let control = Control { running, trigger };
     control.ready().await;
     control
@@ -250,7 +250,7 @@ async fn start_control(fake: &FakeApi, listen: SocketAddr) -> Control {
 /// Stops the control service: streams end, servers stop.
 async fn stop_control(control: Control) {
     let Control { running, trigger } = control;
-    trigger.fire();
+    trigger.cancel();
     tokio::time::timeout(Duration::from_secs(6), running.wait()).await.expect("the control service stops");
 }
 

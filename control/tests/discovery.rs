@@ -250,7 +250,7 @@ async fn heartbeats_bad_requests_and_shutdown() {
 
     // Shutdown ends the streams (proxies reconnect elsewhere) and the servers stop.
     let Control { running, trigger } = control;
-    trigger.fire();
+    trigger.cancel();
     let end = tokio::time::timeout(Duration::from_secs(3), async {
         while sub.next(Duration::from_secs(3)).await.is_some() {}
     });

@@ -1,7 +1,8 @@
-//! The probe's HTTP surface on localhost: `/load`, `/orca`, `/metrics`, `/live`, `/ready`.
+//! The probe's HTTP surface on localhost: `/load`, `/orca`, `/metrics`, `/live`, `/ready`, on
+//! `vane_runtime::admin`.
 //!
 //! Every answer is built from the pre-rendered snapshot loaded once from its `ArcSwap`; `/load`
-//! costs one atomic load and one small copy.
+//! costs one atomic load and the serialization of one small document.
 //!
 //! `GET /load?watch=1` keeps the response open and writes one `/load` JSON line (NDJSON) per
 //! scrape, as soon as the scrape is done: the local proxy learns each reading at once instead of
@@ -11,18 +12,19 @@ use crate::metrics::{ProbeMetrics, content_type};
 use crate::snapshot::{ORCA_HEADER, OrcaReport, Rendered};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::{Body, Frame};
-use http_body_util::Full;
-use std::convert::Infallible;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
+use vane_runtime::CancellationToken;
+use vane_runtime::admin::{self, Admin, AdminBody, MetricsPage, Readiness};
+use vane_runtime::load_doc;
+use vane_runtime::ndjson::ChannelBody;
 
 /// What the poll loop and the HTTP handlers share.
 pub struct Shared {
@@ -54,24 +56,9 @@ impl Shared {
     }
 }
 
-/// A response body: a whole answer, or the lines of a `/load?watch=1` stream.
-#[derive(Debug)]
-pub enum ProbeBody {
-    /// A complete answer.
-    Full(Full<Bytes>),
-    /// One line per scrape until the client goes away.
-    Lines(mpsc::Receiver<Bytes>),
-}
-
-impl Body for ProbeBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            ProbeBody::Full(b) => Pin::new(b).poll_frame(cx),
-            ProbeBody::Lines(rx) => rx.poll_recv(cx).map(|line| line.map(|l| Ok(Frame::data(l)))),
-        }
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").field("ready", &self.ready.load(Ordering::Relaxed)).finish_non_exhaustive()
     }
 }
 
@@ -79,16 +66,16 @@ impl Body for ProbeBody {
 const WATCH_BUFFER: usize = 4;
 
 /// Whether the request asks for `/load` as a stream (`watch=1` or `watch=true`).
-pub fn wants_watch<B>(req: &Request<B>) -> bool {
-    req.method() == Method::GET
-        && req.uri().path() == "/load"
-        && req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=1" || kv == "watch=true"))
+pub fn wants_watch(req: &Parts) -> bool {
+    req.method == Method::GET
+        && req.uri.path() == load_doc::PATH
+        && req.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=1" || kv == "watch=true"))
 }
 
 /// Answers `/load?watch=1`: the current `/load` line at once, then one line per scrape. The
 /// writer task ends when the client disconnects or the probe stops.
-pub fn watch_load(shared: Arc<Shared>, mut stop: watch::Receiver<()>) -> Response<ProbeBody> {
-    let (tx, rx) = mpsc::channel::<Bytes>(WATCH_BUFFER);
+pub fn watch_load(shared: Arc<Shared>, stop: CancellationToken) -> Response<AdminBody> {
+    let (tx, body) = ChannelBody::channel(WATCH_BUFFER);
     let mut updates = shared.updates.subscribe();
     tokio::spawn(async move {
         loop {
@@ -101,83 +88,66 @@ pub fn watch_load(shared: Arc<Shared>, mut stop: watch::Receiver<()>) -> Respons
             }
             tokio::select! {
                 changed = updates.changed() => if changed.is_err() { return },
-                _ = stop.changed() => return,
+                _ = stop.cancelled() => return,
                 _ = tx.closed() => return,
             }
         }
     });
-    let mut resp = Response::new(ProbeBody::Lines(rx));
+    let mut resp = Response::new(body.boxed_unsync());
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(load_doc::STREAM_CONTENT_TYPE));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared").field("ready", &self.ready.load(Ordering::Relaxed)).finish_non_exhaustive()
-    }
+/// The probe's admin server: the built-in `/live`, `/ready` and `/metrics`, plus `/load`,
+/// `/load?watch=1` and `/orca`. `stop` ends the watch streams.
+pub fn admin(shared: Arc<Shared>, stop: CancellationToken) -> Admin {
+    let ready = shared.clone();
+    let metrics = shared.clone();
+    Admin::new()
+        .ready(move || match ready.ready.load(Ordering::Acquire) {
+            true => Readiness::Ready("ready\n".into()),
+            false => Readiness::NotReady("not ready: no good scrape yet\n".into()),
+        })
+        .metrics(move |headers| {
+            let snap = metrics.snapshot.load();
+            let now = Instant::now();
+            let openmetrics = admin::wants_openmetrics(headers);
+            let page = metrics.metrics.encode(snap.age(now), snap.is_stale(now), openmetrics);
+            Ok(MetricsPage { content_type: content_type(openmetrics), body: Bytes::from(page) })
+        })
+        .routes(move |req| route(req, &shared, &stop))
+        .hint("try /load, /load?watch=1, /orca, /metrics, /live or /ready")
 }
 
-/// Answers one request. Never fails: every path has an answer.
-pub fn handle<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-        resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
+/// `/load` (whole or watched) and `/orca`; `None` for any other path.
+fn route(req: &Parts, shared: &Arc<Shared>, stop: &CancellationToken) -> Option<Response<AdminBody>> {
+    if wants_watch(req) {
+        return Some(watch_load(shared.clone(), stop.clone()));
     }
     let now = Instant::now();
-    match req.uri().path() {
-        "/load" => {
-            let snap = shared.snapshot.load();
-            let mut resp = Response::new(Full::new(snap.load_body(now)));
+    match req.uri.path() {
+        load_doc::PATH => {
+            let mut resp = admin::full(StatusCode::OK, shared.snapshot.load().load_body(now));
             let h = resp.headers_mut();
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(load_doc::CONTENT_TYPE));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            resp
+            Some(resp)
         }
-        "/orca" => match shared.snapshot.load().orca(now) {
+        "/orca" => Some(match shared.snapshot.load().orca(now) {
             OrcaReport::Fresh(value) => {
                 let mut body = Vec::with_capacity(value.len() + 1);
                 body.extend_from_slice(value.as_bytes());
                 body.push(b'\n');
-                let mut resp = text_bytes(StatusCode::OK, Bytes::from(body));
+                let mut resp = admin::text(StatusCode::OK, body);
                 resp.headers_mut().insert(HeaderName::from_static(ORCA_HEADER), value);
                 resp
             }
-            OrcaReport::Unavailable(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
-        },
-        "/metrics" => {
-            let snap = shared.snapshot.load();
-            let openmetrics = wants_openmetrics(req);
-            let page = shared.metrics.encode(snap.age(now), snap.is_stale(now), openmetrics);
-            let mut resp = Response::new(Full::new(Bytes::from(page)));
-            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type(openmetrics)));
-            resp
-        }
-        "/live" => text(StatusCode::OK, "live\n"),
-        "/ready" if shared.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no good scrape yet\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /load, /load?watch=1, /orca, /metrics, /live or /ready\n"),
+            OrcaReport::Unavailable(why) => admin::text(StatusCode::SERVICE_UNAVAILABLE, why),
+        }),
+        _ => None,
     }
-}
-
-fn wants_openmetrics<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get_all(http::header::ACCEPT)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.contains("application/openmetrics-text")))
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    text_bytes(status, Bytes::from_static(body.as_bytes()))
-}
-
-fn text_bytes(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    resp
 }
 
 #[cfg(test)]
@@ -185,20 +155,29 @@ mod tests {
     use super::*;
     use crate::servers::{Figures, ServerKind};
     use crate::snapshot::{GoodReading, State};
-    use http_body_util::BodyExt;
+    use http::Request;
+    use http::header::ALLOW;
     use std::time::{Duration, SystemTime};
 
-    fn shared(state: &State) -> Shared {
+    fn shared(state: &State) -> Arc<Shared> {
         let s = Shared::new(Rendered::render(state, Duration::from_secs(1)));
         s.ready.store(state.last_good.is_some(), Ordering::Release);
-        s
+        Arc::new(s)
     }
 
     fn get(path: &str) -> Request<()> {
         Request::get(path).body(()).unwrap()
     }
 
-    async fn body(resp: Response<Full<Bytes>>) -> String {
+    fn handle(req: &Request<()>, s: &Arc<Shared>) -> Response<AdminBody> {
+        let mut copy = Request::new(());
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.headers_mut() = req.headers().clone();
+        admin(s.clone(), CancellationToken::new()).handle(copy)
+    }
+
+    async fn body(resp: Response<AdminBody>) -> String {
         String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
     }
 
@@ -224,7 +203,10 @@ mod tests {
         assert_eq!(handle(&get("/live"), &s).status(), StatusCode::OK);
         assert_eq!(handle(&get("/nope"), &s).status(), StatusCode::NOT_FOUND);
         let post = Request::post("/load").body(()).unwrap();
-        assert_eq!(handle(&post, &s).status(), StatusCode::METHOD_NOT_ALLOWED);
+        let refused = handle(&post, &s);
+        assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(refused.headers()[ALLOW], "GET, HEAD");
+        assert!(body(handle(&get("/nope"), &s)).await.contains("/load?watch=1"));
         let metrics = handle(&get("/metrics"), &s);
         assert!(metrics.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
         let om = Request::get("/metrics").header("accept", "application/openmetrics-text").body(()).unwrap();

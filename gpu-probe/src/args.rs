@@ -114,7 +114,11 @@ pub fn parse_and_run() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let probe = Probe::bind(args.config()).await?;
-        probe.run(shutdown_signal()).await
+        probe
+            .run(async {
+                vane_runtime::signal::shutdown().await;
+            })
+            .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,29 +130,6 @@ pub fn parse_and_run() -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Completes at the first SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! Wiring: the poll loop, the GPU thread and the HTTP server, started by [`Probe::run`].
 
-use crate::admin::{self, ProbeBody, Shared};
+use crate::admin::{self, Shared};
 use crate::error::Error;
 use crate::gpu::{self, GpuConfig, GpuReader, GpuUnavailable, GpuView};
 use crate::scrape::{ScrapeError, Scraper};
@@ -8,19 +8,15 @@ use crate::servers::{self, ReadError, Reading, ServerChoice, ServerKind};
 use crate::snapshot::{GoodReading, Rendered, State};
 use arc_swap::ArcSwap;
 use http::Uri;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
+use vane_runtime::CancellationToken;
+use vane_runtime::serve::HttpOptions;
 
 /// How long open HTTP connections get to finish when the probe stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -71,7 +67,7 @@ impl Probe {
     pub async fn bind(config: Config) -> Result<Probe, Error> {
         validate(&config)?;
         let listener =
-            TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
+            vane_runtime::serve::bind(config.listen).map_err(|e| Error::Bind { addr: e.addr, source: e.source })?;
         let shared = Arc::new(Shared::new(Rendered::render(&State::default(), config.stale_after)));
         Ok(Probe { config, listener, shared })
     }
@@ -88,16 +84,22 @@ impl Probe {
         let gpu_view = Arc::new(ArcSwap::from_pointee(GpuView::default()));
         let _gpu_task = start_gpu(&config.gpu, &gpu_view)?;
 
-        let (stop_tx, stop_rx) = watch::channel(());
-        let poller = tokio::spawn(poll_loop(config.clone(), shared.clone(), gpu_view, stop_rx.clone()));
-        let server = tokio::spawn(serve(listener, shared, stop_rx));
+        let stop = CancellationToken::new();
+        let poller = tokio::spawn(poll_loop(config.clone(), shared.clone(), gpu_view, stop.clone()));
+        let options = HttpOptions { grace: DRAIN_TIMEOUT, h2_keepalive: None, ..HttpOptions::default() };
+        let server = tokio::spawn(vane_runtime::admin::serve(
+            listener,
+            admin::admin(shared, stop.clone()),
+            options,
+            stop.clone(),
+        ));
         tracing::info!(
             %listen, metrics_url = %config.metrics_url, server = %config.server,
             interval = ?config.interval, "vane-gpu-probe started"
         );
         shutdown.await;
         tracing::info!("shutting down");
-        drop(stop_tx);
+        stop.cancel();
         let _ = poller.await;
         let _ = server.await;
         Ok(())
@@ -169,12 +171,7 @@ async fn poll_once(scraper: &Scraper, choice: ServerChoice) -> Result<Reading, P
     Ok(servers::read_page(&text, choice)?)
 }
 
-async fn poll_loop(
-    config: Config,
-    shared: Arc<Shared>,
-    gpu_view: Arc<ArcSwap<GpuView>>,
-    mut stop: watch::Receiver<()>,
-) {
+async fn poll_loop(config: Config, shared: Arc<Shared>, gpu_view: Arc<ArcSwap<GpuView>>, stop: CancellationToken) {
     let scraper = Scraper::new(config.metrics_url.clone(), config.scrape_timeout);
     let mut ticker = tokio::time::interval(config.interval);
     // A slow scrape delays the next one rather than causing a burst to catch up.
@@ -185,14 +182,14 @@ async fn poll_loop(
     loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
         let started = Instant::now();
         let started_wall = SystemTime::now();
         let outcome = tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = stop.cancelled() => break,
             r = poll_once(&scraper, config.server) => r,
         };
         shared.metrics.observe_scrape(started.elapsed());
@@ -260,46 +257,6 @@ impl ErrorStreak {
         }
         self.failures = 0;
         self.reason = None;
-    }
-}
-
-async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors, typically; back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let stop = stop.clone();
-        let service = service_fn(move |req| {
-            let resp = if admin::wants_watch(&req) {
-                admin::watch_load(shared.clone(), stop.clone())
-            } else {
-                admin::handle(&req, &shared).map(ProbeBody::Full)
-            };
-            async move { Ok::<_, Infallible>(resp) }
-        });
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::debug!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
 }
 

@@ -1,19 +1,20 @@
 //! The load snapshot that `/load` and `/orca` serve, rendered once per poll.
 //!
 //! The poll loop builds a [`Rendered`] from the latest [`State`] and swaps it in whole through
-//! an `ArcSwap`; a request loads it once and writes it out. Only the parts that depend on the
-//! moment of the request, the age of the figures and whether they are stale, are added per
-//! request, so staleness is exact even when the model server hangs mid-scrape and no poll
-//! completes.
+//! an `ArcSwap`; a request loads it once and writes it out as a `vane_runtime::load_doc::LoadDoc`
+//! (the one type the proxy reads it back with), borrowing from the snapshot. The age of the
+//! figures and whether they are stale are taken at the moment of the request, so staleness is
+//! exact even when the model server hangs mid-scrape and no poll completes.
 
 use crate::gpu::{GpuSnapshot, GpuView, unix_ms};
 use crate::servers::{Figures, ServerKind};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderValue;
-use serde::{Serialize, Serializer};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use vane_runtime::load_doc::LoadDoc;
 
 /// The name of the ORCA load-report header.
 pub const ORCA_HEADER: &str = "endpoint-load-metrics";
@@ -45,8 +46,16 @@ pub struct GoodReading {
 /// A pre-rendered snapshot.
 #[derive(Clone, Debug)]
 pub struct Rendered {
-    /// The JSON object without its last two fields and closing brace.
-    head: Bytes,
+    /// The server kind of the last good reading.
+    server: Option<ServerKind>,
+    /// Its figures.
+    figures: Figures,
+    /// The GPU side.
+    gpu: Arc<GpuView>,
+    /// The last scrape error.
+    error: Option<Arc<str>>,
+    /// When the figures were read, on the wall clock.
+    updated_unix_ms: Option<u64>,
     /// The ORCA header value, when there are figures to report.
     orca: Option<HeaderValue>,
     /// When the figures were read.
@@ -63,53 +72,19 @@ pub enum OrcaReport {
     Unavailable(&'static str),
 }
 
-#[derive(Serialize)]
-struct Head<'a> {
-    server: Option<ServerKind>,
-    #[serde(serialize_with = "number")]
-    queue_depth: Option<f64>,
-    #[serde(serialize_with = "number")]
-    running: Option<f64>,
-    kv_cache_usage: Option<f64>,
-    gpu: Option<&'a GpuSnapshot>,
-    gpu_status: Option<&'a str>,
-    error: Option<&'a str>,
-    updated_unix_ms: Option<u64>,
-}
-
-/// Writes integral counts as JSON integers (`3`, not `3.0`).
-fn number<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => s.serialize_i64(*x as i64),
-        Some(x) => s.serialize_f64(*x),
-        None => s.serialize_none(),
-    }
-}
-
 // === impl Rendered ===
 
 impl Rendered {
     /// Renders `state`. Pure apart from allocation.
     pub fn render(state: &State, stale_after: Duration) -> Rendered {
         let good = state.last_good.as_ref();
-        let figures = good.map(|g| g.figures).unwrap_or_default();
-        let gpu = state.gpu.snapshot.as_deref();
-        let head = Head {
-            server: good.map(|g| g.kind),
-            queue_depth: figures.queue_depth,
-            running: figures.running,
-            kv_cache_usage: figures.kv_cache_usage,
-            gpu,
-            gpu_status: state.gpu.status.as_deref(),
-            error: state.last_error.as_deref(),
-            updated_unix_ms: good.map(|g| unix_ms(g.at_wall)),
-        };
-        let mut json = serde_json::to_vec(&head).unwrap_or_else(|_| b"{}".to_vec());
-        // Drop the closing brace; `load_body` appends the per-request fields and closes it.
-        json.pop();
         Rendered {
-            head: Bytes::from(json),
-            orca: good.and_then(|g| orca_value(&g.figures, gpu)),
+            server: good.map(|g| g.kind),
+            figures: good.map(|g| g.figures).unwrap_or_default(),
+            gpu: state.gpu.clone(),
+            error: state.last_error.as_deref().map(Arc::from),
+            updated_unix_ms: good.map(|g| unix_ms(g.at_wall)),
+            orca: good.and_then(|g| orca_value(&g.figures, state.gpu.snapshot.as_deref())),
             figures_at: good.map(|g| g.at),
             stale_after,
         }
@@ -130,20 +105,30 @@ impl Rendered {
         self.figures_at.is_some()
     }
 
-    /// The `/load` body at `now`.
-    pub fn load_body(&self, now: Instant) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.head.len() + 40);
-        buf.put_slice(&self.head);
-        let mut tail = String::with_capacity(40);
-        match self.age(now) {
-            Some(age) => {
-                let _ = write!(tail, ",\"age_ms\":{},\"age_us\":{}", age.as_millis(), age.as_micros());
-            }
-            None => tail.push_str(",\"age_ms\":null,\"age_us\":null"),
+    /// The `/load` document at `now`, borrowing from the snapshot.
+    pub fn load_doc(&self, now: Instant) -> LoadDoc<'_, &GpuSnapshot> {
+        LoadDoc {
+            server: self.server.map(|k| Cow::Borrowed(k.as_str())),
+            queue_depth: self.figures.queue_depth,
+            running: self.figures.running,
+            kv_cache_usage: self.figures.kv_cache_usage,
+            gpu: self.gpu.snapshot.as_deref(),
+            gpu_status: self.gpu.status.as_deref().map(Cow::Borrowed),
+            error: self.error.as_deref().map(Cow::Borrowed),
+            updated_unix_ms: self.updated_unix_ms,
+            ..LoadDoc::default()
         }
-        let _ = write!(tail, ",\"stale\":{}}}", self.is_stale(now));
-        buf.put_slice(tail.as_bytes());
-        buf.freeze()
+        .with_age(self.age(now), self.is_stale(now))
+    }
+
+    /// The `/load` body at `now`: [`Rendered::load_doc`] as JSON.
+    pub fn load_body(&self, now: Instant) -> Bytes {
+        let mut buf = Vec::with_capacity(256);
+        // Plain fields and a derived GPU section: serializing cannot fail, but stay total.
+        match serde_json::to_writer(&mut buf, &self.load_doc(now)) {
+            Ok(()) => Bytes::from(buf),
+            Err(_) => Bytes::from_static(b"{}"),
+        }
     }
 
     /// The `/orca` answer at `now`.
@@ -236,6 +221,12 @@ mod tests {
             h.to_str().unwrap(),
             "TEXT named_metrics.queue_depth=3, named_metrics.running=5, named_metrics.kv_cache_usage=0.42"
         );
+        // What the proxy reads back with the shared type.
+        let (report, age) = vane_runtime::load_doc::parse_report(&r.load_body(now)).expect("fresh figures");
+        assert_eq!((report.queue_depth, report.running, report.kv_use), (Some(3.0), Some(5.0), Some(0.42)));
+        assert_eq!(age, Duration::from_millis(12));
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(vane_runtime::load_doc::parse_report(&r.load_body(later)), None, "stale figures are not used");
     }
 
     #[test]

@@ -13,7 +13,6 @@
 
 use super::{Body, text};
 use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
 use crate::state::{BackendEntry, ServiceBody, ServiceEntry, Snapshot};
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, StreamBody};
@@ -26,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use vane_route::discovery::{self, Subscription};
+use vane_runtime::CancellationToken;
 
 /// Messages buffered per subscriber before its task waits for the connection.
 const SUBSCRIBER_BUFFER: usize = 4;
@@ -43,7 +43,7 @@ pub struct Discovery {
     cache: Arc<MessageCache>,
     metrics: Metrics,
     heartbeat: Duration,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 }
 
 impl Discovery {
@@ -52,7 +52,7 @@ impl Discovery {
         snapshots: watch::Receiver<Arc<Snapshot>>,
         metrics: Metrics,
         heartbeat: Duration,
-        shutdown: Shutdown,
+        shutdown: CancellationToken,
     ) -> Discovery {
         Discovery { snapshots, cache: Arc::new(MessageCache::default()), metrics, heartbeat, shutdown }
     }
@@ -112,7 +112,7 @@ async fn subscriber(
     cache: Arc<MessageCache>,
     metrics: Metrics,
     heartbeat: Duration,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
     tx: mpsc::Sender<Outgoing>,
 ) {
     metrics.subscribers.inc();
@@ -121,7 +121,7 @@ async fn subscriber(
     // Never send a partial snapshot: wait until every watch has listed.
     tokio::select! {
         r = snapshots.wait_for(|s| s.ready) => if r.is_err() { return },
-        _ = shutdown.wait() => return,
+        _ = shutdown.cancelled() => return,
         _ = tx.closed() => return,
     }
     let mut view = View::default();
@@ -135,7 +135,7 @@ async fn subscriber(
             let received = if first { None } else { snap.received };
             tokio::select! {
                 r = tx.send((bytes.clone(), received)) => if r.is_err() { return },
-                _ = shutdown.wait() => return,
+                _ = shutdown.cancelled() => return,
             }
             metrics.push(kind);
             ping.reset();
@@ -143,7 +143,7 @@ async fn subscriber(
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.wait() => return,
+                _ = shutdown.cancelled() => return,
                 r = snapshots.changed() => {
                     if r.is_err() { return }
                     break;
@@ -151,7 +151,7 @@ async fn subscriber(
                 _ = ping.tick() => {
                     tokio::select! {
                         r = tx.send((ping_line.clone(), None)) => if r.is_err() { return },
-                        _ = shutdown.wait() => return,
+                        _ = shutdown.cancelled() => return,
                     }
                     metrics.push("ping");
                 }

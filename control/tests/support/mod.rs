@@ -7,28 +7,29 @@ pub mod subscriber;
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use vane_control::shutdown::{self, Trigger};
 use vane_control::tables::TableSettings;
+use vane_runtime::CancellationToken;
 
 /// A control service running in-process against a fake API server.
 #[derive(Debug)]
 pub struct Control {
     pub running: vane_control::Running,
-    pub trigger: Trigger,
+    /// Cancel to shut the control service down.
+    pub trigger: CancellationToken,
 }
 
 impl Control {
     /// Starts the control service on `127.0.0.1:0` ports against `fake`.
     pub async fn start(fake: &fake_api::FakeApi, heartbeat: Duration) -> Control {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (trigger, shutdown) = shutdown::channel();
+        let trigger = CancellationToken::new();
         let settings = vane_control::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
             tables: TableSettings::default(),
             heartbeat,
         };
-        let running = vane_control::start(fake.client(), settings, shutdown).await.unwrap();
+        let running = vane_control::start(fake.client(), settings, trigger.clone()).await.unwrap();
         Control { running, trigger }
     }
 

@@ -1,16 +1,16 @@
 //! A discovery subscriber like a proxy's: one h2c (or HTTP/1.1) connection, the NDJSON stream
-//! parsed with `vane_route::discovery`.
+//! framed by `vane_runtime::ndjson` and parsed with `vane_route::discovery`.
 
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use vane_route::discovery::{DiscoveryState, Lines, Message};
+use vane_route::discovery::{DiscoveryState, MAX_LINE_BYTES, Message};
 
 /// Open a stream and keep what arrives.
 #[derive(Debug)]
@@ -49,17 +49,13 @@ impl Subscriber {
     async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Subscriber {
         let status = resp.status().as_u16();
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut body = resp.into_body();
+        let mut lines = vane_runtime::ndjson::lines(resp.into_body(), MAX_LINE_BYTES);
         tokio::spawn(async move {
-            let mut lines = Lines::default();
-            while let Some(Ok(frame)) = body.frame().await {
-                let Ok(data) = frame.into_data() else { continue };
-                lines.push(&data);
-                while let Some(line) = lines.next_line().unwrap() {
-                    let msg = Message::from_line(&line).expect("every line is a valid message");
-                    if tx.send(msg).is_err() {
-                        return;
-                    }
+            // The stream ends (or breaks, when the control service stops) with the body.
+            while let Some(Ok(line)) = lines.next_line().await {
+                let msg = Message::from_line(line.as_bytes()).expect("every line is a valid message");
+                if tx.send(msg).is_err() {
+                    return;
                 }
             }
         });

@@ -171,27 +171,18 @@ pub async fn watch(addr: SocketAddr) -> (String, LineReader) {
     let resp = sender.send_request(req).await.expect("response");
     assert_eq!(resp.status(), StatusCode::OK);
     let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    (ct, LineReader { body: resp.into_body(), buf: Vec::new() })
+    (ct, LineReader { lines: vane_runtime::ndjson::lines(resp.into_body(), 1 << 20) })
 }
 
 /// Reads NDJSON lines from a streamed body.
 pub struct LineReader {
-    body: hyper::body::Incoming,
-    buf: Vec<u8>,
+    lines: vane_runtime::ndjson::Lines<hyper::body::Incoming>,
 }
 
 impl LineReader {
     /// The next line as JSON, or `None` when the stream ends.
     pub async fn next(&mut self) -> Option<serde_json::Value> {
-        loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=i).collect();
-                return Some(serde_json::from_slice(&line).expect("a JSON line"));
-            }
-            let frame = self.body.frame().await?.expect("body frame");
-            if let Ok(data) = frame.into_data() {
-                self.buf.extend_from_slice(&data);
-            }
-        }
+        let line = self.lines.next_line().await?.expect("a complete line");
+        Some(serde_json::from_str(&line).expect("a JSON line"))
     }
 }

@@ -28,7 +28,6 @@ pub mod body;
 pub mod client;
 pub mod config;
 pub mod control;
-pub mod demo;
 pub mod error;
 pub mod load;
 pub mod metrics;

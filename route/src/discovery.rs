@@ -41,15 +41,16 @@
 //! wrong type, an enum variant it lacks) are still errors.
 //!
 //! ```
-//! use vane_route::discovery::{DiscoveryState, Lines, Message};
+//! use vane_route::discovery::{DiscoveryState, Message};
 //! use vane_route::Config;
 //!
 //! let mut state = DiscoveryState::default();
-//! let mut lines = Lines::default();
-//! lines.push(br#"{"type":"snapshot","version":1,"services":[{"name":"llm.models.svc.cluster.local","routes":[{"name":"default","backends":[{"backend":"llm.models.svc.cluster.local:8000"}]}]}],"backends":[{"name":"llm.models.svc.cluster.local:8000","endpoints":["10.0.0.1:8000"]}]}"#);
-//! lines.push(b"\n{\"type\":\"ping\"}\n");
-//! while let Some(line) = lines.next_line().unwrap() {
-//!     state.apply(Message::from_line(&line).unwrap()).unwrap();
+//! let stream = concat!(
+//!     r#"{"type":"snapshot","version":1,"services":[{"name":"llm.models.svc.cluster.local","routes":[{"name":"default","backends":[{"backend":"llm.models.svc.cluster.local:8000"}]}]}],"backends":[{"name":"llm.models.svc.cluster.local:8000","endpoints":["10.0.0.1:8000"]}]}"#,
+//!     "\n{\"type\":\"ping\"}\n",
+//! );
+//! for line in stream.lines() {
+//!     state.apply(Message::from_line(line.as_bytes()).unwrap()).unwrap();
 //! }
 //! let config = state.to_config(&Config::default());
 //! assert!(vane_route::Table::from_config(config).is_ok());
@@ -71,7 +72,7 @@ pub const CONTENT_TYPE: &str = "application/x-ndjson";
 /// How often the control service sends `{"type":"ping"}` on an otherwise quiet stream.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// Longest line [`Lines`] accepts (a snapshot of thousands of services fits easily).
+/// Longest line a reader of the stream accepts (a snapshot of thousands of services fits easily).
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// One line of the discovery stream.
@@ -195,9 +196,6 @@ pub enum DiscoveryError {
     /// An `update` or `remove` came before the `snapshot`.
     #[error("discovery {0} message before the snapshot")]
     BeforeSnapshot(&'static str),
-    /// A line is longer than [`MAX_LINE_BYTES`].
-    #[error("discovery line longer than {MAX_LINE_BYTES} bytes")]
-    LineTooLong,
     /// A request's query string is not a valid subscription.
     #[error("invalid discovery query: {0}")]
     Query(String),
@@ -315,50 +313,6 @@ impl DiscoveryState {
             .map(|wb| wb.backend.as_str())
             .collect();
         self.backends.retain(|name, _| used.contains(name.as_str()));
-    }
-}
-
-/// Splits a byte stream into lines (the NDJSON framing), whatever the chunk boundaries.
-#[derive(Clone, Debug, Default)]
-pub struct Lines {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl Lines {
-    /// Appends a chunk as it came off the wire.
-    pub fn push(&mut self, chunk: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(chunk);
-    }
-
-    /// The next complete line without its newline; `Ok(None)` until one is complete. Empty lines
-    /// are skipped.
-    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, DiscoveryError> {
-        loop {
-            let rest = &self.buf[self.start..];
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    let line = rest[..i].strip_suffix(b"\r").unwrap_or(&rest[..i]).to_vec();
-                    self.start += i + 1;
-                    if line.is_empty() {
-                        continue;
-                    }
-                    return Ok(Some(line));
-                }
-                None if rest.len() > MAX_LINE_BYTES => return Err(DiscoveryError::LineTooLong),
-                None => {
-                    if self.start > 0 {
-                        self.buf.drain(..self.start);
-                        self.start = 0;
-                    }
-                    return Ok(None);
-                }
-            }
-        }
     }
 }
 

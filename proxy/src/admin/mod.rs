@@ -1,16 +1,17 @@
-//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`.
+//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`, on the admin server every Vane
+//! binary shares (`vane_runtime::admin`).
 
-use crate::body::RespBody;
 use crate::config::Store;
+use crate::control::ControlStatus;
 use crate::metrics::{EndpointRow, Metrics};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use std::convert::Infallible;
+use http::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use vane_runtime::admin::{Admin, MetricsPage, Readiness};
 
-/// Shared state of the admin endpoints.
+/// What the admin endpoints read.
 #[derive(Debug)]
-pub struct Admin {
+pub struct AdminState {
     /// The config store.
     pub store: Arc<Store>,
     /// Metrics.
@@ -18,85 +19,56 @@ pub struct Admin {
     /// Set when shutdown starts: `/ready` turns 503 so that no new traffic is sent here.
     pub draining: AtomicBool,
     /// The control service connection, when one is used.
-    pub control: Option<Arc<crate::control::ControlStatus>>,
+    pub control: Option<Arc<ControlStatus>>,
 }
 
-impl Admin {
-    /// Answers one admin request.
-    pub fn handle<B>(&self, req: &Request<B>) -> Response<RespBody> {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
-        }
-        match req.uri().path() {
-            "/live" => text(StatusCode::OK, "live\n"),
-            "/ready" => {
-                let control = match &self.control {
-                    Some(c) => format!("control: {}\n", c.describe()),
-                    None => String::new(),
-                };
-                if self.draining.load(Ordering::Relaxed) {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-                } else if !self.store.discovery_synced() {
-                    text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("waiting for the control service's first snapshot\n{control}"),
-                    )
-                } else {
-                    let v = self.store.load().version;
-                    text(StatusCode::OK, &format!("ready (config version {v})\n{control}"))
-                }
-            }
-            "/metrics" => {
-                let snap = self.store.load();
-                let now = crate::now_ns();
-                let decay = snap.table.settings.ewma_decay;
-                let rows = snap.backends.iter().chain(snap.inbound.iter()).flat_map(|b| {
-                    b.endpoints.iter().map(move |e| EndpointRow {
-                        backend: &b.name,
-                        addr: e.addr,
-                        rtt_seconds: e.rtt_seconds(now, decay),
-                        in_flight: e.in_flight(),
-                        ejected: e.ejected(now),
-                    })
-                });
-                let body = self.metrics.render(rows);
-                let mut r = text(StatusCode::OK, &body);
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-                );
-                r
-            }
-            "/config" => {
-                let snap = self.store.load();
-                let body = serde_json::json!({ "version": snap.version, "config": snap.table.source });
-                let mut r = text(StatusCode::OK, &format!("{body:#}\n"));
-                r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                r
-            }
-            _ => text(StatusCode::NOT_FOUND, "not found; try /live /ready /metrics /config\n"),
+impl AdminState {
+    /// What `/ready` says: 503 while draining or before the control service's first snapshot is
+    /// live, else the config version (and the control connection, when there is one).
+    pub fn readiness(&self) -> Readiness {
+        let control = match &self.control {
+            Some(c) => format!("control: {}\n", c.describe()),
+            None => String::new(),
+        };
+        if self.draining.load(Ordering::Relaxed) {
+            Readiness::NotReady("draining\n".into())
+        } else if !self.store.discovery_synced() {
+            Readiness::NotReady(format!("waiting for the control service's first snapshot\n{control}"))
+        } else {
+            Readiness::Ready(format!("ready (config version {})\n{control}", self.store.load().version))
         }
     }
 
-    /// A tower service answering admin requests.
-    pub fn service(
-        self: &Arc<Self>,
-    ) -> impl tower::Service<
-        Request<hyper::body::Incoming>,
-        Response = Response<RespBody>,
-        Error = Infallible,
-        Future = std::future::Ready<Result<Response<RespBody>, Infallible>>,
-    > + Clone
-    + Send
-    + 'static {
-        let admin = Arc::clone(self);
-        tower::service_fn(move |req: Request<hyper::body::Incoming>| std::future::ready(Ok(admin.handle(&req))))
+    /// The `/metrics` page, with every endpoint's gauges read from the active snapshot.
+    pub fn metrics_page(&self) -> MetricsPage {
+        let snap = self.store.load();
+        let now = crate::now_ns();
+        let decay = snap.table.settings.ewma_decay;
+        let rows = snap.backends.iter().chain(snap.inbound.iter()).flat_map(|b| {
+            b.endpoints.iter().map(move |e| EndpointRow {
+                backend: &b.name,
+                addr: e.addr,
+                rtt_seconds: e.rtt_seconds(now, decay),
+                in_flight: e.in_flight(),
+                ejected: e.ejected(now),
+            })
+        });
+        MetricsPage::openmetrics(self.metrics.render(rows))
     }
-}
 
-fn text(status: StatusCode, body: &str) -> Response<RespBody> {
-    let mut r = Response::new(RespBody::full(body.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
+    /// The admin server.
+    pub fn admin(self: &Arc<Self>) -> Admin {
+        let (ready, metrics, config) = (Arc::clone(self), Arc::clone(self), Arc::clone(self));
+        Admin::new()
+            .ready(move || ready.readiness())
+            .metrics(move |_| Ok(metrics.metrics_page()))
+            .routes(move |parts| {
+                (parts.uri.path() == "/config").then(|| {
+                    let snap = config.store.load();
+                    let body = serde_json::json!({ "version": snap.version, "config": snap.table.source });
+                    vane_runtime::admin::json(StatusCode::OK, &body)
+                })
+            })
+            .hint("try /live /ready /metrics /config")
+    }
 }

@@ -1,125 +1,13 @@
-//! Startup and shutdown: binding the listeners, starting the background tasks (config watcher,
-//! load probe, control service), and draining.
+//! The process: command line ([`args`], [`cli`]), startup and drain ([`start`]), signals ([`signals`]) and
+//! the demo ([`demo`]).
 
-mod cli;
-mod signals;
+pub mod args;
+pub mod cli;
+pub mod demo;
+pub mod signals;
+pub mod start;
 
-pub use cli::{Args, Command, EX_CONFIG, main, options};
+pub use args::{Args, Command, options};
+pub use cli::{EX_CONFIG, main};
 pub use signals::serve_until_signal;
-
-use crate::admin::Admin;
-use crate::config::{Source, Store};
-use crate::metrics::Metrics;
-use crate::server::{ConnSettings, listen, serve};
-use anyhow::Context as _;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use vane_route::Table;
-
-/// Everything `start` needs.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Where the config comes from (and is reloaded from).
-    pub source: Source,
-    /// Outbound listener.
-    pub outbound: SocketAddr,
-    /// Inbound listener.
-    pub inbound: SocketAddr,
-    /// Admin listener.
-    pub admin: SocketAddr,
-    /// Config file poll interval.
-    pub reload_interval: Duration,
-    /// The control service, when one is used.
-    pub control: Option<crate::control::ControlOptions>,
-}
-
-/// A running proxy.
-#[derive(Debug)]
-pub struct Running {
-    /// Bound outbound address.
-    pub outbound: SocketAddr,
-    /// Bound inbound address.
-    pub inbound: SocketAddr,
-    /// Bound admin address.
-    pub admin: SocketAddr,
-    /// The config store.
-    pub store: Arc<Store>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    admin_state: Arc<Admin>,
-    stop: watch::Sender<bool>,
-    admin_stop: watch::Sender<bool>,
-    alive: mpsc::Receiver<()>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// Binds the listeners and starts serving `table`.
-pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
-    let conn = ConnSettings::from_settings(&table.settings);
-    let watcher = crate::config::Watcher::new(opts.source.clone());
-    let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(Store::new(table, Arc::clone(&metrics)));
-    let control_status = opts.control.as_ref().map(|_| Arc::new(crate::control::ControlStatus::default()));
-    let admin_state = Arc::new(Admin {
-        store: Arc::clone(&store),
-        metrics: Arc::clone(&metrics),
-        draining: false.into(),
-        control: control_status.clone(),
-    });
-    let bind = |addr: SocketAddr, what: &'static str| async move {
-        listen(addr).with_context(|| format!("cannot listen on {addr} ({what})"))
-    };
-    let out_l = bind(opts.outbound, "outbound").await?;
-    let in_l = bind(opts.inbound, "inbound").await?;
-    let admin_l = bind(opts.admin, "admin").await?;
-    let (outbound, inbound, admin) = (out_l.local_addr()?, in_l.local_addr()?, admin_l.local_addr()?);
-    let (stop, stop_rx) = watch::channel(false);
-    let (alive_tx, alive) = mpsc::channel(1);
-    let mut tasks = Vec::new();
-    let out_svc = crate::stack::outbound(Arc::clone(&store), Arc::clone(&metrics));
-    let stats = metrics.listener("outbound");
-    tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stats, stop_rx.clone(), alive_tx.clone())));
-    let local_load = Arc::new(crate::load::LocalLoad::default());
-    tasks.push(tokio::spawn(crate::load::probe::poll(Arc::clone(&store), Arc::clone(&local_load))));
-    let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load);
-    let stats = metrics.listener("inbound");
-    tasks.push(tokio::spawn(serve(in_l, in_svc, conn, stats, stop_rx, alive_tx)));
-    // The admin listener is not drained: it keeps answering (`/ready` with 503) until exit.
-    let (admin_stop, admin_rx) = watch::channel(false);
-    let (admin_alive, _) = mpsc::channel(1);
-    let stats = metrics.listener("admin");
-    tasks.push(tokio::spawn(serve(admin_l, admin_state.service(), conn, stats, admin_rx, admin_alive)));
-    if let (Some(c), Some(st)) = (opts.control.clone(), control_status) {
-        store.expect_discovery();
-        tasks.push(tokio::spawn(crate::control::run(Arc::clone(&store), Arc::clone(&metrics), c, st)));
-    }
-    let reload = tokio::spawn(watcher.run(Arc::clone(&store), opts.reload_interval));
-    tracing::info!(%outbound, %inbound, %admin, source = %opts.source, "vane-proxy serving");
-    let mut running = Running { outbound, inbound, admin, store, metrics, admin_state, stop, admin_stop, alive, tasks };
-    running.tasks.push(reload);
-    Ok(running)
-}
-
-impl Running {
-    /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
-    /// Returns whether every connection finished in time.
-    pub async fn drain(mut self, grace: Duration) -> bool {
-        self.admin_state.draining.store(true, Ordering::Relaxed);
-        let _ = self.stop.send(true);
-        // recv() gives None once the accept loops and every connection have dropped their sender.
-        let done = tokio::time::timeout(grace, self.alive.recv()).await.is_ok();
-        let _ = self.admin_stop.send(true);
-        for t in self.tasks {
-            t.abort();
-        }
-        done
-    }
-
-    /// The drain grace period of the active config.
-    pub fn drain_grace(&self) -> Duration {
-        self.store.load().table.settings.drain_grace
-    }
-}
+pub use start::{Options, Running, start};

@@ -1,22 +1,11 @@
 //! A backend as the balancer sees it: its endpoints' live state and how to choose among them.
 
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Policy};
 use prometheus_client::metrics::histogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
-use vane_route::balance::CostWeights;
-use vane_route::config::Algorithm;
 use vane_route::table::Settings;
-
-/// How a backend weighs its endpoints (from the config, resolved per backend).
-#[derive(Clone, Copy, Debug)]
-pub struct Policy {
-    /// Endpoint choice.
-    pub algorithm: Algorithm,
-    /// Cost weights of reported load.
-    pub weights: CostWeights,
-}
 
 /// A backend with live endpoint state.
 #[derive(Debug)]

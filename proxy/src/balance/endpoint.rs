@@ -3,13 +3,11 @@
 //! The state outlives config reloads: a new snapshot reuses the `Arc<Endpoint>` of every address
 //! it still has, so a reload neither forgets latency nor un-ejects a dead endpoint.
 
-use super::Policy;
-use super::guard::InFlightGuard;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use vane_route::balance::{self, Ewma, LoadInputs, PeakEwma};
+use vane_route::balance::{self, CostWeights, Ewma, LoadInputs, PeakEwma};
 use vane_route::config::{Algorithm, Protocol};
 use vane_route::health::{EjectionPolicy, Health, Outcome};
 use vane_route::orca::LoadReport;
@@ -43,6 +41,15 @@ struct Stats {
     penalty_until_ns: u64,
 }
 
+/// How a backend weighs its endpoints (from the config, resolved per backend).
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Endpoint choice.
+    pub algorithm: Algorithm,
+    /// Cost weights of reported load.
+    pub weights: CostWeights,
+}
+
 impl Endpoint {
     /// A fresh endpoint with the configured default RTT.
     pub fn new(addr: SocketAddr, protocol: Protocol, default_rtt: Duration) -> Endpoint {
@@ -74,13 +81,13 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Counts a request in flight until the guard drops.
-    pub fn start(self: &Arc<Self>) -> InFlightGuard {
+    /// One more request in flight (see [`super::InFlightGuard::start`], which pairs it with
+    /// [`Endpoint::end`]).
+    pub(super) fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard::new(Arc::clone(self))
     }
 
-    /// The request counted by [`Endpoint::start`] is over.
+    /// The request counted by [`Endpoint::begin`] is over.
     pub(super) fn end(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }

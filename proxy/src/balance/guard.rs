@@ -21,8 +21,10 @@ pub struct InFlightGuard {
 }
 
 impl InFlightGuard {
-    pub(super) fn new(ep: Arc<Endpoint>) -> InFlightGuard {
-        InFlightGuard { ep, conn: None, idle_timeout: Duration::ZERO, rtt_from: None, body_from: None }
+    /// Counts a request in flight on `ep` until the guard drops.
+    pub fn start(ep: &Arc<Endpoint>) -> InFlightGuard {
+        ep.begin();
+        InFlightGuard { ep: Arc::clone(ep), conn: None, idle_timeout: Duration::ZERO, rtt_from: None, body_from: None }
     }
 
     /// Attaches the connection to give back when the response ends cleanly, and (unless the

@@ -8,8 +8,8 @@ mod guard;
 pub mod pick;
 mod service;
 
-pub use backend::{Attempted, Backend, Policy, Target};
-pub use endpoint::{Endpoint, MAX_BODY_SAMPLE};
+pub use backend::{Attempted, Backend, Target};
+pub use endpoint::{Endpoint, MAX_BODY_SAMPLE, Policy};
 pub use guard::InFlightGuard;
 pub use service::BalanceService;
 /// Request extension: the endpoints already tried for this request, so that a retry goes elsewhere.

@@ -1,7 +1,8 @@
 //! Choosing an endpoint of a backend for one attempt: the backend's live state seen through
 //! [`EndpointView`], the decision made by the pure [`vane_route::select`] policies.
 
-use super::{Backend, Endpoint, Policy};
+use super::backend::Backend;
+use super::endpoint::{Endpoint, Policy};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

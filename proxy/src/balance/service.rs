@@ -12,7 +12,9 @@
 //! - Errors are classified ([`crate::error::Retryable`]) and carry the endpoint tried
 //!   ([`Attempted`]); whether to try again is the retry layer's decision.
 
-use super::{Attempted, Target, Tried, endpoint::Endpoint};
+use super::backend::{Attempted, Target};
+use super::endpoint::Endpoint;
+use super::guard::InFlightGuard;
 use crate::body::{ReqBody, RespBody};
 use crate::error::{Error, ProxyError};
 use http::header;
@@ -23,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use vane_route::health::Outcome;
 use vane_route::orca;
+use vane_route::select::Tried;
 use vane_route::table::Settings;
 
 /// Sends a request with a [`Target`] extension to one endpoint of its backend.
@@ -70,7 +73,7 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
     let failure = body.failure();
     let up = Request::from_parts(parts, body);
 
-    let mut guard = ep.start();
+    let mut guard = InFlightGuard::start(ep);
     let started = Instant::now();
     let send = crate::client::send(&ep.pool, ep.addr, ep.protocol, up, settings.connect_timeout, settings.idle_timeout);
     let sent = tokio::time::timeout(target.timeout, send).await;

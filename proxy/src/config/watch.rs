@@ -1,6 +1,7 @@
 //! Watching the config file: reloaded when it changes and on SIGHUP.
 
-use super::{Source, Store};
+use super::source::Source;
+use super::store::Store;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -3,7 +3,8 @@
 //! through the same single `ArcSwap` as a file reload.
 //!
 //! When the control service cannot be reached, the proxy keeps serving with the last config it
-//! built and reconnects with exponential backoff and jitter (100 ms doubling to 10 s); a stream
+//! built and reconnects with exponential backoff and jitter (100 ms doubling to 10 s, shared
+//! `vane_runtime::backoff`); a stream
 //! that stays silent for three heartbeats is treated as dead. Every new connection starts with a
 //! full snapshot, so nothing is lost while disconnected.
 
@@ -11,11 +12,13 @@ use crate::config::Store;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use vane_route::discovery::{self, Lines, Message, Subscription};
+use vane_route::discovery::{self, Message, Subscription};
+use vane_runtime::backoff::{Backoff, Jitter};
+use vane_runtime::ndjson;
 
 /// Where the control service is and what to ask it for.
 #[derive(Clone, Debug)]
@@ -43,12 +46,15 @@ impl ControlStatus {
     }
 }
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Reconnects: 100 ms doubling to 10 s, each wait drawn between half and all of it, so proxies
+/// do not reconnect in step.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).jitter(Jitter::Half)
+}
 
 /// Follows the discovery stream for as long as the process runs.
 pub async fn run(store: Arc<Store>, metrics: Arc<Metrics>, opts: ControlOptions, status: Arc<ControlStatus>) {
-    let mut backoff = BACKOFF_MIN;
+    let mut retry = backoff().start();
     let mut first = true;
     status.set(format!("connecting to {}", opts.addr));
     loop {
@@ -63,14 +69,12 @@ pub async fn run(store: Arc<Store>, metrics: Arc<Metrics>, opts: ControlOptions,
             Err((e, got)) => (e.to_string(), got),
         };
         if got_snapshot {
-            backoff = BACKOFF_MIN;
+            retry.reset();
         }
+        let wait = retry.next_delay();
         status.set(format!("disconnected from {}: {why} (serving the last config; retrying)", opts.addr));
-        tracing::warn!(control = %opts.addr, "discovery stream lost: {why}; retrying in about {backoff:?}");
-        // Full jitter between half and all of the backoff, so proxies do not reconnect in step.
-        let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-        tokio::time::sleep(jittered).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tracing::warn!(control = %opts.addr, "discovery stream lost: {why}; retrying in {wait:?}");
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -91,21 +95,18 @@ async fn follow(
     }
     metrics.control_connected.set(1);
     status.set(format!("connected to {}", opts.addr));
-    let mut body = resp.into_body();
-    let mut lines = Lines::default();
+    let mut lines = ndjson::lines(resp.into_body(), discovery::MAX_LINE_BYTES);
     let mut got_snapshot = false;
     let silence = discovery::HEARTBEAT * 3;
     loop {
-        let frame = match tokio::time::timeout(silence, body.frame()).await {
+        let line = match tokio::time::timeout(silence, lines.next_line()).await {
             Err(_) => return Err((anyhow::anyhow!("no message for {silence:?}"), got_snapshot)),
             Ok(None) => return Ok(got_snapshot),
             Ok(Some(Err(e))) => return Err((e.into(), got_snapshot)),
-            Ok(Some(Ok(f))) => f,
+            Ok(Some(Ok(line))) => line,
         };
-        let Ok(data) = frame.into_data() else { continue };
-        lines.push(&data);
-        while let Some(line) = lines.next_line().map_err(|e| (e.into(), got_snapshot))? {
-            let msg = Message::from_line(&line).map_err(|e| (e.into(), got_snapshot))?;
+        {
+            let msg = Message::from_line(line.as_bytes()).map_err(|e| (e.into(), got_snapshot))?;
             let kind = match &msg {
                 Message::Snapshot { .. } => "snapshot",
                 Message::Update { .. } => "update",

@@ -1,7 +1,7 @@
 //! Whose fault an error is and whether the request may be sent again: what retries, budgets,
 //! hedging and ejection read.
 
-use super::ProxyError;
+use super::kind::ProxyError;
 use crate::client::SendError;
 use http::StatusCode;
 

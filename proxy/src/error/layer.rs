@@ -1,6 +1,7 @@
 //! The top of the stack: every error from below becomes the documented answer.
 
-use super::{BoxError, Error, is_grpc};
+use super::kind::{BoxError, Error};
+use super::response::is_grpc;
 use crate::body::RespBody;
 use http::{Request, Response};
 use std::convert::Infallible;

@@ -9,106 +9,11 @@
 //! the metrics need (the route taken) leaves it for the response that the error becomes.
 
 mod classify;
+mod kind;
 mod layer;
 mod response;
 
 pub use classify::{Fault, Retryable};
+pub use kind::{BoxError, Error, ProxyError};
 pub use layer::{ErrorLayer, ErrorService};
 pub use response::{Answered, ERROR_HEADER, is_grpc};
-
-/// Why the proxy could not forward a request.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// The request has no usable authority or is otherwise malformed. (400)
-    #[error("malformed request: {0}")]
-    BadRequest(&'static str),
-    /// No service has this authority (not in the file, or not known to the control service). (503)
-    #[error("no service for authority {0:?}")]
-    UnknownService(String),
-    /// The service has no route matching the request. (404)
-    #[error("no route of service {0:?} matches the request")]
-    NoRoute(String),
-    /// The request body is over `max_body_bytes` (by its `Content-Length`, or while it streamed). (413)
-    #[error("request body is larger than {0} bytes")]
-    BodyTooLarge(u64),
-    /// Reading the request body from the client failed. (400)
-    #[error("reading the request body failed: {0}")]
-    BodyRead(#[source] hyper::Error),
-    /// The client's request body broke off while it was being sent upstream. (400)
-    #[error("the client's request body failed while it was sent to {0}")]
-    BodyAborted(std::net::SocketAddr),
-    /// The backend has no endpoint that is configured and not ejected. (503)
-    #[error("backend {0:?} has no endpoint ready")]
-    NoEndpoint(String),
-    /// No connection could be made to the endpoint. (502)
-    #[error("connecting to {0} failed: {1}")]
-    ConnectFailed(std::net::SocketAddr, #[source] crate::client::SendError),
-    /// The endpoint failed while answering (reset, protocol error). (502)
-    #[error("upstream {0} failed: {1}")]
-    Upstream(std::net::SocketAddr, #[source] crate::client::SendError),
-    /// No response headers within the timeout. (504)
-    #[error("no response from {0} within {1:?}")]
-    Timeout(std::net::SocketAddr, std::time::Duration),
-    /// The proxy is shutting down. (503)
-    #[error("proxy is shutting down")]
-    ShuttingDown,
-    /// A failure inside the proxy (a middleware error of an unknown kind). (500)
-    #[error("internal error: {0}")]
-    Internal(#[source] BoxError),
-}
-
-/// The error type of off-the-shelf middleware.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// An error on its way to the top of the stack, with what later layers need to know of it.
-#[derive(Debug)]
-pub struct Error {
-    kind: ProxyError,
-    extensions: http::Extensions,
-}
-
-impl Error {
-    /// What went wrong.
-    pub fn kind(&self) -> &ProxyError {
-        &self.kind
-    }
-
-    /// Values carried to the response this error becomes (as response extensions).
-    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
-        &mut self.extensions
-    }
-
-    /// The values carried so far.
-    pub fn extensions(&self) -> &http::Extensions {
-        &self.extensions
-    }
-
-    /// Recovers a proxy error from a middleware's boxed error; anything else is internal.
-    pub fn from_boxed(e: BoxError) -> Error {
-        match e.downcast::<Error>() {
-            Ok(e) => *e,
-            Err(e) => match e.downcast::<ProxyError>() {
-                Ok(k) => Error::from(*k),
-                Err(e) => Error::from(ProxyError::Internal(e)),
-            },
-        }
-    }
-}
-
-impl From<ProxyError> for Error {
-    fn from(kind: ProxyError) -> Error {
-        Error { kind, extensions: http::Extensions::new() }
-    }
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.kind.fmt(f)
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.kind)
-    }
-}

@@ -1,6 +1,6 @@
 //! How an [`Error`] becomes the response the client gets.
 
-use super::Error;
+use super::kind::Error;
 use crate::body::RespBody;
 use http::{HeaderMap, HeaderValue, Response};
 
@@ -20,7 +20,7 @@ pub fn is_grpc(h: &HeaderMap) -> bool {
 impl Error {
     /// The response the client gets; the error's extensions become the response's.
     pub fn into_response(self, grpc: bool) -> Response<RespBody> {
-        let Error { kind, extensions } = self;
+        let (kind, extensions) = self.into_parts();
         let reason = kind.reason();
         let message = kind.to_string();
         let mut r = if grpc {

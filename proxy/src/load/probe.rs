@@ -1,7 +1,8 @@
 //! Following the local load probe (`vane-gpu-probe`'s `/load?watch=1`, a line per scrape; an
 //! endpoint without streams is polled every `inbound.load_interval`).
 
-use super::{LoadConfig, LocalLoad};
+use super::config::LoadConfig;
+use super::local::LocalLoad;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
@@ -10,24 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use vane_route::orca::LoadReport;
+use vane_runtime::load_doc::{self, parse_report};
+use vane_runtime::ndjson;
 
-/// Reads the probe's `/load` JSON into a report; `None` when it says its figures are stale.
-/// The age is `age_us` when the probe gives it (to the microsecond), else `age_ms`.
-pub fn parse_probe(body: &[u8]) -> Option<(LoadReport, Duration)> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    if v.get("stale").and_then(|s| s.as_bool()) == Some(true) {
-        return None;
-    }
-    let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).filter(|x| x.is_finite() && *x >= 0.0);
-    let report =
-        LoadReport { queue_depth: f("queue_depth"), running: f("running"), kv_use: f("kv_cache_usage"), age: None };
-    let age = match (f("age_us"), f("age_ms")) {
-        (Some(us), _) => Duration::from_micros(us as u64),
-        (None, Some(ms)) => Duration::from_micros((ms * 1e3) as u64),
-        (None, None) => Duration::ZERO,
-    };
-    (!report.is_empty()).then_some((report, age))
-}
+/// The longest line a probe's stream may send.
+const MAX_LINE: usize = 64 * 1024;
 
 /// The probe URL's path with `watch=1` added to its query.
 fn watch_path(path: &str) -> String {
@@ -104,39 +92,33 @@ async fn read_once(
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-ndjson"));
+        .is_some_and(|ct| ct.starts_with(load_doc::STREAM_CONTENT_TYPE));
     if ndjson {
         return Ok(Answer::Stream(resp.into_body()));
     }
     let body = tokio::time::timeout(timeout, resp.into_body().collect()).await??.to_bytes();
-    Ok(Answer::Once(parse_probe(&body)))
+    Ok(Answer::Once(parse_report(&body)))
 }
 
 /// Stores each line of a probe's stream as it arrives. Returns `Ok` when the config stops naming
 /// this probe, an error when the stream ends, breaks, or is silent for `staleness`.
 async fn follow_probe<C: LoadConfig>(
-    mut body: hyper::body::Incoming,
+    body: hyper::body::Incoming,
     config: &C,
     (addr, path): (SocketAddr, &str),
     staleness: Duration,
     load: &LocalLoad,
 ) -> anyhow::Result<()> {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut lines = ndjson::lines(body, MAX_LINE);
     loop {
-        let frame = tokio::time::timeout(staleness, body.frame())
+        let line = tokio::time::timeout(staleness, lines.next_line())
             .await
             .map_err(|_| anyhow::anyhow!("no reading for {staleness:?}"))?
             .ok_or_else(|| anyhow::anyhow!("the probe closed the stream"))??;
-        let Ok(data) = frame.into_data() else { continue };
-        buf.extend_from_slice(&data);
-        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-            match parse_probe(&buf[..i]) {
-                Some((report, age)) => load.set(Some(report), age),
-                None => load.set(None, Duration::ZERO),
-            }
-            buf.drain(..=i);
+        match parse_report(line.as_bytes()) {
+            Some((report, age)) => load.set(Some(report), age),
+            None => load.set(None, Duration::ZERO),
         }
-        anyhow::ensure!(buf.len() < 64 * 1024, "probe line too long");
         if config.probe().is_none_or(|(a, p)| a != addr || p != path) {
             return Ok(());
         }
@@ -149,14 +131,14 @@ mod tests {
 
     #[test]
     fn probe_answers() {
-        let (r, age) = parse_probe(
+        let (r, age) = parse_report(
             br#"{"server":"vllm","queue_depth":5,"running":21,"kv_cache_usage":0.42,"age_ms":3,"stale":false}"#,
         )
         .unwrap();
         assert_eq!((r.queue_depth, r.running, r.kv_use), (Some(5.0), Some(21.0), Some(0.42)));
         assert_eq!(age, Duration::from_millis(3));
-        assert!(parse_probe(br#"{"queue_depth":5,"stale":true}"#).is_none());
-        assert!(parse_probe(br#"{"queue_depth":null,"running":null,"kv_cache_usage":null}"#).is_none());
-        assert!(parse_probe(b"not json").is_none());
+        assert!(parse_report(br#"{"queue_depth":5,"stale":true}"#).is_none());
+        assert!(parse_report(br#"{"queue_depth":null,"running":null,"kv_cache_usage":null}"#).is_none());
+        assert!(parse_report(b"not json").is_none());
     }
 }

@@ -2,7 +2,7 @@
 //! the proxy answers itself. It reads where the request went from the response's [`Tag`] and the
 //! proxy's own error reason from its [`Answered`] extension.
 
-use super::{Direction, DirectionLabels, Metrics, Tag};
+use super::registry::{Direction, Metrics, Tag};
 use crate::body::RespBody;
 use crate::error::Answered;
 use http::{Request, Response};
@@ -30,7 +30,7 @@ impl MetricsLayer {
 impl<S> tower::Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
     fn layer(&self, inner: S) -> MetricsService<S> {
-        let in_flight = self.metrics.in_flight.get_or_create(&DirectionLabels { direction: self.direction }).clone();
+        let in_flight = self.metrics.in_flight(self.direction);
         MetricsService { inner, metrics: Arc::clone(&self.metrics), direction: self.direction, in_flight }
     }
 }

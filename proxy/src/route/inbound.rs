@@ -1,7 +1,7 @@
 //! Inbound routing: every request goes to the local model server (`inbound.forward_to`).
 
 use super::facts::{authority_conflict, content_length, grpc_timeout};
-use super::{Routed, Unrouted};
+use super::outcome::{Routed, Unrouted};
 use crate::balance::Target;
 use crate::body::ReqBody;
 use crate::config::Snapshot;

@@ -1,8 +1,8 @@
 //! Outbound routing: authority → service → route → weighted backend.
 
 use super::facts::{authority_conflict, content_length, grpc_timeout, request_host};
+use super::outcome::{Routed, Unrouted};
 use super::sniff::read_prefix;
-use super::{Routed, Unrouted};
 use crate::balance::Target;
 use crate::body::ReqBody;
 use crate::config::Snapshot;

@@ -142,20 +142,6 @@ fn subscriptions() {
     assert!(Subscription::from_query(Some("services=a/b")).is_err());
 }
 
-#[test]
-fn lines_across_chunks() {
-    let mut l = Lines::default();
-    l.push(b"{\"a\"");
-    assert_eq!(l.next_line().unwrap(), None);
-    l.push(b":1}\r\n\n{\"b\":2}\n{\"c\"");
-    assert_eq!(l.next_line().unwrap().unwrap(), b"{\"a\":1}");
-    assert_eq!(l.next_line().unwrap().unwrap(), b"{\"b\":2}");
-    assert_eq!(l.next_line().unwrap(), None);
-    l.push(b":3}\n");
-    assert_eq!(l.next_line().unwrap().unwrap(), b"{\"c\":3}");
-    assert_eq!(l.next_line().unwrap(), None);
-}
-
 /// A service and a backend using every object the wire carries, as JSON with a `@` at the start
 /// of each object's fields: where an unknown field is put.
 const SERVICE: &str = r#"{@"name":"llm","hosts":["llm.models"],"routes":[{@"name":"chat","match":{@"path":{@"prefix":"/v1"},"method":"POST","headers":[{@"name":"x-tier","value":"gold"}],"model":"llama"},"backends":[{@"backend":"v1","weight":90}],"sticky":{@"header":"x-user"},"timeout":"2s"}]}"#;

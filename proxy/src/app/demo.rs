@@ -2,7 +2,9 @@
 //! them, on the embedded default config (two `llama-v1` replicas and one `llama-v2` canary
 //! taking 10 %). It sends a burst of requests and prints where they went.
 
-use crate::app::{Args, options, serve_until_signal, start};
+use super::args::{Args, options};
+use super::signals::serve_until_signal;
+use super::start::start;
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};

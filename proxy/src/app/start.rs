@@ -1,0 +1,122 @@
+//! Startup and drain: binding the listeners, starting the background tasks (config watcher,
+//! load probe, control service), and shutting down gracefully.
+
+use crate::admin::AdminState;
+use crate::config::{Source, Store};
+use crate::metrics::Metrics;
+use crate::server::{ConnSettings, serve};
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use vane_route::Table;
+use vane_runtime::serve::HttpOptions;
+use vane_runtime::{CancellationToken, TaskTracker};
+
+/// Everything `start` needs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where the config comes from (and is reloaded from).
+    pub source: Source,
+    /// Outbound listener.
+    pub outbound: SocketAddr,
+    /// Inbound listener.
+    pub inbound: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// Config file poll interval.
+    pub reload_interval: Duration,
+    /// The control service, when one is used.
+    pub control: Option<crate::control::ControlOptions>,
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Running {
+    /// Bound outbound address.
+    pub outbound: SocketAddr,
+    /// Bound inbound address.
+    pub inbound: SocketAddr,
+    /// Bound admin address.
+    pub admin: SocketAddr,
+    /// The config store.
+    pub store: Arc<Store>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    admin_state: Arc<AdminState>,
+    stop: CancellationToken,
+    admin_stop: CancellationToken,
+    connections: TaskTracker,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Binds the listeners and starts serving `table`.
+pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
+    let conn = ConnSettings::from_settings(&table.settings);
+    let watcher = crate::config::Watcher::new(opts.source.clone());
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(Store::new(table, Arc::clone(&metrics)));
+    let control_status = opts.control.as_ref().map(|_| Arc::new(crate::control::ControlStatus::default()));
+    let admin_state = Arc::new(AdminState {
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+        draining: false.into(),
+        control: control_status.clone(),
+    });
+    let bind = |addr: SocketAddr, what: &'static str| {
+        vane_runtime::serve::bind(addr).with_context(|| format!("cannot listen on {addr} ({what})"))
+    };
+    let out_l = bind(opts.outbound, "outbound")?;
+    let in_l = bind(opts.inbound, "inbound")?;
+    let admin_l = bind(opts.admin, "admin")?;
+    let (outbound, inbound, admin) = (out_l.local_addr()?, in_l.local_addr()?, admin_l.local_addr()?);
+    let (stop, connections) = (CancellationToken::new(), TaskTracker::new());
+    let mut tasks = Vec::new();
+    let out_svc = crate::stack::outbound(Arc::clone(&store), Arc::clone(&metrics));
+    let stats = metrics.listener("outbound");
+    tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stats, stop.clone(), connections.clone())));
+    let local_load = Arc::new(crate::load::LocalLoad::default());
+    tasks.push(tokio::spawn(crate::load::probe::poll(Arc::clone(&store), Arc::clone(&local_load))));
+    let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load);
+    let stats = metrics.listener("inbound");
+    tasks.push(tokio::spawn(serve(in_l, in_svc, conn, stats, stop.clone(), connections.clone())));
+    // The admin listener is not drained: it keeps answering (`/ready` with 503) until exit.
+    let admin_stop = CancellationToken::new();
+    let admin_server =
+        vane_runtime::admin::serve(admin_l, admin_state.admin(), HttpOptions::default(), admin_stop.clone());
+    tasks.push(tokio::spawn(async move {
+        admin_server.await;
+    }));
+    if let (Some(c), Some(st)) = (opts.control.clone(), control_status) {
+        store.expect_discovery();
+        tasks.push(tokio::spawn(crate::control::run(Arc::clone(&store), Arc::clone(&metrics), c, st)));
+    }
+    let reload = tokio::spawn(watcher.run(Arc::clone(&store), opts.reload_interval));
+    tracing::info!(%outbound, %inbound, %admin, source = %opts.source, "vane-proxy serving");
+    let mut running =
+        Running { outbound, inbound, admin, store, metrics, admin_state, stop, admin_stop, connections, tasks };
+    running.tasks.push(reload);
+    Ok(running)
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
+    /// Returns whether every connection finished in time.
+    pub async fn drain(self, grace: Duration) -> bool {
+        self.admin_state.draining.store(true, Ordering::Relaxed);
+        self.stop.cancel();
+        self.connections.close();
+        let done = tokio::time::timeout(grace, self.connections.wait()).await.is_ok();
+        self.admin_stop.cancel();
+        for t in self.tasks {
+            t.abort();
+        }
+        done
+    }
+
+    /// The drain grace period of the active config.
+    pub fn drain_grace(&self) -> Duration {
+        self.store.load().table.settings.drain_grace
+    }
+}

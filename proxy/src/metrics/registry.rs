@@ -1,0 +1,367 @@
+//! The metrics registry and the handles the request path updates.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// A label value that is cheap to clone (names from the config).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Name(pub Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name(s.into())
+    }
+}
+
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the local app.
+    Outbound,
+    /// From a peer, to the local model server.
+    Inbound,
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        })
+    }
+}
+
+/// Metric handles for one (direction, service, route, backend), resolved when a config is
+/// applied so that a request only touches atomics.
+#[derive(Debug)]
+pub struct RouteStats {
+    labels: RouteLabels,
+    latency: Histogram,
+    ok: Counter,
+}
+
+/// Response extension: where a request went, for the metrics layer. The route layer leaves it
+/// on the response (or on the error that becomes one).
+#[derive(Clone, Debug)]
+pub enum Tag {
+    /// Routed to a backend (or the inbound target): its handles.
+    Route(Arc<RouteStats>),
+    /// The service was found but the request went no further.
+    Service(Name),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    direction: Direction,
+    service: Name,
+    route: Name,
+    backend: Name,
+    status: u16,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    direction: Direction,
+    service: Name,
+    route: Name,
+    backend: Name,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    backend: Name,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    source: &'static str,
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// All of the proxy's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily<RouteLabels>,
+    in_flight: Family<DirectionLabels, Gauge>,
+    endpoint_rtt: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    endpoint_in_flight: Family<EndpointLabels, Gauge>,
+    endpoint_ejected: Family<EndpointLabels, Gauge>,
+    reloads: Family<ResultLabels, Counter>,
+    config_version: Gauge,
+    /// Age of the reported load used at each balancing decision.
+    pub load_age: Histogram,
+    /// 1 while the discovery stream from the control service is up.
+    pub control_connected: Gauge,
+    control_messages: Family<TypeLabels, Counter>,
+    /// Connections to the control service after the first.
+    pub control_reconnects: Counter,
+    listener_open: Family<ListenerLabels, Gauge>,
+    listener_limited: Family<ListenerLabels, Counter>,
+    listener_header_timeouts: Family<ListenerLabels, Counter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+/// Metric handles of one listener.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerStats {
+    /// Open client connections.
+    pub open: Gauge,
+    /// Accepts that had to wait because the listener had `max_connections` open.
+    pub limited: Counter,
+    /// Connections closed because no complete request head came within `header_read`.
+    pub header_timeouts: Counter,
+}
+
+/// One endpoint's gauges, as `/metrics` shows them.
+#[derive(Clone, Copy, Debug)]
+pub struct EndpointRow<'a> {
+    /// Its backend's name.
+    pub backend: &'a Arc<str>,
+    /// Its address.
+    pub addr: std::net::SocketAddr,
+    /// The latency estimate the cost uses, in seconds.
+    pub rtt_seconds: f64,
+    /// Requests in flight to it from this proxy.
+    pub in_flight: u32,
+    /// Whether it is ejected.
+    pub ejected: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: &'static str,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("vane");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests by where they went and how they ended", requests.clone());
+        let latency: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 17)));
+        registry.register_with_unit(
+            "request_duration",
+            "Time from receiving a request to sending its response headers",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
+        let in_flight = Family::<DirectionLabels, Gauge>::default();
+        registry.register("requests_in_flight", "Requests waiting for response headers", in_flight.clone());
+        let endpoint_rtt = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "endpoint_rtt_ewma",
+            "Peak-EWMA time to first response byte, per endpoint",
+            prometheus_client::registry::Unit::Seconds,
+            endpoint_rtt.clone(),
+        );
+        let endpoint_in_flight = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "endpoint_in_flight",
+            "Requests in flight to the endpoint (until the body ends)",
+            endpoint_in_flight.clone(),
+        );
+        let endpoint_ejected = Family::<EndpointLabels, Gauge>::default();
+        registry.register("endpoint_ejected", "1 while the endpoint is ejected", endpoint_ejected.clone());
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("config_reloads", "Config reloads by result", reloads.clone());
+        let load_age = Histogram::new(exponential_buckets(0.0005, 2.0, 13));
+        registry.register_with_unit(
+            "balancer_load_age",
+            "Age of the endpoint-reported load (ORCA) behind each balancing decision that used one",
+            prometheus_client::registry::Unit::Seconds,
+            load_age.clone(),
+        );
+        let control_connected = Gauge::default();
+        registry.register(
+            "control_connected",
+            "1 while the discovery stream from the control service is up",
+            control_connected.clone(),
+        );
+        let control_messages = Family::<TypeLabels, Counter>::default();
+        registry.register("control_messages", "Discovery messages received, by type", control_messages.clone());
+        let control_reconnects = Counter::default();
+        registry.register(
+            "control_reconnects",
+            "Connections to the control service after the first",
+            control_reconnects.clone(),
+        );
+        let config_version = Gauge::default();
+        registry.register("config_version", "Version number of the active config", config_version.clone());
+        config_version.set(1);
+        let listener_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register("listener_connections", "Open client connections per listener", listener_open.clone());
+        let listener_limited = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "listener_connections_limited",
+            "Accepts that waited because the listener had max_connections open",
+            listener_limited.clone(),
+        );
+        let listener_header_timeouts = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "listener_header_timeouts",
+            "Connections closed because no complete request head came within the header-read timeout",
+            listener_header_timeouts.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            endpoint_rtt,
+            endpoint_in_flight,
+            endpoint_ejected,
+            reloads,
+            config_version,
+            load_age,
+            control_connected,
+            control_messages,
+            control_reconnects,
+            listener_open,
+            listener_limited,
+            listener_header_timeouts,
+        }
+    }
+
+    /// Counts a discovery message.
+    pub fn control_message(&self, kind: &'static str) {
+        self.control_messages.get_or_create(&TypeLabels { r#type: kind }).inc();
+    }
+
+    /// Counts a config update from `source` (`file` or `control`).
+    pub fn config_reload_from(&self, source: &'static str, ok: bool, version: u64) {
+        self.reloads.get_or_create(&ResultLabels { source, result: if ok { "ok" } else { "error" } }).inc();
+        self.config_version.set(version as i64);
+    }
+
+    /// Renders the OpenMetrics text, with the per-endpoint gauges set from `endpoints` first.
+    pub fn render<'a>(&self, endpoints: impl IntoIterator<Item = EndpointRow<'a>>) -> String {
+        self.endpoint_rtt.clear();
+        self.endpoint_in_flight.clear();
+        self.endpoint_ejected.clear();
+        for row in endpoints {
+            let l = EndpointLabels { backend: Name(Arc::clone(row.backend)), endpoint: row.addr.to_string() };
+            self.endpoint_rtt.get_or_create(&l).set(row.rtt_seconds);
+            self.endpoint_in_flight.get_or_create(&l).set(i64::from(row.in_flight));
+            self.endpoint_ejected.get_or_create(&l).set(i64::from(row.ejected));
+        }
+        let mut out = String::with_capacity(8192);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            let _ = writeln!(out, "# metrics encoding failed");
+        }
+        out
+    }
+
+    /// The handles of one listener (`outbound`, `inbound`, `admin`).
+    pub fn listener(&self, listener: &'static str) -> ListenerStats {
+        let l = ListenerLabels { listener };
+        ListenerStats {
+            open: self.listener_open.get_or_create(&l).clone(),
+            limited: self.listener_limited.get_or_create(&l).clone(),
+            header_timeouts: self.listener_header_timeouts.get_or_create(&l).clone(),
+        }
+    }
+
+    /// Resolves the handles for one route and backend.
+    pub fn route_stats(
+        &self,
+        direction: Direction,
+        service: &Arc<str>,
+        route: &Arc<str>,
+        backend: &Arc<str>,
+    ) -> Arc<RouteStats> {
+        let labels = RouteLabels {
+            direction,
+            service: Name(Arc::clone(service)),
+            route: Name(Arc::clone(route)),
+            backend: Name(Arc::clone(backend)),
+        };
+        let latency = self.latency.get_or_create(&labels).clone();
+        let ok = self.requests.get_or_create(&RequestLabels::new(&labels, 200, "")).clone();
+        Arc::new(RouteStats { labels, latency, ok })
+    }
+
+    /// The in-flight gauge of one listener's direction.
+    pub(super) fn in_flight(&self, direction: Direction) -> Gauge {
+        self.in_flight.get_or_create(&DirectionLabels { direction }).clone()
+    }
+
+    /// Records one answered request.
+    pub(super) fn record(
+        &self,
+        direction: Direction,
+        tag: Option<&Tag>,
+        error: &'static str,
+        status: u16,
+        elapsed: f64,
+    ) {
+        match tag {
+            Some(Tag::Route(st)) => {
+                st.latency.observe(elapsed);
+                if status == 200 && error.is_empty() {
+                    st.ok.inc();
+                } else {
+                    self.requests.get_or_create(&RequestLabels::new(&st.labels, status, error)).inc();
+                }
+            }
+            other => {
+                let dash = Name("-".into());
+                let service = match other {
+                    Some(Tag::Service(s)) => s.clone(),
+                    _ => dash.clone(),
+                };
+                let labels = RouteLabels { direction, service, route: dash.clone(), backend: dash };
+                self.latency.get_or_create(&labels).observe(elapsed);
+                self.requests.get_or_create(&RequestLabels::new(&labels, status, error)).inc();
+            }
+        }
+    }
+}
+
+impl RequestLabels {
+    fn new(l: &RouteLabels, status: u16, error: &'static str) -> RequestLabels {
+        RequestLabels {
+            direction: l.direction,
+            service: l.service.clone(),
+            route: l.route.clone(),
+            backend: l.backend.clone(),
+            status,
+            error,
+        }
+    }
+}

@@ -70,12 +70,18 @@ BACKEND = "127.0.0.1:18090"
 PORTS = {
     "direct": (18090, 18090),
     "vane": (18580, 18580),
+    # A second vane-proxy, built from another commit (VANE_BASE_BIN), to compare two versions of
+    # Vane side by side in one run: TARGETS=direct,vane,vane-base,...
+    "vane-base": (18680, 18680),
     "nginx": (18180, 18181),
     "haproxy": (18280, 18281),
 }
 VANE_INBOUND = 18581
 VANE_ADMIN = 18590
-ALL_TARGETS = ["direct", "vane", "nginx", "haproxy"]
+# Inbound and admin ports of each Vane target.
+VANE_PORTS = {"vane": (VANE_INBOUND, VANE_ADMIN), "vane-base": (18681, 18690)}
+ALL_TARGETS = ["direct", "vane", "vane-base", "nginx", "haproxy"]
+DEFAULT_TARGETS = ["direct", "vane", "nginx", "haproxy"]
 
 
 def log(msg: str) -> None:
@@ -322,7 +328,8 @@ class Fleet:
         return f"not ready after {deadline_s:.0f} s"
 
     def start(self) -> None:
-        busy = [p for p in {18090, *[x for n in self.names for x in PORTS[n]], VANE_INBOUND, VANE_ADMIN} if port_open(p)]
+        vane_ports = [x for n in self.names for x in VANE_PORTS.get(n, ())]
+        busy = [p for p in {18090, *[x for n in self.names for x in PORTS[n]], *vane_ports} if port_open(p)]
         if busy:
             raise SystemExit(f"ports already in use on 127.0.0.1: {sorted(busy)} (a previous run left something behind?)")
         b = Target("echo", 18090, 18090)
@@ -365,21 +372,28 @@ class Fleet:
                 return "haproxy is not installed"
             conf = render(CONF / "haproxy.cfg", self.tmp / "haproxy.cfg", values)
             t.proc = self.spawn(t.name, [exe, "-f", str(conf)])
-        elif t.name == "vane":
-            exe = RELEASE / "vane-proxy"
-            if os.environ.get("VANE_BUILD_FAILED"):
-                return "vane-proxy did not build (see the build output above)"
+        elif t.name in VANE_PORTS:
+            if t.name == "vane":
+                exe = RELEASE / "vane-proxy"
+                if os.environ.get("VANE_BUILD_FAILED"):
+                    return "vane-proxy did not build (see the build output above)"
+            else:
+                base = os.environ.get("VANE_BASE_BIN")
+                if not base:
+                    return "VANE_BASE_BIN (the vane-proxy binary to compare with) is not set"
+                exe = Path(base)
             if not exe.exists():
                 return f"{exe} does not exist"
-            conf = render(CONF / "vane.yaml", self.tmp / "vane.yaml", values)
+            inbound, admin = VANE_PORTS[t.name]
+            conf = render(CONF / "vane.yaml", self.tmp / f"{t.name}.yaml", values)
             t.proc = self.spawn(t.name, [
                 str(exe), "--config", str(conf),
                 "--outbound", f"127.0.0.1:{t.h1_port}",
-                "--inbound", f"127.0.0.1:{VANE_INBOUND}",
-                "--admin", f"127.0.0.1:{VANE_ADMIN}",
+                "--inbound", f"127.0.0.1:{inbound}",
+                "--admin", f"127.0.0.1:{admin}",
                 "--threads", "1",
             ])
-            ready_url = f"http://127.0.0.1:{VANE_ADMIN}/ready"
+            ready_url = f"http://127.0.0.1:{admin}/ready"
         err = self.wait_ready(t, 15, ready_url)
         if err:
             self.stop_one(t)
@@ -724,8 +738,10 @@ def report(records: list[dict]) -> str:
 
     # Paired ratios.
     proxies = [t for t in targets if t != "direct"]
-    refs = [x for x in ("nginx", "haproxy") if x in targets]
-    pairs = [(a, b) for b in refs for a in proxies if a != b and not (a == "nginx" and b == "haproxy")]
+    refs = [x for x in ("vane-base", "nginx", "haproxy") if x in targets]
+    pairs = [(a, b) for b in refs for a in proxies
+             if a != b and not (a == "nginx" and b == "haproxy") and not (b == "vane-base" and a != "vane")
+             and not (a == "vane-base" and b != "vane-base" and "vane" in targets)]
     if pairs:
         out.append("## Ratios, paired per rep: median (min–max)\n")
         out.append("req/s: higher is better. CPU/req and latency: lower is better.\n")
@@ -847,7 +863,7 @@ def main() -> int:
     mode_names = [m.format(R=rate, R2=2 * rate) for m in mode_names]
     closed_tool = os.environ.get("CLOSED_TOOL", "wrk")
     modes = [parse_mode(m, closed_tool) for m in mode_names]
-    names = [t.strip() for t in os.environ.get("TARGETS", ",".join(ALL_TARGETS)).split(",") if t.strip()]
+    names = [t.strip() for t in os.environ.get("TARGETS", ",".join(DEFAULT_TARGETS)).split(",") if t.strip()]
     for n in names:
         if n not in PORTS:
             raise SystemExit(f"unknown target {n!r}; known: {ALL_TARGETS}")

@@ -200,7 +200,9 @@ async fn watches_recover_from_410_and_dropped_connections() {
     assert_eq!(lists(&fake), lists_before_drop, "a dropped watch resumes from its resourceVersion without a relist");
 
     // A 410 on a list's continue token: the watcher lists again from the start.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while fake.open_watches() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "watches never reopened");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     fake.expire_continue_tokens();
@@ -210,7 +212,9 @@ async fn watches_recover_from_410_and_dropped_connections() {
 
     // Relists that find nothing new send nothing.
     let n = sub.received.len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while fake.open_watches() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "watches never reopened");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     fake.compact();

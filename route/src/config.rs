@@ -37,7 +37,9 @@ impl Config {
     }
 }
 
-/// Process-wide settings. Listener addresses and threads given as flags or environment win over these.
+/// The `proxy:` section. The listener addresses, threads and drain grace are the proxy process's
+/// own (it reads and checks them; flags and environment win over them); the routing table
+/// compiles the rest.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySettings {

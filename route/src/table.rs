@@ -41,17 +41,11 @@ pub enum ConfigError {
     Invalid(Vec<FieldError>),
 }
 
-/// Process-wide settings after validation.
+/// The routing settings of the `proxy:` section after validation (timeouts, limits, balancer,
+/// ejection). Process settings (listener addresses, threads, drain) are not here: they concern the
+/// proxy process alone, which reads them itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
-    /// Outbound listener, if set in the file.
-    pub outbound: Option<SocketAddr>,
-    /// Inbound listener, if set in the file.
-    pub inbound: Option<SocketAddr>,
-    /// Admin listener, if set in the file.
-    pub admin: Option<SocketAddr>,
-    /// Runtime threads, if set in the file.
-    pub threads: Option<usize>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Default response-header timeout.
@@ -82,8 +76,6 @@ pub struct Settings {
     pub penalty_time: Duration,
     /// Ejection policy.
     pub ejection: crate::health::EjectionPolicy,
-    /// Drain grace period.
-    pub drain_grace: Duration,
 }
 
 /// A compiled route.
@@ -345,10 +337,6 @@ impl Validator {
         parsed
     }
 
-    fn opt_addr(&mut self, field: &str, s: &Option<String>) -> Option<SocketAddr> {
-        s.as_ref().and_then(|s| self.addr(field.into(), s))
-    }
-
     fn header_name(&mut self, field: String, s: &str) -> Option<HeaderName> {
         match HeaderName::from_bytes(s.as_bytes()) {
             Ok(h) => Some(h),
@@ -361,9 +349,6 @@ impl Validator {
 
     fn settings(&mut self, c: &Config) -> Settings {
         let p = &c.proxy;
-        if let Some(t) = p.threads.filter(|t| !(1..=64).contains(t)) {
-            self.err("proxy.threads".into(), format!("{t} is out of range 1..=64"));
-        }
         let mut positive = |field: &str, d: Duration| {
             if d.is_zero() {
                 self.err(field.into(), "must be greater than zero");
@@ -404,10 +389,6 @@ impl Validator {
             }
         }
         Settings {
-            outbound: self.opt_addr("proxy.outbound", &p.outbound),
-            inbound: self.opt_addr("proxy.inbound", &p.inbound),
-            admin: self.opt_addr("proxy.admin", &p.admin),
-            threads: p.threads,
             connect_timeout,
             response_timeout,
             idle_timeout,
@@ -431,7 +412,6 @@ impl Validator {
                 base,
                 max: max.max(base),
             },
-            drain_grace: p.drain_grace.0,
         }
     }
 

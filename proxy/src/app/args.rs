@@ -2,7 +2,7 @@
 //! file's `proxy:` section.
 
 use super::start::Options;
-use crate::config::Source;
+use crate::config::{Process, Source};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,17 +68,16 @@ pub enum Command {
 
 /// Resolves addresses and threads: flag/env, then file, then default.
 pub fn options(args: &Args, table: &Table) -> (Options, usize) {
-    let s = &table.settings;
-    let def = |a: &str| a.parse::<SocketAddr>().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let s = Process::of(table);
     let source = match &args.config {
         Some(p) => Source::File(p.clone()),
         None => Source::Embedded,
     };
     let opts = Options {
         source,
-        outbound: args.outbound.or(s.outbound).unwrap_or_else(|| def("127.0.0.1:4140")),
-        inbound: args.inbound.or(s.inbound).unwrap_or_else(|| def("0.0.0.0:4143")),
-        admin: args.admin.or(s.admin).unwrap_or_else(|| def("127.0.0.1:4191")),
+        outbound: args.outbound.or(s.outbound).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4140))),
+        inbound: args.inbound.or(s.inbound).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 4143))),
+        admin: args.admin.or(s.admin).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4191))),
         reload_interval: args.reload_interval.max(Duration::from_millis(10)),
         control: args.control.map(|addr| crate::control::ControlOptions {
             addr,

@@ -117,6 +117,6 @@ impl Running {
 
     /// The drain grace period of the active config.
     pub fn drain_grace(&self) -> Duration {
-        self.store.load().table.settings.drain_grace
+        crate::config::Process::of(&self.store.load().table).drain_grace
     }
 }

@@ -5,11 +5,13 @@
 //! the request path and swap it in with one `store`; an invalid file is rejected, logged and
 //! counted, and the last good snapshot stays.
 
+mod process;
 mod snapshot;
 mod source;
 mod store;
 mod watch;
 
+pub use process::{Process, compile};
 pub use snapshot::{BackendStats, Snapshot};
 pub use source::{EMBEDDED, LoadError, Source};
 pub use store::{DiscoveryUpdateError, Store};

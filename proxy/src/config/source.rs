@@ -24,9 +24,9 @@ impl Source {
         }
     }
 
-    /// Reads and validates.
+    /// Reads and validates (the routing table and the process settings).
     pub fn load(&self) -> Result<Table, LoadError> {
-        Ok(Table::from_config(self.read_config()?)?)
+        Ok(super::process::compile(self.read_config()?)?)
     }
 
     /// Reads and parses, without validating.

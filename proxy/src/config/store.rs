@@ -1,5 +1,6 @@
 //! The one place the active snapshot lives, and how it is replaced.
 
+use super::process::Process;
 use super::snapshot::Snapshot;
 use super::source::{LoadError, Source};
 use crate::lock;
@@ -11,7 +12,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use vane_route::discovery::{Applied, DiscoveryState, Message};
-use vane_route::table::Settings;
 use vane_route::{Config, ConfigError, Table};
 
 /// Why a message from the control service was not applied.
@@ -113,7 +113,7 @@ impl Store {
         let prev = self.current.load();
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
         let next = Snapshot::build(table, Some(&prev), version, &self.metrics);
-        warn_if_restart_needed(&prev.table.settings, &next.table.settings);
+        warn_if_restart_needed(&prev.table, &next.table);
         self.current.store(Arc::new(next));
         version
     }
@@ -127,7 +127,8 @@ impl Store {
                 Some(d) => d.to_config(&base),
                 None => base.clone(),
             };
-            let table = Table::from_config(merged)?;
+            // The process settings come from the file alone: checked here, with the routing table.
+            let table = super::process::compile(merged)?;
             Ok((base, table))
         });
         match loaded {
@@ -147,9 +148,10 @@ impl Store {
     }
 }
 
-fn warn_if_restart_needed(old: &Settings, new: &Settings) {
-    if (old.outbound, old.inbound, old.admin, old.threads, old.max_header_bytes)
-        != (new.outbound, new.inbound, new.admin, new.threads, new.max_header_bytes)
+fn warn_if_restart_needed(old: &Table, new: &Table) {
+    let (po, pn) = (Process::of(old), Process::of(new));
+    if (po.outbound, po.inbound, po.admin, po.threads, old.settings.max_header_bytes)
+        != (pn.outbound, pn.inbound, pn.admin, pn.threads, new.settings.max_header_bytes)
     {
         tracing::warn!("listener addresses, threads and max_header_bytes take effect at the next restart");
     }

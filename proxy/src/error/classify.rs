@@ -51,14 +51,14 @@ impl ProxyError {
             | ProxyError::BodyAborted(_) => Fault::Downstream,
             ProxyError::NoEndpoint(_) | ProxyError::ConnectFailed(..) | ProxyError::Upstream(..) => Fault::Upstream,
             ProxyError::Timeout(..) => Fault::Upstream,
-            ProxyError::ShuttingDown | ProxyError::Internal(_) => Fault::Internal,
+            ProxyError::Overloaded | ProxyError::ShuttingDown | ProxyError::Internal(_) => Fault::Internal,
         }
     }
 
     /// Why a retry would be safe, if it would be.
     pub fn retryable(&self) -> Option<Retryable> {
         match self {
-            ProxyError::ConnectFailed(..) => Some(Retryable::NothingSent),
+            ProxyError::ConnectFailed(..) | ProxyError::Overloaded => Some(Retryable::NothingSent),
             ProxyError::Upstream(_, SendError::Upstream(e)) if refused(e) => Some(Retryable::Refused),
             ProxyError::Upstream(_, SendError::Upstream(_)) => Some(Retryable::ResetBeforeHeaders),
             ProxyError::Upstream(..) => Some(Retryable::NothingSent),
@@ -73,7 +73,9 @@ impl ProxyError {
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::UnknownService(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NoEndpoint(_) | ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint(_) | ProxyError::Overloaded | ProxyError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::ConnectFailed(..) | ProxyError::Upstream(..) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,6 +94,7 @@ impl ProxyError {
             ProxyError::ConnectFailed(..) => "connect-failed",
             ProxyError::Upstream(..) => "upstream-failed",
             ProxyError::Timeout(..) => "response-timeout",
+            ProxyError::Overloaded => "overloaded",
             ProxyError::ShuttingDown => "shutting-down",
             ProxyError::Internal(_) => "internal-error",
         }
@@ -153,6 +156,7 @@ mod tests {
                 Some(Retryable::NothingSent),
             ),
             (ProxyError::Timeout(addr, Duration::from_secs(1)), 504, "response-timeout", Fault::Upstream, None),
+            (ProxyError::Overloaded, 503, "overloaded", Fault::Internal, Some(Retryable::NothingSent)),
             (ProxyError::ShuttingDown, 503, "shutting-down", Fault::Internal, None),
             (ProxyError::Internal("x".into()), 500, "internal-error", Fault::Internal, None),
         ];

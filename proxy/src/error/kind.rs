@@ -33,6 +33,9 @@ pub enum ProxyError {
     /// No response headers within the timeout. (504)
     #[error("no response from {0} within {1:?}")]
     Timeout(std::net::SocketAddr, std::time::Duration),
+    /// The proxy shed the request: a concurrency limit in the stack was full. (503)
+    #[error("the proxy is at its concurrency limit")]
+    Overloaded,
     /// The proxy is shutting down. (503)
     #[error("proxy is shutting down")]
     ShuttingDown,
@@ -72,8 +75,12 @@ impl Error {
         &self.extensions
     }
 
-    /// Recovers a proxy error from a middleware's boxed error; anything else is internal.
+    /// Recovers a proxy error from a middleware's boxed error: the proxy's own, or tower's
+    /// load-shed refusal; anything else is internal.
     pub fn from_boxed(e: BoxError) -> Error {
+        if e.is::<tower::load_shed::error::Overloaded>() {
+            return Error::from(ProxyError::Overloaded);
+        }
         match e.downcast::<Error>() {
             Ok(e) => *e,
             Err(e) => match e.downcast::<ProxyError>() {

@@ -113,8 +113,10 @@ async fn blue_green_from_the_control_service_without_a_failed_request() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
     let load = {
         let (stop, failures, client) = (Arc::clone(&stop), Arc::clone(&failures), h2_client(proxy.outbound));
+        let sent = Arc::clone(&sent);
         tokio::spawn(async move {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -126,6 +128,7 @@ async fn blue_green_from_the_control_service_without_a_failed_request() {
                     }
                 }
                 n += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
             }
             n
         })
@@ -139,6 +142,12 @@ async fn blue_green_from_the_control_service_without_a_failed_request() {
     for _ in 0..30 {
         assert_eq!(get(&client, "llm.models", "/", &[]).await.unwrap().served_by(), "green");
     }
+    // The load keeps going past the last switch before it stops.
+    let after = sent.load(Ordering::Relaxed);
+    assert!(
+        wait_until(Duration::from_secs(10), || sent.load(Ordering::Relaxed) > (after + 20).max(60)).await,
+        "the load generator stalled"
+    );
     stop.store(true, Ordering::Relaxed);
     let sent = load.await.unwrap();
     assert!(sent > 50, "load generator barely ran ({sent})");

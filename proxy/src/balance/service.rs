@@ -48,26 +48,29 @@ impl tower::Service<Request<ReqBody>> for BalanceService {
 
 async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
     let (mut parts, body) = req.into_parts();
-    let Some(target) = parts.extensions.remove::<Target>() else {
-        return Err(ProxyError::Internal("request reached the balancer without a target".into()).into());
+    // What the layers above left on the request (target, tried set, metric tag) goes back to them
+    // on the response or the error, in the same map; nothing of it travels upstream.
+    let ext = std::mem::take(&mut parts.extensions);
+    let Some(target) = ext.get::<Target>().cloned() else {
+        return Err(Error::with_extensions(
+            ProxyError::Internal("request reached the balancer without a target".into()),
+            ext,
+        ));
     };
-    let tried = parts.extensions.remove::<Tried>().unwrap_or_default();
-    // Nothing else travels upstream.
-    parts.extensions = http::Extensions::new();
+    let tried = ext.get::<Tried>().copied().unwrap_or_default();
     let backend = &target.backend;
     let settings = &*backend.settings;
     let mut rng = fastrand::Rng::new();
     let Some((i, load_age)) = super::pick::pick(backend, tried, &mut rng) else {
-        return Err(ProxyError::NoEndpoint(backend.name.to_string()).into());
+        return Err(Error::with_extensions(ProxyError::NoEndpoint(backend.name.to_string()), ext));
     };
     if let Some(age) = load_age {
         backend.load_age.observe(age as f64 / 1e9);
     }
     let ep = &backend.endpoints[i];
-    let attempted = |e: ProxyError| {
-        let mut e = Error::from(e);
-        e.extensions_mut().insert(Attempted(i));
-        e
+    let attempted = |e: ProxyError, mut ext: http::Extensions| {
+        ext.insert(Attempted(i));
+        Error::with_extensions(e, ext)
     };
     crate::client::headers::for_endpoint(&mut parts, ep.protocol, &ep.authority);
     let failure = body.failure();
@@ -84,25 +87,36 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
         None => None,
     };
     match sent {
-        Err(_) => Err(attempted(client_fault().unwrap_or_else(|| {
-            ep.record(Outcome::Failure, &settings.ejection);
-            ProxyError::Timeout(ep.addr, target.timeout)
-        }))),
-        Ok(Err(e)) => Err(attempted(client_fault().unwrap_or_else(|| {
-            if e.is_connect() {
-                ep.record(Outcome::ConnectFailed, &settings.ejection);
-                ProxyError::ConnectFailed(ep.addr, e)
-            } else {
+        Err(_) => {
+            let e = client_fault().unwrap_or_else(|| {
                 ep.record(Outcome::Failure, &settings.ejection);
-                ProxyError::Upstream(ep.addr, e)
-            }
-        }))),
+                ProxyError::Timeout(ep.addr, target.timeout)
+            });
+            Err(attempted(e, ext))
+        }
+        Ok(Err(e)) => {
+            let e = client_fault().unwrap_or_else(|| {
+                if e.is_connect() {
+                    ep.record(Outcome::ConnectFailed, &settings.ejection);
+                    ProxyError::ConnectFailed(ep.addr, e)
+                } else {
+                    ep.record(Outcome::Failure, &settings.ejection);
+                    ProxyError::Upstream(ep.addr, e)
+                }
+            });
+            Err(attempted(e, ext))
+        }
         Ok(Ok((resp, conn))) => {
             let measure = learn_from(ep, &resp, settings);
             let outcome = if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success };
             ep.record(outcome, &settings.ejection);
             let (mut rparts, rbody) = resp.into_parts();
             crate::client::headers::strip_hop_by_hop(&mut rparts.headers);
+            if rparts.extensions.is_empty() {
+                rparts.extensions = ext;
+            } else {
+                rparts.extensions.extend(ext);
+            }
             guard.hold(conn, settings.idle_timeout, measure.then_some((started, settings.ewma_decay)));
             let done: Option<Box<dyn crate::body::Completion>> = if http_body::Body::is_end_stream(&rbody) {
                 // No body to wait for: the connection is free now.

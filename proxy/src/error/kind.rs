@@ -65,6 +65,11 @@ impl Error {
         &mut self.extensions
     }
 
+    /// An error carrying `extensions` (those of the request it answers, say).
+    pub fn with_extensions(kind: ProxyError, extensions: http::Extensions) -> Error {
+        Error { kind, extensions }
+    }
+
     /// The kind and the extensions, apart.
     pub fn into_parts(self) -> (ProxyError, http::Extensions) {
         (self.kind, self.extensions)

@@ -11,6 +11,7 @@
 use crate::balance::{Attempted, Target, Tried};
 use crate::body::{ReqBody, RespBody};
 use crate::error::{Error, Retryable};
+use crate::metrics::Tag;
 use http::{Request, Response};
 
 /// At most this many endpoints are tried for one request (the first plus retries), so a backend
@@ -75,10 +76,13 @@ impl tower::retry::Policy<Request<ReqBody>, Response<RespBody>, Error> for Retry
         *copy.uri_mut() = req.uri().clone();
         *copy.version_mut() = req.version();
         *copy.headers_mut() = req.headers().clone();
-        // Only what the balancer reads travels with the copy.
+        // What the layers below and above read travels with the copy.
         copy.extensions_mut().insert(target.clone());
         if let Some(t) = req.extensions().get::<Tried>() {
             copy.extensions_mut().insert(*t);
+        }
+        if let Some(tag) = req.extensions().get::<Tag>() {
+            copy.extensions_mut().insert(tag.clone());
         }
         Some(copy)
     }

@@ -4,11 +4,27 @@
 use http::{HeaderMap, Request};
 use std::time::Duration;
 
-/// The host part of the request's authority (URI or Host header), without port.
-pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    let authority = match req.uri().authority() {
-        Some(a) => a.as_str(),
-        None => req.headers().get(http::header::HOST)?.to_str().ok()?,
+/// The host the request is for (the authority of the request target, else the `Host` header),
+/// without port or user info; `Ok(None)` when it names none. An ambiguous destination is an
+/// error: more than one `Host` header, or a `Host` that disagrees with the request target's
+/// authority (HTTP/1.1 absolute form, HTTP/2 `:authority`). RFC 9112 §3.2 asks for a 400, since
+/// the proxy and the endpoint could otherwise each act on a different one.
+pub fn destination<B>(req: &Request<B>) -> Result<Option<&str>, &'static str> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let authority = match (req.uri().authority(), host) {
+        (Some(a), Some(h)) if !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) => {
+            return Err("the Host header and the request's authority disagree");
+        }
+        (Some(a), _) => a.as_str(),
+        (None, Some(h)) => match h.to_str() {
+            Ok(h) => h,
+            Err(_) => return Ok(None),
+        },
+        (None, None) => return Ok(None),
     };
     let host = match authority.rsplit_once('@') {
         Some((_, h)) => h,
@@ -19,7 +35,7 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
     } else {
         host.split(':').next().unwrap_or(host)
     };
-    (!host.is_empty()).then_some(host)
+    Ok((!host.is_empty()).then_some(host))
 }
 
 /// gRPC's `grpc-timeout` header: 1–8 digits and a unit (H, M, S, m, u, n).
@@ -46,24 +62,6 @@ pub fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// Why a request's destination is ambiguous, if it is: more than one `Host` header, or a `Host`
-/// that disagrees with the authority of the request target (HTTP/1.1 absolute form, HTTP/2
-/// `:authority`). RFC 9112 §3.2 asks for a 400, since the proxy and the endpoint could otherwise
-/// each act on a different one.
-pub fn authority_conflict<B>(req: &Request<B>) -> Option<&'static str> {
-    let mut hosts = req.headers().get_all(http::header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Some("more than one Host header");
-    }
-    match (req.uri().authority(), host) {
-        (Some(a), Some(h)) if !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) => {
-            Some("the Host header and the request's authority disagree")
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,12 +82,13 @@ mod tests {
                 b = b.header("host", h);
             }
             let req = b.body(()).unwrap();
-            assert_eq!(request_host(&req), want, "{uri} {host:?}");
+            assert_eq!(destination(&req), Ok(want), "{uri} {host:?}");
         }
     }
 
     #[test]
     fn conflicting_authorities() {
+        let conflict = |r: &Request<()>| destination(r).err();
         let req = |uri: &str, hosts: &[&str]| {
             let mut b = Request::builder().uri(uri);
             for h in hosts {
@@ -97,13 +96,13 @@ mod tests {
             }
             b.body(()).unwrap()
         };
-        assert_eq!(authority_conflict(&req("/x", &["llm"])), None);
-        assert_eq!(authority_conflict(&req("/x", &[])), None);
-        assert_eq!(authority_conflict(&req("http://llm/x", &[])), None);
-        assert_eq!(authority_conflict(&req("http://llm:80/x", &["LLM:80"])), None);
-        assert_eq!(authority_conflict(&req("/x", &["llm", "llm"])), Some("more than one Host header"));
-        assert_eq!(authority_conflict(&req("/x", &["llm", "other"])), Some("more than one Host header"));
-        assert!(authority_conflict(&req("http://llm/x", &["other"])).is_some());
+        assert_eq!(conflict(&req("/x", &["llm"])), None);
+        assert_eq!(conflict(&req("/x", &[])), None);
+        assert_eq!(conflict(&req("http://llm/x", &[])), None);
+        assert_eq!(conflict(&req("http://llm:80/x", &["LLM:80"])), None);
+        assert_eq!(conflict(&req("/x", &["llm", "llm"])), Some("more than one Host header"));
+        assert_eq!(conflict(&req("/x", &["llm", "other"])), Some("more than one Host header"));
+        assert!(conflict(&req("http://llm/x", &["other"])).is_some());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Inbound routing: every request goes to the local model server (`inbound.forward_to`).
 
-use super::facts::{authority_conflict, content_length, grpc_timeout};
+use super::facts::{content_length, destination, grpc_timeout};
 use super::outcome::{Routed, Unrouted};
 use crate::balance::Target;
 use crate::body::ReqBody;
@@ -18,7 +18,7 @@ pub fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Result<Rout
     let Some(backend) = snap.inbound.as_ref() else {
         return Err((ProxyError::NoEndpoint("inbound".into()), tag()));
     };
-    if let Some(why) = authority_conflict(&req) {
+    if let Err(why) = destination(&req) {
         return Err((ProxyError::BadRequest(why), tag()));
     }
     if content_length(req.headers()).is_some_and(|n| n > settings.max_body_bytes) {
@@ -36,5 +36,6 @@ pub fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Result<Rout
     };
     let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout });
-    Ok((req, Tag::Route(Arc::clone(&snap.inbound_stats))))
+    req.extensions_mut().insert(Tag::Route(Arc::clone(&snap.inbound_stats)));
+    Ok(req)
 }

@@ -67,7 +67,7 @@ where
                 Direction::Inbound => inbound::route(&snap, req, grpc),
             };
             drop(snap);
-            let (req, tag) = match routed {
+            let req = match routed {
                 Ok(r) => r,
                 Err((e, tag)) => {
                     tracing::debug!("not routed: {e}");
@@ -78,16 +78,8 @@ where
                     return Err(e);
                 }
             };
-            match inner.call(req).await {
-                Ok(mut resp) => {
-                    resp.extensions_mut().insert(tag);
-                    Ok(resp)
-                }
-                Err(mut e) => {
-                    e.extensions_mut().insert(tag);
-                    Err(e)
-                }
-            }
+            // The request's extensions (its target and tag) come back on the response or error.
+            inner.call(req).await
         })
     }
 }

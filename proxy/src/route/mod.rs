@@ -5,8 +5,8 @@
 //! balancer. The decisions themselves (route match, weighted and sticky split) are pure functions
 //! in the `vane-route` crate.
 //!
-//! The route taken is left for the metrics as a [`Tag`] on the response, or on the error that
-//! becomes one.
+//! The route taken is left for the metrics as a [`Tag`](crate::metrics::Tag) in the request's
+//! extensions, which the balancer hands on to the response (or the error that becomes one).
 
 pub mod facts;
 pub mod inbound;

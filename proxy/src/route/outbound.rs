@@ -1,6 +1,6 @@
 //! Outbound routing: authority → service → route → weighted backend.
 
-use super::facts::{authority_conflict, content_length, grpc_timeout, request_host};
+use super::facts::{content_length, destination, grpc_timeout};
 use super::outcome::{Routed, Unrouted};
 use super::sniff::read_prefix;
 use crate::balance::Target;
@@ -23,11 +23,10 @@ fn fail(e: ProxyError, service: Option<&Arc<str>>) -> Unrouted {
 /// of the body (replayed); a small body of known length is read whole so that it can be retried.
 pub async fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Result<Routed, Unrouted> {
     let settings = &snap.table.settings;
-    if let Some(why) = authority_conflict(&req) {
-        return Err(fail(ProxyError::BadRequest(why), None));
-    }
-    let Some(host) = request_host(&req) else {
-        return Err(fail(ProxyError::BadRequest("no authority or Host header"), None));
+    let host = match destination(&req) {
+        Ok(Some(host)) => host,
+        Ok(None) => return Err(fail(ProxyError::BadRequest("no authority or Host header"), None)),
+        Err(why) => return Err(fail(ProxyError::BadRequest(why), None)),
     };
     let Some(svc_idx) = snap.table.service_index(host) else {
         return Err(fail(ProxyError::UnknownService(host.to_string()), None));
@@ -82,5 +81,6 @@ pub async fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Resul
     }
     let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout });
-    Ok((req, Tag::Route(Arc::clone(stats))))
+    req.extensions_mut().insert(Tag::Route(Arc::clone(stats)));
+    Ok(req)
 }

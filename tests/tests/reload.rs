@@ -55,6 +55,12 @@ async fn weight_changes_under_load_fail_nothing_and_bad_configs_are_refused() {
     for _ in 0..50 {
         assert_eq!(get(&client, "svc", "/", &[]).await.unwrap().served_by(), "green");
     }
+    // The load keeps going past the last reload before it stops.
+    let after = done.load(Ordering::Relaxed);
+    assert!(
+        wait_until(Duration::from_secs(10), || done.load(Ordering::Relaxed) > (after + 20).max(101)).await,
+        "the load generator stalled"
+    );
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.await.unwrap();

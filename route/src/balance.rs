@@ -3,8 +3,14 @@
 //! The cost of an endpoint is
 //!
 //! ```text
-//! cost = (rtt + body) × (in_flight_weight × in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)   (+ PENALIZED)
+//! cost = max(rtt + body, in_flight_age) × (in_flight_weight × in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)   (+ PENALIZED)
 //! ```
+//!
+//! No unknown is free: an endpoint with no sample of its own reads its backend's typical figures
+//! (the [`Prior`]), and its estimates decay towards that prior, not towards zero, while it gets
+//! no traffic; and `in_flight_age`, the mean time its outstanding requests have been running,
+//! is a floor under its latency, so a replica whose first answers are slow is seen as slow while
+//! they are still running.
 //!
 //! - `rtt` is a **peak-EWMA** of the time to the first response byte ([`PeakEwma`]): it jumps up
 //!   to a slow sample at once and decays back slowly, so a slowing endpoint is avoided at once
@@ -54,6 +60,11 @@ pub struct LoadInputs {
     pub body_ns: f64,
     /// Requests this proxy has outstanding to the endpoint.
     pub in_flight: u32,
+    /// How long, on average, those requests have been running (nanoseconds; 0 with none). An
+    /// answer takes at least as long as it has already been running, so the latency term is never
+    /// below this: an endpoint whose first requests are all still running after the others'
+    /// finished is known to be slow before any of them ends.
+    pub in_flight_age_ns: f64,
     /// Reported waiting requests (0 if unknown or stale).
     pub queue_depth: f64,
     /// Reported KV-cache use 0..1 (0 if unknown or stale).
@@ -68,7 +79,8 @@ pub const PENALIZED: f64 = 1e15;
 /// The endpoint's cost; lower is better.
 pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
     let body = if load.body_ns.is_finite() { load.body_ns.max(0.0) } else { f64::MAX / 4.0 };
-    let rtt = if load.rtt_ns.is_finite() { (load.rtt_ns + body).max(1.0) } else { f64::MAX / 4.0 };
+    let age = if load.in_flight_age_ns.is_finite() { load.in_flight_age_ns.max(0.0) } else { 0.0 };
+    let rtt = if load.rtt_ns.is_finite() { (load.rtt_ns + body).max(age).max(1.0) } else { f64::MAX / 4.0 };
     let queue = load.queue_depth.max(0.0);
     let kv = load.kv_use.clamp(0.0, 1.0);
     let base = rtt * (w.in_flight * f64::from(load.in_flight) + 1.0 + w.queue * queue + w.kv * kv);
@@ -100,40 +112,91 @@ fn decay_factor(stamp_ns: u64, now_ns: u64, decay: Duration) -> f64 {
     (-elapsed / tau).exp()
 }
 
+/// What an endpoint's estimates read before its first sample, and decay towards while it gets
+/// none: its backend's typical figures (nanoseconds), or the configured default where the backend
+/// has measured nothing either.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Prior {
+    /// Time to first body byte.
+    pub rtt_ns: f64,
+    /// Body streaming time.
+    pub body_ns: f64,
+}
+
+/// A backend's typical figures: plain time-decayed averages of every sample its endpoints gave,
+/// which decay towards the configured default while none comes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BackendPrior {
+    rtt: Ewma,
+    body: Ewma,
+}
+
+impl BackendPrior {
+    /// Nothing measured yet.
+    pub fn new(now_ns: u64) -> BackendPrior {
+        BackendPrior { rtt: Ewma::new(now_ns), body: Ewma::new(now_ns) }
+    }
+
+    /// Adds one response's figures (either may be missing).
+    pub fn observe(&mut self, rtt: Option<Duration>, body: Option<Duration>, now_ns: u64, decay: Duration) {
+        if let Some(r) = rtt {
+            self.rtt.observe(r, now_ns, decay);
+        }
+        if let Some(b) = body {
+            self.body.observe(b, now_ns, decay);
+        }
+    }
+
+    /// The prior at `now_ns`; `default` (the configured figures) where nothing was measured.
+    pub fn get(&self, now_ns: u64, decay: Duration, default: Prior) -> Prior {
+        Prior {
+            rtt_ns: self.rtt.get(now_ns, decay, default.rtt_ns),
+            body_ns: self.body.get(now_ns, decay, default.body_ns),
+        }
+    }
+}
+
 /// Peak-EWMA estimate of an endpoint's latency, in nanoseconds, with time passed in.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PeakEwma {
     estimate_ns: f64,
     stamp_ns: u64,
+    sampled: bool,
 }
 
 impl PeakEwma {
-    /// A fresh estimate that starts at `initial` (the configured default RTT).
-    pub fn new(initial: Duration, now_ns: u64) -> PeakEwma {
-        PeakEwma { estimate_ns: initial.as_nanos() as f64, stamp_ns: now_ns }
+    /// No sample yet: reads as the prior.
+    pub fn new(now_ns: u64) -> PeakEwma {
+        PeakEwma { estimate_ns: 0.0, stamp_ns: now_ns, sampled: false }
     }
 
-    /// The estimate decayed towards zero for the time since the last sample.
-    pub fn get(&self, now_ns: u64, decay: Duration) -> f64 {
-        self.estimate_ns * decay_factor(self.stamp_ns, now_ns, decay)
+    /// The estimate, decayed towards `prior_ns` for the time since the last sample (`prior_ns`
+    /// itself before the first).
+    pub fn get(&self, now_ns: u64, decay: Duration, prior_ns: f64) -> f64 {
+        if !self.sampled {
+            return prior_ns;
+        }
+        prior_ns + (self.estimate_ns - prior_ns) * decay_factor(self.stamp_ns, now_ns, decay)
     }
 
     /// Adds a sample: a slower one replaces the estimate (peak), a faster one is averaged in.
     pub fn observe(&mut self, rtt: Duration, now_ns: u64, decay: Duration) {
         let rtt_ns = rtt.as_nanos() as f64;
         let w = decay_factor(self.stamp_ns, now_ns, decay);
-        self.estimate_ns = if rtt_ns > self.estimate_ns { rtt_ns } else { self.estimate_ns * w + rtt_ns * (1.0 - w) };
+        self.estimate_ns =
+            if !self.sampled || rtt_ns > self.estimate_ns { rtt_ns } else { self.estimate_ns * w + rtt_ns * (1.0 - w) };
+        self.sampled = true;
         self.stamp_ns = self.stamp_ns.max(now_ns);
     }
 }
 
 /// Time-decayed EWMA of a duration, in nanoseconds: each sample weighs in by how long it has
-/// been since the last one (`1 - e^(-Δt/decay)`), and the estimate decays towards zero while no
-/// sample comes, like [`PeakEwma`]'s, so an avoided endpoint is eventually tried again.
+/// been since the last one (`1 - e^(-Δt/decay)`), and the estimate decays towards a prior while
+/// no sample comes, like [`PeakEwma`]'s.
 ///
 /// Until enough samples have come for the time weights to take over, each sample weighs at least
 /// `1/n` (the n-th sample): the first sample is the estimate and the first few are averaged
-/// equally. Without that, a fresh estimate would start near zero and need a whole decay time to
+/// equally. Without that, a fresh estimate would start at the prior and need a whole decay time to
 /// reach the endpoint's real figure, during which a slow endpoint looks like the others.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ewma {
@@ -143,14 +206,18 @@ pub struct Ewma {
 }
 
 impl Ewma {
-    /// No estimate yet (reads as zero).
+    /// No sample yet: reads as the prior.
     pub fn new(now_ns: u64) -> Ewma {
         Ewma { estimate_ns: 0.0, stamp_ns: now_ns, samples: 0 }
     }
 
-    /// The estimate decayed towards zero for the time since the last sample.
-    pub fn get(&self, now_ns: u64, decay: Duration) -> f64 {
-        self.estimate_ns * decay_factor(self.stamp_ns, now_ns, decay)
+    /// The estimate, decayed towards `prior_ns` for the time since the last sample (`prior_ns`
+    /// itself before the first).
+    pub fn get(&self, now_ns: u64, decay: Duration, prior_ns: f64) -> f64 {
+        if self.samples == 0 {
+            return prior_ns;
+        }
+        prior_ns + (self.estimate_ns - prior_ns) * decay_factor(self.stamp_ns, now_ns, decay)
     }
 
     /// Averages a sample in.
@@ -219,23 +286,23 @@ mod tests {
     fn ewma_averages_and_decays() {
         let d = Duration::from_secs(10);
         let mut e = Ewma::new(0);
-        assert_eq!(e.get(0, d), 0.0);
+        assert_eq!(e.get(0, d, 0.0), 0.0);
         // The first sample is the estimate, however soon it comes.
         e.observe(Duration::from_secs(2), MS, d);
-        assert!((e.get(MS, d) - 2e9).abs() < 1e6, "{e:?}");
+        assert!((e.get(MS, d, 0.0) - 2e9).abs() < 1e6, "{e:?}");
         // The first few are averaged equally.
         e.observe(Duration::from_secs(4), 2 * MS, d);
-        assert!((e.get(2 * MS, d) - 3e9).abs() < 1e7, "{e:?}");
+        assert!((e.get(2 * MS, d, 0.0) - 3e9).abs() < 1e7, "{e:?}");
         // Once many have come, one long sample 100 ms later moves it by about 1 %, not to the peak.
         for i in 0..2000u64 {
             e.observe(Duration::from_secs(2), 3 * MS + i * 50 * MS, d);
         }
         let t = 3 * MS + 1999 * 50 * MS + 100 * MS;
         e.observe(Duration::from_secs(30), t, d);
-        let v = e.get(t, d);
+        let v = e.get(t, d, 0.0);
         assert!(v > 2.2e9 && v < 2.4e9, "{v}");
         // Idle for one decay time: down by 1/e.
-        let later = e.get(t + 10_000 * MS, d);
+        let later = e.get(t + 10_000 * MS, d, 0.0);
         assert!((later / v - (-1f64).exp()).abs() < 1e-9);
     }
 
@@ -294,14 +361,14 @@ mod tests {
     #[test]
     fn peak_ewma_jumps_up_and_decays_down() {
         let decay = Duration::from_secs(10);
-        let mut e = PeakEwma::new(Duration::from_millis(1), 0);
+        let mut e = PeakEwma::new(0);
         e.observe(Duration::from_millis(50), MS, decay);
-        assert_eq!(e.get(MS, decay), 50e6);
+        assert_eq!(e.get(MS, decay, 0.0), 50e6);
         // a fast sample right after barely moves it
         e.observe(Duration::from_millis(1), 2 * MS, decay);
-        assert!(e.get(2 * MS, decay) > 49e6);
-        // after one decay constant with no samples it has decayed to ~1/e
-        let later = e.get(2 * MS + 10_000 * MS, decay);
+        assert!(e.get(2 * MS, decay, 0.0) > 49e6);
+        // after one decay constant with no samples it has decayed to ~1/e of the way to the prior
+        let later = e.get(2 * MS + 10_000 * MS, decay, 0.0);
         assert!((later / 50e6 - (-1f64).exp()).abs() < 0.01, "{later}");
         // many fast samples over time pull it down
         let mut t = 2 * MS;
@@ -309,14 +376,64 @@ mod tests {
             t += 100 * MS;
             e.observe(Duration::from_millis(1), t, decay);
         }
-        assert!(e.get(t, decay) < 2e6, "{}", e.get(t, decay));
+        assert!(e.get(t, decay, 0.0) < 2e6, "{}", e.get(t, decay, 0.0));
     }
 
     #[test]
     fn peak_ewma_ignores_time_going_backwards() {
         let decay = Duration::from_secs(1);
-        let mut e = PeakEwma::new(Duration::from_millis(1), 10 * MS);
+        let mut e = PeakEwma::new(10 * MS);
         e.observe(Duration::from_millis(2), 5 * MS, decay);
-        assert_eq!(e.get(5 * MS, decay), 2e6);
+        assert_eq!(e.get(5 * MS, decay, 0.0), 2e6);
+    }
+
+    #[test]
+    fn unknowns_read_the_prior_and_estimates_decay_towards_it() {
+        let d = Duration::from_secs(10);
+        // No sample: the prior, whatever it is, never zero unless the prior is.
+        assert_eq!(PeakEwma::new(0).get(5 * MS, d, 3e6), 3e6);
+        assert_eq!(Ewma::new(0).get(5 * MS, d, 4e9), 4e9);
+        // A fast endpoint avoided for one decay time goes 1/e of the way back up to the prior, not
+        // down to zero; a slow one comes down towards it.
+        let mut fast = Ewma::new(0);
+        fast.observe(Duration::from_secs(1), MS, d);
+        let v = fast.get(MS + 10_000 * MS, d, 4e9);
+        assert!((v - (4e9 - 3e9 * (-1f64).exp())).abs() < 1e3, "{v}");
+        let mut slow = PeakEwma::new(0);
+        slow.observe(Duration::from_secs(12), MS, d);
+        let v = slow.get(MS + 10_000 * MS, d, 4e9);
+        assert!((v - (4e9 + 8e9 * (-1f64).exp())).abs() < 1e3, "{v}");
+        assert!(slow.get(MS + 1_000_000 * MS, d, 4e9) - 4e9 < 1.0, "long idle: the prior");
+    }
+
+    #[test]
+    fn a_backend_prior_is_its_endpoints_average_or_the_default() {
+        let d = Duration::from_secs(10);
+        let default = Prior { rtt_ns: 5e6, body_ns: 0.0 };
+        let mut p = BackendPrior::new(0);
+        assert_eq!(p.get(MS, d, default), default);
+        p.observe(Some(Duration::from_millis(50)), Some(Duration::from_secs(4)), MS, d);
+        p.observe(Some(Duration::from_millis(70)), Some(Duration::from_secs(2)), 2 * MS, d);
+        let got = p.get(2 * MS, d, default);
+        assert!((got.rtt_ns - 60e6).abs() < 1e3 && (got.body_ns - 3e9).abs() < 1e3, "{got:?}");
+        // Only a first-byte time (a bodiless answer): the body average is unchanged.
+        p.observe(Some(Duration::from_millis(60)), None, 3 * MS, d);
+        assert!((p.get(3 * MS, d, default).body_ns - 3e9).abs() < 1e6);
+    }
+
+    #[test]
+    fn requests_running_longer_than_the_estimate_raise_the_latency_term() {
+        let w = CostWeights::default();
+        // Fast replica: 4 s answers, two in flight for 2 s on average. Slow replica, not yet
+        // measured (its estimate is the backend's 4 s), two in flight for 6 s.
+        let fast =
+            LoadInputs { rtt_ns: 0.05e9, body_ns: 4e9, in_flight: 2, in_flight_age_ns: 2e9, ..Default::default() };
+        let slow = LoadInputs { in_flight_age_ns: 6e9, ..fast };
+        assert_eq!(cost(&fast, &w), 4.05e9 * 3.0);
+        assert_eq!(cost(&slow, &w), 6e9 * 3.0);
+        assert!(cost(&slow, &w) > cost(&fast, &w));
+        // Garbage ages count as none.
+        assert_eq!(cost(&LoadInputs { in_flight_age_ns: f64::NAN, ..fast }, &w), cost(&fast, &w));
+        assert_eq!(cost(&LoadInputs { in_flight_age_ns: -1.0, ..fast }, &w), cost(&fast, &w));
     }
 }

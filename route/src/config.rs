@@ -175,7 +175,8 @@ pub struct BalancerConfig {
     /// Peak-EWMA decay time constant, default 10s (as in Finagle and Linkerd).
     #[serde(default = "defaults::ewma_decay")]
     pub ewma_decay: HumanDuration,
-    /// Latency assumed for an endpoint with no sample yet, default 1ms.
+    /// Time to first byte assumed for an endpoint with no sample of its own while its backend
+    /// has measured none either (otherwise it takes the backend's typical figures), default 1ms.
     #[serde(default = "defaults::default_rtt")]
     pub default_rtt: HumanDuration,
     /// Weight of each request this proxy has in flight to the endpoint, default 1.0.
@@ -194,6 +195,10 @@ pub struct BalancerConfig {
     /// time its `Retry-After` asks (at most 30s), or for this long without one. Default 1s.
     #[serde(default = "defaults::penalty_time")]
     pub penalty_time: HumanDuration,
+    /// Ask endpoints for an ORCA load report on every answer (`endpoint-load-metrics-format:
+    /// TEXT` on each request, which vLLM needs before it sends one), default true.
+    #[serde(default = "defaults::yes")]
+    pub ask_load_reports: bool,
 }
 
 impl Default for BalancerConfig {
@@ -207,6 +212,7 @@ impl Default for BalancerConfig {
             kv_weight: defaults::kv_weight(),
             load_staleness: defaults::load_staleness(),
             penalty_time: defaults::penalty_time(),
+            ask_load_reports: true,
         }
     }
 }
@@ -231,6 +237,9 @@ pub struct BackendBalancer {
     /// figures then arrive every `inbound.load_interval` instead of only with responses.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub load_stream: bool,
+    /// Ask this backend's endpoints for ORCA load reports (the proxy-wide `ask_load_reports` when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask_load_reports: Option<bool>,
 }
 
 /// Outlier ejection: an endpoint that refuses connections, or fails `consecutive_failures` times in a
@@ -443,6 +452,9 @@ pub(crate) mod defaults {
     }
     pub(crate) fn load_staleness() -> HumanDuration {
         Duration::from_secs(1).into()
+    }
+    pub(crate) fn yes() -> bool {
+        true
     }
     pub(crate) fn penalty_time() -> HumanDuration {
         Duration::from_secs(1).into()

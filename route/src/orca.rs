@@ -11,6 +11,10 @@ use std::time::Duration;
 /// The response header that carries an ORCA load report.
 pub const HEADER: &str = "endpoint-load-metrics";
 
+/// The request header that asks for a load report on the answer, and in which form (`TEXT` or
+/// `JSON`): vLLM sends [`HEADER`] only when the request carries it.
+pub const FORMAT_HEADER: &str = "endpoint-load-metrics-format";
+
 /// Load figures an endpoint reported about itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LoadReport {

@@ -74,6 +74,8 @@ pub struct Settings {
     pub load_staleness: Duration,
     /// Penalty duration without `Retry-After`.
     pub penalty_time: Duration,
+    /// Ask endpoints for ORCA load reports by default.
+    pub ask_load_reports: bool,
     /// Ejection policy.
     pub ejection: crate::health::EjectionPolicy,
 }
@@ -119,6 +121,8 @@ pub struct Backend {
     pub cost: crate::balance::CostWeights,
     /// Follow each endpoint's load stream.
     pub load_stream: bool,
+    /// Ask each endpoint for an ORCA load report with every request.
+    pub ask_load_reports: bool,
 }
 
 /// The inbound target.
@@ -203,6 +207,7 @@ impl Table {
                 algorithm,
                 cost,
                 load_stream,
+                ask_load_reports: over.ask_load_reports.unwrap_or(settings.ask_load_reports),
             });
         }
 
@@ -407,6 +412,7 @@ impl Validator {
             algorithm: p.balancer.algorithm,
             load_staleness: p.balancer.load_staleness.0,
             penalty_time: p.balancer.penalty_time.0,
+            ask_load_reports: p.balancer.ask_load_reports,
             ejection: crate::health::EjectionPolicy {
                 consecutive_failures: p.ejection.consecutive_failures.max(1),
                 base,

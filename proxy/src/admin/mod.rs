@@ -45,10 +45,11 @@ impl AdminState {
         let now = crate::now_ns();
         let decay = snap.table.settings.ewma_decay;
         let rows = snap.backends.iter().chain(snap.inbound.iter()).flat_map(|b| {
+            let prior = b.prior(now);
             b.endpoints.iter().map(move |e| EndpointRow {
                 backend: &b.name,
                 addr: e.addr,
-                rtt_seconds: e.rtt_seconds(now, decay),
+                rtt_seconds: e.rtt_seconds(now, decay, prior),
                 in_flight: e.in_flight(),
                 ejected: e.ejected(now),
             })

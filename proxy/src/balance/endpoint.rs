@@ -4,10 +4,10 @@
 //! it still has, so a reload neither forgets latency nor un-ejects a dead endpoint.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use vane_route::balance::{self, CostWeights, Ewma, LoadInputs, PeakEwma};
+use vane_route::balance::{self, CostWeights, Ewma, LoadInputs, PeakEwma, Prior};
 use vane_route::config::{Algorithm, Protocol};
 use vane_route::health::{EjectionPolicy, Health, Outcome};
 use vane_route::orca::LoadReport;
@@ -25,6 +25,9 @@ pub struct Endpoint {
     /// Its connections.
     pub pool: Arc<crate::client::ConnPool>,
     in_flight: AtomicU32,
+    /// The sum of the start times (process clock, ns) of the requests in flight: with their
+    /// count, how long they have been running on average.
+    started_sum_ns: AtomicU64,
     stats: Mutex<Stats>,
     load_stream: std::sync::atomic::AtomicBool,
 }
@@ -51,8 +54,8 @@ pub struct Policy {
 }
 
 impl Endpoint {
-    /// A fresh endpoint with the configured default RTT.
-    pub fn new(addr: SocketAddr, protocol: Protocol, default_rtt: Duration) -> Endpoint {
+    /// A fresh endpoint: until its first answers it reads as its backend's typical figures.
+    pub fn new(addr: SocketAddr, protocol: Protocol) -> Endpoint {
         let authority = http::uri::Authority::try_from(addr.to_string().as_str())
             .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
         Endpoint {
@@ -62,8 +65,9 @@ impl Endpoint {
             pool: Arc::default(),
             load_stream: false.into(),
             in_flight: AtomicU32::new(0),
+            started_sum_ns: AtomicU64::new(0),
             stats: Mutex::new(Stats {
-                rtt: PeakEwma::new(default_rtt, crate::now_ns()),
+                rtt: PeakEwma::new(crate::now_ns()),
                 body: Ewma::new(crate::now_ns()),
                 health: Health::default(),
                 reported: None,
@@ -83,13 +87,28 @@ impl Endpoint {
 
     /// One more request in flight (see [`super::InFlightGuard::start`], which pairs it with
     /// [`Endpoint::end`]).
-    pub(super) fn begin(&self) {
+    pub(super) fn begin(&self, started_ns: u64) {
+        self.started_sum_ns.fetch_add(started_ns, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The request counted by [`Endpoint::begin`] is over.
-    pub(super) fn end(&self) {
+    /// The request counted by [`Endpoint::begin`] with `started_ns` is over.
+    pub(super) fn end(&self, started_ns: u64) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.started_sum_ns.fetch_sub(started_ns, Ordering::Relaxed);
+    }
+
+    /// How long the requests in flight have been running, on average, in nanoseconds (0 with
+    /// none), at most [`MAX_BODY_SAMPLE`] (a long-lived stream is no sign of a slow endpoint).
+    pub fn in_flight_age_ns(&self, now_ns: u64) -> f64 {
+        let n = self.in_flight();
+        if n == 0 {
+            return 0.0;
+        }
+        // The two counters are updated one after the other: a reading between them is off by
+        // one request for an instant, and is clamped to what can be.
+        let mean_start = self.started_sum_ns.load(Ordering::Relaxed) / u64::from(n);
+        (now_ns.saturating_sub(mean_start) as f64).min(MAX_BODY_SAMPLE.as_nanos() as f64)
     }
 
     /// Whether the endpoint is not ejected at `now_ns`.
@@ -98,11 +117,15 @@ impl Endpoint {
     }
 
     /// The balancer's cost at `now_ns`, and the age of the reported load it used (if any).
-    pub fn cost(&self, now_ns: u64, settings: &Settings, policy: &Policy) -> (f64, Option<u64>) {
+    /// `prior` is the backend's typical figures, which the endpoint reads before its own first
+    /// samples and decays towards between them.
+    pub fn cost(&self, now_ns: u64, settings: &Settings, policy: &Policy, prior: Prior) -> (f64, Option<u64>) {
+        let in_flight_age_ns = self.in_flight_age_ns(now_ns);
         let st = self.stats();
-        let rtt_ns = st.rtt.get(now_ns, settings.ewma_decay);
-        let body_ns = st.body.get(now_ns, settings.ewma_decay);
-        let mut load = LoadInputs { rtt_ns, body_ns, in_flight: self.in_flight(), ..Default::default() };
+        let rtt_ns = st.rtt.get(now_ns, settings.ewma_decay, prior.rtt_ns);
+        let body_ns = st.body.get(now_ns, settings.ewma_decay, prior.body_ns);
+        let mut load =
+            LoadInputs { rtt_ns, body_ns, in_flight: self.in_flight(), in_flight_age_ns, ..Default::default() };
         let mut age = None;
         if policy.algorithm == Algorithm::P2c {
             if let Some((r, at)) = &st.reported {
@@ -137,10 +160,11 @@ impl Endpoint {
     }
 
     /// Current latency estimate in seconds, as the cost uses it: time to first byte plus body
-    /// streaming time (for metrics).
-    pub fn rtt_seconds(&self, now_ns: u64, decay: Duration) -> f64 {
+    /// streaming time, at least the mean age of the requests in flight (for metrics).
+    pub fn rtt_seconds(&self, now_ns: u64, decay: Duration, prior: Prior) -> f64 {
+        let age = self.in_flight_age_ns(now_ns);
         let st = self.stats();
-        (st.rtt.get(now_ns, decay) + st.body.get(now_ns, decay)) / 1e9
+        (st.rtt.get(now_ns, decay, prior.rtt_ns) + st.body.get(now_ns, decay, prior.body_ns)).max(age) / 1e9
     }
 
     /// Whether the endpoint is ejected at `now_ns` (for metrics).

@@ -1,6 +1,7 @@
 //! A request in flight on an endpoint: counted until its response body ends, timed at its first
 //! body byte and its end, and holding the HTTP/1.1 connection that carries the body.
 
+use super::backend::Typical;
 use super::endpoint::Endpoint;
 use crate::body::Completion;
 use crate::client::PooledConn;
@@ -12,6 +13,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct InFlightGuard {
     ep: Arc<Endpoint>,
+    /// The backend's typical figures, which this answer's figures join.
+    typical: Arc<Typical>,
+    started_ns: u64,
+    /// The time to first byte, once seen.
+    first: Option<Duration>,
     conn: Option<PooledConn>,
     idle_timeout: Duration,
     /// When the request was sent and the EWMA decay, until the first response byte is seen.
@@ -21,10 +27,20 @@ pub struct InFlightGuard {
 }
 
 impl InFlightGuard {
-    /// Counts a request in flight on `ep` until the guard drops.
-    pub fn start(ep: &Arc<Endpoint>) -> InFlightGuard {
-        ep.begin();
-        InFlightGuard { ep: Arc::clone(ep), conn: None, idle_timeout: Duration::ZERO, rtt_from: None, body_from: None }
+    /// Counts a request in flight on `ep` (of a backend with `typical` figures) until the guard drops.
+    pub fn start(ep: &Arc<Endpoint>, typical: &Arc<Typical>) -> InFlightGuard {
+        let started_ns = crate::now_ns();
+        ep.begin(started_ns);
+        InFlightGuard {
+            ep: Arc::clone(ep),
+            typical: Arc::clone(typical),
+            started_ns,
+            first: None,
+            conn: None,
+            idle_timeout: Duration::ZERO,
+            rtt_from: None,
+            body_from: None,
+        }
     }
 
     /// Attaches the connection to give back when the response ends cleanly, and (unless the
@@ -47,7 +63,9 @@ impl InFlightGuard {
     pub fn first_byte(&mut self) {
         if let Some((sent, decay)) = self.rtt_from.take() {
             let now = Instant::now();
-            self.ep.observe(Some(now.saturating_duration_since(sent)), None, decay);
+            let rtt = now.saturating_duration_since(sent);
+            self.ep.observe(Some(rtt), None, decay);
+            self.first = Some(rtt);
             self.body_from = Some((now, decay));
         }
     }
@@ -58,9 +76,13 @@ impl InFlightGuard {
     pub fn finish(mut self) {
         if let Some((sent, decay)) = self.rtt_from.take() {
             // The first byte and the end at once: the body took no time.
-            self.ep.observe(Some(sent.elapsed()), Some(Duration::ZERO), decay);
+            let rtt = sent.elapsed();
+            self.ep.observe(Some(rtt), Some(Duration::ZERO), decay);
+            self.typical.observe(Some(rtt), Some(Duration::ZERO), decay);
         } else if let Some((first, decay)) = self.body_from.take() {
-            self.ep.observe(None, Some(first.elapsed()), decay);
+            let body = first.elapsed().min(super::MAX_BODY_SAMPLE);
+            self.ep.observe(None, Some(body), decay);
+            self.typical.observe(self.first, Some(body), decay);
         }
         if let Some(c) = self.conn.take() {
             c.release(self.idle_timeout);
@@ -70,7 +92,7 @@ impl InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.ep.end();
+        self.ep.end(self.started_ns);
     }
 }
 

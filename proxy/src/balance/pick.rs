@@ -6,6 +6,7 @@ use super::endpoint::{Endpoint, Policy};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use vane_route::balance::Prior;
 use vane_route::select::{self, Draw, EndpointView, Tried};
 use vane_route::table::Settings;
 
@@ -16,6 +17,7 @@ struct View<'a> {
     endpoints: &'a [Arc<Endpoint>],
     settings: &'a Settings,
     policy: &'a Policy,
+    prior: Prior,
     now: u64,
     ages: Cell<[(usize, Option<u64>); 2]>,
 }
@@ -34,7 +36,7 @@ impl EndpointView for View<'_> {
     }
 
     fn cost(&self, i: usize) -> f64 {
-        let (c, age) = self.endpoints[i].cost(self.now, self.settings, self.policy);
+        let (c, age) = self.endpoints[i].cost(self.now, self.settings, self.policy, self.prior);
         let [_, last] = self.ages.get();
         self.ages.set([last, (i, age)]);
         c
@@ -45,11 +47,13 @@ impl EndpointView for View<'_> {
 /// one is ejected, among those: panic mode). Returns its index and the age in nanoseconds of the
 /// reported load the decision used, if any; `None` when every endpoint was tried (or there is none).
 pub fn pick(backend: &Backend, tried: Tried, rng: &mut fastrand::Rng) -> Option<(usize, Option<u64>)> {
+    let now = crate::now_ns();
     let view = View {
         endpoints: &backend.endpoints,
         settings: &backend.settings,
         policy: &backend.policy,
-        now: crate::now_ns(),
+        prior: backend.prior(now),
+        now,
         ages: Cell::new([(usize::MAX, None); 2]),
     };
     let rr = match backend.policy.algorithm {
@@ -60,4 +64,67 @@ pub fn pick(backend: &Backend, tried: Tried, rng: &mut fastrand::Rng) -> Option<
     let choice = select::select(backend.policy.algorithm, &view, tried, draw)?;
     let age = view.ages.get().iter().find(|(i, _)| *i == choice.index).and_then(|(_, a)| *a);
     Some((choice.index, age))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::Typical;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+    use vane_route::balance::CostWeights;
+    use vane_route::config::{Algorithm, Protocol};
+
+    fn backend(n: usize) -> Backend {
+        let table = vane_route::Table::from_config(vane_route::Config::default()).unwrap();
+        Backend {
+            name: "b".into(),
+            endpoints: (0..n)
+                .map(|i| Arc::new(Endpoint::new(format!("127.0.0.1:{}", 9000 + i).parse().unwrap(), Protocol::Http1)))
+                .collect(),
+            policy: Policy { algorithm: Algorithm::P2c, weights: CostWeights::default() },
+            rr: AtomicUsize::new(0),
+            settings: Arc::new(table.settings),
+            load_age: prometheus_client::metrics::histogram::Histogram::new([1.0]),
+            typical: Arc::new(Typical::default()),
+            ask_load_reports: true,
+        }
+    }
+
+    fn cost(b: &Backend, i: usize, now: u64) -> f64 {
+        b.endpoints[i].cost(now, &b.settings, &b.policy, b.prior(now)).0
+    }
+
+    #[test]
+    fn an_unmeasured_endpoint_is_not_free_and_long_running_requests_count_against_it() {
+        let b = backend(2);
+        let decay = b.settings.ewma_decay;
+        // Endpoint 0 has answered: 50 ms to the first token, 4 s of streaming. Endpoint 1 has not.
+        b.endpoints[0].observe(Some(Duration::from_millis(50)), Some(Duration::from_secs(4)), decay);
+        b.typical.observe(Some(Duration::from_millis(50)), Some(Duration::from_secs(4)), decay);
+        let now = crate::now_ns();
+        // Unmeasured, it reads the backend's figures, not zero (before, it cost 1 ms).
+        let (c0, c1) = (cost(&b, 0, now), cost(&b, 1, now));
+        assert!(c1 > 4e9 && (c1 / c0 - 1.0).abs() < 0.01, "{c0} {c1}");
+        // Two requests on each: endpoint 0's started a second ago, endpoint 1's six seconds ago and
+        // still running, past the backend's usual 4 s: it is the slow one, before any has ended.
+        for ep in [0, 1] {
+            let started = now - if ep == 0 { 1_000_000_000 } else { 6_000_000_000 };
+            b.endpoints[ep].begin(started);
+            b.endpoints[ep].begin(started);
+        }
+        let (c0, c1) = (cost(&b, 0, now), cost(&b, 1, now));
+        assert!(c1 > 1.4 * c0, "{c0} {c1}");
+        assert!((b.endpoints[1].in_flight_age_ns(now) - 6e9).abs() < 1e6);
+        // With two endpoints both are drawn, and the pick is the cheaper, whatever the draw.
+        for seed in 0..20 {
+            assert_eq!(pick(&b, Tried::new(), &mut fastrand::Rng::with_seed(seed)).map(|p| p.0), Some(0));
+        }
+        for ep in [0, 1] {
+            let started = now - if ep == 0 { 1_000_000_000 } else { 6_000_000_000 };
+            b.endpoints[ep].end(started);
+            b.endpoints[ep].end(started);
+        }
+        assert_eq!(b.endpoints[1].in_flight_age_ns(now), 0.0);
+    }
 }

@@ -73,10 +73,14 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
         Error::with_extensions(e, ext)
     };
     crate::client::headers::for_endpoint(&mut parts, ep.protocol, &ep.authority);
+    // vLLM reports its load (ORCA) only when asked; a caller's own choice of form stands.
+    if backend.ask_load_reports && !parts.headers.contains_key(orca::FORMAT_HEADER) {
+        parts.headers.insert(orca::FORMAT_HEADER, http::HeaderValue::from_static("TEXT"));
+    }
     let failure = body.failure();
     let up = Request::from_parts(parts, body);
 
-    let mut guard = InFlightGuard::start(ep);
+    let mut guard = InFlightGuard::start(ep, &backend.typical);
     let started = Instant::now();
     let send = crate::client::send(&ep.pool, ep.addr, ep.protocol, up, settings.connect_timeout, settings.idle_timeout);
     let sent = tokio::time::timeout(target.timeout, send).await;

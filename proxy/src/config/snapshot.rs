@@ -2,7 +2,7 @@
 //! endpoint state (reused from the previous snapshot where the endpoint is the same) and the
 //! metric handles of every route.
 
-use crate::balance::{Backend, Endpoint, Policy};
+use crate::balance::{Backend, Endpoint, Policy, Typical};
 use crate::metrics::{Direction, Metrics, RouteStats};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,42 +35,47 @@ impl Snapshot {
     /// Builds a snapshot, reusing endpoint state and clients from `prev` where they still apply.
     pub fn build(table: Table, prev: Option<&Snapshot>, version: u64, metrics: &Metrics) -> Snapshot {
         let mut known: HashMap<(SocketAddr, Protocol), Arc<Endpoint>> = HashMap::new();
+        // A backend's typical figures carry over by name, like its endpoints' state by address.
+        let mut typical: HashMap<Arc<str>, Arc<Typical>> = HashMap::new();
         if let Some(p) = prev {
             for b in p.backends.iter().chain(p.inbound.iter()) {
                 for e in &b.endpoints {
                     known.insert((e.addr, e.protocol), Arc::clone(e));
                 }
+                typical.insert(Arc::clone(&b.name), Arc::clone(&b.typical));
             }
         }
         let s = &table.settings;
         let settings = Arc::new(s.clone());
         let load_age = &metrics.load_age;
-        let backend = |name: Arc<str>, endpoints: Vec<Arc<Endpoint>>, policy: Policy| {
+        let backend = |name: Arc<str>, endpoints: Vec<Arc<Endpoint>>, policy: Policy, ask_load_reports: bool| {
             Arc::new(Backend {
-                name,
                 endpoints,
                 policy,
                 rr: AtomicUsize::new(0),
                 settings: Arc::clone(&settings),
                 load_age: load_age.clone(),
+                typical: typical.get(&name).cloned().unwrap_or_default(),
+                name,
+                ask_load_reports,
             })
         };
         let mut endpoint = |addr: SocketAddr, proto: Protocol| {
-            Arc::clone(
-                known.entry((addr, proto)).or_insert_with(|| Arc::new(Endpoint::new(addr, proto, s.default_rtt))),
-            )
+            Arc::clone(known.entry((addr, proto)).or_insert_with(|| Arc::new(Endpoint::new(addr, proto))))
         };
         let backends: Vec<Arc<Backend>> = table
             .backends
             .iter()
             .map(|b| {
                 let endpoints = b.endpoints.iter().map(|a| endpoint(*a, b.protocol)).collect();
-                backend(Arc::clone(&b.name), endpoints, Policy { algorithm: b.algorithm, weights: b.cost })
+                let policy = Policy { algorithm: b.algorithm, weights: b.cost };
+                backend(Arc::clone(&b.name), endpoints, policy, b.ask_load_reports)
             })
             .collect();
         let inbound = table.inbound.as_ref().map(|ib| {
             let endpoints = vec![endpoint(ib.forward_to, ib.protocol)];
-            backend("inbound".into(), endpoints, Policy { algorithm: s.algorithm, weights: s.cost })
+            let policy = Policy { algorithm: s.algorithm, weights: s.cost };
+            backend("inbound".into(), endpoints, policy, s.ask_load_reports)
         });
         for (b, rt) in table.backends.iter().zip(backends.iter()) {
             if b.load_stream {

@@ -3,8 +3,14 @@
 //! The cost of an endpoint is
 //!
 //! ```text
-//! cost = max(rtt + body, in_flight_age) × (in_flight_weight × in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)   (+ PENALIZED)
+//! cost = max(rtt + body, in_flight_age) × (in_flight_weight × in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)
+//!        (+ PENALIZED when penalized, or held back by slow start)
 //! ```
+//!
+//! - an endpoint that joined (or came back from ejection) less than its backend's slow-start
+//!   window ago competes for only a growing share of the decisions ([`slow_start_holds`]: the
+//!   fraction of the window gone by, at least 10 %) and loses the others, so its first seconds
+//!   cannot make it a sink.
 //!
 //! No unknown is free: an endpoint with no sample of its own reads its backend's typical figures
 //! (the [`Prior`]), and its estimates decay towards that prior, not towards zero, while it gets
@@ -71,6 +77,9 @@ pub struct LoadInputs {
     pub kv_use: f64,
     /// The endpoint recently answered 429/503 and asked for time.
     pub penalized: bool,
+    /// Slow start holds the endpoint back for this decision ([`slow_start_holds`]): it joined,
+    /// or came back from ejection, within its window, and this request fell outside its share.
+    pub held: bool,
 }
 
 /// Added to a penalized endpoint's cost: more than any real cost (about 11 days in nanoseconds).
@@ -84,12 +93,42 @@ pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
     let queue = load.queue_depth.max(0.0);
     let kv = load.kv_use.clamp(0.0, 1.0);
     let base = rtt * (w.in_flight * f64::from(load.in_flight) + 1.0 + w.queue * queue + w.kv * kv);
-    if load.penalized { base + PENALIZED } else { base }
+    if load.penalized || load.held { base + PENALIZED } else { base }
 }
+
+/// The least share an endpoint in slow start gets, as Envoy's `min_weight_percent` (10 %).
+pub const SLOW_START_MIN_SHARE: f64 = 0.1;
+
+/// Slow start, as Envoy's (with aggression 1): an endpoint `progress` (0..1) into its window
+/// weighs `progress` of a full one, at least [`SLOW_START_MIN_SHARE`].
+pub fn slow_start_share(progress: f64) -> f64 {
+    if progress.is_finite() { progress.clamp(SLOW_START_MIN_SHARE, 1.0) } else { 1.0 }
+}
+
+/// Whether slow start holds an endpoint back from one decision: with `progress` into its window
+/// (`None`: past it) and `draw` uniform in 0..1, it competes only for [`slow_start_share`] of the
+/// decisions and loses the rest, so its share of traffic grows with the window instead of waiting
+/// for it to end (a cost multiplier would, under light load, hold it at nothing and then at all).
+pub fn slow_start_holds(progress: Option<f64>, draw: f64) -> bool {
+    progress.is_some_and(|p| draw >= slow_start_share(p))
+}
+
+/// How far into its slow-start `window` an endpoint is that started (joined, or came back from
+/// ejection) at `since_ns`: `None` once past it (or with no window).
+pub fn slow_start(since_ns: u64, now_ns: u64, window: Duration) -> Option<f64> {
+    let elapsed = now_ns.saturating_sub(since_ns);
+    let w = window.as_nanos() as u64;
+    (w > 0 && elapsed < w).then(|| elapsed as f64 / w as f64)
+}
+
+/// Two costs closer than this (relatively) are a tie: [`p2c`] then keeps its first, random,
+/// draw, so that near-equal endpoints share instead of the one a little faster by chance winning
+/// every comparison while nothing is in flight.
+pub const NEAR_TIE: f64 = 0.1;
 
 /// Power of two choices among `n` candidates. `r1` and `r2` are random draws; `cost_of(i)` gives
 /// candidate `i`'s cost. Returns the index of the cheaper of two distinct candidates (the first on
-/// a tie), or `None` when `n == 0`.
+/// a tie or a near-tie, [`NEAR_TIE`]), or `None` when `n == 0`.
 pub fn p2c(n: usize, r1: u64, r2: u64, mut cost_of: impl FnMut(usize) -> f64) -> Option<usize> {
     match n {
         0 => None,
@@ -100,7 +139,8 @@ pub fn p2c(n: usize, r1: u64, r2: u64, mut cost_of: impl FnMut(usize) -> f64) ->
             if b >= a {
                 b += 1;
             }
-            if cost_of(b) < cost_of(a) { Some(b) } else { Some(a) }
+            let (ca, cb) = (cost_of(a), cost_of(b));
+            if cb < ca * (1.0 - NEAR_TIE) { Some(b) } else { Some(a) }
         }
     }
 }
@@ -419,6 +459,45 @@ mod tests {
         // Only a first-byte time (a bodiless answer): the body average is unchanged.
         p.observe(Some(Duration::from_millis(60)), None, 3 * MS, d);
         assert!((p.get(3 * MS, d, default).body_ns - 3e9).abs() < 1e6);
+    }
+
+    #[test]
+    fn near_ties_share_and_real_differences_do_not() {
+        // Two identical replicas, one a little faster by chance: the first draw (random) is kept.
+        assert_eq!(p2c(2, 0, 0, |i| [1.00e6, 0.95e6][i]), Some(0));
+        assert_eq!(p2c(2, 1, 0, |i| [1.00e6, 0.95e6][i]), Some(1));
+        // Beyond 10 % the cheaper wins whatever the draw.
+        assert_eq!(p2c(2, 0, 0, |i| [1.00e6, 0.85e6][i]), Some(1));
+        assert_eq!(p2c(2, 1, 0, |i| [1.00e6, 0.85e6][i]), Some(1));
+    }
+
+    #[test]
+    fn slow_start_ramps_an_endpoint_in_over_its_window() {
+        let w = Duration::from_secs(10);
+        let s = 1_000_000_000u64;
+        assert_eq!(slow_start(0, 0, w), Some(0.0));
+        assert_eq!(slow_start(0, 5 * s, w), Some(0.5));
+        assert_eq!(slow_start(0, 10 * s, w), None);
+        assert_eq!(slow_start(20 * s, 10 * s, w), Some(0.0)); // clock before the start: just started
+        assert_eq!(slow_start(0, 0, Duration::ZERO), None);
+        // progress, draw, held
+        let cases = [
+            (None, 0.99, false),
+            (Some(0.0), 0.05, false),
+            (Some(0.0), 0.1, true),
+            (Some(0.05), 0.5, true),
+            (Some(0.5), 0.49, false),
+            (Some(0.5), 0.5, true),
+            (Some(0.99), 0.98, false),
+            (Some(f64::NAN), 0.99, false),
+        ];
+        for (progress, draw, held) in cases {
+            assert_eq!(slow_start_holds(progress, draw), held, "{progress:?} {draw}");
+        }
+        let weights = CostWeights::default();
+        let base = LoadInputs { rtt_ns: 1e6, ..Default::default() };
+        let busy = LoadInputs { rtt_ns: 1e9, in_flight: 50, ..Default::default() };
+        assert!(cost(&busy, &weights) < cost(&LoadInputs { held: true, ..base }, &weights));
     }
 
     #[test]

@@ -199,6 +199,11 @@ pub struct BalancerConfig {
     /// TEXT` on each request, which vLLM needs before it sends one), default true.
     #[serde(default = "defaults::yes")]
     pub ask_load_reports: bool,
+    /// An endpoint that joins (added after the proxy's first config) or comes back from
+    /// ejection takes a share growing from 10 % to a full one over this window, default 10s;
+    /// `0s` turns it off.
+    #[serde(default = "defaults::slow_start")]
+    pub slow_start: HumanDuration,
 }
 
 impl Default for BalancerConfig {
@@ -213,6 +218,7 @@ impl Default for BalancerConfig {
             load_staleness: defaults::load_staleness(),
             penalty_time: defaults::penalty_time(),
             ask_load_reports: true,
+            slow_start: defaults::slow_start(),
         }
     }
 }
@@ -240,6 +246,9 @@ pub struct BackendBalancer {
     /// Ask this backend's endpoints for ORCA load reports (the proxy-wide `ask_load_reports` when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ask_load_reports: Option<bool>,
+    /// Slow-start window for this backend's endpoints (the proxy-wide `slow_start` when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<HumanDuration>,
 }
 
 /// Outlier ejection: an endpoint that refuses connections, or fails `consecutive_failures` times in a
@@ -452,6 +461,9 @@ pub(crate) mod defaults {
     }
     pub(crate) fn load_staleness() -> HumanDuration {
         Duration::from_secs(1).into()
+    }
+    pub(crate) fn slow_start() -> HumanDuration {
+        Duration::from_secs(10).into()
     }
     pub(crate) fn yes() -> bool {
         true

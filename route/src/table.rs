@@ -76,6 +76,8 @@ pub struct Settings {
     pub penalty_time: Duration,
     /// Ask endpoints for ORCA load reports by default.
     pub ask_load_reports: bool,
+    /// Slow-start window by default.
+    pub slow_start: Duration,
     /// Ejection policy.
     pub ejection: crate::health::EjectionPolicy,
 }
@@ -123,6 +125,8 @@ pub struct Backend {
     pub load_stream: bool,
     /// Ask each endpoint for an ORCA load report with every request.
     pub ask_load_reports: bool,
+    /// Slow-start window of its endpoints (zero: none).
+    pub slow_start: Duration,
 }
 
 /// The inbound target.
@@ -208,6 +212,7 @@ impl Table {
                 cost,
                 load_stream,
                 ask_load_reports: over.ask_load_reports.unwrap_or(settings.ask_load_reports),
+                slow_start: over.slow_start.map_or(settings.slow_start, |d| d.0),
             });
         }
 
@@ -413,6 +418,7 @@ impl Validator {
             load_staleness: p.balancer.load_staleness.0,
             penalty_time: p.balancer.penalty_time.0,
             ask_load_reports: p.balancer.ask_load_reports,
+            slow_start: p.balancer.slow_start.0,
             ejection: crate::health::EjectionPolicy {
                 consecutive_failures: p.ejection.consecutive_failures.max(1),
                 base,

@@ -28,6 +28,9 @@ pub struct Endpoint {
     /// The sum of the start times (process clock, ns) of the requests in flight: with their
     /// count, how long they have been running on average.
     started_sum_ns: AtomicU64,
+    /// When the endpoint joined (process clock; 0 for one of the proxy's first config): its
+    /// slow start runs from then, or from the end of its last ejection.
+    joined_ns: u64,
     stats: Mutex<Stats>,
     load_stream: std::sync::atomic::AtomicBool,
 }
@@ -51,11 +54,14 @@ pub struct Policy {
     pub algorithm: Algorithm,
     /// Cost weights of reported load.
     pub weights: CostWeights,
+    /// Slow-start window (zero: none).
+    pub slow_start: Duration,
 }
 
 impl Endpoint {
     /// A fresh endpoint: until its first answers it reads as its backend's typical figures.
-    pub fn new(addr: SocketAddr, protocol: Protocol) -> Endpoint {
+    /// `joined_ns` starts its slow start (0: it was there from the start, no slow start).
+    pub fn new(addr: SocketAddr, protocol: Protocol, joined_ns: u64) -> Endpoint {
         let authority = http::uri::Authority::try_from(addr.to_string().as_str())
             .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
         Endpoint {
@@ -66,6 +72,7 @@ impl Endpoint {
             load_stream: false.into(),
             in_flight: AtomicU32::new(0),
             started_sum_ns: AtomicU64::new(0),
+            joined_ns,
             stats: Mutex::new(Stats {
                 rtt: PeakEwma::new(crate::now_ns()),
                 body: Ewma::new(crate::now_ns()),
@@ -119,7 +126,16 @@ impl Endpoint {
     /// The balancer's cost at `now_ns`, and the age of the reported load it used (if any).
     /// `prior` is the backend's typical figures, which the endpoint reads before its own first
     /// samples and decays towards between them.
-    pub fn cost(&self, now_ns: u64, settings: &Settings, policy: &Policy, prior: Prior) -> (f64, Option<u64>) {
+    ///
+    /// `draw` (uniform in 0..1) decides whether slow start holds the endpoint back this time.
+    pub fn cost(
+        &self,
+        now_ns: u64,
+        settings: &Settings,
+        policy: &Policy,
+        prior: Prior,
+        draw: f64,
+    ) -> (f64, Option<u64>) {
         let in_flight_age_ns = self.in_flight_age_ns(now_ns);
         let st = self.stats();
         let rtt_ns = st.rtt.get(now_ns, settings.ewma_decay, prior.rtt_ns);
@@ -138,6 +154,8 @@ impl Endpoint {
             }
             load.penalized = now_ns < st.penalty_until_ns;
         }
+        let since = self.joined_ns.max(st.health.ejected_until_ns());
+        load.held = balance::slow_start_holds(balance::slow_start(since, now_ns, policy.slow_start), draw);
         (balance::cost(&load, &policy.weights), age)
     }
 

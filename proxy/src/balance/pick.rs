@@ -18,6 +18,8 @@ struct View<'a> {
     settings: &'a Settings,
     policy: &'a Policy,
     prior: Prior,
+    /// Uniform draws for the slow-start check of the costs computed (at most two: the candidates).
+    draws: [f64; 2],
     now: u64,
     ages: Cell<[(usize, Option<u64>); 2]>,
 }
@@ -36,8 +38,10 @@ impl EndpointView for View<'_> {
     }
 
     fn cost(&self, i: usize) -> f64 {
-        let (c, age) = self.endpoints[i].cost(self.now, self.settings, self.policy, self.prior);
-        let [_, last] = self.ages.get();
+        let [first, last] = self.ages.get();
+        // The first cost computed takes the first draw, the second the second.
+        let draw = if first.0 == usize::MAX && last.0 == usize::MAX { self.draws[0] } else { self.draws[1] };
+        let (c, age) = self.endpoints[i].cost(self.now, self.settings, self.policy, self.prior, draw);
         self.ages.set([last, (i, age)]);
         c
     }
@@ -53,6 +57,7 @@ pub fn pick(backend: &Backend, tried: Tried, rng: &mut fastrand::Rng) -> Option<
         settings: &backend.settings,
         policy: &backend.policy,
         prior: backend.prior(now),
+        draws: [rng.f64(), rng.f64()],
         now,
         ages: Cell::new([(usize::MAX, None); 2]),
     };
@@ -80,9 +85,12 @@ mod tests {
         Backend {
             name: "b".into(),
             endpoints: (0..n)
-                .map(|i| Arc::new(Endpoint::new(format!("127.0.0.1:{}", 9000 + i).parse().unwrap(), Protocol::Http1)))
+                .map(|i| {
+                    let addr = format!("127.0.0.1:{}", 9000 + i).parse().unwrap();
+                    Arc::new(Endpoint::new(addr, Protocol::Http1, 0))
+                })
                 .collect(),
-            policy: Policy { algorithm: Algorithm::P2c, weights: CostWeights::default() },
+            policy: Policy { algorithm: Algorithm::P2c, weights: CostWeights::default(), slow_start: Duration::ZERO },
             rr: AtomicUsize::new(0),
             settings: Arc::new(table.settings),
             load_age: prometheus_client::metrics::histogram::Histogram::new([1.0]),
@@ -91,8 +99,23 @@ mod tests {
         }
     }
 
+    /// [`pick`] as at `now`.
+    fn pick_at(b: &Backend, now: u64, rng: &mut fastrand::Rng) -> Option<usize> {
+        let view = View {
+            endpoints: &b.endpoints,
+            settings: &b.settings,
+            policy: &b.policy,
+            prior: b.prior(now),
+            draws: [rng.f64(), rng.f64()],
+            now,
+            ages: Cell::new([(usize::MAX, None); 2]),
+        };
+        let draw = Draw { rr: 0, r1: rng.u64(..), r2: rng.u64(..) };
+        select::select(b.policy.algorithm, &view, Tried::new(), draw).map(|c| c.index)
+    }
+
     fn cost(b: &Backend, i: usize, now: u64) -> f64 {
-        b.endpoints[i].cost(now, &b.settings, &b.policy, b.prior(now)).0
+        b.endpoints[i].cost(now, &b.settings, &b.policy, b.prior(now), 0.5).0
     }
 
     #[test]
@@ -126,5 +149,24 @@ mod tests {
             b.endpoints[ep].end(started);
         }
         assert_eq!(b.endpoints[1].in_flight_age_ns(now), 0.0);
+    }
+
+    #[test]
+    fn an_endpoint_that_joins_takes_a_growing_share_over_its_slow_start() {
+        let mut b = backend(1);
+        b.policy.slow_start = Duration::from_secs(10);
+        let now = crate::now_ns();
+        b.endpoints.push(Arc::new(Endpoint::new("127.0.0.1:9100".parse().unwrap(), Protocol::Http1, now)));
+        // Two equal endpoints (neither measured): the newcomer's share of 10 000 picks, at the
+        // start of its window, half way and after it.
+        let share = |at: u64| {
+            let mut rng = fastrand::Rng::with_seed(7);
+            let view_picks = (0..10_000).filter(|_| pick_at(&b, at, &mut rng) == Some(1)).count();
+            view_picks as f64 / 10_000.0
+        };
+        let (start, half, after) = (share(now), share(now + 5_000_000_000), share(now + 11_000_000_000));
+        assert!((0.03..0.08).contains(&start), "just joined: about 10 % of a full (50 %) share: {start}");
+        assert!((0.2..0.3).contains(&half), "half way: about half of a full share: {half}");
+        assert!((0.45..0.55).contains(&after), "after the window: a full share: {after}");
     }
 }

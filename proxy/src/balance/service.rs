@@ -22,7 +22,7 @@ use http::{Request, Response, StatusCode};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vane_route::health::Outcome;
 use vane_route::orca;
 use vane_route::select::Tried;
@@ -81,7 +81,6 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
     let up = Request::from_parts(parts, body);
 
     let mut guard = InFlightGuard::start(ep, &backend.typical);
-    let started = Instant::now();
     let send = crate::client::send(&ep.pool, ep.addr, ep.protocol, up, settings.connect_timeout, settings.idle_timeout);
     let sent = tokio::time::timeout(target.timeout, send).await;
     // The client's body broke off or went over the limit: its fault, not the endpoint's.
@@ -110,7 +109,7 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
             });
             Err(attempted(e, ext))
         }
-        Ok(Ok((resp, conn))) => {
+        Ok(Ok((resp, conn, sent_at))) => {
             let measure = learn_from(ep, &resp, settings);
             let outcome = if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success };
             ep.record(outcome, &settings.ejection);
@@ -121,7 +120,8 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
             } else {
                 rparts.extensions.extend(ext);
             }
-            guard.hold(conn, settings.idle_timeout, measure.then_some((started, settings.ewma_decay)));
+            // Timed from when the request went out on its connection (a new one's setup excluded).
+            guard.hold(conn, settings.idle_timeout, measure.then_some((sent_at, settings.ewma_decay)));
             let done: Option<Box<dyn crate::body::Completion>> = if http_body::Body::is_end_stream(&rbody) {
                 // No body to wait for: the connection is free now.
                 guard.finish();

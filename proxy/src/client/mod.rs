@@ -6,4 +6,4 @@ pub mod headers;
 pub mod pool;
 
 pub use connect::{SendError, open_h1, open_h2};
-pub use pool::{ConnPool, PooledConn, send};
+pub use pool::{ConnPool, PooledConn, Sent, send};

@@ -92,6 +92,11 @@ impl ConnPool {
     }
 }
 
+/// An answer's head, the HTTP/1.1 connection that carries its body (to give back when it ends),
+/// and when the request was handed to the connection: a new connection's setup is not the
+/// endpoint's answering time.
+pub type Sent = (Response<Incoming>, Option<PooledConn>, Instant);
+
 /// Sends one request to `addr` over a pooled or new connection.
 ///
 /// HTTP/1.1: a request that an idle pooled connection could not take (closed by the server
@@ -103,7 +108,7 @@ pub async fn send(
     mut req: Request<ReqBody>,
     connect_timeout: Duration,
     idle_timeout: Duration,
-) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
+) -> Result<Sent, SendError> {
     match protocol {
         Protocol::Http1 => loop {
             let (mut tx, reused) = match pool.take_idle(idle_timeout) {
@@ -113,9 +118,10 @@ pub async fn send(
             if reused && tx.ready().await.is_err() {
                 continue;
             }
+            let sent_at = Instant::now();
             match tx.try_send_request(req).await {
                 Ok(resp) => {
-                    return Ok((resp, Some(PooledConn { tx: Some(tx), pool: Arc::clone(pool) })));
+                    return Ok((resp, Some(PooledConn { tx: Some(tx), pool: Arc::clone(pool) }), sent_at));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(back) if reused => req = back,
@@ -141,8 +147,9 @@ pub async fn send(
                 }
                 return Err(SendError::Handshake(e));
             }
+            let sent_at = Instant::now();
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, None)),
+                Ok(resp) => return Ok((resp, None, sent_at)),
                 Err(mut e) => match e.take_message() {
                     Some(back) if reused => req = back,
                     _ => return Err(SendError::Upstream(e.into_error())),

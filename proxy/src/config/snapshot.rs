@@ -47,6 +47,8 @@ impl Snapshot {
         }
         let s = &table.settings;
         let settings = Arc::new(s.clone());
+        // Endpoints of the first config were there from the start; later ones join (slow start).
+        let joined_ns = if prev.is_some() { crate::now_ns() } else { 0 };
         let load_age = &metrics.load_age;
         let backend = |name: Arc<str>, endpoints: Vec<Arc<Endpoint>>, policy: Policy, ask_load_reports: bool| {
             Arc::new(Backend {
@@ -61,20 +63,20 @@ impl Snapshot {
             })
         };
         let mut endpoint = |addr: SocketAddr, proto: Protocol| {
-            Arc::clone(known.entry((addr, proto)).or_insert_with(|| Arc::new(Endpoint::new(addr, proto))))
+            Arc::clone(known.entry((addr, proto)).or_insert_with(|| Arc::new(Endpoint::new(addr, proto, joined_ns))))
         };
         let backends: Vec<Arc<Backend>> = table
             .backends
             .iter()
             .map(|b| {
                 let endpoints = b.endpoints.iter().map(|a| endpoint(*a, b.protocol)).collect();
-                let policy = Policy { algorithm: b.algorithm, weights: b.cost };
+                let policy = Policy { algorithm: b.algorithm, weights: b.cost, slow_start: b.slow_start };
                 backend(Arc::clone(&b.name), endpoints, policy, b.ask_load_reports)
             })
             .collect();
         let inbound = table.inbound.as_ref().map(|ib| {
             let endpoints = vec![endpoint(ib.forward_to, ib.protocol)];
-            let policy = Policy { algorithm: s.algorithm, weights: s.cost };
+            let policy = Policy { algorithm: s.algorithm, weights: s.cost, slow_start: s.slow_start };
             backend("inbound".into(), endpoints, policy, s.ask_load_reports)
         });
         for (b, rt) in table.backends.iter().zip(backends.iter()) {

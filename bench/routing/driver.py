@@ -31,6 +31,8 @@ from pathlib import Path
 ROUTING = Path(__file__).resolve().parent
 ROOT = ROUTING.parent.parent
 RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+# The proxy under test: this tree's build, or another one (e.g. an older commit's) to compare.
+PROXY_BIN = Path(os.environ.get("VANE_PROXY_BIN", RELEASE / "vane-proxy"))
 ALGORITHMS = ["round_robin", "least_request", "p2c_latency", "p2c", "p2c_stream"]
 # `p2c_stream` is `p2c` in Vane's sidecar layout: every replica gets a vane-gpu-probe reading its
 # /metrics and an inbound Vane proxy in front of it, and the outbound proxy follows each inbound
@@ -351,7 +353,7 @@ class Sidecars:
             conf = raw / f"sidecar-{i}.yaml"
             conf.write_text(SIDECAR_CONF.format(sim=sim, probe=probe, interval=args.stream_interval))
             self.procs.append(start(pinned(args.sut_cpu, [
-                str(RELEASE / "vane-proxy"), "--config", str(conf), "--outbound", f"127.0.0.1:{b + 30 + i}",
+                str(PROXY_BIN), "--config", str(conf), "--outbound", f"127.0.0.1:{b + 30 + i}",
                 "--inbound", f"127.0.0.1:{self.inbound[i]}", "--admin", f"127.0.0.1:{b + 40 + i}", "--log", "warn"]),
                 raw / f"sidecar-{tag}-{i}.log"))
         for i in range(len(fleet.ports)):
@@ -380,7 +382,7 @@ class Proxy:
                                           balancer=f", {args.balancer}" if args.balancer else "",
                                           endpoints=", ".join(f'"127.0.0.1:{p}"' for p in ports),
                                           extra=", balancer: { load_stream: true }" if sidecars else ""))
-        argv = [str(RELEASE / "vane-proxy"), "--config", str(conf), "--outbound", f"127.0.0.1:{self.outbound}",
+        argv = [str(PROXY_BIN), "--config", str(conf), "--outbound", f"127.0.0.1:{self.outbound}",
                 "--inbound", f"127.0.0.1:{self.inbound}", "--admin", f"127.0.0.1:{self.admin}", "--log", "warn"]
         self.proc = start(pinned(args.sut_cpu, argv), raw / f"proxy-{tag}.log")
         wait_until(lambda: http_get(f"http://127.0.0.1:{self.admin}/ready")[0] == 200, 10, "vane-proxy /ready")
@@ -833,6 +835,12 @@ def main() -> int:
     ap.add_argument("--algorithms", default=os.environ.get("ALGORITHMS", ",".join(ALGORITHMS)))
     ap.add_argument("--loads", default=os.environ.get("LOADS"), help="e.g. 0.5,0.8,0.95 (profile default)")
     ap.add_argument("--reps", type=int, default=int(os.environ["REPS"]) if os.environ.get("REPS") else None)
+    ap.add_argument("--warmup", type=float, default=float(os.environ["WARMUP"]) if os.environ.get("WARMUP") else None,
+                    help="seconds of load before the measured window (profile default); 0 measures from a cold start: "
+                         "a fresh proxy that has seen no answer yet")
+    ap.add_argument("--duration", type=float,
+                    default=float(os.environ["DURATION"]) if os.environ.get("DURATION") else None,
+                    help="measured seconds (profile default)")
     ap.add_argument("--replicas", type=int, default=int(os.environ.get("REPLICAS", "4")))
     ap.add_argument("--slow-speed", type=float, default=float(os.environ.get("SLOW_SPEED", "3")))
     ap.add_argument("--prompt", default=os.environ.get("PROMPT", "lognormal:400:0.8:4096"))
@@ -866,9 +874,11 @@ def main() -> int:
     algs = [a for a in args.algorithms.split(",") if a]
     if args.warmup + args.duration > MAX_RUN_S:
         raise SystemExit(f"warm-up + duration must be at most {MAX_RUN_S} s")
-    for b in ("vane-sim", "vane-proxy", "llm-load") + (("vane-gpu-probe",) if STREAM in algs else ()):
+    for b in ("vane-sim", "llm-load") + (("vane-gpu-probe",) if STREAM in algs else ()):
         if not (RELEASE / b).exists():
             raise SystemExit(f"{RELEASE / b} is missing: run bench/routing/run.sh (it builds them)")
+    if not PROXY_BIN.exists():
+        raise SystemExit(f"{PROXY_BIN} is missing: run bench/routing/run.sh (it builds it)")
     ports = [args.port_base + k + i for k in (0, 10, 20, 30, 40) for i in range(args.replicas)]
     if not 1 <= args.callers <= 16:
         ap.error("--callers must be 1 to 16")

@@ -31,7 +31,9 @@ BACKEND = "127.0.0.1:18790"
 OUTBOUND, INBOUND, ADMIN = 18791, 18792, 18793
 RATE = int(os.environ.get("RATE", "200"))
 SHORT, LONG = 2.0, 6.0
-CONFIG = f"""backends:
+# Prepended to the config, e.g. "proxy: { balancer: { ask_load_reports: false } }" to price one feature.
+EXTRA = os.environ.get("EXTRA_CONFIG", "")
+CONFIG = EXTRA + "\n" + f"""backends:
   - {{ name: echo, protocol: http1, endpoints: ["{BACKEND}"] }}
 services:
   - name: echo

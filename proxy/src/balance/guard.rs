@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct InFlightGuard {
     ep: Arc<Endpoint>,
-    /// The backend's typical figures, which this answer's figures join.
-    typical: Arc<Typical>,
+    /// The backend's typical figures, which this answer's figures join (`None` for a backend of
+    /// one endpoint: nobody reads them there, and a backend that grows learns them from then on).
+    typical: Option<Arc<Typical>>,
     started_ns: u64,
     /// The time to first byte, once seen.
     first: Option<Duration>,
@@ -28,12 +29,12 @@ pub struct InFlightGuard {
 
 impl InFlightGuard {
     /// Counts a request in flight on `ep` (of a backend with `typical` figures) until the guard drops.
-    pub fn start(ep: &Arc<Endpoint>, typical: &Arc<Typical>) -> InFlightGuard {
+    pub fn start(ep: &Arc<Endpoint>, typical: Option<&Arc<Typical>>) -> InFlightGuard {
         let started_ns = crate::now_ns();
         ep.begin(started_ns);
         InFlightGuard {
             ep: Arc::clone(ep),
-            typical: Arc::clone(typical),
+            typical: typical.cloned(),
             started_ns,
             first: None,
             conn: None,
@@ -78,11 +79,15 @@ impl InFlightGuard {
             // The first byte and the end at once: the body took no time.
             let rtt = sent.elapsed();
             self.ep.observe(Some(rtt), Some(Duration::ZERO), decay);
-            self.typical.observe(Some(rtt), Some(Duration::ZERO), decay);
+            if let Some(t) = &self.typical {
+                t.observe(Some(rtt), Some(Duration::ZERO), decay);
+            }
         } else if let Some((first, decay)) = self.body_from.take() {
             let body = first.elapsed().min(super::MAX_BODY_SAMPLE);
             self.ep.observe(None, Some(body), decay);
-            self.typical.observe(self.first, Some(body), decay);
+            if let Some(t) = &self.typical {
+                t.observe(self.first, Some(body), decay);
+            }
         }
         if let Some(c) = self.conn.take() {
             c.release(self.idle_timeout);

@@ -17,7 +17,10 @@ struct View<'a> {
     endpoints: &'a [Arc<Endpoint>],
     settings: &'a Settings,
     policy: &'a Policy,
-    prior: Prior,
+    /// The backend's prior, read at the first cost computed (most picks compute none: one
+    /// endpoint, or an algorithm that does not compare costs).
+    backend: &'a Backend,
+    prior: Cell<Option<Prior>>,
     /// Uniform draws for the slow-start check of the costs computed (at most two: the candidates).
     draws: [f64; 2],
     now: u64,
@@ -41,7 +44,15 @@ impl EndpointView for View<'_> {
         let [first, last] = self.ages.get();
         // The first cost computed takes the first draw, the second the second.
         let draw = if first.0 == usize::MAX && last.0 == usize::MAX { self.draws[0] } else { self.draws[1] };
-        let (c, age) = self.endpoints[i].cost(self.now, self.settings, self.policy, self.prior, draw);
+        let prior = match self.prior.get() {
+            Some(p) => p,
+            None => {
+                let p = self.backend.prior(self.now);
+                self.prior.set(Some(p));
+                p
+            }
+        };
+        let (c, age) = self.endpoints[i].cost(self.now, self.settings, self.policy, prior, draw);
         self.ages.set([last, (i, age)]);
         c
     }
@@ -56,7 +67,8 @@ pub fn pick(backend: &Backend, tried: Tried, rng: &mut fastrand::Rng) -> Option<
         endpoints: &backend.endpoints,
         settings: &backend.settings,
         policy: &backend.policy,
-        prior: backend.prior(now),
+        backend,
+        prior: Cell::new(None),
         draws: [rng.f64(), rng.f64()],
         now,
         ages: Cell::new([(usize::MAX, None); 2]),
@@ -105,7 +117,8 @@ mod tests {
             endpoints: &b.endpoints,
             settings: &b.settings,
             policy: &b.policy,
-            prior: b.prior(now),
+            backend: b,
+            prior: Cell::new(None),
             draws: [rng.f64(), rng.f64()],
             now,
             ages: Cell::new([(usize::MAX, None); 2]),

@@ -74,13 +74,14 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
     };
     crate::client::headers::for_endpoint(&mut parts, ep.protocol, &ep.authority);
     // vLLM reports its load (ORCA) only when asked; a caller's own choice of form stands.
-    if backend.ask_load_reports && !parts.headers.contains_key(orca::FORMAT_HEADER) {
-        parts.headers.insert(orca::FORMAT_HEADER, http::HeaderValue::from_static("TEXT"));
+    if backend.ask_load_reports {
+        parts.headers.entry(ASK_FORMAT).or_insert(http::HeaderValue::from_static("TEXT"));
     }
     let failure = body.failure();
     let up = Request::from_parts(parts, body);
 
-    let mut guard = InFlightGuard::start(ep, &backend.typical);
+    let typical = (backend.endpoints.len() > 1).then_some(&backend.typical);
+    let mut guard = InFlightGuard::start(ep, typical);
     let send = crate::client::send(&ep.pool, ep.addr, ep.protocol, up, settings.connect_timeout, settings.idle_timeout);
     let sent = tokio::time::timeout(target.timeout, send).await;
     // The client's body broke off or went over the limit: its fault, not the endpoint's.
@@ -140,7 +141,7 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
 /// Returns whether the answer's latency should be sampled (at its first body byte).
 fn learn_from<B>(ep: &Endpoint, resp: &Response<B>, settings: &Settings) -> bool {
     let now = crate::now_ns();
-    if let Some(v) = resp.headers().get(orca::HEADER)
+    if let Some(v) = resp.headers().get(&LOAD_REPORT)
         && let Some(report) = orca::parse(v.as_bytes())
     {
         ep.report(report, now);
@@ -159,6 +160,12 @@ fn learn_from<B>(ep: &Endpoint, resp: &Response<B>, settings: &Settings) -> bool
         true
     }
 }
+
+/// [`orca::HEADER`], parsed once.
+const LOAD_REPORT: http::HeaderName = http::HeaderName::from_static(orca::HEADER);
+
+/// [`orca::FORMAT_HEADER`], parsed once (a name given as a string is parsed and checked on every use).
+const ASK_FORMAT: http::HeaderName = http::HeaderName::from_static(orca::FORMAT_HEADER);
 
 /// A `Retry-After` longer than this is not followed (the endpoint is probed again after it).
 const MAX_PENALTY: Duration = Duration::from_secs(30);

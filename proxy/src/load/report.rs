@@ -74,13 +74,16 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut resp = fut.await?;
-            if !resp.headers().contains_key(orca::HEADER)
+            if !resp.headers().contains_key(&LOAD_REPORT)
                 && let Some(report) = load.get(staleness)
                 && let Ok(v) = HeaderValue::from_str(&orca::format(&report))
             {
-                resp.headers_mut().insert(orca::HEADER, v);
+                resp.headers_mut().insert(LOAD_REPORT, v);
             }
             Ok(resp)
         })
     }
 }
+
+/// [`orca::HEADER`], parsed once (a name given as a string is parsed on every use).
+const LOAD_REPORT: http::HeaderName = http::HeaderName::from_static(orca::HEADER);

@@ -94,6 +94,29 @@ async fn a_request_head_that_never_ends_is_cut_off_after_header_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_opened_ahead_of_its_first_request_is_kept() {
+    let a = Backend::start("a").await;
+    let cfg = format!("proxy: {{ timeouts: {{ header_read: 300ms }} }}\n{}", split_config(&[("a", &[a.addr], 1)], ""));
+    let proxy = Proxy::start(&cfg);
+    // An HTTP/2 client connects (preface and settings) and sends its first request only later, as
+    // gRPC clients that connect ahead do: header_read is for heads that never end, not for this.
+    let tcp = tokio::net::TcpStream::connect(proxy.outbound).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    // Part of the scenario, not a wait for something: the connection sits idle past header_read.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut client = client.ready().await.expect("the idle HTTP/2 connection was closed");
+    let req = http::Request::get("http://svc/v1").body(()).unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.expect("no answer").unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(a.hits(), 1);
+    let m = proxy.metrics();
+    assert_eq!(metric(&m, "vane_listener_header_timeouts_total", &["listener=\"outbound\""]), Some(0.0), "{m}");
+    driver.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbound_listener_holds_at_most_max_connections() {
     let a = Backend::start("a").await;
     // header_read is long so that the held heads below stay open whatever its default.

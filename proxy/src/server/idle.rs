@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -30,11 +30,18 @@ pub(super) async fn idle_for(ops: &AtomicU64, idle: Duration) {
     }
 }
 
-/// A socket that counts its completed reads and writes (for the idle timeout).
+/// A socket that counts its completed reads and writes (for the idle timeout), and notes whether
+/// its first bytes are the HTTP/2 preface.
 pub(super) struct IdleIo {
     pub(super) inner: TcpStream,
     pub(super) ops: Arc<AtomicU64>,
+    /// Set when the first read starts with the HTTP/2 connection preface; taken after that read.
+    pub(super) h2: Option<Arc<AtomicBool>>,
 }
+
+/// The start of the HTTP/2 connection preface (`PRI * HTTP/2.0`); four bytes tell it from every
+/// HTTP/1 method (`PROPFIND` shares three).
+const PREFACE_START: &[u8] = b"PRI ";
 
 impl IdleIo {
     fn touch<T>(&self, p: &Poll<std::io::Result<T>>) {
@@ -46,8 +53,14 @@ impl IdleIo {
 
 impl AsyncRead for IdleIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
         let p = Pin::new(&mut self.inner).poll_read(cx, buf);
         self.touch(&p);
+        if matches!(p, Poll::Ready(Ok(()))) && buf.filled().len() > before
+            && let Some(flag) = self.h2.take()
+        {
+            flag.store(buf.filled()[before..].starts_with(PREFACE_START), Ordering::Relaxed);
+        }
         p
     }
 }

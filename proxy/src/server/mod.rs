@@ -91,7 +91,8 @@ pub async fn serve<S, B>(
         .run(stop.clone(), |accepted| {
             let Accepted { stream, guard, .. } = accepted;
             let io_ops = Arc::new(AtomicU64::new(0));
-            let io = TokioIo::new(idle::IdleIo { inner: stream, ops: Arc::clone(&io_ops) });
+            let h2 = Arc::new(AtomicBool::new(false));
+            let io = TokioIo::new(idle::IdleIo { inner: stream, ops: Arc::clone(&io_ops), h2: Some(Arc::clone(&h2)) });
             let first = Arc::new(AtomicBool::new(false));
             let marked = Marked { inner: svc.clone(), seen: Arc::clone(&first) };
             let conn = builder.serve_connection(io, TowerToHyperService::new(marked)).into_owned();
@@ -111,7 +112,7 @@ pub async fn serve<S, B>(
                         conn.as_mut().graceful_shutdown();
                         conn.await
                     }
-                    _ = no_first_request(&first, s.header_read_timeout) => {
+                    _ = no_first_request(&first, &h2, s.header_read_timeout) => {
                         // Dropped: nothing was asked, so nothing is lost.
                         stats.header_timeouts.inc();
                         Ok(())
@@ -127,10 +128,13 @@ pub async fn serve<S, B>(
         .await;
 }
 
-/// Resolves after `timeout` if by then no request has come (never resolves once one has).
-async fn no_first_request(seen: &AtomicBool, timeout: Duration) {
+/// Resolves after `timeout` if by then no request has come (never resolves once one has), unless
+/// the connection opened with the HTTP/2 preface: an HTTP/2 client may connect ahead of its first
+/// request and hold the connection idle (its heads come in frames that h2 bounds itself), so only
+/// the idle timeout applies to it.
+async fn no_first_request(seen: &AtomicBool, h2: &AtomicBool, timeout: Duration) {
     tokio::time::sleep(timeout).await;
-    if seen.load(Ordering::Relaxed) {
+    if seen.load(Ordering::Relaxed) || h2.load(Ordering::Relaxed) {
         std::future::pending::<()>().await;
     }
 }

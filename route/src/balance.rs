@@ -201,31 +201,36 @@ impl BackendPrior {
 pub struct PeakEwma {
     estimate_ns: f64,
     stamp_ns: u64,
-    sampled: bool,
+    samples: u32,
 }
 
 impl PeakEwma {
     /// No sample yet: reads as the prior.
     pub fn new(now_ns: u64) -> PeakEwma {
-        PeakEwma { estimate_ns: 0.0, stamp_ns: now_ns, sampled: false }
+        PeakEwma { estimate_ns: 0.0, stamp_ns: now_ns, samples: 0 }
     }
 
     /// The estimate, decayed towards `prior_ns` for the time since the last sample (`prior_ns`
     /// itself before the first).
     pub fn get(&self, now_ns: u64, decay: Duration, prior_ns: f64) -> f64 {
-        if !self.sampled {
+        if self.samples == 0 {
             return prior_ns;
         }
         prior_ns + (self.estimate_ns - prior_ns) * decay_factor(self.stamp_ns, now_ns, decay)
     }
 
-    /// Adds a sample: a slower one replaces the estimate (peak), a faster one is averaged in.
+    /// Adds a sample: a slower one replaces the estimate (peak), a faster one is averaged in by
+    /// the time since the last sample, and at least by `1/n` for the n-th: an endpoint's first
+    /// answer (a cold connection, a cold cache) does not keep it looking slow for a decay time.
     pub fn observe(&mut self, rtt: Duration, now_ns: u64, decay: Duration) {
         let rtt_ns = rtt.as_nanos() as f64;
-        let w = decay_factor(self.stamp_ns, now_ns, decay);
-        self.estimate_ns =
-            if !self.sampled || rtt_ns > self.estimate_ns { rtt_ns } else { self.estimate_ns * w + rtt_ns * (1.0 - w) };
-        self.sampled = true;
+        self.samples = self.samples.saturating_add(1);
+        let weight = (1.0 - decay_factor(self.stamp_ns, now_ns, decay)).max(1.0 / f64::from(self.samples));
+        self.estimate_ns = if self.samples == 1 || rtt_ns > self.estimate_ns {
+            rtt_ns
+        } else {
+            self.estimate_ns + (rtt_ns - self.estimate_ns) * weight
+        };
         self.stamp_ns = self.stamp_ns.max(now_ns);
     }
 }
@@ -402,16 +407,26 @@ mod tests {
     fn peak_ewma_jumps_up_and_decays_down() {
         let decay = Duration::from_secs(10);
         let mut e = PeakEwma::new(0);
-        e.observe(Duration::from_millis(50), MS, decay);
-        assert_eq!(e.get(MS, decay, 0.0), 50e6);
-        // a fast sample right after barely moves it
+        // The first samples weigh at least 1/n: a slow first answer (9 ms) is pulled half way to
+        // the next (1 ms: 5 ms), then a third of the way to the one after (2 ms: 4 ms).
+        e.observe(Duration::from_millis(9), MS, decay);
         e.observe(Duration::from_millis(1), 2 * MS, decay);
-        assert!(e.get(2 * MS, decay, 0.0) > 49e6);
+        e.observe(Duration::from_millis(2), 3 * MS, decay);
+        assert!((e.get(3 * MS, decay, 0.0) - 4e6).abs() < 1e3, "{e:?}");
+        for i in 0..1000u64 {
+            e.observe(Duration::from_millis(1), 4 * MS + i * MS, decay);
+        }
+        // Once warm, a slow sample is the estimate at once,
+        e.observe(Duration::from_millis(50), 2000 * MS, decay);
+        assert_eq!(e.get(2000 * MS, decay, 0.0), 50e6);
+        // and a fast sample right after barely moves it.
+        e.observe(Duration::from_millis(1), 2001 * MS, decay);
+        assert!(e.get(2001 * MS, decay, 0.0) > 49e6);
         // after one decay constant with no samples it has decayed to ~1/e of the way to the prior
-        let later = e.get(2 * MS + 10_000 * MS, decay, 0.0);
+        let later = e.get(2001 * MS + 10_000 * MS, decay, 0.0);
         assert!((later / 50e6 - (-1f64).exp()).abs() < 0.01, "{later}");
         // many fast samples over time pull it down
-        let mut t = 2 * MS;
+        let mut t = 2001 * MS;
         for _ in 0..1000 {
             t += 100 * MS;
             e.observe(Duration::from_millis(1), t, decay);

@@ -29,7 +29,7 @@
 //! }
 //!
 //! let view = Costs(vec![5.0, 1.0, 3.0]);
-//! let draw = Draw { rr: 0, r1: 0, r2: 0 };
+//! let draw = Draw { rr: 0, r1: 0, r2: 0, explore: u64::MAX };
 //! let choice = select(Algorithm::P2c, &view, Tried::NONE, draw).unwrap();
 //! assert_eq!(choice.index, 1); // endpoints 0 and 1 were drawn; 1 is cheaper
 //! ```
@@ -100,6 +100,9 @@ pub struct Draw {
     pub r1: u64,
     /// Another uniform random number, independent of `r1`.
     pub r2: u64,
+    /// A third, for exploration ([`EXPLORE`]): below `EXPLORE × u64::MAX` the first drawn
+    /// candidate is taken without comparing (`u64::MAX` never explores).
+    pub explore: u64,
 }
 
 /// The endpoint chosen.
@@ -196,9 +199,25 @@ impl Selection for LeastRequest {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PowerOfTwo;
 
+/// The share of power-of-two decisions that take the first drawn candidate without comparing
+/// (unless it is penalized or held back). Without it, an endpoint that lost while nothing was in
+/// flight is never sampled again, and of two equal replicas the one a little faster by chance
+/// takes everything until its estimate decays; with it, every endpoint keeps being measured.
+pub const EXPLORE: f64 = 0.02;
+
 impl Selection for PowerOfTwo {
     fn select<V: EndpointView + ?Sized>(&self, view: &V, tried: Tried, draw: Draw) -> Option<Choice> {
         let e = Eligible::scan(view, tried)?;
+        if draw.explore < (EXPLORE * u64::MAX as f64) as u64 {
+            let m = if e.all { view.len() } else { (0..view.len()).filter(|&i| e.contains(i)).count() };
+            let k = (draw.r1 % m.max(1) as u64) as usize;
+            let first = if e.all { Some(k) } else { (0..view.len()).filter(|&i| e.contains(i)).nth(k) };
+            if let Some(i) = first
+                && view.cost(i) < balance::PENALIZED
+            {
+                return Some(e.choice(i));
+            }
+        }
         let index = if e.all {
             balance::p2c(view.len(), draw.r1, draw.r2, |i| view.cost(i))?
         } else {

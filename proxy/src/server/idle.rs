@@ -56,7 +56,8 @@ impl AsyncRead for IdleIo {
         let before = buf.filled().len();
         let p = Pin::new(&mut self.inner).poll_read(cx, buf);
         self.touch(&p);
-        if matches!(p, Poll::Ready(Ok(()))) && buf.filled().len() > before
+        if matches!(p, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
             && let Some(flag) = self.h2.take()
         {
             flag.store(buf.filled()[before..].starts_with(PREFACE_START), Ordering::Relaxed);

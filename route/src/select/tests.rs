@@ -30,7 +30,7 @@ fn tried(indexes: &[usize]) -> Tried {
 }
 
 fn draw(rr: usize, r1: u64, r2: u64) -> Draw {
-    Draw { rr, r1, r2 }
+    Draw { rr, r1, r2, explore: u64::MAX }
 }
 
 /// What is checked, the endpoints, the tried set, the draw, and the choice expected as
@@ -215,4 +215,23 @@ fn dispatch_by_algorithm() {
     }
     assert!(!view.is_empty());
     assert!(Fake(vec![]).is_empty());
+}
+
+#[test]
+fn power_of_two_explores_a_small_share_but_never_a_penalized_endpoint() {
+    let view = Fake(vec![(UP, 0, 5.0), (UP, 0, 1.0), (UP, 0, 3.0)]);
+    let explore = |r1: u64, e: u64| select(Algorithm::P2c, &view, Tried::NONE, Draw { rr: 0, r1, r2: 0, explore: e });
+    // Draws (0, 0) compare endpoints 0 and 1: 1 wins; exploring, the first drawn (0) is taken.
+    assert_eq!(explore(0, u64::MAX).map(|c| c.index), Some(1));
+    assert_eq!(explore(0, 0).map(|c| c.index), Some(0));
+    assert_eq!(explore(2, 0).map(|c| c.index), Some(2));
+    // Just above the 2 % band: compared as usual.
+    assert_eq!(explore(0, (0.021 * u64::MAX as f64) as u64).map(|c| c.index), Some(1));
+    // A penalized first draw is not explored: the comparison decides.
+    let penalized = Fake(vec![(UP, 0, 5.0 + crate::balance::PENALIZED), (UP, 0, 1.0)]);
+    let d = Draw { rr: 0, r1: 0, r2: 0, explore: 0 };
+    assert_eq!(select(Algorithm::P2c, &penalized, Tried::NONE, d).map(|c| c.index), Some(1));
+    // With some tried, the first drawn among the rest.
+    let t = tried(&[0]);
+    assert_eq!(select(Algorithm::P2c, &view, t, Draw { rr: 0, r1: 1, r2: 0, explore: 0 }).map(|c| c.index), Some(2));
 }

@@ -121,6 +121,40 @@ pub fn slow_start(since_ns: u64, now_ns: u64, window: Duration) -> Option<f64> {
     (w > 0 && elapsed < w).then(|| elapsed as f64 / w as f64)
 }
 
+/// A load report's figures that have not changed for this long, while at least
+/// [`FROZEN_AFTER_REQUESTS`] of this proxy's requests started at the endpoint, are taken as frozen
+/// (a stuck exporter, a probe that stopped scraping) and not used.
+pub const FROZEN_AFTER: Duration = Duration::from_secs(2);
+
+/// See [`FROZEN_AFTER`].
+pub const FROZEN_AFTER_REQUESTS: u32 = 4;
+
+/// The waiting-queue figure to use from a load report, by how well it agrees with what this
+/// proxy sees itself; `None` when the report is not to be used at all.
+///
+/// - A report whose figures have been frozen ([`FROZEN_AFTER`] with [`FROZEN_AFTER_REQUESTS`]
+///   requests started meanwhile) is not used: an endpoint whose exporter stuck at "idle" must not
+///   keep attracting traffic, nor one stuck at "busy" keep losing it.
+/// - A report that counts fewer requests at the endpoint (running + waiting) than this proxy alone
+///   had in flight there when it came contradicts what the proxy knows: the queue used is then at
+///   least the proxy's own requests the report does not account for.
+pub fn believed_queue(
+    queue: Option<f64>,
+    running: Option<f64>,
+    own_in_flight_at_report: u32,
+    unchanged_for: Duration,
+    started_since_change: u32,
+) -> Option<f64> {
+    if unchanged_for >= FROZEN_AFTER && started_since_change >= FROZEN_AFTER_REQUESTS {
+        return None;
+    }
+    let q = queue.filter(|q| q.is_finite()).unwrap_or(0.0).max(0.0);
+    Some(match running.filter(|r| r.is_finite()) {
+        Some(r) => q.max(f64::from(own_in_flight_at_report) - r.max(0.0)),
+        None => q,
+    })
+}
+
 /// Two costs closer than this (relatively) are a tie: [`p2c`] then keeps its first, random,
 /// draw, so that near-equal endpoints share instead of the one a little faster by chance winning
 /// every comparison while nothing is in flight.
@@ -474,6 +508,25 @@ mod tests {
         // Only a first-byte time (a bodiless answer): the body average is unchanged.
         p.observe(Some(Duration::from_millis(60)), None, 3 * MS, d);
         assert!((p.get(3 * MS, d, default).body_ns - 3e9).abs() < 1e6);
+    }
+
+    #[test]
+    fn reports_are_believed_by_agreement_with_what_the_proxy_sees() {
+        let s = Duration::from_secs;
+        // queue, running, own in flight at report, unchanged for, started since the last change, used queue
+        let cases = [
+            (Some(3.0), Some(10.0), 4, s(0), 0, Some(3.0)),  // agrees
+            (Some(0.0), Some(2.0), 6, s(0), 0, Some(4.0)),   // 6 of ours, it counts 2: 4 are waiting at least
+            (Some(5.0), Some(2.0), 6, s(0), 0, Some(5.0)),   // its own queue is larger: kept
+            (Some(0.0), None, 6, s(0), 0, Some(0.0)),        // no running figure: nothing to compare
+            (Some(0.0), Some(0.0), 0, s(30), 100, None),     // frozen while requests came and went
+            (Some(9.0), Some(9.0), 0, s(30), 3, Some(9.0)),  // unchanged, but barely used: may be true
+            (Some(0.0), Some(0.0), 0, s(1), 100, Some(0.0)), // not unchanged for long enough
+            (Some(f64::NAN), Some(-1.0), 2, s(0), 0, Some(2.0)),
+        ];
+        for (queue, running, own, unchanged, started, want) in cases {
+            assert_eq!(believed_queue(queue, running, own, unchanged, started), want, "{queue:?} {running:?} {own}");
+        }
     }
 
     #[test]

@@ -28,11 +28,20 @@ pub struct Endpoint {
     /// The sum of the start times (process clock, ns) of the requests in flight: with their
     /// count, how long they have been running on average.
     started_sum_ns: AtomicU64,
+    /// Requests ever started here (wrapping), to tell a frozen load report from an idle endpoint.
+    started: AtomicU32,
     /// When the endpoint joined (process clock; 0 for one of the proxy's first config): its
     /// slow start runs from then, or from the end of its last ejection.
     joined_ns: u64,
     stats: Mutex<Stats>,
     load_stream: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct ReportCheck {
+    in_flight_at_report: u32,
+    changed_ns: u64,
+    started_at_change: u32,
 }
 
 #[derive(Debug)]
@@ -43,6 +52,9 @@ struct Stats {
     health: Health,
     /// The endpoint's last load report and when its figures were read (process clock).
     reported: Option<(LoadReport, u64)>,
+    /// How far the report agrees with what this proxy sees: requests it had in flight there when
+    /// the report came, when the report's figures last changed, and the start count then.
+    report_check: ReportCheck,
     /// A 429/503 answer makes the endpoint costlier until then.
     penalty_until_ns: u64,
 }
@@ -72,12 +84,14 @@ impl Endpoint {
             load_stream: false.into(),
             in_flight: AtomicU32::new(0),
             started_sum_ns: AtomicU64::new(0),
+            started: AtomicU32::new(0),
             joined_ns,
             stats: Mutex::new(Stats {
                 rtt: PeakEwma::new(crate::now_ns()),
                 body: Ewma::new(crate::now_ns()),
                 health: Health::default(),
                 reported: None,
+                report_check: ReportCheck::default(),
                 penalty_until_ns: 0,
             }),
         }
@@ -95,6 +109,7 @@ impl Endpoint {
     /// One more request in flight (see [`super::InFlightGuard::start`], which pairs it with
     /// [`Endpoint::end`]).
     pub(super) fn begin(&self, started_ns: u64) {
+        self.started.fetch_add(1, Ordering::Relaxed);
         self.started_sum_ns.fetch_add(started_ns, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
@@ -146,8 +161,14 @@ impl Endpoint {
         if policy.algorithm == Algorithm::P2c {
             if let Some((r, at)) = &st.reported {
                 let a = now_ns.saturating_sub(*at);
-                if a <= settings.load_staleness.as_nanos() as u64 {
-                    load.queue_depth = r.queue_depth.unwrap_or(0.0);
+                let c = st.report_check;
+                let unchanged = Duration::from_nanos(now_ns.saturating_sub(c.changed_ns));
+                let started = self.started.load(Ordering::Relaxed).wrapping_sub(c.started_at_change);
+                if a <= settings.load_staleness.as_nanos() as u64
+                    && let Some(q) =
+                        balance::believed_queue(r.queue_depth, r.running, c.in_flight_at_report, unchanged, started)
+                {
+                    load.queue_depth = q;
                     load.kv_use = r.kv_use.unwrap_or(0.0);
                     age = Some(a);
                 }
@@ -162,7 +183,21 @@ impl Endpoint {
     /// Records a load report received at `now_ns`.
     pub fn report(&self, r: LoadReport, now_ns: u64) {
         let age = r.age.map_or(0, |a| a.as_nanos() as u64);
-        self.stats().reported = Some((r, now_ns.saturating_sub(age)));
+        let in_flight = self.in_flight();
+        let started = self.started.load(Ordering::Relaxed);
+        let mut st = self.stats();
+        let same = st
+            .reported
+            .as_ref()
+            .is_some_and(|(p, _)| (p.queue_depth, p.running, p.kv_use) == (r.queue_depth, r.running, r.kv_use));
+        let mut check = st.report_check;
+        check.in_flight_at_report = in_flight;
+        if !same {
+            check.changed_ns = now_ns;
+            check.started_at_change = started;
+        }
+        st.report_check = check;
+        st.reported = Some((r, now_ns.saturating_sub(age)));
     }
 
     /// Whether this call is the first to claim the endpoint's load stream (whoever gets `true`

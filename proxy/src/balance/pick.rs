@@ -183,4 +183,39 @@ mod tests {
         assert!((0.2..0.3).contains(&half), "half way: about half of a full share: {half}");
         assert!((0.45..0.55).contains(&after), "after the window: a full share: {after}");
     }
+
+    #[test]
+    fn a_frozen_load_report_is_not_believed_and_a_contradicting_one_is_corrected() {
+        let b = backend(1);
+        let ep = &b.endpoints[0];
+        let s = 1_000_000_000u64;
+        let t0 = crate::now_ns();
+        let busy = vane_route::orca::LoadReport { queue_depth: Some(20.0), running: Some(8.0), ..Default::default() };
+        ep.report(busy, t0);
+        let believed = cost(&b, 0, t0);
+        // The same figures keep coming while this proxy's requests come and go: frozen.
+        for k in 1..=5 {
+            ep.begin(t0 + k * s / 2);
+            ep.end(t0 + k * s / 2);
+            ep.report(busy, t0 + k * s / 2);
+        }
+        let frozen = cost(&b, 0, t0 + 5 * s / 2);
+        assert!(frozen * 10.0 < believed, "a stuck report kept its weight: {frozen} vs {believed}");
+        // Figures that move again are believed again.
+        ep.report(vane_route::orca::LoadReport { queue_depth: Some(19.0), ..busy }, t0 + 3 * s);
+        assert!(cost(&b, 0, t0 + 3 * s) > 10.0 * frozen, "a report that moves again is believed again");
+        // An "idle" report while six of this proxy's requests are in flight there: six waiting at least.
+        for _ in 0..6 {
+            ep.begin(t0 + 3 * s);
+        }
+        ep.report(vane_route::orca::LoadReport { queue_depth: Some(0.0), running: Some(0.0), ..busy }, t0 + 3 * s);
+        let at = t0 + 3 * s;
+        let inputs_cost = cost(&b, 0, at);
+        let plain = b.endpoints[0].rtt_seconds(at, b.settings.ewma_decay, b.prior(at)) * 1e9;
+        // rtt × (6 in flight + 1 + 6 waiting) at least: the in-flight age may raise the rtt term.
+        assert!(inputs_cost >= plain * 13.0 * 0.999, "{inputs_cost} vs {plain}");
+        for _ in 0..6 {
+            ep.end(t0 + 3 * s);
+        }
+    }
 }

@@ -164,17 +164,27 @@ pub const NEAR_TIE: f64 = 0.1;
 /// candidate `i`'s cost. Returns the index of the cheaper of two distinct candidates (the first on
 /// a tie or a near-tie, [`NEAR_TIE`]), or `None` when `n == 0`.
 pub fn p2c(n: usize, r1: u64, r2: u64, mut cost_of: impl FnMut(usize) -> f64) -> Option<usize> {
+    match p2c_pair(n, r1, r2)? {
+        (a, None) => Some(a),
+        (a, Some(b)) => {
+            let (ca, cb) = (cost_of(a), cost_of(b));
+            if cb < ca * (1.0 - NEAR_TIE) { Some(b) } else { Some(a) }
+        }
+    }
+}
+
+/// The two distinct candidates [`p2c`] draws from `r1` and `r2` (the first alone when `n == 1`).
+pub fn p2c_pair(n: usize, r1: u64, r2: u64) -> Option<(usize, Option<usize>)> {
     match n {
         0 => None,
-        1 => Some(0),
+        1 => Some((0, None)),
         _ => {
             let a = (r1 % n as u64) as usize;
             let mut b = (r2 % (n as u64 - 1)) as usize;
             if b >= a {
                 b += 1;
             }
-            let (ca, cb) = (cost_of(a), cost_of(b));
-            if cb < ca * (1.0 - NEAR_TIE) { Some(b) } else { Some(a) }
+            Some((a, Some(b)))
         }
     }
 }

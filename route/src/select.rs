@@ -199,32 +199,34 @@ impl Selection for LeastRequest {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PowerOfTwo;
 
-/// The share of power-of-two decisions that take the first drawn candidate without comparing
-/// (unless it is penalized or held back). Without it, an endpoint that lost while nothing was in
-/// flight is never sampled again, and of two equal replicas the one a little faster by chance
-/// takes everything until its estimate decays; with it, every endpoint keeps being measured.
+/// The share of power-of-two decisions that take the first drawn candidate without comparing,
+/// when that candidate is idle (nothing in flight from this proxy), neither penalized nor held
+/// back, and at most [`EXPLORE_WITHIN`] times as costly as the other. Without it, an endpoint that
+/// lost while nothing was in flight is never sampled again, and of two equal replicas the one a
+/// little faster by chance takes everything until its estimate decays; with it, every endpoint
+/// keeps being measured, and a request is never explored onto a replica known to be far busier.
 pub const EXPLORE: f64 = 0.02;
+
+/// See [`EXPLORE`].
+pub const EXPLORE_WITHIN: f64 = 4.0;
 
 impl Selection for PowerOfTwo {
     fn select<V: EndpointView + ?Sized>(&self, view: &V, tried: Tried, draw: Draw) -> Option<Choice> {
         let e = Eligible::scan(view, tried)?;
-        if draw.explore < (EXPLORE * u64::MAX as f64) as u64 {
-            let m = if e.all { view.len() } else { (0..view.len()).filter(|&i| e.contains(i)).count() };
-            let k = (draw.r1 % m.max(1) as u64) as usize;
-            let first = if e.all { Some(k) } else { (0..view.len()).filter(|&i| e.contains(i)).nth(k) };
-            if let Some(i) = first
-                && view.cost(i) < balance::PENALIZED
-            {
-                return Some(e.choice(i));
+        let candidates: Vec<usize> =
+            if e.all { Vec::new() } else { (0..view.len()).filter(|&i| e.contains(i)).collect() };
+        let at = |j: usize| if e.all { j } else { candidates[j] };
+        let m = if e.all { view.len() } else { candidates.len() };
+        if draw.explore < (EXPLORE * u64::MAX as f64) as u64
+            && let Some((a, Some(b))) = balance::p2c_pair(m, draw.r1, draw.r2)
+        {
+            let (a, b) = (at(a), at(b));
+            let (ca, cb) = (view.cost(a), view.cost(b));
+            if view.in_flight(a) == 0 && ca < balance::PENALIZED && ca <= EXPLORE_WITHIN * cb {
+                return Some(e.choice(a));
             }
         }
-        let index = if e.all {
-            balance::p2c(view.len(), draw.r1, draw.r2, |i| view.cost(i))?
-        } else {
-            let candidates: Vec<usize> = (0..view.len()).filter(|&i| e.contains(i)).collect();
-            let j = balance::p2c(candidates.len(), draw.r1, draw.r2, |j| view.cost(candidates[j]))?;
-            candidates[j]
-        };
+        let index = at(balance::p2c(m, draw.r1, draw.r2, |j| view.cost(at(j)))?);
         Some(e.choice(index))
     }
 }

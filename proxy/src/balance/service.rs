@@ -121,6 +121,10 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
             } else {
                 rparts.extensions.extend(ext);
             }
+            if rparts.status == StatusCode::TOO_MANY_REQUESTS {
+                // Refused unprocessed: the retry layer may send it to another endpoint.
+                rparts.extensions.insert(Attempted(i));
+            }
             // Timed from when the request went out on its connection (a new one's setup excluded).
             guard.hold(conn, settings.idle_timeout, measure.then_some((sent_at, settings.ewma_decay)));
             let done: Option<Box<dyn crate::body::Completion>> = if http_body::Body::is_end_stream(&rbody) {

@@ -2,8 +2,10 @@
 //! only when the error says that is safe and the proxy still holds the whole request.
 //!
 //! - Only errors classified [`Retryable::NothingSent`] (no connection could be made) or
-//!   [`Retryable::Refused`] (an HTTP/2 endpoint refused the stream unprocessed) are retried.
-//!   A reset before the response headers is not: the endpoint may have acted on the request.
+//!   [`Retryable::Refused`] (an HTTP/2 endpoint refused the stream unprocessed) are retried, and
+//!   answers `429 Too Many Requests` (the endpoint refused it unprocessed; the balancer also keeps
+//!   the endpoint behind the others for its `Retry-After`). A reset before the response headers
+//!   is not: the endpoint may have acted on the request.
 //! - Only requests whose body is known in full (empty, or small with a `Content-Length`, read by
 //!   the route layer) can be sent again; a streamed body cannot.
 //! - At most [`MAX_ATTEMPTS`] attempts, and never more than the backend has endpoints.
@@ -36,11 +38,19 @@ pub fn layer() -> tower::retry::RetryLayer<RetryPolicy> {
     tower::retry::RetryLayer::new(RetryPolicy::default())
 }
 
-/// The decision, pure: whether an attempt that failed with `e` on endpoint `attempted` may be
-/// followed by another, given the endpoints tried so far (including `attempted`), the retries
-/// left and the backend's size.
-pub fn should_retry(e: &Error, tried: Tried, retries_left: usize, endpoints: usize) -> bool {
-    let safe = matches!(e.kind().retryable(), Some(Retryable::NothingSent | Retryable::Refused));
+/// Whether an attempt's outcome allows sending the request again: an error that says nothing was
+/// sent or the stream was refused, or a `429` answer.
+pub fn safe_to_retry(result: &Result<Response<RespBody>, Error>) -> bool {
+    match result {
+        Err(e) => matches!(e.kind().retryable(), Some(Retryable::NothingSent | Retryable::Refused)),
+        Ok(resp) => resp.status() == http::StatusCode::TOO_MANY_REQUESTS,
+    }
+}
+
+/// The decision, pure: whether an attempt whose outcome was `safe` to retry may be followed by
+/// another, given the endpoints tried so far (including its own), the retries left and the
+/// backend's size.
+pub fn should_retry(safe: bool, tried: Tried, retries_left: usize, endpoints: usize) -> bool {
     safe && retries_left > 0 && (0..endpoints).any(|i| !tried.contains(i))
 }
 
@@ -52,14 +62,19 @@ impl tower::retry::Policy<Request<ReqBody>, Response<RespBody>, Error> for Retry
         req: &mut Request<ReqBody>,
         result: &mut Result<Response<RespBody>, Error>,
     ) -> Option<Self::Future> {
-        let Err(e) = result else { return None };
-        let Attempted(i) = *e.extensions().get::<Attempted>()?;
+        let Attempted(i) = *match result {
+            Err(e) => e.extensions().get::<Attempted>(),
+            Ok(resp) => resp.extensions().get::<Attempted>(),
+        }?;
         self.tried.insert(i);
         let endpoints = req.extensions().get::<Target>()?.backend.endpoints.len();
-        if !should_retry(e, self.tried, self.retries_left, endpoints) {
+        if !should_retry(safe_to_retry(result), self.tried, self.retries_left, endpoints) {
             return None;
         }
-        tracing::debug!("{e}; trying another endpoint");
+        match result {
+            Err(e) => tracing::debug!("{e}; trying another endpoint"),
+            Ok(_) => tracing::debug!("endpoint {i} answered 429; trying another endpoint"),
+        }
         self.retries_left -= 1;
         req.extensions_mut().insert(self.tried);
         Some(std::future::ready(()))
@@ -93,8 +108,14 @@ mod tests {
     use super::*;
     use crate::error::ProxyError;
 
-    fn err(e: ProxyError) -> Error {
-        Error::from(e)
+    fn err(e: ProxyError) -> Result<Response<RespBody>, Error> {
+        Err(Error::from(e))
+    }
+
+    fn answer(status: u16) -> Result<Response<RespBody>, Error> {
+        let mut r = Response::new(RespBody::empty());
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        Ok(r)
     }
 
     #[test]
@@ -112,9 +133,14 @@ mod tests {
             (err(ProxyError::Timeout(addr, std::time::Duration::from_secs(1))), one, 2, 3, false),
             (err(ProxyError::BodyTooLarge(1)), one, 2, 3, false),
             (err(ProxyError::NoEndpoint("b".into())), one, 2, 3, false),
+            (answer(429), one, 2, 3, true),
+            (answer(429), two, 2, 2, false),
+            (answer(503), one, 2, 3, false),
+            (answer(200), one, 2, 3, false),
         ];
-        for (e, tried, left, endpoints, want) in cases {
-            assert_eq!(should_retry(&e, tried, left, endpoints), want, "{e} {tried:?} {left} {endpoints}");
+        for (result, tried, left, endpoints, want) in cases {
+            let got = should_retry(safe_to_retry(&result), tried, left, endpoints);
+            assert_eq!(got, want, "{:?} {tried:?} {left} {endpoints}", result.as_ref().map(|r| r.status()));
         }
     }
 }

@@ -219,7 +219,7 @@ fn dispatch_by_algorithm() {
 
 #[test]
 fn power_of_two_explores_a_small_share_but_never_a_penalized_endpoint() {
-    let view = Fake(vec![(UP, 0, 5.0), (UP, 0, 1.0), (UP, 0, 3.0)]);
+    let view = Fake(vec![(UP, 0, 3.0), (UP, 0, 1.0), (UP, 0, 2.0)]);
     let explore = |r1: u64, e: u64| select(Algorithm::P2c, &view, Tried::NONE, Draw { rr: 0, r1, r2: 0, explore: e });
     // Draws (0, 0) compare endpoints 0 and 1: 1 wins; exploring, the first drawn (0) is taken.
     assert_eq!(explore(0, u64::MAX).map(|c| c.index), Some(1));
@@ -234,4 +234,11 @@ fn power_of_two_explores_a_small_share_but_never_a_penalized_endpoint() {
     // With some tried, the first drawn among the rest.
     let t = tried(&[0]);
     assert_eq!(select(Algorithm::P2c, &view, t, Draw { rr: 0, r1: 1, r2: 0, explore: 0 }).map(|c| c.index), Some(2));
+    // Never onto one with requests in flight, nor one more than 4 times as costly.
+    let busy = Fake(vec![(UP, 1, 5.0), (UP, 0, 4.0)]);
+    assert_eq!(select(Algorithm::P2c, &busy, Tried::NONE, d).map(|c| c.index), Some(1));
+    let far = Fake(vec![(UP, 0, 50.0), (UP, 0, 10.0)]);
+    assert_eq!(select(Algorithm::P2c, &far, Tried::NONE, d).map(|c| c.index), Some(1));
+    let near = Fake(vec![(UP, 0, 30.0), (UP, 0, 10.0)]);
+    assert_eq!(select(Algorithm::P2c, &near, Tried::NONE, d).map(|c| c.index), Some(0));
 }

@@ -240,6 +240,11 @@ impl BackendPrior {
     }
 }
 
+/// An estimate made at `stamp_ns`, decayed towards `prior_ns` for the time since.
+fn towards(prior_ns: f64, estimate_ns: f64, stamp_ns: u64, now_ns: u64, decay: Duration) -> f64 {
+    prior_ns + (estimate_ns - prior_ns) * decay_factor(stamp_ns, now_ns, decay)
+}
+
 /// Peak-EWMA estimate of an endpoint's latency, in nanoseconds, with time passed in.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PeakEwma {
@@ -260,7 +265,7 @@ impl PeakEwma {
         if self.samples == 0 {
             return prior_ns;
         }
-        prior_ns + (self.estimate_ns - prior_ns) * decay_factor(self.stamp_ns, now_ns, decay)
+        towards(prior_ns, self.estimate_ns, self.stamp_ns, now_ns, decay)
     }
 
     /// Adds a sample: a slower one replaces the estimate (peak), a faster one is averaged in by
@@ -306,7 +311,7 @@ impl Ewma {
         if self.samples == 0 {
             return prior_ns;
         }
-        prior_ns + (self.estimate_ns - prior_ns) * decay_factor(self.stamp_ns, now_ns, decay)
+        towards(prior_ns, self.estimate_ns, self.stamp_ns, now_ns, decay)
     }
 
     /// Averages a sample in.

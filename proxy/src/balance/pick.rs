@@ -21,8 +21,10 @@ struct View<'a> {
     /// endpoint, or an algorithm that does not compare costs).
     backend: &'a Backend,
     prior: Cell<Option<Prior>>,
-    /// Uniform draws for the slow-start check of the costs computed (at most two: the candidates).
-    draws: [f64; 2],
+    /// A uniform draw for the decision; endpoint `i`'s slow-start check uses it shifted by `i`
+    /// golden-ratio steps, so each endpoint gets its own draw, the same however often its cost is
+    /// asked within the decision.
+    draw: f64,
     now: u64,
     ages: Cell<[(usize, Option<u64>); 2]>,
 }
@@ -41,9 +43,7 @@ impl EndpointView for View<'_> {
     }
 
     fn cost(&self, i: usize) -> f64 {
-        let [first, last] = self.ages.get();
-        // The first cost computed takes the first draw, the second the second.
-        let draw = if first.0 == usize::MAX && last.0 == usize::MAX { self.draws[0] } else { self.draws[1] };
+        let draw = (self.draw + i as f64 * 0.618_033_988_749_894_9).fract();
         let prior = match self.prior.get() {
             Some(p) => p,
             None => {
@@ -53,6 +53,7 @@ impl EndpointView for View<'_> {
             }
         };
         let (c, age) = self.endpoints[i].cost(self.now, self.settings, self.policy, prior, draw);
+        let [_, last] = self.ages.get();
         self.ages.set([last, (i, age)]);
         c
     }
@@ -69,7 +70,7 @@ pub fn pick(backend: &Backend, tried: Tried, rng: &mut fastrand::Rng) -> Option<
         policy: &backend.policy,
         backend,
         prior: Cell::new(None),
-        draws: [rng.f64(), rng.f64()],
+        draw: rng.f64(),
         now,
         ages: Cell::new([(usize::MAX, None); 2]),
     };
@@ -119,7 +120,7 @@ mod tests {
             policy: &b.policy,
             backend: b,
             prior: Cell::new(None),
-            draws: [rng.f64(), rng.f64()],
+            draw: rng.f64(),
             now,
             ages: Cell::new([(usize::MAX, None); 2]),
         };

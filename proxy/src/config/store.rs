@@ -162,6 +162,11 @@ impl crate::load::LoadConfig for Store {
         self.load().table.inbound.as_ref().and_then(|ib| ib.load_from.clone())
     }
 
+    fn names_probe(&self, addr: SocketAddr, path: &str) -> bool {
+        let snap = self.load();
+        snap.table.inbound.as_ref().and_then(|ib| ib.load_from.as_ref()).is_some_and(|(a, p)| *a == addr && p == path)
+    }
+
     fn probe_interval(&self) -> Duration {
         let snap = self.load();
         snap.table.inbound.as_ref().map_or(Duration::from_secs(1), |ib| ib.load_interval)

@@ -119,7 +119,7 @@ async fn follow_probe<C: LoadConfig>(
             Some((report, age)) => load.set(Some(report), age),
             None => load.set(None, Duration::ZERO),
         }
-        if config.probe().is_none_or(|(a, p)| a != addr || p != path) {
+        if !config.names_probe(addr, path) {
             return Ok(());
         }
     }

@@ -1,6 +1,38 @@
 //! Endpoint choice: power of two choices over a cost.
 //!
-//! The cost of an endpoint is
+//! The cost of an endpoint estimates how long a new request would take there. For answers that
+//! stream tokens (the backend has seen streamed answers, and the endpoint's time per token is
+//! known, measured or prior), it is the **token-aware finish estimate**:
+//!
+//! ```text
+//! per_token = max(token_time, stall)                     time per output token, now
+//! answer    = max(rtt + tokens × per_token, in_flight_age)  one typical answer here, start to end
+//! ahead     = max(in_flight × tokens − in_flight_tokens, in_flight) / tokens
+//!                                                        this proxy's work still to stream there, in answers
+//! cost      = answer × (in_flight_weight × ahead + 1 + queue_weight × queue_depth + kv_weight × kv_use)
+//! ```
+//!
+//! that is, the work ahead of the new request (its own answer, what this proxy's requests there
+//! have still to stream, the endpoint's waiting queue) divided by the rate the endpoint gets
+//! through answers, plus its time to first token. It counts the endpoint as serving one answer
+//! after another: a batching server gets through several at once, but by how many depends on its
+//! batch and the sidecar does not know it; counted serially, two endpoints of the same batch size
+//! compare in the right order, and a fast endpoint is not piled onto past what it can take.
+//!
+//! - `rtt` is a **peak-EWMA** of the time to the first response byte ([`PeakEwma`]): queueing
+//!   plus prefill, for a model server.
+//! - `tokens` is the backend's typical number of output tokens (stream events) per answer.
+//! - `token_time` is the endpoint's EWMA of the gap between tokens, sampled while its answers
+//!   stream (from their second token on, milliseconds after they start, not when they end); a
+//!   replica three times slower per token shows it at its first answer's second token.
+//! - `stall` is how long the endpoint's open streams have gone without a token (0 when none is
+//!   streaming): a stream that has gone silent is as slow as its silence.
+//! - `in_flight_tokens` counts the tokens this proxy's outstanding requests there have received
+//!   already (each counting at most `tokens − 1`), so a request about to finish weighs less than
+//!   one just started.
+//!
+//! For answers that do not stream (or before the backend has seen a streamed answer) the cost is
+//! the earlier form, which [`crate::config::Algorithm::P2cClassic`] keeps for every answer:
 //!
 //! ```text
 //! cost = max(rtt + body, in_flight_age) × (in_flight_weight × in_flight + 1 + queue_weight × queue_depth + kv_weight × kv_use)
@@ -18,14 +50,13 @@
 //! is a floor under its latency, so a replica whose first answers are slow is seen as slow while
 //! they are still running.
 //!
-//! - `rtt` is a **peak-EWMA** of the time to the first response byte ([`PeakEwma`]): it jumps up
-//!   to a slow sample at once and decays back slowly, so a slowing endpoint is avoided at once
-//!   and an idle one drifts back to being tried (which is how a recovered endpoint regains traffic).
+//! - `rtt` jumps up to a slow sample at once and decays back slowly, so a slowing endpoint is
+//!   avoided at once and an idle one drifts back to being tried (which is how a recovered
+//!   endpoint regains traffic).
 //! - `body` is a plain EWMA ([`Ewma`]) of how long response bodies take to stream, from their
 //!   first byte to their end. It is about zero for ordinary answers; for a model server streaming
-//!   tokens it is the generation time, which is what a slower GPU stretches most (a replica three
-//!   times slower per token has three times the `body` of the others but, unloaded, a time to
-//!   first token barely longer). Not a peak: one long answer must not mark an endpoint slow.
+//!   tokens it is the generation time, known only once an answer has ended. Not a peak: one long
+//!   answer must not mark an endpoint slow.
 //! - `in_flight` counts this proxy's own outstanding requests to the endpoint.
 //! - `queue_depth` and `kv_use` are what the endpoint reports about itself (a model server's
 //!   waiting queue and KV-cache use); 0 when it reports nothing. A sidecar learns these from
@@ -80,20 +111,58 @@ pub struct LoadInputs {
     /// Slow start holds the endpoint back for this decision ([`slow_start_holds`]): it joined,
     /// or came back from ejection, within its window, and this request fell outside its share.
     pub held: bool,
+    /// The streamed answers' side ([`Tokens`]); `None` for answers that do not stream, or where
+    /// the classic cost is asked for.
+    pub tokens: Option<Tokens>,
+}
+
+/// What the token-aware cost reads about streamed answers (module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Tokens {
+    /// The backend's typical output tokens per answer (used when at least 2).
+    pub per_answer: f64,
+    /// The endpoint's time per output token, nanoseconds (already decayed to now; used when above 0).
+    pub token_ns: f64,
+    /// How long the endpoint's open streams have gone without a token, nanoseconds (0 with none).
+    pub stall_ns: f64,
+    /// Tokens this proxy's requests in flight there have received so far.
+    pub in_flight_tokens: f64,
 }
 
 /// Added to a penalized endpoint's cost: more than any real cost (about 11 days in nanoseconds).
 pub const PENALIZED: f64 = 1e15;
 
-/// The endpoint's cost; lower is better.
+/// The endpoint's cost; lower is better (module docs).
 pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
-    let body = if load.body_ns.is_finite() { load.body_ns.max(0.0) } else { f64::MAX / 4.0 };
     let age = if load.in_flight_age_ns.is_finite() { load.in_flight_age_ns.max(0.0) } else { 0.0 };
-    let rtt = if load.rtt_ns.is_finite() { (load.rtt_ns + body).max(age).max(1.0) } else { f64::MAX / 4.0 };
     let queue = load.queue_depth.max(0.0);
     let kv = load.kv_use.clamp(0.0, 1.0);
-    let base = rtt * (w.in_flight * f64::from(load.in_flight) + 1.0 + w.queue * queue + w.kv * kv);
+    let reported = 1.0 + w.queue * queue + w.kv * kv;
+    let base = match load.tokens.and_then(|t| finish_terms(load.rtt_ns, load.in_flight, &t)) {
+        Some((answer, ahead)) => answer.max(age).max(1.0) * (w.in_flight * ahead + reported),
+        None => {
+            let body = if load.body_ns.is_finite() { load.body_ns.max(0.0) } else { f64::MAX / 4.0 };
+            let rtt = if load.rtt_ns.is_finite() { (load.rtt_ns + body).max(age).max(1.0) } else { f64::MAX / 4.0 };
+            rtt * (w.in_flight * f64::from(load.in_flight) + reported)
+        }
+    };
     if load.penalized || load.held { base + PENALIZED } else { base }
+}
+
+/// The token-aware cost's `answer` (nanoseconds) and `ahead` (answers), or `None` when the
+/// figures do not allow it (fewer than 2 tokens per answer, no time per token, or a figure that
+/// is not a number).
+fn finish_terms(rtt_ns: f64, in_flight: u32, t: &Tokens) -> Option<(f64, f64)> {
+    let ok = |v: f64| v.is_finite() && v >= 0.0;
+    if !(ok(t.per_answer) && t.per_answer >= 2.0 && ok(t.token_ns) && t.token_ns > 0.0 && ok(rtt_ns)) {
+        return None;
+    }
+    let per_token = t.token_ns.max(if ok(t.stall_ns) { t.stall_ns } else { 0.0 });
+    let answer = rtt_ns + t.per_answer * per_token;
+    let n = f64::from(in_flight);
+    let streamed = if ok(t.in_flight_tokens) { t.in_flight_tokens } else { 0.0 };
+    let ahead = (n * t.per_answer - streamed).max(n) / t.per_answer;
+    Some((answer, ahead))
 }
 
 /// The least share an endpoint in slow start gets, as Envoy's `min_weight_percent` (10 %).
@@ -205,6 +274,10 @@ pub struct Prior {
     pub rtt_ns: f64,
     /// Body streaming time.
     pub body_ns: f64,
+    /// Time per output token of streamed answers (0: none measured).
+    pub token_ns: f64,
+    /// Output tokens per streamed answer (0: none measured).
+    pub tokens: f64,
 }
 
 /// A backend's typical figures: plain time-decayed averages of every sample its endpoints gave,
@@ -213,12 +286,30 @@ pub struct Prior {
 pub struct BackendPrior {
     rtt: Ewma,
     body: Ewma,
+    token: Ewma,
+    tokens: Ewma,
 }
 
 impl BackendPrior {
     /// Nothing measured yet.
     pub fn new(now_ns: u64) -> BackendPrior {
-        BackendPrior { rtt: Ewma::new(now_ns), body: Ewma::new(now_ns) }
+        BackendPrior {
+            rtt: Ewma::new(now_ns),
+            body: Ewma::new(now_ns),
+            token: Ewma::new(now_ns),
+            tokens: Ewma::new(now_ns),
+        }
+    }
+
+    /// Adds a streamed answer's figures: a sample of its time per token, or (at its end) how
+    /// many tokens it had.
+    pub fn observe_stream(&mut self, token: Option<Duration>, tokens: Option<f64>, now_ns: u64, decay: Duration) {
+        if let Some(t) = token {
+            self.token.observe(t, now_ns, decay);
+        }
+        if let Some(n) = tokens.filter(|n| n.is_finite() && *n >= 0.0) {
+            self.tokens.observe_value(n, now_ns, decay);
+        }
     }
 
     /// Adds one response's figures (either may be missing).
@@ -231,11 +322,19 @@ impl BackendPrior {
         }
     }
 
+    /// The typical output tokens per streamed answer, once one has ended.
+    pub fn tokens(&self) -> Option<f64> {
+        self.tokens.value()
+    }
+
     /// The prior at `now_ns`; `default` (the configured figures) where nothing was measured.
     pub fn get(&self, now_ns: u64, decay: Duration, default: Prior) -> Prior {
         Prior {
             rtt_ns: self.rtt.get(now_ns, decay, default.rtt_ns),
             body_ns: self.body.get(now_ns, decay, default.body_ns),
+            token_ns: self.token.get(now_ns, decay, default.token_ns),
+            // A figure of the workload, not of load: it does not decay.
+            tokens: self.tokens.value().unwrap_or(default.tokens),
         }
     }
 }
@@ -314,11 +413,22 @@ impl Ewma {
         towards(prior_ns, self.estimate_ns, self.stamp_ns, now_ns, decay)
     }
 
+    /// The estimate as last sampled, not decayed (`None` before the first sample): for a figure
+    /// of the workload, such as tokens per answer, which idle time does not change.
+    pub fn value(&self) -> Option<f64> {
+        (self.samples > 0).then_some(self.estimate_ns)
+    }
+
     /// Averages a sample in.
     pub fn observe(&mut self, sample: Duration, now_ns: u64, decay: Duration) {
+        self.observe_value(sample.as_nanos() as f64, now_ns, decay);
+    }
+
+    /// Averages in a sample that is not a duration (a count); [`Ewma::get`] reads it back.
+    pub fn observe_value(&mut self, sample: f64, now_ns: u64, decay: Duration) {
         self.samples = self.samples.saturating_add(1);
         let weight = (1.0 - decay_factor(self.stamp_ns, now_ns, decay)).max(1.0 / f64::from(self.samples));
-        self.estimate_ns += (sample.as_nanos() as f64 - self.estimate_ns) * weight;
+        self.estimate_ns += (sample - self.estimate_ns) * weight;
         self.stamp_ns = self.stamp_ns.max(now_ns);
     }
 }
@@ -350,6 +460,68 @@ mod tests {
         let no_load = CostWeights { in_flight: 1.0, queue: 0.0, kv: 0.0 };
         assert_eq!(cost(&LoadInputs { in_flight: 3, ..base }, &CostWeights { in_flight: 0.5, ..w }), 2.5e6);
         assert_eq!(cost(&LoadInputs { queue_depth: 9.0, kv_use: 1.0, ..base }, &no_load), 1e6);
+    }
+
+    #[test]
+    fn token_aware_cost_table() {
+        let w = CostWeights::default();
+        let ms = 1e6;
+        // 100 ms to first token, 10 ms a token, 100 tokens an answer: 1.1 s an answer.
+        let t = Tokens { per_answer: 100.0, token_ns: 10.0 * ms, stall_ns: 0.0, in_flight_tokens: 0.0 };
+        let base = LoadInputs { rtt_ns: 100.0 * ms, body_ns: 9e9, tokens: Some(t), ..Default::default() };
+        let cases = [
+            // Idle: one answer (the body EWMA is not read).
+            (base, 1100.0 * ms),
+            // Two in flight, just started: two answers ahead of it.
+            (LoadInputs { in_flight: 2, ..base }, 3300.0 * ms),
+            // Two in flight, 150 of their 200 tokens streamed: half an answer ahead.
+            (LoadInputs { in_flight: 2, tokens: Some(Tokens { in_flight_tokens: 150.0, ..t }), ..base }, 1650.0 * ms),
+            // Nearly done, but an answer in flight is never counted as less than a token.
+            (LoadInputs { in_flight: 2, tokens: Some(Tokens { in_flight_tokens: 1e6, ..t }), ..base }, 1122.0 * ms),
+            // Three waiting in the endpoint's queue: three answers more.
+            (LoadInputs { queue_depth: 3.0, ..base }, 4400.0 * ms),
+            // Streams silent for 50 ms: 50 ms a token, now.
+            (LoadInputs { tokens: Some(Tokens { stall_ns: 50.0 * ms, ..t }), ..base }, 5100.0 * ms),
+            // A silence shorter than a token's time changes nothing.
+            (LoadInputs { tokens: Some(Tokens { stall_ns: 5.0 * ms, ..t }), ..base }, 1100.0 * ms),
+            // Requests running for longer than an answer should take: their age is the floor.
+            (LoadInputs { in_flight: 1, in_flight_age_ns: 3000.0 * ms, ..base }, 6000.0 * ms),
+            (LoadInputs { penalized: true, ..base }, 1100.0 * ms + PENALIZED),
+        ];
+        for (inp, want) in cases {
+            let got = cost(&inp, &w);
+            assert!((got - want).abs() < 1.0, "{inp:?}: {got} want {want}");
+        }
+        // Figures that do not allow the estimate fall back to latency × load.
+        let classic = LoadInputs { tokens: None, ..base };
+        for t in [
+            Tokens { per_answer: 1.0, ..t },
+            Tokens { token_ns: 0.0, ..t },
+            Tokens { per_answer: f64::NAN, ..t },
+            Tokens { token_ns: f64::INFINITY, ..t },
+        ] {
+            assert_eq!(cost(&LoadInputs { tokens: Some(t), ..base }, &w), cost(&classic, &w), "{t:?}");
+        }
+        assert_eq!(cost(&classic, &w), 9100.0 * ms);
+    }
+
+    #[test]
+    fn a_slower_replica_shows_by_its_token_time_before_its_answers_end() {
+        let w = CostWeights::default();
+        let ms = 1e6;
+        let t = Tokens { per_answer: 150.0, token_ns: 6.0 * ms, stall_ns: 0.0, in_flight_tokens: 0.0 };
+        // Same time to first token; the slow one 3 times slower per token. Idle, it loses to a
+        // fast one with its two in flight half done; with 4 just started on the fast one, it wins.
+        let slow =
+            LoadInputs { rtt_ns: 80.0 * ms, tokens: Some(Tokens { token_ns: 18.0 * ms, ..t }), ..Default::default() };
+        let fast = |n: u32, done: f64| LoadInputs {
+            rtt_ns: 80.0 * ms,
+            in_flight: n,
+            tokens: Some(Tokens { in_flight_tokens: done, ..t }),
+            ..Default::default()
+        };
+        assert!(cost(&fast(2, 150.0), &w) < cost(&slow, &w));
+        assert!(cost(&slow, &w) < cost(&fast(4, 0.0), &w));
     }
 
     #[test]
@@ -513,7 +685,7 @@ mod tests {
     #[test]
     fn a_backend_prior_is_its_endpoints_average_or_the_default() {
         let d = Duration::from_secs(10);
-        let default = Prior { rtt_ns: 5e6, body_ns: 0.0 };
+        let default = Prior { rtt_ns: 5e6, ..Prior::default() };
         let mut p = BackendPrior::new(0);
         assert_eq!(p.get(MS, d, default), default);
         p.observe(Some(Duration::from_millis(50)), Some(Duration::from_secs(4)), MS, d);

@@ -151,10 +151,16 @@ impl Default for Limits {
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
-    /// Power of two choices over the full cost: latency, in-flight, reported queue and KV use,
-    /// and the 429/503 penalty.
+    /// Power of two choices over the full cost: for streamed answers the token-aware finish
+    /// estimate (time to first token plus tokens × time per token, measured while answers
+    /// stream), otherwise latency; with in-flight work, reported queue and KV use, and the
+    /// 429/503 penalty.
     #[default]
     P2c,
+    /// `p2c` without the token-aware estimate: latency is the time to first byte plus the
+    /// average body time, known only once answers end (the cost before token awareness, kept for
+    /// comparison).
+    P2cClassic,
     /// Power of two choices over peak-EWMA latency × (in-flight + 1) only (ignores reported load).
     P2cLatency,
     /// The endpoint with the fewest requests in flight from this proxy (ties at random).

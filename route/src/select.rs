@@ -231,13 +231,13 @@ impl Selection for PowerOfTwo {
     }
 }
 
-/// Chooses by a backend's algorithm. `P2c` and `P2cLatency` both use [`PowerOfTwo`]: they differ
-/// only in the cost the view reports.
+/// Chooses by a backend's algorithm. `P2c`, `P2cClassic` and `P2cLatency` all use [`PowerOfTwo`]:
+/// they differ only in the cost the view reports.
 pub fn select<V: EndpointView + ?Sized>(algorithm: Algorithm, view: &V, tried: Tried, draw: Draw) -> Option<Choice> {
     match algorithm {
         Algorithm::RoundRobin => RoundRobin.select(view, tried, draw),
         Algorithm::LeastRequest => LeastRequest.select(view, tried, draw),
-        Algorithm::P2c | Algorithm::P2cLatency => PowerOfTwo.select(view, tried, draw),
+        Algorithm::P2c | Algorithm::P2cClassic | Algorithm::P2cLatency => PowerOfTwo.select(view, tried, draw),
     }
 }
 

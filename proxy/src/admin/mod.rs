@@ -43,13 +43,16 @@ impl AdminState {
     pub fn metrics_page(&self) -> MetricsPage {
         let snap = self.store.load();
         let now = crate::now_ns();
-        let decay = snap.table.settings.ewma_decay;
+        let settings = &snap.table.settings;
+        let decay = settings.ewma_decay;
         let rows = snap.backends.iter().chain(snap.inbound.iter()).flat_map(|b| {
             let prior = b.prior(now);
             b.endpoints.iter().map(move |e| EndpointRow {
                 backend: &b.name,
                 addr: e.addr,
                 rtt_seconds: e.rtt_seconds(now, decay, prior),
+                token_seconds: e.token_seconds(now, decay, prior),
+                report_trust: e.report_trust(now, settings),
                 in_flight: e.in_flight(),
                 ejected: e.ejected(now),
             })

@@ -2,7 +2,7 @@
 
 use super::endpoint::{Endpoint, Policy};
 use prometheus_client::metrics::histogram::Histogram;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vane_route::balance::{BackendPrior, Prior};
@@ -33,32 +33,57 @@ pub struct Backend {
 impl Backend {
     /// The figures an endpoint without samples of its own reads (and decays towards): the
     /// backend's typical ones, or the configured default RTT (and no body time) where it has
-    /// measured nothing.
+    /// measured nothing. Until a streamed answer has ended, the tokens per answer read as the
+    /// most any stream has had so far (a lower bound, so that time per token counts from a
+    /// fresh proxy's first streams on, not from their end).
     pub fn prior(&self, now_ns: u64) -> Prior {
-        let default = Prior { rtt_ns: self.settings.default_rtt.as_nanos() as f64, body_ns: 0.0 };
+        let default = Prior {
+            rtt_ns: self.settings.default_rtt.as_nanos() as f64,
+            tokens: f64::from(self.typical.longest.load(Ordering::Relaxed)),
+            ..Prior::default()
+        };
         self.typical.get(now_ns, self.settings.ewma_decay, default)
     }
 }
 
-/// A backend's typical first-byte and body times: every sample of every endpoint of it, averaged
-/// ([`BackendPrior`]).
+/// A backend's typical first-byte, body and per-token times and tokens per answer: every sample
+/// of every endpoint of it, averaged ([`BackendPrior`]).
 #[derive(Debug)]
-pub struct Typical(Mutex<BackendPrior>);
+pub struct Typical {
+    prior: Mutex<BackendPrior>,
+    /// The most tokens any streamed answer has had so far.
+    longest: AtomicU32,
+}
 
 impl Default for Typical {
     fn default() -> Self {
-        Typical(Mutex::new(BackendPrior::new(crate::now_ns())))
+        Typical { prior: Mutex::new(BackendPrior::new(crate::now_ns())), longest: AtomicU32::new(0) }
     }
 }
 
 impl Typical {
     /// Adds one answer's figures.
     pub fn observe(&self, rtt: Option<Duration>, body: Option<Duration>, decay: Duration) {
-        crate::lock(&self.0).observe(rtt, body, crate::now_ns(), decay);
+        crate::lock(&self.prior).observe(rtt, body, crate::now_ns(), decay);
+    }
+
+    /// Adds a streamed answer's figures: a time-per-token sample while it streams (with the
+    /// tokens it has had so far), or its token count once it has ended (`ended`).
+    pub fn observe_stream(&self, token: Option<Duration>, tokens: u32, ended: bool, decay: Duration) {
+        self.longest.fetch_max(tokens, Ordering::Relaxed);
+        let count = ended.then_some(f64::from(tokens));
+        if token.is_some() || count.is_some() {
+            crate::lock(&self.prior).observe_stream(token, count, crate::now_ns(), decay);
+        }
+    }
+
+    /// The typical tokens per streamed answer, or the most any has had where none has ended.
+    pub fn tokens_per_answer(&self) -> f64 {
+        crate::lock(&self.prior).tokens().unwrap_or_else(|| f64::from(self.longest.load(Ordering::Relaxed)))
     }
 
     fn get(&self, now_ns: u64, decay: Duration, default: Prior) -> Prior {
-        crate::lock(&self.0).get(now_ns, decay, default)
+        crate::lock(&self.prior).get(now_ns, decay, default)
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use vane_route::balance::{self, CostWeights, Ewma, LoadInputs, PeakEwma, Prior};
+use vane_route::balance::{self, CostWeights, Ewma, LoadInputs, PeakEwma, Prior, Tokens};
 use vane_route::config::{Algorithm, Protocol};
 use vane_route::health::{EjectionPolicy, Health, Outcome};
 use vane_route::orca::LoadReport;
@@ -35,6 +35,13 @@ pub struct Endpoint {
     joined_ns: u64,
     stats: Mutex<Stats>,
     load_stream: std::sync::atomic::AtomicBool,
+    /// Streamed answers in flight that have had their first token.
+    streaming: AtomicU32,
+    /// When the last token of any of them came (process clock).
+    last_token_ns: AtomicU64,
+    /// Tokens the requests in flight have received so far (each counting at most its backend's
+    /// typical answer less one).
+    in_flight_tokens: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -49,6 +56,8 @@ struct Stats {
     rtt: PeakEwma,
     /// How long response bodies take from first byte to end (generation time for a stream).
     body: Ewma,
+    /// Time per output token of streamed answers, sampled while they stream.
+    token: Ewma,
     health: Health,
     /// The endpoint's last load report and when its figures were read (process clock).
     reported: Option<(LoadReport, u64)>,
@@ -82,6 +91,9 @@ impl Endpoint {
             authority,
             pool: Arc::default(),
             load_stream: false.into(),
+            streaming: AtomicU32::new(0),
+            last_token_ns: AtomicU64::new(0),
+            in_flight_tokens: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             started_sum_ns: AtomicU64::new(0),
             started: AtomicU32::new(0),
@@ -89,6 +101,7 @@ impl Endpoint {
             stats: Mutex::new(Stats {
                 rtt: PeakEwma::new(crate::now_ns()),
                 body: Ewma::new(crate::now_ns()),
+                token: Ewma::new(crate::now_ns()),
                 health: Health::default(),
                 reported: None,
                 report_check: ReportCheck::default(),
@@ -133,6 +146,45 @@ impl Endpoint {
         (now_ns.saturating_sub(mean_start) as f64).min(MAX_BODY_SAMPLE.as_nanos() as f64)
     }
 
+    /// How long the streamed answers in flight have gone without a token, in nanoseconds (0 when
+    /// none is streaming).
+    fn stall_ns(&self, now_ns: u64) -> f64 {
+        if self.streaming.load(Ordering::Relaxed) == 0 {
+            return 0.0;
+        }
+        now_ns.saturating_sub(self.last_token_ns.load(Ordering::Relaxed)) as f64
+    }
+
+    /// A streamed answer in flight had its first token (`started`), or is over (`!started`,
+    /// giving back the `counted` tokens it added with [`Endpoint::tokens`]).
+    pub(super) fn stream(&self, started: bool, counted: u32, now_ns: u64) {
+        if started {
+            self.last_token_ns.fetch_max(now_ns, Ordering::Relaxed);
+            self.streaming.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.streaming.fetch_sub(1, Ordering::Relaxed);
+            self.in_flight_tokens.fetch_sub(u64::from(counted), Ordering::Relaxed);
+        }
+    }
+
+    /// Streams open that have had a token, and the tokens counted for the requests in flight.
+    #[cfg(test)]
+    pub(super) fn stream_counts(&self) -> (u32, u64) {
+        (self.streaming.load(Ordering::Relaxed), self.in_flight_tokens.load(Ordering::Relaxed))
+    }
+
+    /// Tokens came on a streamed answer in flight at `now_ns`: `counted` of them count towards
+    /// the in-flight work done, and `sample` is a fresh figure of the time per token.
+    pub(super) fn tokens(&self, counted: u32, sample: Option<Duration>, now_ns: u64, decay: Duration) {
+        self.last_token_ns.fetch_max(now_ns, Ordering::Relaxed);
+        if counted > 0 {
+            self.in_flight_tokens.fetch_add(u64::from(counted), Ordering::Relaxed);
+        }
+        if let Some(t) = sample {
+            self.stats().token.observe(t, now_ns, decay);
+        }
+    }
+
     /// Whether the endpoint is not ejected at `now_ns`.
     pub fn available(&self, now_ns: u64) -> bool {
         self.stats().health.available(now_ns)
@@ -155,29 +207,63 @@ impl Endpoint {
         let st = self.stats();
         let rtt_ns = st.rtt.get(now_ns, settings.ewma_decay, prior.rtt_ns);
         let body_ns = st.body.get(now_ns, settings.ewma_decay, prior.body_ns);
-        let mut load =
-            LoadInputs { rtt_ns, body_ns, in_flight: self.in_flight(), in_flight_age_ns, ..Default::default() };
+        let in_flight = self.in_flight();
+        let mut load = LoadInputs { rtt_ns, body_ns, in_flight, in_flight_age_ns, ..Default::default() };
+        if policy.algorithm == Algorithm::P2c && prior.tokens >= 2.0 {
+            let token_ns = st.token.get(now_ns, settings.ewma_decay, prior.token_ns);
+            load.tokens = (token_ns > 0.0).then(|| Tokens {
+                per_answer: prior.tokens,
+                token_ns,
+                stall_ns: self.stall_ns(now_ns),
+                in_flight_tokens: self.in_flight_tokens.load(Ordering::Relaxed) as f64,
+            });
+        }
         let mut age = None;
-        if policy.algorithm == Algorithm::P2c {
-            if let Some((r, at)) = &st.reported {
-                let a = now_ns.saturating_sub(*at);
-                let c = st.report_check;
-                let unchanged = Duration::from_nanos(now_ns.saturating_sub(c.changed_ns));
-                let started = self.started.load(Ordering::Relaxed).wrapping_sub(c.started_at_change);
-                if a <= settings.load_staleness.as_nanos() as u64
-                    && let Some(q) =
-                        balance::believed_queue(r.queue_depth, r.running, c.in_flight_at_report, unchanged, started)
-                {
-                    load.queue_depth = q;
-                    load.kv_use = r.kv_use.unwrap_or(0.0);
-                    age = Some(a);
-                }
+        if matches!(policy.algorithm, Algorithm::P2c | Algorithm::P2cClassic) {
+            if let Some((r, a, Some(q))) = self.believed(&st, now_ns, settings) {
+                load.queue_depth = q;
+                load.kv_use = r.kv_use.unwrap_or(0.0);
+                age = Some(a);
             }
             load.penalized = now_ns < st.penalty_until_ns;
         }
         let since = self.joined_ns.max(st.health.ejected_until_ns());
         load.held = balance::slow_start_holds(balance::slow_start(since, now_ns, policy.slow_start), draw);
         (balance::cost(&load, &policy.weights), age)
+    }
+
+    /// The last load report that is not stale at `now_ns`, its age, and the waiting queue to
+    /// believe from it (`None`: not to be used, [`balance::believed_queue`]).
+    fn believed<'s>(&self, st: &'s Stats, now_ns: u64, settings: &Settings) -> Option<(&'s LoadReport, u64, Option<f64>)> {
+        let (r, at) = st.reported.as_ref()?;
+        let a = now_ns.saturating_sub(*at);
+        if a > settings.load_staleness.as_nanos() as u64 {
+            return Some((r, a, None));
+        }
+        let c = st.report_check;
+        let unchanged = Duration::from_nanos(now_ns.saturating_sub(c.changed_ns));
+        let started = self.started.load(Ordering::Relaxed).wrapping_sub(c.started_at_change);
+        Some((r, a, balance::believed_queue(r.queue_depth, r.running, c.in_flight_at_report, unchanged, started)))
+    }
+
+    /// How the endpoint's load report is used at `now_ns` (for metrics): 1 as reported, 0.5 with
+    /// its queue raised to this proxy's own requests it leaves out, 0 not at all (frozen or
+    /// stale); `None` with no report.
+    pub fn report_trust(&self, now_ns: u64, settings: &Settings) -> Option<f64> {
+        let st = self.stats();
+        let (r, _, q) = self.believed(&st, now_ns, settings)?;
+        Some(match q {
+            None => 0.0,
+            Some(q) if q > r.queue_depth.unwrap_or(0.0) => 0.5,
+            Some(_) => 1.0,
+        })
+    }
+
+    /// The time per output token of streamed answers the cost uses, in seconds (for metrics):
+    /// `None` before the backend has measured any.
+    pub fn token_seconds(&self, now_ns: u64, decay: Duration, prior: Prior) -> Option<f64> {
+        let t = self.stats().token.get(now_ns, decay, prior.token_ns);
+        (t > 0.0).then_some(t / 1e9)
     }
 
     /// Records a load report received at `now_ns`.

@@ -1,5 +1,6 @@
 //! A request in flight on an endpoint: counted until its response body ends, timed at its first
-//! body byte and its end, and holding the HTTP/1.1 connection that carries the body.
+//! body byte and its end, its tokens counted and timed while it streams, and holding the HTTP/1.1
+//! connection that carries the body.
 
 use super::backend::Typical;
 use super::endpoint::Endpoint;
@@ -25,7 +26,54 @@ pub struct InFlightGuard {
     rtt_from: Option<(Instant, Duration)>,
     /// When the first body byte came and the EWMA decay, until the body ends.
     body_from: Option<(Instant, Duration)>,
+    /// The tokens of a streamed answer, when it is one.
+    stream: Option<Stream>,
 }
+
+/// A streamed answer's tokens as they come: an SSE event is a token (a model server sends one
+/// per token), and so is every data frame of a gRPC stream.
+#[derive(Debug, Default)]
+struct Stream {
+    sse: bool,
+    decay: Duration,
+    /// The last byte seen of an SSE stream ended a line (an event ends at an empty line).
+    newline: bool,
+    tokens: u32,
+    /// Tokens added to the endpoint's in-flight work done, at most `cap`.
+    counted: u32,
+    cap: u32,
+    started: bool,
+    /// When the last time-per-token sample was taken, and the token count then.
+    sampled_ns: u64,
+    sampled_tokens: u32,
+    next_sample: u32,
+}
+
+impl Stream {
+    /// Tokens in one chunk: the SSE events it ends, or 1 for a gRPC frame.
+    fn count(&mut self, chunk: &[u8]) -> u32 {
+        if !self.sse {
+            return 1;
+        }
+        let mut n = 0;
+        for &b in chunk {
+            match b {
+                b'\n' if self.newline => {
+                    n += 1;
+                    self.newline = false;
+                }
+                b'\n' => self.newline = true,
+                b'\r' => {}
+                _ => self.newline = false,
+            }
+        }
+        n
+    }
+}
+
+/// Time-per-token samples are taken at a stream's 2nd, 4th, 8th and 16th token, then every 16
+/// (a figure milliseconds after it starts, without a lock per token).
+const SAMPLE_EVERY: u32 = 16;
 
 impl InFlightGuard {
     /// Counts a request in flight on `ep` (of a backend with `typical` figures) until the guard drops.
@@ -41,6 +89,50 @@ impl InFlightGuard {
             idle_timeout: Duration::ZERO,
             rtt_from: None,
             body_from: None,
+            stream: None,
+        }
+    }
+
+    /// The answer streams tokens (`sse`: as server-sent events; otherwise as gRPC messages):
+    /// count and time them. Only for a backend whose figures are compared (of several endpoints).
+    pub fn streams(&mut self, sse: bool, decay: Duration) {
+        if self.typical.is_some() {
+            self.stream = Some(Stream { sse, decay, ..Stream::default() });
+        }
+    }
+
+    /// A data frame of a streamed answer came: count its tokens, and now and then sample the time
+    /// per token.
+    fn tokens(&mut self, chunk: &[u8]) {
+        let (Some(s), Some(typical)) = (self.stream.as_mut(), self.typical.as_ref()) else {
+            return;
+        };
+        let n = s.count(chunk);
+        if n == 0 {
+            return;
+        }
+        let now = crate::now_ns();
+        if !s.started {
+            s.started = true;
+            self.ep.stream(true, 0, now);
+            s.cap = (typical.tokens_per_answer() as u32).saturating_sub(1);
+            if s.cap == 0 {
+                s.cap = u32::MAX;
+            }
+            (s.sampled_ns, s.sampled_tokens, s.next_sample) = (now, n, n + 1);
+        }
+        s.tokens = s.tokens.saturating_add(n);
+        let add = n.min(s.cap - s.counted);
+        s.counted += add;
+        let sample = (s.tokens >= s.next_sample).then(|| {
+            let gap = now.saturating_sub(s.sampled_ns) / u64::from(s.tokens - s.sampled_tokens);
+            s.next_sample = s.tokens + s.tokens.min(SAMPLE_EVERY);
+            (s.sampled_ns, s.sampled_tokens) = (now, s.tokens);
+            Duration::from_nanos(gap)
+        });
+        self.ep.tokens(add, sample, now, s.decay);
+        if sample.is_some() {
+            typical.observe_stream(sample, s.tokens, false, s.decay);
         }
     }
 
@@ -61,13 +153,21 @@ impl InFlightGuard {
     ///
     /// Internal: a streaming model server sends its headers at once and its first token after
     /// queueing and prefill, so the first *body* byte is what shows how loaded it is.
-    pub fn first_byte(&mut self) {
+    fn first_byte(&mut self) {
         if let Some((sent, decay)) = self.rtt_from.take() {
             let now = Instant::now();
             let rtt = now.saturating_duration_since(sent);
             self.ep.observe(Some(rtt), None, decay);
             self.first = Some(rtt);
             self.body_from = Some((now, decay));
+        }
+    }
+
+    /// A data frame arrived.
+    pub fn data(&mut self, chunk: &[u8]) {
+        self.first_byte();
+        if self.stream.is_some() {
+            self.tokens(chunk);
         }
     }
 
@@ -89,6 +189,11 @@ impl InFlightGuard {
                 t.observe(self.first, Some(body), decay);
             }
         }
+        if let (Some(s), Some(t)) = (&self.stream, &self.typical)
+            && s.started
+        {
+            t.observe_stream(None, s.tokens, true, s.decay);
+        }
         if let Some(c) = self.conn.take() {
             c.release(self.idle_timeout);
         }
@@ -98,14 +203,82 @@ impl InFlightGuard {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.ep.end(self.started_ns);
+        if let Some(s) = &self.stream
+            && s.started
+        {
+            self.ep.stream(false, s.counted, crate::now_ns());
+        }
     }
 }
 
 impl Completion for InFlightGuard {
-    fn first_byte(&mut self) {
-        InFlightGuard::first_byte(self);
+    fn data(&mut self, chunk: &bytes::Bytes) {
+        InFlightGuard::data(self, chunk);
     }
     fn finish(self: Box<Self>) {
         InFlightGuard::finish(*self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vane_route::config::Protocol;
+
+    #[test]
+    fn a_stream_counts_its_tokens_and_times_them_while_it_streams() {
+        let ep = Arc::new(Endpoint::new("127.0.0.1:9".parse().unwrap(), Protocol::Http1, 0));
+        let typical = Arc::new(Typical::default());
+        let decay = Duration::from_secs(10);
+        let mut g = InFlightGuard::start(&ep, Some(&typical));
+        g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
+        g.streams(true, decay);
+        assert_eq!(ep.stream_counts(), (0, 0), "not streaming before its first token");
+        g.data(b"data: {\"t\":1}\n\n");
+        assert_eq!(ep.stream_counts(), (1, 1));
+        assert_eq!(ep.token_seconds(crate::now_ns(), decay, typical_prior(&typical)), None, "no gap seen yet");
+        // An event split across chunks counts once, when it ends; CRLF line ends count too.
+        std::thread::sleep(Duration::from_millis(20));
+        g.data(b"data: a\n");
+        assert_eq!(ep.stream_counts(), (1, 1));
+        g.data(b"\ndata: b\r\n\r\n");
+        assert_eq!(ep.stream_counts(), (1, 3));
+        // Sampled at the 2nd token or later: here the 20 ms over two tokens, at least 10 ms a
+        // token, before the answer has ended.
+        let t = ep.token_seconds(crate::now_ns(), decay, typical_prior(&typical)).unwrap();
+        assert!(t >= 0.009, "{t}");
+        g.data(b"data: c\n\ndata: d\n\n");
+        assert_eq!(ep.stream_counts(), (1, 5));
+        assert_eq!(typical.tokens_per_answer(), 3.0, "the longest stream at its last sample, while none has ended");
+        g.finish();
+        assert_eq!(ep.stream_counts(), (0, 0), "an ended stream gives back its tokens");
+        assert_eq!(ep.in_flight(), 0);
+        assert_eq!(typical.tokens_per_answer(), 5.0);
+    }
+
+    #[test]
+    fn a_stream_counts_at_most_a_typical_answer_and_a_broken_one_gives_its_tokens_back() {
+        let ep = Arc::new(Endpoint::new("127.0.0.1:9".parse().unwrap(), Protocol::Http1, 0));
+        let typical = Arc::new(Typical::default());
+        let decay = Duration::from_secs(10);
+        typical.observe_stream(None, 4, true, decay); // answers have had 4 tokens
+        let mut g = InFlightGuard::start(&ep, Some(&typical));
+        g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
+        g.streams(false, decay); // gRPC: a frame a token
+        for _ in 0..10 {
+            g.data(b"frame");
+        }
+        assert_eq!(ep.stream_counts(), (1, 3), "at most the typical answer less one");
+        drop(g);
+        assert_eq!(ep.stream_counts(), (0, 0));
+        // Without streams() nothing is counted (an ordinary answer).
+        let mut g = InFlightGuard::start(&ep, Some(&typical));
+        g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
+        g.data(b"data: x\n\n");
+        assert_eq!(ep.stream_counts(), (0, 0));
+    }
+
+    fn typical_prior(t: &Typical) -> vane_route::balance::Prior {
+        vane_route::balance::Prior { tokens: t.tokens_per_answer(), ..Default::default() }
     }
 }

@@ -127,6 +127,9 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
             }
             // Timed from when the request went out on its connection (a new one's setup excluded).
             guard.hold(conn, settings.idle_timeout, measure.then_some((sent_at, settings.ewma_decay)));
+            if measure && let Some(sse) = streams_tokens(&rparts.headers) {
+                guard.streams(sse, settings.ewma_decay);
+            }
             let done: Option<Box<dyn crate::body::Completion>> = if http_body::Body::is_end_stream(&rbody) {
                 // No body to wait for: the connection is free now.
                 guard.finish();
@@ -136,6 +139,21 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
             };
             Ok(Response::from_parts(rparts, RespBody::Upstream { body: rbody, done }))
         }
+    }
+}
+
+/// Whether an answer streams tokens by its content type: `Some(true)` for server-sent events (a
+/// model server's token stream), `Some(false)` for gRPC (a message a token, for a streaming
+/// call), `None` otherwise.
+fn streams_tokens(headers: &http::HeaderMap) -> Option<bool> {
+    let ct = headers.get(header::CONTENT_TYPE)?.as_bytes();
+    let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
+    if starts(b"text/event-stream") {
+        Some(true)
+    } else if starts(b"application/grpc") {
+        Some(false)
+    } else {
+        None
     }
 }
 

@@ -7,11 +7,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// What an upstream response body tells whoever sent the request, as it streams: the balancer
-/// times the first byte and the end, and gives the connection back when the body ended cleanly.
-/// Dropping it without [`Completion::finish`] means the body broke off.
+/// times the first byte, the tokens of a stream and the end, and gives the connection back when
+/// the body ended cleanly. Dropping it without [`Completion::finish`] means the body broke off.
 pub trait Completion: Send + std::fmt::Debug {
-    /// The first data frame arrived.
-    fn first_byte(&mut self);
+    /// A data frame arrived (the first one is the first byte).
+    fn data(&mut self, chunk: &Bytes);
     /// The body ended cleanly.
     fn finish(self: Box<Self>);
 }
@@ -61,14 +61,17 @@ impl Body for RespBody {
                             d.finish();
                         }
                     }
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
-                        if let Some(d) = done.take() {
+                    Poll::Ready(Some(Ok(frame))) if body.is_end_stream() => {
+                        if let Some(mut d) = done.take() {
+                            if let Some(chunk) = frame.data_ref() {
+                                d.data(chunk);
+                            }
                             d.finish();
                         }
                     }
-                    Poll::Ready(Some(Ok(frame))) if frame.is_data() => {
-                        if let Some(d) = done.as_mut() {
-                            d.first_byte();
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(d), Some(chunk)) = (done.as_mut(), frame.data_ref()) {
+                            d.data(chunk);
                         }
                     }
                     Poll::Ready(Some(Err(_))) => drop(done.take()),

@@ -108,6 +108,8 @@ pub struct Metrics {
     latency: HistogramFamily<RouteLabels>,
     in_flight: Family<DirectionLabels, Gauge>,
     endpoint_rtt: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    endpoint_token: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    endpoint_trust: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
     endpoint_in_flight: Family<EndpointLabels, Gauge>,
     endpoint_ejected: Family<EndpointLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
@@ -149,6 +151,10 @@ pub struct EndpointRow<'a> {
     pub addr: std::net::SocketAddr,
     /// The latency estimate the cost uses, in seconds.
     pub rtt_seconds: f64,
+    /// The time per output token of its streamed answers, in seconds, once measured.
+    pub token_seconds: Option<f64>,
+    /// How its load report is used (1, 0.5 or 0), when it has sent one.
+    pub report_trust: Option<f64>,
     /// Requests in flight to it from this proxy.
     pub in_flight: u32,
     /// Whether it is ejected.
@@ -188,6 +194,19 @@ impl Metrics {
             "Peak-EWMA time to first response byte, per endpoint",
             prometheus_client::registry::Unit::Seconds,
             endpoint_rtt.clone(),
+        );
+        let endpoint_token = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "endpoint_token_ewma",
+            "EWMA time per output token of streamed answers, per endpoint (absent before any)",
+            prometheus_client::registry::Unit::Seconds,
+            endpoint_token.clone(),
+        );
+        let endpoint_trust = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "endpoint_load_report_trust",
+            "How the endpoint's load report is used: 1 as reported, 0.5 queue raised to this proxy's own requests, 0 not used (frozen or stale); absent with no report",
+            endpoint_trust.clone(),
         );
         let endpoint_in_flight = Family::<EndpointLabels, Gauge>::default();
         registry.register(
@@ -243,6 +262,8 @@ impl Metrics {
             latency,
             in_flight,
             endpoint_rtt,
+            endpoint_token,
+            endpoint_trust,
             endpoint_in_flight,
             endpoint_ejected,
             reloads,
@@ -271,11 +292,19 @@ impl Metrics {
     /// Renders the OpenMetrics text, with the per-endpoint gauges set from `endpoints` first.
     pub fn render<'a>(&self, endpoints: impl IntoIterator<Item = EndpointRow<'a>>) -> String {
         self.endpoint_rtt.clear();
+        self.endpoint_token.clear();
+        self.endpoint_trust.clear();
         self.endpoint_in_flight.clear();
         self.endpoint_ejected.clear();
         for row in endpoints {
             let l = EndpointLabels { backend: Name(Arc::clone(row.backend)), endpoint: row.addr.to_string() };
             self.endpoint_rtt.get_or_create(&l).set(row.rtt_seconds);
+            if let Some(t) = row.token_seconds {
+                self.endpoint_token.get_or_create(&l).set(t);
+            }
+            if let Some(t) = row.report_trust {
+                self.endpoint_trust.get_or_create(&l).set(t);
+            }
             self.endpoint_in_flight.get_or_create(&l).set(i64::from(row.in_flight));
             self.endpoint_ejected.get_or_create(&l).set(i64::from(row.ejected));
         }

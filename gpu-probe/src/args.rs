@@ -40,6 +40,10 @@ pub struct Args {
     #[arg(long, env = "VANE_PROBE_STALE_AFTER", default_value = "1s", value_parser = duration)]
     pub stale_after: Duration,
 
+    /// Decoding time the decode speed (tokens/s, time per token) is measured over.
+    #[arg(long, env = "VANE_PROBE_DECODE_WINDOW", default_value = "250ms", value_parser = duration)]
+    pub decode_window: Duration,
+
     /// Address to serve /load, /orca, /metrics, /live and /ready on.
     #[arg(long, env = "VANE_PROBE_LISTEN", default_value = "127.0.0.1:4192")]
     pub listen: SocketAddr,
@@ -79,6 +83,7 @@ impl Args {
             interval: self.interval,
             scrape_timeout: self.scrape_timeout,
             stale_after: self.stale_after,
+            decode_window: self.decode_window,
             listen: self.listen,
             gpu: GpuConfig {
                 enabled: !self.no_gpu,
@@ -146,6 +151,7 @@ mod tests {
         assert_eq!(c.server, ServerChoice::Auto);
         assert_eq!(c.interval, Duration::from_millis(10));
         assert_eq!(c.stale_after, Duration::from_secs(1));
+        assert_eq!(c.decode_window, Duration::from_millis(250));
         assert_eq!(c.listen, "127.0.0.1:4192".parse().unwrap());
         assert!(c.gpu.enabled);
         assert!(!c.gpu.cuda_mem_info);
@@ -159,6 +165,7 @@ mod tests {
             "--server=sglang",
             "--interval=25ms",
             "--stale-after=2s",
+            "--decode-window=1s",
             "--listen=0.0.0.0:9000",
             "--no-gpu",
         ])
@@ -167,6 +174,7 @@ mod tests {
         assert_eq!(c.server, ServerChoice::Fixed(ServerKind::Sglang));
         assert_eq!(c.interval, Duration::from_millis(25));
         assert_eq!(c.stale_after, Duration::from_secs(2));
+        assert_eq!(c.decode_window, Duration::from_secs(1));
         assert!(!c.gpu.enabled);
         assert!(Args::try_parse_from(["vane-gpu-probe", "--server=ollama"]).is_err());
         assert!(Args::try_parse_from(["vane-gpu-probe", "--interval=soon"]).is_err());

@@ -2,14 +2,15 @@
 //! server's own Prometheus page every few milliseconds, reads the GPU where there is one, and
 //! serves the pod's current load on localhost:
 //!
-//! - `GET /load`: JSON `{server, queue_depth, running, kv_cache_usage, gpu, gpu_status, error,
-//!   updated_unix_ms, age_ms, stale}`;
+//! - `GET /load`: JSON `{server, queue_depth, running, kv_cache_usage, decode_tokens_per_s,
+//!   token_time_ms, decode_age_ms, gpu, gpu_status, error, updated_unix_ms, age_ms, stale}`;
 //! - `GET /orca`: the same load as an ORCA `endpoint-load-metrics` TEXT value;
 //! - `GET /metrics`, `/live`, `/ready`.
 //!
 //! The pieces, from pure to wired:
 //! - [`expo`]: the Prometheus text parser (pure, never panics);
 //! - [`servers`]: server kinds, detection and the figures each one's names give (pure);
+//! - [`decode`]: the decode speed, from the token counters of successive scrapes (pure);
 //! - [`snapshot`]: the pre-rendered `/load` and `/orca` answers (pure);
 //! - [`gpu`]: NVML and CUDA readings behind the `gpu` feature, degrading to none at run time;
 //! - [`scrape`], [`metrics`], [`admin`], [`probe`]: the client, the probe's own metrics, the
@@ -31,6 +32,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod decode;
 pub mod error;
 pub mod expo;
 pub mod gpu;
@@ -40,6 +42,7 @@ pub mod scrape;
 pub mod servers;
 pub mod snapshot;
 
+pub use decode::DecodeRate;
 pub use error::Error;
 pub use probe::{Config, Probe};
-pub use servers::{Figures, Reading, ServerChoice, ServerKind};
+pub use servers::{DecodeCounters, Figures, Reading, ServerChoice, ServerKind};

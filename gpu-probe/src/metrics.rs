@@ -4,6 +4,7 @@
 //! The figures are atomics updated by the poll loop; `/metrics` encodes them on request. The
 //! snapshot age is set at encoding time, so it is exact when scraped.
 
+use crate::decode::DecodeRate;
 use crate::gpu::GpuSnapshot;
 use crate::servers::Figures;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -41,6 +42,8 @@ pub struct ProbeMetrics {
     queue_depth: FloatGauge,
     running: FloatGauge,
     kv_cache_usage: FloatGauge,
+    decode_rate: FloatGauge,
+    token_time: FloatGauge,
     gpu_utilization: Family<GpuLabels, FloatGauge>,
     gpu_memory_used: Family<GpuLabels, FloatGauge>,
     gpu_memory_total: Family<GpuLabels, FloatGauge>,
@@ -70,6 +73,8 @@ impl ProbeMetrics {
             queue_depth: nan_gauge(),
             running: nan_gauge(),
             kv_cache_usage: nan_gauge(),
+            decode_rate: nan_gauge(),
+            token_time: nan_gauge(),
             gpu_utilization: Family::default(),
             gpu_memory_used: Family::default(),
             gpu_memory_total: Family::default(),
@@ -89,6 +94,17 @@ impl ProbeMetrics {
             "vane_probe_kv_cache_usage_ratio",
             "KV-cache use of the model server, 0 to 1 (NaN where the server does not report it)",
             m.kv_cache_usage.clone(),
+        );
+        registry.register(
+            "vane_probe_decode_tokens_per_second",
+            "Tokens the model server generates per second, all streams together (NaN until measured)",
+            m.decode_rate.clone(),
+        );
+        registry.register_with_unit(
+            "vane_probe_token_time",
+            "Time per output token for one stream (NaN until measured)",
+            Unit::Seconds,
+            m.token_time.clone(),
         );
         registry.register(
             "vane_probe_gpu_utilization_ratio",
@@ -137,6 +153,12 @@ impl ProbeMetrics {
         self.queue_depth.set(f.queue_depth.unwrap_or(f64::NAN));
         self.running.set(f.running.unwrap_or(f64::NAN));
         self.kv_cache_usage.set(f.kv_cache_usage.unwrap_or(f64::NAN));
+    }
+
+    /// Records the decode speed (kept while the server idles).
+    pub fn set_decode(&self, d: Option<&DecodeRate>) {
+        self.decode_rate.set(d.and_then(|d| d.tokens_per_s).unwrap_or(f64::NAN));
+        self.token_time.set(d.and_then(|d| d.token_time).map_or(f64::NAN, |t| t.as_secs_f64()));
     }
 
     /// Records a GPU reading.
@@ -208,6 +230,12 @@ mod tests {
         let m = ProbeMetrics::new();
         m.set_figures(&Figures { queue_depth: Some(3.0), running: Some(2.0), kv_cache_usage: None });
         m.count_error("timeout");
+        m.set_decode(Some(&DecodeRate {
+            tokens_per_s: Some(400.0),
+            token_time: Some(Duration::from_millis(20)),
+            token_time_source: None,
+            at: std::time::Instant::now(),
+        }));
         m.observe_scrape(Duration::from_micros(800));
         m.set_gpu(&crate::gpu::merge(
             &[crate::gpu::NvmlDevice {
@@ -227,6 +255,8 @@ mod tests {
             assert_eq!(value("vane_probe_queue_depth"), Some(3.0), "{page}");
             assert_eq!(value("vane_probe_running_requests"), Some(2.0));
             assert!(value("vane_probe_kv_cache_usage_ratio").unwrap().is_nan());
+            assert_eq!(value("vane_probe_decode_tokens_per_second"), Some(400.0));
+            assert_eq!(value("vane_probe_token_time_seconds"), Some(0.02));
             assert_eq!(value("vane_probe_gpu_utilization_ratio"), Some(0.4));
             assert_eq!(value("vane_probe_gpu_memory_used_bytes"), Some(1024.0));
             assert_eq!(value("vane_probe_gpu_memory_total_bytes"), Some(4096.0));

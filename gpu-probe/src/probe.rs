@@ -1,6 +1,7 @@
 //! Wiring: the poll loop, the GPU thread and the HTTP server, started by [`Probe::run`].
 
 use crate::admin::{self, Shared};
+use crate::decode::DecodeMeter;
 use crate::error::Error;
 use crate::gpu::{self, GpuConfig, GpuReader, GpuUnavailable, GpuView};
 use crate::scrape::{ScrapeError, Scraper};
@@ -34,6 +35,8 @@ pub struct Config {
     pub scrape_timeout: Duration,
     /// Age after which figures are marked stale.
     pub stale_after: Duration,
+    /// The decoding time the decode speed is measured over.
+    pub decode_window: Duration,
     /// Where to serve `/load` and the rest.
     pub listen: SocketAddr,
     /// GPU reading.
@@ -48,6 +51,7 @@ impl Default for Config {
             interval: Duration::from_millis(10),
             scrape_timeout: Duration::from_millis(500),
             stale_after: Duration::from_secs(1),
+            decode_window: crate::decode::WINDOW,
             listen: SocketAddr::from(([127, 0, 0, 1], 4192)),
             gpu: GpuConfig::default(),
         }
@@ -114,6 +118,9 @@ fn validate(config: &Config) -> Result<(), Error> {
     if config.interval.is_zero() {
         return bad("--interval must be above zero".into());
     }
+    if config.decode_window.is_zero() {
+        return bad("--decode-window must be above zero".into());
+    }
     if config.scrape_timeout.is_zero() {
         return bad("--scrape-timeout must be above zero".into());
     }
@@ -179,6 +186,8 @@ async fn poll_loop(config: Config, shared: Arc<Shared>, gpu_view: Arc<ArcSwap<Gp
     let mut state = State::default();
     let mut streak = ErrorStreak::default();
     let mut kind: Option<ServerKind> = None;
+    let decode_meter = || DecodeMeter::new(config.decode_window, decode_gap(config.interval));
+    let mut decode = decode_meter();
     loop {
         tokio::select! {
             biased;
@@ -199,8 +208,12 @@ async fn poll_loop(config: Config, shared: Arc<Shared>, gpu_view: Arc<ArcSwap<Gp
                 if kind != Some(reading.kind) {
                     tracing::info!(server = %reading.kind, "reading {} load metrics", reading.kind);
                     kind = Some(reading.kind);
+                    // Another server's counters say nothing about this one's speed.
+                    decode = decode_meter();
                 }
                 shared.metrics.set_figures(&reading.figures);
+                state.decode = decode.observe(started, &reading.decode, reading.figures.running);
+                shared.metrics.set_decode(state.decode.as_ref());
                 // The page shows the server as it was when asked, so the figures date from
                 // the start of the scrape.
                 state.last_good = Some(GoodReading {
@@ -230,6 +243,12 @@ async fn poll_loop(config: Config, shared: Arc<Shared>, gpu_view: Arc<ArcSwap<Gp
         }
         shared.publish(Rendered::render(&state, config.stale_after));
     }
+}
+
+/// How far apart two good scrapes may be before the decode history starts over: a few missed
+/// scrapes are fine, an outage is not.
+fn decode_gap(interval: Duration) -> Duration {
+    interval.saturating_mul(4).max(Duration::from_secs(1))
 }
 
 /// Logs the first failure of a run of failures, a change of reason, and the recovery, so that

@@ -19,6 +19,17 @@
 //!
 //! Values that are not finite are ignored, negative counts read as 0 and ratios are clamped
 //! to 0..1, so one odd series cannot poison the figures.
+//!
+//! A page also gives the running totals that the decode speed is measured from
+//! ([`DecodeCounters`]; the rates themselves are computed across scrapes in [`crate::decode`]):
+//!
+//! | counter | vLLM | SGLang | Triton | TGI |
+//! |---|---|---|---|---|
+//! | tokens generated | `vllm:generation_tokens_total` (per engine step) | `sglang:generation_tokens_total` (when a request ends) | — | `tgi_request_generated_tokens_sum` (when a request ends) |
+//! | server's own tokens/s | — | `sglang:gen_throughput` (every few decode steps) | — | — |
+//! | time per output token (histogram `_sum`/`_count`) | `vllm:time_per_output_token_seconds`, else `vllm:inter_token_latency_seconds` | `sglang:inter_token_latency_seconds` | — | `tgi_request_mean_time_per_token_duration` |
+//!
+//! They are summed over series like the request counts.
 
 use crate::expo::{self, Item, Labels, ParseError};
 use serde::Serialize;
@@ -60,6 +71,24 @@ pub struct Figures {
     pub kv_cache_usage: Option<f64>,
 }
 
+/// The running totals one page gives about decoding, for [`crate::decode`] to turn into rates
+/// across scrapes. `None` means the page does not have it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DecodeCounters {
+    /// Output tokens generated so far (a counter).
+    pub generated_tokens: Option<f64>,
+    /// Whether [`DecodeCounters::generated_tokens`] only moves when a request ends (SGLang,
+    /// TGI) rather than as tokens are made (vLLM).
+    pub counted_at_finish: bool,
+    /// The server's own figure of tokens generated per second (a gauge: SGLang's
+    /// `gen_throughput`).
+    pub tokens_per_s: Option<f64>,
+    /// The time-per-output-token histogram's `_sum`, in seconds (a counter).
+    pub token_time_sum: Option<f64>,
+    /// The same histogram's `_count` (a counter).
+    pub token_time_count: Option<f64>,
+}
+
 /// What one page said.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Reading {
@@ -67,6 +96,8 @@ pub struct Reading {
     pub kind: ServerKind,
     /// The figures.
     pub figures: Figures,
+    /// The totals the decode speed is measured from.
+    pub decode: DecodeCounters,
 }
 
 /// Why a page gave no figures.
@@ -94,7 +125,7 @@ pub fn read_page(page: &str, choice: ServerChoice) -> Result<Reading, ReadError>
     if figures == Figures::default() {
         return Err(ReadError::NoLoadMetrics(kind));
     }
-    Ok(Reading { kind, figures })
+    Ok(Reading { kind, figures, decode: acc.decode(kind) })
 }
 
 /// The server whose load names appear on the page, if any. Where names of several appear
@@ -185,6 +216,14 @@ struct Accumulator {
     trt_kv_blocks: Vec<BlockPair>,
     tgi_queue: Sum,
     tgi_running: Sum,
+    vllm_generated: Sum,
+    vllm_tpot: Hist,
+    vllm_itl: Hist,
+    sglang_generated: Sum,
+    sglang_throughput: Sum,
+    sglang_itl: Hist,
+    tgi_generated: Sum,
+    tgi_tpot: Hist,
 }
 
 impl Accumulator {
@@ -241,6 +280,18 @@ impl Accumulator {
             }
             "tgi_queue_size" => self.tgi_queue.add(labels, &[], value),
             "tgi_batch_current_size" => self.tgi_running.add(labels, &[], value),
+            "vllm:generation_tokens_total" => self.vllm_generated.add(labels, &[], value),
+            "vllm:time_per_output_token_seconds_sum" => self.vllm_tpot.sum.add(labels, &[], value),
+            "vllm:time_per_output_token_seconds_count" => self.vllm_tpot.count.add(labels, &[], value),
+            "vllm:inter_token_latency_seconds_sum" => self.vllm_itl.sum.add(labels, &[], value),
+            "vllm:inter_token_latency_seconds_count" => self.vllm_itl.count.add(labels, &[], value),
+            "sglang:generation_tokens_total" => self.sglang_generated.add(labels, SGLANG_RANK_LABELS, value),
+            "sglang:gen_throughput" => self.sglang_throughput.add(labels, SGLANG_RANK_LABELS, value),
+            "sglang:inter_token_latency_seconds_sum" => self.sglang_itl.sum.add(labels, SGLANG_RANK_LABELS, value),
+            "sglang:inter_token_latency_seconds_count" => self.sglang_itl.count.add(labels, SGLANG_RANK_LABELS, value),
+            "tgi_request_generated_tokens_sum" => self.tgi_generated.add(labels, &[], value),
+            "tgi_request_mean_time_per_token_duration_sum" => self.tgi_tpot.sum.add(labels, &[], value),
+            "tgi_request_mean_time_per_token_duration_count" => self.tgi_tpot.count.add(labels, &[], value),
             _ => {}
         }
     }
@@ -272,6 +323,29 @@ impl Accumulator {
             queue_depth: f.queue_depth.map(|v| v.max(0.0)),
             running: f.running.map(|v| v.max(0.0)),
             kv_cache_usage: f.kv_cache_usage.map(|v| v.clamp(0.0, 1.0)),
+        }
+    }
+
+    fn decode(&self, kind: ServerKind) -> DecodeCounters {
+        let with = |generated: &Sum, counted_at_finish: bool, hist: &Hist| DecodeCounters {
+            generated_tokens: generated.get(),
+            counted_at_finish,
+            tokens_per_s: None,
+            token_time_sum: hist.sum.get(),
+            token_time_count: hist.count.get(),
+        };
+        match kind {
+            // The older name and its replacement carry the same observations; use one.
+            ServerKind::Vllm => {
+                let hist = if self.vllm_tpot.count.get().is_some() { &self.vllm_tpot } else { &self.vllm_itl };
+                with(&self.vllm_generated, false, hist)
+            }
+            ServerKind::Sglang => DecodeCounters {
+                tokens_per_s: self.sglang_throughput.get(),
+                ..with(&self.sglang_generated, true, &self.sglang_itl)
+            },
+            ServerKind::Triton => DecodeCounters::default(),
+            ServerKind::Tgi => with(&self.tgi_generated, true, &self.tgi_tpot),
         }
     }
 
@@ -330,6 +404,13 @@ impl Sum {
     fn get(&self) -> Option<f64> {
         (!self.series.is_empty()).then(|| self.series.iter().map(|(_, v)| v.max(0.0)).sum())
     }
+}
+
+/// A histogram's `_sum` and `_count`, each summed over series.
+#[derive(Debug, Default)]
+struct Hist {
+    sum: Sum,
+    count: Sum,
 }
 
 #[derive(Debug, Default)]
@@ -450,6 +531,50 @@ nv_trt_llm_request_metrics{model=\"a\",request_type=\"scheduled\",version=\"1\"}
         assert_eq!(detect("tgi_queue_size 1\nvllm:num_requests_waiting 1\n").unwrap(), Some(ServerKind::Vllm));
         assert_eq!(detect("process_cpu_seconds_total 1\n").unwrap(), None);
         assert!(detect("vllm:num_requests_waiting{ 1\n").is_err());
+    }
+
+    #[test]
+    fn decode_counters_are_summed_per_kind() {
+        let vllm = "vllm:num_requests_running{engine=\"0\"} 3\n\
+                    vllm:generation_tokens_total{engine=\"0\"} 100\n\
+                    vllm:generation_tokens_total{engine=\"1\"} 50\n\
+                    vllm:inter_token_latency_seconds_sum{engine=\"0\"} 9\n\
+                    vllm:inter_token_latency_seconds_count{engine=\"0\"} 300\n\
+                    vllm:time_per_output_token_seconds_sum{engine=\"0\"} 4\n\
+                    vllm:time_per_output_token_seconds_count{engine=\"0\"} 200\n\
+                    vllm:time_per_output_token_seconds_sum{engine=\"1\"} 2\n\
+                    vllm:time_per_output_token_seconds_count{engine=\"1\"} 100\n";
+        let d = read_page(vllm, ServerChoice::Auto).unwrap().decode;
+        assert_eq!(
+            d,
+            DecodeCounters {
+                generated_tokens: Some(150.0),
+                counted_at_finish: false,
+                tokens_per_s: None,
+                token_time_sum: Some(6.0),
+                token_time_count: Some(300.0),
+            }
+        );
+        // Only the newer histogram name: that one.
+        let newer = "vllm:num_requests_running 1\nvllm:inter_token_latency_seconds_sum 9\n\
+                     vllm:inter_token_latency_seconds_count 300\n";
+        let d = read_page(newer, ServerChoice::Auto).unwrap().decode;
+        assert_eq!((d.token_time_sum, d.token_time_count, d.generated_tokens), (Some(9.0), Some(300.0), None));
+
+        let sglang = "sglang:num_running_reqs{tp_rank=\"0\"} 2\n\
+                      sglang:gen_throughput{tp_rank=\"0\"} 800\nsglang:gen_throughput{tp_rank=\"1\"} 800\n\
+                      sglang:generation_tokens_total{model_name=\"m\"} 1000\n";
+        let d = read_page(sglang, ServerChoice::Auto).unwrap().decode;
+        assert_eq!((d.tokens_per_s, d.generated_tokens, d.counted_at_finish), (Some(800.0), Some(1000.0), true));
+
+        let tgi = "tgi_batch_current_size 4\ntgi_request_generated_tokens_sum 5000\n\
+                   tgi_request_generated_tokens_count 20\n";
+        let d = read_page(tgi, ServerChoice::Auto).unwrap().decode;
+        assert_eq!((d.generated_tokens, d.counted_at_finish, d.token_time_count), (Some(5000.0), true, None));
+
+        let triton = "nv_inference_pending_request_count 1\nvllm:generation_tokens_total 5\n";
+        let d = read_page(triton, ServerChoice::Fixed(ServerKind::Triton)).unwrap().decode;
+        assert_eq!(d, DecodeCounters::default(), "Triton exports no token counter");
     }
 
     #[test]

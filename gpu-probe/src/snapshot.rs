@@ -6,6 +6,7 @@
 //! figures and whether they are stale are taken at the moment of the request, so staleness is
 //! exact even when the model server hangs mid-scrape and no poll completes.
 
+use crate::decode::DecodeRate;
 use crate::gpu::{GpuSnapshot, GpuView, unix_ms};
 use crate::servers::{Figures, ServerKind};
 use bytes::Bytes;
@@ -26,6 +27,8 @@ pub struct State {
     pub last_good: Option<GoodReading>,
     /// The last scrape error, cleared by the next good scrape.
     pub last_error: Option<String>,
+    /// The decode speed last measured (kept while the server idles).
+    pub decode: Option<DecodeRate>,
     /// The GPU side, as the GPU thread last published it.
     pub gpu: Arc<GpuView>,
 }
@@ -50,6 +53,8 @@ pub struct Rendered {
     server: Option<ServerKind>,
     /// Its figures.
     figures: Figures,
+    /// The decode speed.
+    decode: Option<DecodeRate>,
     /// The GPU side.
     gpu: Arc<GpuView>,
     /// The last scrape error.
@@ -81,10 +86,11 @@ impl Rendered {
         Rendered {
             server: good.map(|g| g.kind),
             figures: good.map(|g| g.figures).unwrap_or_default(),
+            decode: state.decode,
             gpu: state.gpu.clone(),
             error: state.last_error.as_deref().map(Arc::from),
             updated_unix_ms: good.map(|g| unix_ms(g.at_wall)),
-            orca: good.and_then(|g| orca_value(&g.figures, state.gpu.snapshot.as_deref())),
+            orca: good.and_then(|g| orca_value(&g.figures, state.decode.as_ref(), state.gpu.snapshot.as_deref())),
             figures_at: good.map(|g| g.at),
             stale_after,
         }
@@ -112,6 +118,9 @@ impl Rendered {
             queue_depth: self.figures.queue_depth,
             running: self.figures.running,
             kv_cache_usage: self.figures.kv_cache_usage,
+            decode_tokens_per_s: self.decode.and_then(|d| d.tokens_per_s).map(round_rate),
+            token_time_ms: self.decode.and_then(|d| d.token_time).map(micros_as_ms),
+            decode_age_ms: self.decode.map(|d| now.saturating_duration_since(d.at).as_millis() as f64),
             gpu: self.gpu.snapshot.as_deref(),
             gpu_status: self.gpu.status.as_deref().map(Cow::Borrowed),
             error: self.error.as_deref().map(Cow::Borrowed),
@@ -141,14 +150,27 @@ impl Rendered {
     }
 }
 
+/// A rate to the hundredth of a token per second.
+fn round_rate(tokens_per_s: f64) -> f64 {
+    (tokens_per_s * 100.0).round() / 100.0
+}
+
+/// A duration in milliseconds, to the microsecond.
+fn micros_as_ms(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1e3
+}
+
 /// The ORCA `endpoint-load-metrics` value in TEXT form, e.g.
-/// `TEXT named_metrics.queue_depth=3, named_metrics.running=5, named_metrics.kv_cache_usage=0.42`.
+/// `TEXT named_metrics.queue_depth=3, named_metrics.running=5, named_metrics.kv_cache_usage=0.42,
+/// named_metrics.decode_tokens_per_s=412.5, named_metrics.token_time_ms=12.121`.
 /// Figures the server does not report are left out. `None` when nothing is known.
-pub fn orca_value(figures: &Figures, gpu: Option<&GpuSnapshot>) -> Option<HeaderValue> {
+pub fn orca_value(figures: &Figures, decode: Option<&DecodeRate>, gpu: Option<&GpuSnapshot>) -> Option<HeaderValue> {
     let named = [
         ("queue_depth", figures.queue_depth),
         ("running", figures.running),
         ("kv_cache_usage", figures.kv_cache_usage),
+        ("decode_tokens_per_s", decode.and_then(|d| d.tokens_per_s).map(round_rate)),
+        ("token_time_ms", decode.and_then(|d| d.token_time).map(micros_as_ms)),
         ("gpu_utilization", gpu.and_then(|g| g.utilization)),
     ];
     let mut text = String::from("TEXT");
@@ -193,7 +215,7 @@ mod tests {
             v,
             serde_json::json!({
                 "server": null, "queue_depth": null, "running": null, "kv_cache_usage": null,
-                "gpu": null, "gpu_status": null, "error": null, "updated_unix_ms": null,
+                "decode_tokens_per_s": null, "token_time_ms": null, "decode_age_ms": null, "gpu": null, "gpu_status": null, "error": null, "updated_unix_ms": null,
                 "age_ms": null, "age_us": null, "stale": true
             })
         );
@@ -275,7 +297,41 @@ mod tests {
     #[test]
     fn orca_leaves_out_what_is_unknown() {
         let tgi = Figures { queue_depth: Some(2.0), running: Some(1.0), kv_cache_usage: None };
-        assert_eq!(orca_value(&tgi, None).unwrap(), "TEXT named_metrics.queue_depth=2, named_metrics.running=1");
-        assert_eq!(orca_value(&Figures::default(), None), None);
+        assert_eq!(orca_value(&tgi, None, None).unwrap(), "TEXT named_metrics.queue_depth=2, named_metrics.running=1");
+        assert_eq!(orca_value(&Figures::default(), None, None), None);
+    }
+
+    #[test]
+    fn the_decode_speed_is_served_with_its_age() {
+        let t0 = Instant::now();
+        let decode = DecodeRate {
+            tokens_per_s: Some(412.345_678),
+            token_time: Some(Duration::from_nanos(12_121_212)),
+            token_time_source: Some(crate::decode::TokenTimeSource::Counter),
+            at: t0,
+        };
+        let state = State { last_good: Some(good(t0)), decode: Some(decode), ..State::default() };
+        let r = Rendered::render(&state, Duration::from_secs(1));
+        // An idle server: the figures are fresh, the speed is 3 s old.
+        let later = t0 + Duration::from_millis(3000);
+        let fresh = State { last_good: Some(GoodReading { at: later, ..good(t0) }), ..state.clone() };
+        let r2 = Rendered::render(&fresh, Duration::from_secs(1));
+        let v = json(&r2, later);
+        assert_eq!(v["decode_tokens_per_s"], 412.35);
+        assert_eq!(v["token_time_ms"], 12.121);
+        assert_eq!(v["decode_age_ms"], 3000);
+        assert_eq!(v["age_ms"], 0);
+        let OrcaReport::Fresh(h) = r.orca(t0) else { panic!("expected a report") };
+        assert_eq!(
+            h.to_str().unwrap(),
+            "TEXT named_metrics.queue_depth=3, named_metrics.running=5, named_metrics.kv_cache_usage=0.42, \
+             named_metrics.decode_tokens_per_s=412.35, named_metrics.token_time_ms=12.121"
+        );
+        // What the proxy reads back.
+        let (report, _) = vane_runtime::load_doc::parse_report(&r2.load_body(later)).unwrap();
+        assert_eq!(report.decode_rate, Some(412.35));
+        assert_eq!(report.token_time, Some(Duration::from_micros(12_121)));
+        let back = vane_route::orca::parse(h.as_bytes()).unwrap();
+        assert_eq!((back.decode_rate, back.token_time), (report.decode_rate, report.token_time));
     }
 }

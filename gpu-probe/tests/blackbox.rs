@@ -5,8 +5,10 @@ mod support;
 
 use http::StatusCode;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{FakeServer, Mode, eventually, fixture, get, load, sample, watch};
+use std::time::Instant;
+use support::{FakeServer, Mode, PageFn, eventually, fixture, get, load, sample, watch};
 use tokio::sync::oneshot;
 use vane_gpu_probe::gpu::GpuConfig;
 use vane_gpu_probe::{Config, Probe, ServerChoice};
@@ -31,6 +33,7 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
         interval: Duration::from_millis(10),
         scrape_timeout: Duration::from_millis(100),
         stale_after: Duration::from_millis(300),
+        decode_window: Duration::from_millis(250),
         listen: "127.0.0.1:0".parse().unwrap(),
         gpu: no_driver(),
     };
@@ -59,12 +62,14 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
     assert!(v["age_ms"].as_u64().expect("age") < 250, "{v}");
     assert!(v["updated_unix_ms"].as_u64().expect("timestamp") > 1_600_000_000_000);
 
-    // /orca: the same load in the header and the body.
+    // /orca: the same load in the header and the body. (The fixture's token counter never
+    // moves while 21 requests run, so once a window has passed the decode rate reads 0.)
     let (status, headers, body) = get(addr, "/orca").await;
     assert_eq!(status, StatusCode::OK);
     let expected = "TEXT named_metrics.queue_depth=5, named_metrics.running=21, named_metrics.kv_cache_usage=0.4215";
-    assert_eq!(headers["endpoint-load-metrics"], expected);
-    assert_eq!(body.trim_end(), expected);
+    let header = headers["endpoint-load-metrics"].to_str().unwrap();
+    assert!(header == expected || header == format!("{expected}, named_metrics.decode_tokens_per_s=0"), "{header}");
+    assert_eq!(body.trim_end(), header);
 
     // /metrics: the documented names, readable by a Prometheus parser.
     let (status, headers, page) = get(addr, "/metrics").await;
@@ -164,6 +169,158 @@ async fn serves_fresh_load_then_marks_it_stale_when_the_server_stops_answering()
     // Shutdown is prompt.
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(3), running).await.expect("stops in time").unwrap().unwrap();
+}
+
+/// A vLLM engine whose token counter runs at `rate` tokens/s from `since`, and whose
+/// time-per-output-token histogram (when `histogram` is set) grows by `token_time` seconds per
+/// token.
+struct Engine {
+    base: f64,
+    rate: f64,
+    since: Instant,
+    running: u32,
+    histogram: Option<f64>,
+}
+
+impl Engine {
+    fn tokens(&self) -> f64 {
+        self.base + self.rate * self.since.elapsed().as_secs_f64()
+    }
+
+    /// Changes speed from now on, keeping the tokens counted so far (unless `restart`).
+    fn set(&mut self, rate: f64, running: u32, restart: bool) {
+        self.base = if restart { 0.0 } else { self.tokens() };
+        self.since = Instant::now();
+        self.rate = rate;
+        self.running = running;
+    }
+
+    fn page(&self) -> String {
+        let tokens = self.tokens().floor();
+        let mut page = format!(
+            "# TYPE vllm:num_requests_running gauge\n\
+             vllm:num_requests_running{{engine=\"0\",model_name=\"m\"}} {running}.0\n\
+             # TYPE vllm:num_requests_waiting gauge\n\
+             vllm:num_requests_waiting{{engine=\"0\",model_name=\"m\"}} 0.0\n\
+             # TYPE vllm:kv_cache_usage_perc gauge\n\
+             vllm:kv_cache_usage_perc{{engine=\"0\",model_name=\"m\"}} 0.3\n\
+             # TYPE vllm:generation_tokens_total counter\n\
+             vllm:generation_tokens_total{{engine=\"0\",model_name=\"m\"}} {tokens:.1}\n",
+            running = self.running,
+        );
+        if let Some(t) = self.histogram {
+            page.push_str(&format!(
+                "# TYPE vllm:time_per_output_token_seconds histogram\n\
+                 vllm:time_per_output_token_seconds_sum{{engine=\"0\",model_name=\"m\"}} {}\n\
+                 vllm:time_per_output_token_seconds_count{{engine=\"0\",model_name=\"m\"}} {tokens:.1}\n",
+                tokens * t
+            ));
+        }
+        page
+    }
+}
+
+#[tokio::test]
+async fn load_reports_the_decode_speed_from_the_server_s_token_counter() {
+    // 2000 tokens/s over 20 running requests: 10 ms per token for each stream.
+    let engine = Arc::new(Mutex::new(Engine {
+        base: 1_000_000.0,
+        rate: 2000.0,
+        since: Instant::now(),
+        running: 20,
+        histogram: None,
+    }));
+    let e = engine.clone();
+    let fake = FakeServer::start(Mode::Dynamic(PageFn(Arc::new(move || e.lock().unwrap().page())))).await;
+    let config = Config {
+        metrics_url: fake.metrics_url(),
+        interval: Duration::from_millis(10),
+        stale_after: Duration::from_secs(5),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        gpu: no_driver(),
+        ..Config::default()
+    };
+    let probe = Probe::bind(config).await.expect("bind");
+    let addr = probe.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(probe.run(async move {
+        let _ = stopped.await;
+    }));
+    let near =
+        |v: &serde_json::Value, key: &str, lo: f64, hi: f64| v[key].as_f64().is_some_and(|x| (lo..=hi).contains(&x));
+
+    // From the counter: the rate, and running ÷ rate per stream. (Loose bounds: the counter
+    // follows the wall clock and a loaded test machine delays scrapes.)
+    let v = eventually(WAIT, "a decode rate from the counter", || async {
+        let v = load(addr).await;
+        (near(&v, "decode_tokens_per_s", 1700.0, 2300.0) && near(&v, "token_time_ms", 8.5, 11.8)).then_some(v)
+    })
+    .await;
+    assert!(v["decode_age_ms"].as_u64().unwrap() < 1000, "{v}");
+    let (_, headers, _) = get(addr, "/orca").await;
+    let report = vane_route::orca::parse(headers["endpoint-load-metrics"].as_bytes()).expect("an ORCA report");
+    assert!(report.decode_rate.is_some_and(|r| r > 1000.0), "{report:?}");
+    assert!(report.token_time.is_some_and(|t| t > Duration::from_millis(5)), "{report:?}");
+    let (_, _, page) = get(addr, "/metrics").await;
+    let tps = sample(&page, "vane_probe_decode_tokens_per_second", None).unwrap();
+    assert!((1000.0..3000.0).contains(&tps), "{page}");
+    let tt = sample(&page, "vane_probe_token_time_seconds", None).unwrap();
+    assert!((0.005..0.02).contains(&tt), "{page}");
+    // What the proxy reads back from the same document.
+    let (_, _, body) = get(addr, "/load").await;
+    let (report, _) = vane_runtime::load_doc::parse_report(body.as_bytes()).expect("fresh figures");
+    assert!(report.decode_rate.is_some() && report.token_time.is_some(), "{report:?}");
+
+    // The server exports its time-per-output-token histogram: 12 ms a token, which wins.
+    engine.lock().unwrap().histogram = Some(0.012);
+    eventually(WAIT, "the histogram's token time", || async {
+        let v = load(addr).await;
+        near(&v, "token_time_ms", 11.99, 12.01).then_some(())
+    })
+    .await;
+
+    // The GPU slows to half speed: both figures follow within a window or so.
+    engine.lock().unwrap().histogram = None;
+    engine.lock().unwrap().set(1000.0, 20, false);
+    eventually(WAIT, "half the speed", || async {
+        let v = load(addr).await;
+        (near(&v, "decode_tokens_per_s", 850.0, 1150.0) && near(&v, "token_time_ms", 17.0, 23.5)).then_some(())
+    })
+    .await;
+
+    // The server restarts: its counter starts again from 0. The rate never goes negative.
+    engine.lock().unwrap().set(1000.0, 20, true);
+    let deadline = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < deadline {
+        let v = load(addr).await;
+        assert!(v["decode_tokens_per_s"].as_f64().is_some_and(|r| r >= 0.0), "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually(WAIT, "the speed after the restart", || async {
+        let v = load(addr).await;
+        near(&v, "decode_tokens_per_s", 850.0, 1150.0).then_some(())
+    })
+    .await;
+
+    // Idle: nothing runs, nothing is generated. The last speed stays and ages, while the rest
+    // of the figures are fresh.
+    engine.lock().unwrap().set(0.0, 0, false);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = load(addr).await;
+    let v = eventually(WAIT, "an aging decode speed", || async {
+        let v = load(addr).await;
+        (v["decode_age_ms"].as_u64().unwrap() > 600).then_some(v)
+    })
+    .await;
+    assert_eq!(v["decode_tokens_per_s"], before["decode_tokens_per_s"], "{v}");
+    assert_eq!(v["token_time_ms"], before["token_time_ms"], "{v}");
+    assert!(near(&v, "decode_tokens_per_s", 850.0, 1150.0), "the speed while busy is kept: {v}");
+    assert_eq!(v["running"], 0);
+    assert!(v["age_ms"].as_u64().unwrap() < 250, "{v}");
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    fake.stop().await;
 }
 
 #[tokio::test]

@@ -91,3 +91,24 @@ fn malformed_and_unrelated_pages_are_errors() {
     assert_eq!(servers::read_page(&fixture("no_load_metrics.txt"), ServerChoice::Auto), Err(ReadError::Unrecognised));
     assert_eq!(servers::read_page("", ServerChoice::Auto), Err(ReadError::Unrecognised));
 }
+
+#[test]
+fn fixtures_give_the_decode_counters_their_servers_export() {
+    let read = |file: &str| servers::read_page(&fixture(file), ServerChoice::Auto).unwrap().decode;
+    // vLLM: the token counter and the inter-token histogram, summed over both engines.
+    let v = read("vllm.txt");
+    assert_eq!(v.generated_tokens, Some(913_233.0 + 899_120.0));
+    assert_eq!(v.token_time_count, Some(2.0 * 908_638.0));
+    assert!((v.token_time_sum.unwrap() - (18_773.1 + 18_450.6)).abs() < 1e-6);
+    assert!(!v.counted_at_finish);
+    // SGLang: its own throughput gauge, and a counter that moves as requests end.
+    let s = read("sglang.txt");
+    assert!((s.tokens_per_s.unwrap() - 2187.449).abs() < 1e-3, "{s:?}");
+    assert_eq!(s.generated_tokens, Some(7.557572e6));
+    assert!(s.counted_at_finish);
+    // Triton, TGI's fixture and the old vLLM page export none of them.
+    for file in ["triton_trtllm.txt", "triton_plain.txt", "tgi.txt", "vllm_legacy.txt"] {
+        let d = read(file);
+        assert_eq!((d.generated_tokens, d.tokens_per_s, d.token_time_count), (None, None, None), "{file}");
+    }
+}

@@ -10,8 +10,10 @@ use vane_gpu_probe::gpu::{GpuConfig, GpuReader, GpuUnavailable};
 use vane_gpu_probe::{Config, Probe};
 
 /// The real default configuration on whatever machine runs the tests: on one without a
-/// driver it must say so clearly; on one with a driver it must read.
+/// driver it must say so clearly; on one with a driver it must read. (Without the `gpu`
+/// feature the reader says it is not built; the next test checks that.)
 #[test]
+#[cfg(feature = "gpu")]
 fn the_default_gpu_config_reads_or_says_clearly_why_not() {
     match GpuReader::open(&GpuConfig::default()) {
         Err(e @ GpuUnavailable::NoDriver { .. }) => {

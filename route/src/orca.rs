@@ -5,6 +5,12 @@
 //! read here: `TEXT key=value, key=value` and `JSON {...}` (the third, base64 protobuf `BIN`,
 //! is ignored). Model-server figures travel as `named_metrics.*`; several spellings in use are
 //! accepted for each figure.
+//!
+//! Besides the queue and the KV cache, a report may carry how fast the endpoint decodes:
+//! `named_metrics.decode_tokens_per_s` (tokens generated per second, all streams together) and
+//! `named_metrics.token_time_ms` (milliseconds per output token for one stream). `vane-gpu-probe`
+//! measures both from the model server's own counters, so a slow GPU shows before any answer
+//! ends.
 
 use std::time::Duration;
 
@@ -26,12 +32,20 @@ pub struct LoadReport {
     pub kv_use: Option<f64>,
     /// How old the figures already were when the report was made.
     pub age: Option<Duration>,
+    /// Time per output token for one stream (seconds per token of a single request).
+    pub token_time: Option<Duration>,
+    /// Tokens the endpoint generates per second, all its streams together.
+    pub decode_rate: Option<f64>,
 }
 
 impl LoadReport {
-    /// Whether the report carries any load figure.
+    /// Whether the report carries any load figure (a decode speed alone counts as one).
     pub fn is_empty(&self) -> bool {
-        self.queue_depth.is_none() && self.running.is_none() && self.kv_use.is_none()
+        self.queue_depth.is_none()
+            && self.running.is_none()
+            && self.kv_use.is_none()
+            && self.token_time.is_none()
+            && self.decode_rate.is_none()
     }
 
     fn set(&mut self, key: &str, value: f64) {
@@ -45,7 +59,18 @@ impl LoadReport {
             "kv_cache_usage" | "kv_cache_usage_perc" | "kv_cache_utilization" | "gpu_cache_usage_perc" => {
                 self.kv_use = Some(value.min(1.0))
             }
-            "age_ms" => self.age = Some(Duration::from_secs_f64(value / 1e3)),
+            "age_ms" => {
+                if let Some(age) = from_millis(value) {
+                    self.age = Some(age);
+                }
+            }
+            // A stream cannot take no time per token.
+            "token_time_ms" => {
+                if let Some(t) = from_millis(value).filter(|t| !t.is_zero()) {
+                    self.token_time = Some(t);
+                }
+            }
+            "decode_tokens_per_s" => self.decode_rate = Some(value),
             _ => {}
         }
     }
@@ -98,7 +123,19 @@ pub fn format(r: &LoadReport) -> String {
     if let Some(a) = r.age {
         parts.push(format!("named_metrics.age_ms={}", millis(a)));
     }
+    if let Some(d) = r.decode_rate {
+        parts.push(format!("named_metrics.decode_tokens_per_s={d}"));
+    }
+    if let Some(t) = r.token_time {
+        parts.push(format!("named_metrics.token_time_ms={}", millis(t)));
+    }
     format!("TEXT {}", parts.join(", "))
+}
+
+/// A duration given in milliseconds, to the nanosecond; `None` when it does not fit.
+fn from_millis(ms: f64) -> Option<Duration> {
+    let ns = (ms * 1e6).round();
+    (ns >= 0.0 && ns < u64::MAX as f64).then(|| Duration::from_nanos(ns as u64))
 }
 
 /// Milliseconds to the microsecond, without trailing zeros: `7`, `0.412`, `12.5`.
@@ -175,11 +212,14 @@ mod tests {
             running: Some(12.0),
             kv_use: Some(0.5),
             age: Some(Duration::from_millis(7)),
+            token_time: Some(Duration::from_micros(31_250)),
+            decode_rate: Some(412.5),
         };
         let text = format(&r);
         assert_eq!(
             text,
-            "TEXT named_metrics.queue_depth=3, named_metrics.running=12, named_metrics.kv_cache_usage=0.5000, named_metrics.age_ms=7"
+            "TEXT named_metrics.queue_depth=3, named_metrics.running=12, named_metrics.kv_cache_usage=0.5000, \
+             named_metrics.age_ms=7, named_metrics.decode_tokens_per_s=412.5, named_metrics.token_time_ms=31.25"
         );
         assert_eq!(parse(text.as_bytes()), Some(r));
         // sub-millisecond ages keep their microseconds, so a fresh figure does not read as 0
@@ -189,6 +229,42 @@ mod tests {
             let back = parse(format(&r).as_bytes()).unwrap().age.unwrap();
             assert_eq!((back.as_secs_f64() * 1e6).round() as u64, us);
         }
+    }
+
+    #[test]
+    fn decode_speed_is_read_from_every_form() {
+        let text = parse(b"TEXT named_metrics.token_time_ms=25, named_metrics.decode_tokens_per_s=1200").unwrap();
+        let bare = parse(b"TEXT token_time_ms=25, decode_tokens_per_s=1200").unwrap();
+        let json = parse(br#"JSON {"named_metrics": {"token_time_ms": 25, "decode_tokens_per_s": 1200}}"#).unwrap();
+        let top = parse(br#"JSON {"token_time_ms": 25.0, "decode_tokens_per_s": 1200.0}"#).unwrap();
+        for r in [text, bare, json, top] {
+            assert_eq!((r.token_time, r.decode_rate), (Some(Duration::from_millis(25)), Some(1200.0)), "{r:?}");
+            assert_eq!((r.queue_depth, r.running, r.kv_use), (None, None, None));
+            assert!(!r.is_empty(), "a decode speed alone is a report");
+        }
+        // Only one of them is enough too.
+        assert_eq!(parse(b"TEXT named_metrics.decode_tokens_per_s=0").unwrap().decode_rate, Some(0.0));
+        assert_eq!(
+            parse(b"TEXT named_metrics.token_time_ms=0.04").unwrap().token_time,
+            Some(Duration::from_micros(40))
+        );
+    }
+
+    #[test]
+    fn decode_speed_out_of_range_is_dropped() {
+        for bad in [
+            &b"TEXT named_metrics.token_time_ms=0"[..],
+            b"TEXT named_metrics.token_time_ms=-3",
+            b"TEXT named_metrics.token_time_ms=1e300",
+            b"TEXT named_metrics.token_time_ms=inf",
+            b"TEXT named_metrics.decode_tokens_per_s=-1",
+            b"TEXT named_metrics.decode_tokens_per_s=NaN",
+        ] {
+            assert_eq!(parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        // An age too large for a duration is dropped rather than trusted (or panicking).
+        let r = parse(b"TEXT named_metrics.queue_depth=1, named_metrics.age_ms=1e300").unwrap();
+        assert_eq!(r.age, None);
     }
 
     #[test]

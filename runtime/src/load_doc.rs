@@ -2,9 +2,15 @@
 //! proxy, which reads it (one document from `GET /load`, or one per line from `/load?watch=1`).
 //!
 //! ```json
-//! {"server":"vllm","queue_depth":3,"running":5,"kv_cache_usage":0.42,"gpu":null,"gpu_status":null,
+//! {"server":"vllm","queue_depth":3,"running":5,"kv_cache_usage":0.42,
+//!  "decode_tokens_per_s":412.5,"token_time_ms":12.121,"decode_age_ms":8,"gpu":null,"gpu_status":null,
 //!  "error":null,"updated_unix_ms":1700000000123,"age_ms":12,"age_us":12034,"stale":false}
 //! ```
+//!
+//! `decode_tokens_per_s` is how many tokens the server generates per second, all streams
+//! together; `token_time_ms` is the time per output token of one stream, in milliseconds. Both
+//! come from the model server's own counters over a short window of scrapes. An idle server keeps
+//! its last measured speed, and `decode_age_ms` says how old that measurement is.
 //!
 //! Reading is lenient: unknown fields are ignored, and a field of an unexpected type reads as
 //! absent instead of failing the whole document. [`LoadDoc::report`] turns a document into a
@@ -41,6 +47,16 @@ pub struct LoadDoc<'a, G = serde_json::Value> {
     /// KV-cache use, 0..1.
     #[serde(default, deserialize_with = "lenient")]
     pub kv_cache_usage: Option<f64>,
+    /// Tokens generated per second, all streams together (written as an integer when it is one).
+    #[serde(default, deserialize_with = "lenient", serialize_with = "number")]
+    pub decode_tokens_per_s: Option<f64>,
+    /// Time per output token for one stream, in milliseconds.
+    #[serde(default, deserialize_with = "lenient", serialize_with = "number")]
+    pub token_time_ms: Option<f64>,
+    /// How old the decode figures are, in milliseconds: an idle server keeps its last measured
+    /// speed, so they may be older than the rest.
+    #[serde(default, deserialize_with = "lenient", serialize_with = "number")]
+    pub decode_age_ms: Option<f64>,
     /// The GPU section, when the probe reads a GPU.
     #[serde(default, deserialize_with = "lenient")]
     pub gpu: Option<G>,
@@ -71,6 +87,9 @@ impl<G> Default for LoadDoc<'_, G> {
             queue_depth: None,
             running: None,
             kv_cache_usage: None,
+            decode_tokens_per_s: None,
+            token_time_ms: None,
+            decode_age_ms: None,
             gpu: None,
             gpu_status: None,
             error: None,
@@ -101,6 +120,12 @@ fn number<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     }
 }
 
+/// Milliseconds as a duration, to the nanosecond; `None` when it does not fit.
+fn millis(ms: f64) -> Option<Duration> {
+    let ns = (ms * 1e6).round();
+    (ns < u64::MAX as f64).then(|| Duration::from_nanos(ns as u64))
+}
+
 /// A figure routing can use: finite and not negative.
 fn usable(v: Option<f64>) -> Option<f64> {
     v.filter(|x| x.is_finite() && *x >= 0.0)
@@ -120,7 +145,8 @@ impl<'a, G> LoadDoc<'a, G> {
     /// The figures as a load report, and how old they were when the document was written
     /// (`age_us` when present, to the microsecond, else `age_ms`, else zero). `None` when the
     /// document says its figures are stale, or has no usable figure. A figure that is not
-    /// finite or is negative counts as absent. The report's own `age` is left `None`.
+    /// finite or is negative counts as absent, and so does a token time of zero. A decode speed
+    /// alone is a usable report. The report's own `age` is left `None`.
     pub fn report(&self) -> Option<(LoadReport, Duration)> {
         if self.stale == Some(true) {
             return None;
@@ -130,6 +156,8 @@ impl<'a, G> LoadDoc<'a, G> {
             running: usable(self.running),
             kv_use: usable(self.kv_cache_usage),
             age: None,
+            token_time: usable(self.token_time_ms).and_then(millis).filter(|t| !t.is_zero()),
+            decode_rate: usable(self.decode_tokens_per_s),
         };
         let age = match (usable(self.age_us), usable(self.age_ms)) {
             (Some(us), _) => Duration::from_micros(us as u64),
@@ -218,13 +246,13 @@ mod tests {
         let json = serde_json::to_string(&doc).unwrap();
         assert_eq!(
             json,
-            r#"{"server":"vllm","queue_depth":3,"running":5,"kv_cache_usage":1.0,"gpu":null,"gpu_status":null,"error":null,"updated_unix_ms":1700000000123,"age_ms":12,"age_us":12034,"stale":false}"#
+            r#"{"server":"vllm","queue_depth":3,"running":5,"kv_cache_usage":1.0,"decode_tokens_per_s":null,"token_time_ms":null,"decode_age_ms":null,"gpu":null,"gpu_status":null,"error":null,"updated_unix_ms":1700000000123,"age_ms":12,"age_us":12034,"stale":false}"#
         );
         let back = LoadDoc::from_json(json.as_bytes()).unwrap();
         assert_eq!(
             back.report(),
             Some((
-                LoadReport { queue_depth: Some(3.0), running: Some(5.0), kv_use: Some(1.0), age: None },
+                LoadReport { queue_depth: Some(3.0), running: Some(5.0), kv_use: Some(1.0), ..LoadReport::default() },
                 Duration::from_micros(12_034)
             ))
         );
@@ -235,5 +263,37 @@ mod tests {
                 .unwrap()
                 .contains(r#""running":0.5"#)
         );
+    }
+
+    #[test]
+    fn decode_speed_is_carried_into_the_report() {
+        let doc: LoadDoc<'_, ()> = LoadDoc {
+            running: Some(5.0),
+            decode_tokens_per_s: Some(400.0),
+            token_time_ms: Some(12.5),
+            decode_age_ms: Some(3000.0),
+            ..LoadDoc::default()
+        }
+        .with_age(Some(MS(2)), false);
+        let json = serde_json::to_string(&doc).unwrap();
+        assert!(json.contains(r#""decode_tokens_per_s":400,"token_time_ms":12.5,"decode_age_ms":3000,"#), "{json}");
+        let (r, _) = parse_report(json.as_bytes()).unwrap();
+        assert_eq!((r.decode_rate, r.token_time), (Some(400.0), Some(Duration::from_micros(12_500))));
+
+        // Alone they are still a report; odd values read as absent.
+        let (r, _) = parse_report(br#"{"token_time_ms":0.25}"#).unwrap();
+        assert_eq!((r.token_time, r.decode_rate, r.running), (Some(Duration::from_micros(250)), None, None));
+        let (r, _) = parse_report(br#"{"decode_tokens_per_s":0,"token_time_ms":null}"#).unwrap();
+        assert_eq!((r.decode_rate, r.token_time), (Some(0.0), None), "a stalled server decodes at 0");
+        for odd in [
+            &br#"{"token_time_ms":0}"#[..],
+            br#"{"token_time_ms":-1,"decode_tokens_per_s":"fast"}"#,
+            br#"{"token_time_ms":1e300}"#,
+            br#"{"decode_tokens_per_s":-5,"stale":false}"#,
+        ] {
+            assert_eq!(parse_report(odd), None, "{}", String::from_utf8_lossy(odd));
+        }
+        let (r, _) = parse_report(br#"{"running":1,"token_time_ms":"slow","decode_tokens_per_s":[1]}"#).unwrap();
+        assert_eq!((r.running, r.token_time, r.decode_rate), (Some(1.0), None, None), "the rest survives");
     }
 }

@@ -29,10 +29,22 @@ pub fn fixture(name: &str) -> String {
 pub enum Mode {
     /// Answers 200 with this page.
     Serve(String),
+    /// Answers 200 with the page this makes at the moment of the request.
+    Dynamic(PageFn),
     /// Accepts the request and never answers.
     Hang,
     /// Answers with this status and no page.
     Status(StatusCode),
+}
+
+/// Makes a page when asked.
+#[derive(Clone)]
+pub struct PageFn(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for PageFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PageFn")
+    }
 }
 
 /// A model server stand-in on 127.0.0.1:0.
@@ -70,6 +82,9 @@ impl FakeServer {
                             ("/metrics", Mode::Serve(page)) => Response::builder()
                                 .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
                                 .body(Full::new(Bytes::from(page))),
+                            ("/metrics", Mode::Dynamic(page)) => Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                                .body(Full::new(Bytes::from((page.0)()))),
                             ("/metrics", Mode::Hang) => {
                                 std::future::pending::<()>().await;
                                 unreachable!()

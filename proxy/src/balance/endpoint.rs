@@ -209,23 +209,30 @@ impl Endpoint {
         let body_ns = st.body.get(now_ns, settings.ewma_decay, prior.body_ns);
         let in_flight = self.in_flight();
         let mut load = LoadInputs { rtt_ns, body_ns, in_flight, in_flight_age_ns, ..Default::default() };
+        let mut age = None;
+        // The endpoint's own report of its time per token (a probe reading its model server's
+        // counters, for every caller's streams) is used over this proxy's samples when believed.
+        let mut reported_token = None;
+        if matches!(policy.algorithm, Algorithm::P2c | Algorithm::P2cClassic) {
+            if let Some((r, a, Some(q))) = self.believed(&st, now_ns, settings) {
+                load.queue_depth = q;
+                load.kv_use = r.kv_use.unwrap_or(0.0);
+                reported_token = r.token_time;
+                age = Some(a);
+            }
+            load.penalized = now_ns < st.penalty_until_ns;
+        }
         if policy.algorithm == Algorithm::P2c && prior.tokens >= 2.0 {
-            let token_ns = st.token.get(now_ns, settings.ewma_decay, prior.token_ns);
+            let token_ns = match reported_token {
+                Some(t) => t.as_nanos() as f64,
+                None => st.token.get(now_ns, settings.ewma_decay, prior.token_ns),
+            };
             load.tokens = (token_ns > 0.0).then(|| Tokens {
                 per_answer: prior.tokens,
                 token_ns,
                 stall_ns: self.stall_ns(now_ns),
                 in_flight_tokens: self.in_flight_tokens.load(Ordering::Relaxed) as f64,
             });
-        }
-        let mut age = None;
-        if matches!(policy.algorithm, Algorithm::P2c | Algorithm::P2cClassic) {
-            if let Some((r, a, Some(q))) = self.believed(&st, now_ns, settings) {
-                load.queue_depth = q;
-                load.kv_use = r.kv_use.unwrap_or(0.0);
-                age = Some(a);
-            }
-            load.penalized = now_ns < st.penalty_until_ns;
         }
         let since = self.joined_ns.max(st.health.ejected_until_ns());
         load.held = balance::slow_start_holds(balance::slow_start(since, now_ns, policy.slow_start), draw);
@@ -234,7 +241,12 @@ impl Endpoint {
 
     /// The last load report that is not stale at `now_ns`, its age, and the waiting queue to
     /// believe from it (`None`: not to be used, [`balance::believed_queue`]).
-    fn believed<'s>(&self, st: &'s Stats, now_ns: u64, settings: &Settings) -> Option<(&'s LoadReport, u64, Option<f64>)> {
+    fn believed<'s>(
+        &self,
+        st: &'s Stats,
+        now_ns: u64,
+        settings: &Settings,
+    ) -> Option<(&'s LoadReport, u64, Option<f64>)> {
         let (r, at) = st.reported.as_ref()?;
         let a = now_ns.saturating_sub(*at);
         if a > settings.load_staleness.as_nanos() as u64 {

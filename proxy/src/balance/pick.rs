@@ -219,4 +219,35 @@ mod tests {
             ep.end(t0 + 3 * s);
         }
     }
+
+    #[test]
+    fn a_reported_token_time_is_used_over_the_proxys_own_samples() {
+        let b = backend(2);
+        let decay = b.settings.ewma_decay;
+        let t0 = crate::now_ns();
+        // Answers of 100 tokens have streamed; endpoint 0 measured 10 ms a token itself.
+        b.typical.observe_stream(Some(Duration::from_millis(10)), 100, true, decay);
+        b.endpoints[0].tokens(0, Some(Duration::from_millis(10)), t0, decay);
+        b.endpoints[0].observe(Some(Duration::from_millis(100)), None, decay);
+        let own = cost(&b, 0, t0);
+        assert!((own / 1.1e9 - 1.0).abs() < 0.05, "100 ms + 100 × 10 ms: {own}");
+        // Its probe reports 30 ms a token (a GPU slowed down by another tenant): that is used.
+        let r = vane_route::orca::LoadReport {
+            queue_depth: Some(0.0),
+            running: Some(4.0),
+            token_time: Some(Duration::from_millis(30)),
+            ..Default::default()
+        };
+        b.endpoints[0].report(r, t0);
+        let reported = cost(&b, 0, t0);
+        assert!((reported / 3.1e9 - 1.0).abs() < 0.05, "100 ms + 100 × 30 ms: {reported}");
+        // An endpoint that has streamed nothing for this proxy reads its report, not the prior.
+        b.endpoints[1].report(r, t0);
+        assert!(cost(&b, 1, t0) > 2.9e9);
+        // The classic cost reads neither.
+        let mut classic = backend(1);
+        classic.policy.algorithm = Algorithm::P2cClassic;
+        classic.endpoints[0].report(r, t0);
+        assert!(cost(&classic, 0, t0) < 1e9);
+    }
 }

@@ -67,6 +67,12 @@ pub struct ProxySettings {
     /// Outlier ejection.
     #[serde(default)]
     pub ejection: EjectionConfig,
+    /// Retries of every route that sets none of its own.
+    #[serde(default)]
+    pub retries: RetryConfig,
+    /// How many retries each backend allows, against its requests.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
     /// How long in-flight requests may take to finish after SIGTERM, default 10s.
     #[serde(default = "defaults::drain_grace")]
     pub drain_grace: HumanDuration,
@@ -83,7 +89,62 @@ impl Default for ProxySettings {
             limits: Limits::default(),
             balancer: BalancerConfig::default(),
             ejection: EjectionConfig::default(),
+            retries: RetryConfig::default(),
+            retry_budget: RetryBudgetConfig::default(),
             drain_grace: defaults::drain_grace(),
+        }
+    }
+}
+
+/// Retries (`proxy.retries`, or a route's own `retries`): which answers go to another endpoint,
+/// and how many attempts a request may take.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per request, the first included (1: no retries), default 3, at most 10.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Answer statuses retried on another endpoint (decided at the response head, before any of
+    /// its body is passed on), default `[429, 503]`.
+    #[serde(default = "defaults::retry_statuses")]
+    pub statuses: Vec<u16>,
+    /// Retry gRPC answers with status `UNAVAILABLE` (14) in their headers, default true.
+    #[serde(default = "defaults::yes")]
+    pub grpc_unavailable: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: defaults::max_attempts(),
+            statuses: defaults::retry_statuses(),
+            grpc_unavailable: true,
+        }
+    }
+}
+
+/// A retry budget per backend (`proxy.retry_budget`), as Linkerd's: retries may add at most
+/// `ratio` of the backend's requests over the last `window`, plus `min_per_second`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed per request, default 0.2 (20 %), at most 10.
+    #[serde(default = "defaults::retry_ratio")]
+    pub ratio: f64,
+    /// Retries allowed per second whatever the request rate, default 10.
+    #[serde(default = "defaults::retry_min_per_second")]
+    pub min_per_second: u32,
+    /// How long a request counts towards the budget, default 10s (1s to 60s).
+    #[serde(default = "defaults::retry_window")]
+    pub window: HumanDuration,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        RetryBudgetConfig {
+            ratio: defaults::retry_ratio(),
+            min_per_second: defaults::retry_min_per_second(),
+            window: defaults::retry_window(),
         }
     }
 }
@@ -344,6 +405,9 @@ pub struct RouteConfig {
     /// Response-header timeout for this route (overrides `proxy.timeouts.response_header`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
+    /// Retries for this route (replaces `proxy.retries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryConfig>,
 }
 
 /// All given conditions must hold.
@@ -471,6 +535,26 @@ pub(crate) mod defaults {
     pub(crate) fn slow_start() -> HumanDuration {
         Duration::from_secs(10).into()
     }
+    pub(crate) fn max_attempts() -> u32 {
+        3
+    }
+
+    pub(crate) fn retry_statuses() -> Vec<u16> {
+        vec![429, 503]
+    }
+
+    pub(crate) fn retry_ratio() -> f64 {
+        0.2
+    }
+
+    pub(crate) fn retry_min_per_second() -> u32 {
+        10
+    }
+
+    pub(crate) fn retry_window() -> HumanDuration {
+        Duration::from_secs(10).into()
+    }
+
     pub(crate) fn yes() -> bool {
         true
     }

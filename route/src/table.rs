@@ -80,6 +80,10 @@ pub struct Settings {
     pub slow_start: Duration,
     /// Ejection policy.
     pub ejection: crate::health::EjectionPolicy,
+    /// Retries of routes that set none of their own.
+    pub retries: Retries,
+    /// Every backend's retry budget.
+    pub retry_budget: RetryBudget,
 }
 
 /// A compiled route.
@@ -95,6 +99,33 @@ pub struct Route {
     pub sticky: Option<HeaderName>,
     /// Response-header timeout override.
     pub timeout: Option<Duration>,
+    /// Its retries (its own, or the proxy-wide ones).
+    pub retries: Retries,
+}
+
+/// A route's retries, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retries {
+    /// Attempts per request, the first included (1 to [`MAX_ATTEMPTS`]).
+    pub max_attempts: u32,
+    /// Answer statuses retried on another endpoint.
+    pub statuses: Arc<[http::StatusCode]>,
+    /// gRPC `UNAVAILABLE` answers are retried.
+    pub grpc_unavailable: bool,
+}
+
+/// The most attempts a route may allow.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// A backend's retry budget, checked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryBudget {
+    /// Retries allowed per request (0 to 10).
+    pub ratio: f64,
+    /// Retries allowed per second whatever the request rate.
+    pub min_per_second: u32,
+    /// How long a request counts (1 s to 60 s).
+    pub window: Duration,
 }
 
 /// A compiled service.
@@ -271,7 +302,11 @@ impl Table {
                 if timeout == Some(Duration::ZERO) {
                     v.err(format!("{rfield}.timeout"), "must be greater than zero");
                 }
-                routes.push(Route { name: r.name.as_str().into(), matcher, split, sticky, timeout });
+                let retries = match &r.retries {
+                    Some(rc) => v.retries(&format!("{rfield}.retries"), rc),
+                    None => settings.retries.clone(),
+                };
+                routes.push(Route { name: r.name.as_str().into(), matcher, split, sticky, timeout, retries });
             }
             let needs_model = routes.iter().any(|r| r.matcher.model.is_some());
             services.push(Service { name: s.name.as_str().into(), routes, needs_model });
@@ -398,7 +433,25 @@ impl Validator {
                 self.err(field.into(), "must be a finite number >= 0");
             }
         }
+        let retries = self.retries("proxy.retries", &p.retries);
+        let b = &p.retry_budget;
+        if !(b.ratio.is_finite() && (0.0..=10.0).contains(&b.ratio)) {
+            self.err("proxy.retry_budget.ratio".into(), "must be a number from 0 to 10");
+        }
+        if b.min_per_second > 1_000_000 {
+            self.err("proxy.retry_budget.min_per_second".into(), "must be at most 1000000");
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&b.window.0) {
+            self.err("proxy.retry_budget.window".into(), "must be from 1s to 60s");
+        }
+        let retry_budget = RetryBudget {
+            ratio: if b.ratio.is_finite() { b.ratio.clamp(0.0, 10.0) } else { 0.2 },
+            min_per_second: b.min_per_second.min(1_000_000),
+            window: b.window.0.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        };
         Settings {
+            retries,
+            retry_budget,
             connect_timeout,
             response_timeout,
             idle_timeout,
@@ -424,6 +477,24 @@ impl Validator {
                 base,
                 max: max.max(base),
             },
+        }
+    }
+
+    fn retries(&mut self, field: &str, r: &crate::config::RetryConfig) -> Retries {
+        if !(1..=MAX_ATTEMPTS).contains(&r.max_attempts) {
+            self.err(format!("{field}.max_attempts"), format!("must be from 1 to {MAX_ATTEMPTS}"));
+        }
+        let mut statuses = Vec::new();
+        for (i, &code) in r.statuses.iter().enumerate() {
+            match http::StatusCode::from_u16(code) {
+                Ok(s) if s.is_client_error() || s.is_server_error() => statuses.push(s),
+                _ => self.err(format!("{field}.statuses[{i}]"), "must be a 4xx or 5xx status"),
+            }
+        }
+        Retries {
+            max_attempts: r.max_attempts.clamp(1, MAX_ATTEMPTS),
+            statuses: statuses.into(),
+            grpc_unavailable: r.grpc_unavailable,
         }
     }
 

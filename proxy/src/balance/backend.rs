@@ -28,6 +28,9 @@ pub struct Backend {
     pub typical: Arc<Typical>,
     /// Ask its endpoints for an ORCA load report with every request.
     pub ask_load_reports: bool,
+    /// Its retry budget, shared with the previous snapshot's backend of the same name while the
+    /// budget's settings stay the same.
+    pub retry_budget: Arc<tower::retry::budget::TpsBudget>,
 }
 
 impl Backend {

@@ -109,6 +109,7 @@ mod tests {
             load_age: prometheus_client::metrics::histogram::Histogram::new([1.0]),
             typical: Arc::new(Typical::default()),
             ask_load_reports: true,
+            retry_budget: Arc::new(tower::retry::budget::TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
         }
     }
 

@@ -121,8 +121,12 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
             } else {
                 rparts.extensions.extend(ext);
             }
-            if rparts.status == StatusCode::TOO_MANY_REQUESTS {
-                // Refused unprocessed: the retry layer may send it to another endpoint.
+            if rparts.status.is_client_error()
+                || rparts.status.is_server_error()
+                || rparts.headers.contains_key("grpc-status")
+            {
+                // An answer the retry layer may send to another endpoint (a 429 or 503, a gRPC
+                // UNAVAILABLE, as the route says): which endpoint it came from.
                 rparts.extensions.insert(Attempted(i));
             }
             // Timed from when the request went out on its connection (a new one's setup excluded).

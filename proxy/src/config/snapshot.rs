@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use tower::retry::budget::TpsBudget;
 use vane_route::Table;
 use vane_route::config::Protocol;
 
@@ -37,12 +38,18 @@ impl Snapshot {
         let mut known: HashMap<(SocketAddr, Protocol), Arc<Endpoint>> = HashMap::new();
         // A backend's typical figures carry over by name, like its endpoints' state by address.
         let mut typical: HashMap<Arc<str>, Arc<Typical>> = HashMap::new();
+        // So do retry budgets, while their settings stay the same.
+        let mut budgets: HashMap<Arc<str>, Arc<TpsBudget>> = HashMap::new();
+        let same_budget = prev.is_some_and(|p| p.table.settings.retry_budget == table.settings.retry_budget);
         if let Some(p) = prev {
             for b in p.backends.iter().chain(p.inbound.iter()) {
                 for e in &b.endpoints {
                     known.insert((e.addr, e.protocol), Arc::clone(e));
                 }
                 typical.insert(Arc::clone(&b.name), Arc::clone(&b.typical));
+                if same_budget {
+                    budgets.insert(Arc::clone(&b.name), Arc::clone(&b.retry_budget));
+                }
             }
         }
         let s = &table.settings;
@@ -58,6 +65,10 @@ impl Snapshot {
                 settings: Arc::clone(&settings),
                 load_age: load_age.clone(),
                 typical: typical.get(&name).cloned().unwrap_or_default(),
+                retry_budget: budgets
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(crate::retry::budget(&settings.retry_budget))),
                 name,
                 ask_load_reports,
             })

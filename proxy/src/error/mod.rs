@@ -16,4 +16,4 @@ mod response;
 pub use classify::{Fault, Retryable};
 pub use kind::{BoxError, Error, ProxyError};
 pub use layer::{ErrorLayer, ErrorService};
-pub use response::{Answered, ERROR_HEADER, is_grpc};
+pub use response::{ATTEMPTS_HEADER, Answered, Attempts, ERROR_HEADER, is_grpc};

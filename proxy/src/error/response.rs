@@ -7,6 +7,14 @@ use http::{HeaderMap, HeaderValue, Response};
 /// The response header that says why the proxy answered itself.
 pub const ERROR_HEADER: &str = "vane-proxy-error";
 
+/// The response header giving the attempts an answer took, when more than one.
+pub const ATTEMPTS_HEADER: &str = "vane-proxy-attempts";
+
+/// Error extension: the attempts made before the error (when more than one), answered as
+/// [`ATTEMPTS_HEADER`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempts(pub u32);
+
 /// Response extension on every answer the proxy made itself: the error's reason (as in
 /// [`ERROR_HEADER`]), for the metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +47,9 @@ impl Error {
             r
         };
         r.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static(reason));
+        if let Some(Attempts(n)) = extensions.get::<Attempts>() {
+            r.headers_mut().insert(ATTEMPTS_HEADER, HeaderValue::from(*n));
+        }
         *r.extensions_mut() = extensions;
         r.extensions_mut().insert(Answered(reason));
         r

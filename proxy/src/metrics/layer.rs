@@ -2,7 +2,8 @@
 //! the proxy answers itself. It reads where the request went from the response's [`Tag`] and the
 //! proxy's own error reason from its [`Answered`] extension.
 
-use super::registry::{Direction, Metrics, Tag};
+use super::registry::{Direction, Metrics};
+use super::route::Tag;
 use crate::body::RespBody;
 use crate::error::Answered;
 use http::{Request, Response};

@@ -5,7 +5,11 @@
 //! | `vane_requests_total` | direction, service, route, backend, status, error |
 //! | `vane_request_duration_seconds` (histogram, to response headers) | direction, service, route, backend |
 //! | `vane_requests_in_flight` | direction |
+//! | `vane_retries_total` (attempts sent again) | direction, service, route, backend, reason (`refused`, `reset`, `status`, `grpc_unavailable`) |
+//! | `vane_retry_budget_exhausted_total` (retries the budget refused) | direction, service, route, backend |
 //! | `vane_endpoint_rtt_ewma_seconds` | backend, endpoint |
+//! | `vane_endpoint_token_ewma_seconds` (time per output token of streamed answers) | backend, endpoint |
+//! | `vane_endpoint_load_report_trust` (1 as reported, 0.5 corrected, 0 not used) | backend, endpoint |
 //! | `vane_endpoint_in_flight` | backend, endpoint |
 //! | `vane_endpoint_ejected` (1 while ejected) | backend, endpoint |
 //! | `vane_config_reloads_total` | source (`file`/`control`), result (`ok`/`error`) |
@@ -20,6 +24,8 @@
 
 mod layer;
 mod registry;
+mod route;
 
 pub use layer::{MetricsLayer, MetricsService};
-pub use registry::{Direction, EndpointRow, ListenerStats, Metrics, Name, RouteStats, Tag};
+pub use registry::{Direction, EndpointRow, ListenerStats, Metrics, Name};
+pub use route::{RouteStats, Tag};

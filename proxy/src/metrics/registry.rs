@@ -1,6 +1,6 @@
 //! The metrics registry and the handles the request path updates.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -10,76 +10,8 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-/// A label value that is cheap to clone (names from the config).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Name(pub Arc<str>);
-
-impl EncodeLabelValue for Name {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encoder.write_str(&self.0)
-    }
-}
-
-impl From<&str> for Name {
-    fn from(s: &str) -> Name {
-        Name(s.into())
-    }
-}
-
-/// Which listener a request came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// From the local app.
-    Outbound,
-    /// From a peer, to the local model server.
-    Inbound,
-}
-
-impl EncodeLabelValue for Direction {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encoder.write_str(match self {
-            Direction::Outbound => "outbound",
-            Direction::Inbound => "inbound",
-        })
-    }
-}
-
-/// Metric handles for one (direction, service, route, backend), resolved when a config is
-/// applied so that a request only touches atomics.
-#[derive(Debug)]
-pub struct RouteStats {
-    labels: RouteLabels,
-    latency: Histogram,
-    ok: Counter,
-}
-
-/// Response extension: where a request went, for the metrics layer. The route layer leaves it
-/// on the response (or on the error that becomes one).
-#[derive(Clone, Debug)]
-pub enum Tag {
-    /// Routed to a backend (or the inbound target): its handles.
-    Route(Arc<RouteStats>),
-    /// The service was found but the request went no further.
-    Service(Name),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct RequestLabels {
-    direction: Direction,
-    service: Name,
-    route: Name,
-    backend: Name,
-    status: u16,
-    error: &'static str,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct RouteLabels {
-    direction: Direction,
-    service: Name,
-    route: Name,
-    backend: Name,
-}
+pub use super::route::{Direction, Name};
+use super::route::{RequestLabels, RetryLabels, RouteLabels, RouteStats, Tag};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DirectionLabels {
@@ -106,6 +38,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily<RouteLabels>,
+    retries: Family<RetryLabels, Counter>,
+    budget_exhausted: Family<RouteLabels, Counter>,
     in_flight: Family<DirectionLabels, Gauge>,
     endpoint_rtt: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
     endpoint_token: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
@@ -186,6 +120,14 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             latency.clone(),
         );
+        let retries = Family::<RetryLabels, Counter>::default();
+        registry.register("retries", "Attempts sent again to another endpoint, by why", retries.clone());
+        let budget_exhausted = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries not sent because the backend's retry budget was spent",
+            budget_exhausted.clone(),
+        );
         let in_flight = Family::<DirectionLabels, Gauge>::default();
         registry.register("requests_in_flight", "Requests waiting for response headers", in_flight.clone());
         let endpoint_rtt = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
@@ -260,6 +202,8 @@ impl Metrics {
             registry,
             requests,
             latency,
+            retries,
+            budget_exhausted,
             in_flight,
             endpoint_rtt,
             endpoint_token,
@@ -342,7 +286,8 @@ impl Metrics {
         };
         let latency = self.latency.get_or_create(&labels).clone();
         let ok = self.requests.get_or_create(&RequestLabels::new(&labels, 200, "")).clone();
-        Arc::new(RouteStats { labels, latency, ok })
+        let budget_exhausted = self.budget_exhausted.get_or_create(&labels).clone();
+        Arc::new(RouteStats { labels, latency, ok, retries: self.retries.clone(), budget_exhausted })
     }
 
     /// The in-flight gauge of one listener's direction.
@@ -378,19 +323,6 @@ impl Metrics {
                 self.latency.get_or_create(&labels).observe(elapsed);
                 self.requests.get_or_create(&RequestLabels::new(&labels, status, error)).inc();
             }
-        }
-    }
-}
-
-impl RequestLabels {
-    fn new(l: &RouteLabels, status: u16, error: &'static str) -> RequestLabels {
-        RequestLabels {
-            direction: l.direction,
-            service: l.service.clone(),
-            route: l.route.clone(),
-            backend: l.backend.clone(),
-            status,
-            error,
         }
     }
 }

@@ -1,36 +1,43 @@
 //! Retries, as a [`tower::retry::Policy`]: a request is sent again, to an endpoint not yet tried,
-//! only when the error says that is safe and the proxy still holds the whole request.
+//! only when its outcome says that is safe, the proxy still holds the whole request, the route
+//! allows another attempt and the backend's retry budget has room.
 //!
-//! - Only errors classified [`Retryable::NothingSent`] (no connection could be made) or
-//!   [`Retryable::Refused`] (an HTTP/2 endpoint refused the stream unprocessed) are retried, and
-//!   answers `429 Too Many Requests` (the endpoint refused it unprocessed; the balancer also keeps
-//!   the endpoint behind the others for its `Retry-After`). A reset before the response headers
-//!   is not: the endpoint may have acted on the request.
+//! - Safe ([`decide::safe_to_retry`]): an error that says nothing was sent (no connection could
+//!   be made) or that the endpoint refused the stream unprocessed (HTTP/2 `REFUSED_STREAM`); a
+//!   connection broken before any response header, for an idempotent method only; an answer whose
+//!   status the route retries (`429` and `503` by default: the balancer also keeps that endpoint
+//!   behind the others for its `Retry-After`), or a gRPC answer with `grpc-status: 14`
+//!   (`UNAVAILABLE`) in its headers. All are decided at the response head, before any of its body
+//!   is passed on.
 //! - Only requests whose body is known in full (empty, or small with a `Content-Length`, read by
 //!   the route layer) can be sent again; a streamed body cannot.
-//! - At most [`MAX_ATTEMPTS`] attempts, and never more than the backend has endpoints.
+//! - At most the route's `max_attempts` (3 by default), and never more than the backend has
+//!   endpoints.
+//! - The backend's budget (tower's [`TpsBudget`], Finagle's and Linkerd's model): every request
+//!   deposits, every retry withdraws, and retries may add at most `ratio` (20 %) of the requests of
+//!   the last `window` (10 s) plus `min_per_second` (10): under a total outage upstream load stays
+//!   within 1.2 × the request rate, not `max_attempts` times it.
+//! - An answer that took more than one attempt carries `vane-proxy-attempts: N`.
+
+mod decide;
+
+pub use decide::{Reason, grpc_unavailable, idempotent, safe_to_retry, should_retry};
 
 use crate::balance::{Attempted, Target, Tried};
 use crate::body::{ReqBody, RespBody};
-use crate::error::{Error, Retryable};
+pub use crate::error::ATTEMPTS_HEADER;
+use crate::error::{Attempts, Error};
 use crate::metrics::Tag;
 use http::{Request, Response};
-
-/// At most this many endpoints are tried for one request (the first plus retries), so a backend
-/// full of dead endpoints cannot hold a request for long.
-pub const MAX_ATTEMPTS: usize = 3;
+use tower::retry::budget::{Budget, TpsBudget};
+use vane_route::table::{Retries, RetryBudget};
 
 /// The retry policy (one copy per request: tower clones it for each call).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct RetryPolicy {
-    retries_left: usize,
+    /// Attempts made so far (0 before the first).
+    attempts: u32,
     tried: Tried,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy { retries_left: MAX_ATTEMPTS - 1, tried: Tried::default() }
-    }
 }
 
 /// The retry layer of the outbound stack.
@@ -38,20 +45,27 @@ pub fn layer() -> tower::retry::RetryLayer<RetryPolicy> {
     tower::retry::RetryLayer::new(RetryPolicy::default())
 }
 
-/// Whether an attempt's outcome allows sending the request again: an error that says nothing was
-/// sent or the stream was refused, or a `429` answer.
-pub fn safe_to_retry(result: &Result<Response<RespBody>, Error>) -> bool {
-    match result {
-        Err(e) => matches!(e.kind().retryable(), Some(Retryable::NothingSent | Retryable::Refused)),
-        Ok(resp) => resp.status() == http::StatusCode::TOO_MANY_REQUESTS,
-    }
+/// A backend's retry budget, from its settings.
+pub fn budget(b: &RetryBudget) -> TpsBudget {
+    // The settings were checked when the config was read (window 1..=60 s, ratio 0..=10).
+    TpsBudget::new(b.window, b.min_per_second, b.ratio as f32)
 }
 
-/// The decision, pure: whether an attempt whose outcome was `safe` to retry may be followed by
-/// another, given the endpoints tried so far (including its own), the retries left and the
-/// backend's size.
-pub fn should_retry(safe: bool, tried: Tried, retries_left: usize, endpoints: usize) -> bool {
-    safe && retries_left > 0 && (0..endpoints).any(|i| !tried.contains(i))
+impl RetryPolicy {
+    /// Leaves the attempt count on the final outcome, when there was more than one.
+    fn finish(&self, result: &mut Result<Response<RespBody>, Error>) {
+        if self.attempts < 2 {
+            return;
+        }
+        match result {
+            Ok(resp) => {
+                resp.headers_mut().insert(ATTEMPTS_HEADER, http::HeaderValue::from(self.attempts));
+            }
+            Err(e) => {
+                e.extensions_mut().insert(Attempts(self.attempts));
+            }
+        }
+    }
 }
 
 impl tower::retry::Policy<Request<ReqBody>, Response<RespBody>, Error> for RetryPolicy {
@@ -62,28 +76,55 @@ impl tower::retry::Policy<Request<ReqBody>, Response<RespBody>, Error> for Retry
         req: &mut Request<ReqBody>,
         result: &mut Result<Response<RespBody>, Error>,
     ) -> Option<Self::Future> {
-        let Attempted(i) = *match result {
+        let attempted = match result {
             Err(e) => e.extensions().get::<Attempted>(),
             Ok(resp) => resp.extensions().get::<Attempted>(),
-        }?;
+        };
+        let (Some(&Attempted(i)), Some(retries), Some(target)) =
+            (attempted, req.extensions().get::<Retries>(), req.extensions().get::<Target>())
+        else {
+            self.finish(result);
+            return None;
+        };
         self.tried.insert(i);
-        let endpoints = req.extensions().get::<Target>()?.backend.endpoints.len();
-        if !should_retry(safe_to_retry(result), self.tried, self.retries_left, endpoints) {
+        let reason = safe_to_retry(result, retries, idempotent(req.method()));
+        let left = retries.max_attempts.saturating_sub(self.attempts);
+        if !should_retry(reason.is_some(), self.tried, left, target.backend.endpoints.len()) {
+            self.finish(result);
             return None;
         }
-        match result {
-            Err(e) => tracing::debug!("{e}; trying another endpoint"),
-            Ok(_) => tracing::debug!("endpoint {i} answered 429; trying another endpoint"),
+        let stats = match req.extensions().get::<Tag>() {
+            Some(Tag::Route(s)) => Some(s),
+            _ => None,
+        };
+        if !target.backend.retry_budget.withdraw() {
+            tracing::debug!("endpoint {i}: not retried, the backend's retry budget is spent");
+            if let Some(s) = stats {
+                s.budget_exhausted();
+            }
+            self.finish(result);
+            return None;
         }
-        self.retries_left -= 1;
+        let reason = reason.unwrap_or(Reason::Refused);
+        tracing::debug!(reason = reason.label(), "endpoint {i}: trying another endpoint");
+        if let Some(s) = stats {
+            s.retried(reason.label());
+        }
         req.extensions_mut().insert(self.tried);
         Some(std::future::ready(()))
     }
 
     fn clone_request(&mut self, req: &Request<ReqBody>) -> Option<Request<ReqBody>> {
-        // Keep a copy only when another attempt could follow.
         let target = req.extensions().get::<Target>()?;
-        if self.retries_left == 0 || target.backend.endpoints.len() < 2 {
+        if self.attempts == 0 {
+            // A request, retried or not, is what the budget's ratio counts.
+            target.backend.retry_budget.deposit();
+        }
+        self.attempts += 1;
+        // Keep a copy when another attempt could follow; after a retry always, so that the last
+        // attempt's outcome comes back through `retry` and gets its attempt count.
+        let retries = req.extensions().get::<Retries>()?;
+        if self.attempts == 1 && (retries.max_attempts < 2 || target.backend.endpoints.len() < 2) {
             return None;
         }
         let mut copy = Request::new(req.body().try_clone()?);
@@ -93,6 +134,7 @@ impl tower::retry::Policy<Request<ReqBody>, Response<RespBody>, Error> for Retry
         *copy.headers_mut() = req.headers().clone();
         // What the layers below and above read travels with the copy.
         copy.extensions_mut().insert(target.clone());
+        copy.extensions_mut().insert(retries.clone());
         if let Some(t) = req.extensions().get::<Tried>() {
             copy.extensions_mut().insert(*t);
         }
@@ -100,47 +142,5 @@ impl tower::retry::Policy<Request<ReqBody>, Response<RespBody>, Error> for Retry
             copy.extensions_mut().insert(tag.clone());
         }
         Some(copy)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::ProxyError;
-
-    fn err(e: ProxyError) -> Result<Response<RespBody>, Error> {
-        Err(Error::from(e))
-    }
-
-    fn answer(status: u16) -> Result<Response<RespBody>, Error> {
-        let mut r = Response::new(RespBody::empty());
-        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-        Ok(r)
-    }
-
-    #[test]
-    fn only_safe_errors_with_endpoints_and_retries_left_are_retried() {
-        let addr = "127.0.0.1:1".parse().unwrap();
-        let refused = || crate::client::SendError::Connect(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        let mut one = Tried::new();
-        one.insert(0);
-        let mut two = one;
-        two.insert(1);
-        let cases = [
-            (err(ProxyError::ConnectFailed(addr, refused())), one, 2, 3, true),
-            (err(ProxyError::ConnectFailed(addr, refused())), one, 0, 3, false),
-            (err(ProxyError::ConnectFailed(addr, refused())), two, 2, 2, false),
-            (err(ProxyError::Timeout(addr, std::time::Duration::from_secs(1))), one, 2, 3, false),
-            (err(ProxyError::BodyTooLarge(1)), one, 2, 3, false),
-            (err(ProxyError::NoEndpoint("b".into())), one, 2, 3, false),
-            (answer(429), one, 2, 3, true),
-            (answer(429), two, 2, 2, false),
-            (answer(503), one, 2, 3, false),
-            (answer(200), one, 2, 3, false),
-        ];
-        for (result, tried, left, endpoints, want) in cases {
-            let got = should_retry(safe_to_retry(&result), tried, left, endpoints);
-            assert_eq!(got, want, "{:?} {tried:?} {left} {endpoints}", result.as_ref().map(|r| r.status()));
-        }
     }
 }

@@ -81,6 +81,7 @@ pub async fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Resul
     }
     let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout });
+    req.extensions_mut().insert(route.retries.clone());
     req.extensions_mut().insert(Tag::Route(Arc::clone(stats)));
     Ok(req)
 }

@@ -14,7 +14,8 @@
 //! - [`review`]: AdmissionReview in, AdmissionReview out, with the patch base64-encoded (the
 //!   form the API server documents; kube's `AdmissionResponse` writes a number array).
 //! - [`server`]: the HTTPS listener and the injector's metrics; [`tls`]: its certificate,
-//!   reloaded when the files change; [`cert`]: a CA and serving certificate for a first install.
+//!   reloaded when the files change; [`cert`]: a CA and serving certificate for a first install;
+//!   [`run`]: the wiring (webhook, admin, Namespace watch) behind `vane-control inject`.
 //!
 //! The webhook always allows the pod: one it cannot or should not patch goes through as it is,
 //! with a log line and `vane_injector_skipped_total{reason}`, as `failurePolicy: Ignore` does
@@ -39,6 +40,7 @@ pub mod containers;
 pub mod overrides;
 mod patch;
 pub mod review;
+pub mod run;
 pub mod server;
 pub mod settings;
 pub mod tls;

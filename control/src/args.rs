@@ -67,7 +67,8 @@ pub struct InjectArgs {
     /// `imagePullPolicy` of the injected containers (default: the cluster's).
     #[arg(long, env = "VANE_INJECTOR_PULL_POLICY")]
     pub pull_policy: Option<String>,
-    /// The control service's discovery address, given to every proxy as `VANE_CONTROL`.
+    /// The control service's discovery address (`ip:port`, as `vane-proxy --control` takes it),
+    /// given to every proxy as `VANE_CONTROL`.
     #[arg(long, env = "VANE_INJECTOR_CONTROL")]
     pub control: Option<String>,
     /// The proxy's default log filter (a pod's `vane.io/log-level` wins).

@@ -209,7 +209,7 @@ pub fn is_quantity(s: &str) -> bool {
     let (number, suffix) = s.split_at(digits_end);
     let number_ok = match number.split_once('.') {
         None => !number.is_empty(),
-        Some((int, frac)) => !(int.is_empty() && frac.is_empty()) && !frac.contains('.'),
+        Some((int, frac)) => (!int.is_empty() || !frac.is_empty()) && !frac.contains('.'),
     };
     let suffix_ok = match suffix {
         "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" => true,

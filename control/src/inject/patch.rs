@@ -200,6 +200,12 @@ mod tests {
     }
 
     #[test]
+    fn pointer_tokens_are_escaped_as_rfc_6901_says() {
+        let op = serde_json::to_value(add(&["metadata", "annotations", "a~b/c"], Value::Null)).unwrap();
+        assert_eq!(op["path"], "/metadata/annotations/a~0b~1c");
+    }
+
+    #[test]
     fn opt_in_and_out() {
         let base = |ann: Option<&str>| {
             let mut meta = serde_json::json!({"name": "a"});

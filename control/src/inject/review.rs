@@ -69,24 +69,25 @@ pub fn respond(
     namespace_labels: &dyn Fn(&str) -> Option<BTreeMap<String, String>>,
 ) -> (Vec<u8>, Outcome) {
     let skipped = |pod: String, reason, detail: String| Outcome::Skipped { pod, reason, detail };
-    let request: AdmissionRequest<DynamicObject> = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.try_into().map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string()))
-    {
-        Ok(r) => r,
-        Err(e) => return (answer("", None), skipped(String::new(), "invalid-review", e)),
-    };
+    let mut request: AdmissionRequest<DynamicObject> =
+        match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.try_into().map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string()))
+        {
+            Ok(r) => r,
+            Err(e) => return (answer("", None), skipped(String::new(), "invalid-review", e)),
+        };
     let uid = request.uid.as_str();
     let namespace = request.namespace.clone().unwrap_or_default();
     let name = request.object.as_ref().map(|o| pod_name(&o.metadata)).unwrap_or_else(|| request.name.clone());
     let who = format!("{namespace}/{name}");
-    if request.kind.group != "" || request.kind.kind != "Pod" {
+    if !request.kind.group.is_empty() || request.kind.kind != "Pod" {
         return (answer(uid, None), skipped(who, "not-a-pod", format!("kind {}", request.kind.kind)));
     }
     if request.operation != Operation::Create {
         return (answer(uid, None), skipped(who, "not-create", format!("operation {:?}", request.operation)));
     }
-    let pod = match request.object.clone().map(|o| o.try_parse::<Pod>()) {
+    let pod = match request.object.take().map(|o| o.try_parse::<Pod>()) {
         Some(Ok(pod)) => pod,
         Some(Err(e)) => return (answer(uid, None), skipped(who, "invalid-review", e.to_string())),
         None => return (answer(uid, None), skipped(who, "invalid-review", "no object".to_string())),

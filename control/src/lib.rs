@@ -12,6 +12,7 @@
 //! - [`state`]: the store that applies changes in batches and publishes [`state::Snapshot`]s.
 //! - [`watch`]: the kube-runtime watchers and the store task.
 //! - [`server`]: the discovery stream and the admin endpoints.
+//! - [`inject`]: the sidecar-injection admission webhook (`vane-control inject`).
 //! - [`args`]: flags and wiring; `main.rs` only calls [`args::Args::parse_and_run`].
 //!
 //! Replicas share nothing: each builds the same tables from the API server, and a proxy that
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod args;
 pub mod index;
+pub mod inject;
 pub mod metrics;
 pub mod server;
 pub mod state;

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod retry;
 pub mod route;
 pub mod server;
+pub mod shed;
 pub mod stack;
 
 /// Monotonic nanoseconds: the clock the pure balancer code runs on. It starts one day in, so

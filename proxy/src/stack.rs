@@ -8,9 +8,11 @@
 //! 3. [`ErrorLayer`]: every error becomes its documented status and `vane-proxy-error`;
 //! 4. [`RouteLayer`]: snapshot → service → route → backend (or the inbound target), left as a
 //!    [`Target`](crate::balance::Target) request extension;
-//! 5. outbound only, the retry layer ([`crate::retry`], tower's `Retry`): another endpoint after
-//!    an error that says nothing was sent;
-//! 6. [`BalanceService`]: endpoint choice, pooled client, learning from the answer.
+//! 5. [`ShedLayer`]: a request to a backend whose endpoints are all saturated is answered `429`
+//!    at once, by its priority (only for backends with `shed` settings);
+//! 6. outbound only, the retry layer ([`crate::retry`], tower's `Retry`): another endpoint after
+//!    an outcome that says sending again is safe, within the backend's retry budget;
+//! 7. [`BalanceService`]: endpoint choice, pooled client, learning from the answer.
 
 use crate::balance::BalanceService;
 use crate::config::Store;
@@ -19,15 +21,16 @@ use crate::load::{LoadReportLayer, LoadReportService, LocalLoad};
 use crate::metrics::{Direction, Metrics, MetricsLayer, MetricsService};
 use crate::retry::RetryPolicy;
 use crate::route::{RouteLayer, RouteService};
+use crate::shed::{ShedLayer, ShedService};
 use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower::retry::Retry;
 
 /// The outbound per-request service.
-pub type Outbound = MetricsService<ErrorService<RouteService<Retry<RetryPolicy, BalanceService>>>>;
+pub type Outbound = MetricsService<ErrorService<RouteService<ShedService<Retry<RetryPolicy, BalanceService>>>>>;
 
 /// The inbound per-request service: as outbound without retries, plus the pod's load on every response.
-pub type Inbound = MetricsService<LoadReportService<ErrorService<RouteService<BalanceService>>, Store>>;
+pub type Inbound = MetricsService<LoadReportService<ErrorService<RouteService<ShedService<BalanceService>>>, Store>>;
 
 /// Builds the outbound stack.
 pub fn outbound(store: Arc<Store>, metrics: Arc<Metrics>) -> Outbound {
@@ -35,6 +38,7 @@ pub fn outbound(store: Arc<Store>, metrics: Arc<Metrics>) -> Outbound {
         .layer(MetricsLayer::new(metrics, Direction::Outbound))
         .layer(ErrorLayer)
         .layer(RouteLayer::new(store, Direction::Outbound))
+        .layer(ShedLayer)
         .layer(crate::retry::layer())
         .service(BalanceService)
 }
@@ -46,5 +50,6 @@ pub fn inbound(store: Arc<Store>, metrics: Arc<Metrics>, load: Arc<LocalLoad>) -
         .layer(LoadReportLayer::new(load, Arc::clone(&store)))
         .layer(ErrorLayer)
         .layer(RouteLayer::new(store, Direction::Inbound))
+        .layer(ShedLayer)
         .service(BalanceService)
 }

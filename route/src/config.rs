@@ -73,6 +73,9 @@ pub struct ProxySettings {
     /// How many retries each backend allows, against its requests.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+    /// Load shedding of every backend that sets none of its own (off unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shed: Option<ShedConfig>,
     /// How long in-flight requests may take to finish after SIGTERM, default 10s.
     #[serde(default = "defaults::drain_grace")]
     pub drain_grace: HumanDuration,
@@ -91,6 +94,7 @@ impl Default for ProxySettings {
             ejection: EjectionConfig::default(),
             retries: RetryConfig::default(),
             retry_budget: RetryBudgetConfig::default(),
+            shed: None,
             drain_grace: defaults::drain_grace(),
         }
     }
@@ -316,6 +320,28 @@ pub struct BackendBalancer {
     /// Slow-start window for this backend's endpoints (the proxy-wide `slow_start` when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<HumanDuration>,
+    /// Load shedding for this backend (the proxy-wide `shed` when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shed: Option<ShedConfig>,
+}
+
+/// Load shedding (`proxy.shed`, or a backend's `balancer.shed`): when every endpoint of a backend
+/// is saturated, requests are answered `429` at once with `Retry-After` instead of queueing
+/// without bound; `sheddable` requests go first, `critical` ones are never shed. Off unless set.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShedConfig {
+    /// An endpoint whose reported waiting queue is at least this is saturated (for `standard`
+    /// requests; `sheddable` ones are shed at half of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<f64>,
+    /// The backend is saturated when this proxy has this many requests in flight to it (for
+    /// `standard` requests; `sheddable` ones are shed at 80 % of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// The `Retry-After` a shed request is answered with, default 1s.
+    #[serde(default = "defaults::shed_retry_after")]
+    pub retry_after: HumanDuration,
 }
 
 /// Outlier ejection: an endpoint that refuses connections, or fails `consecutive_failures` times in a
@@ -553,6 +579,10 @@ pub(crate) mod defaults {
 
     pub(crate) fn retry_window() -> HumanDuration {
         Duration::from_secs(10).into()
+    }
+
+    pub(crate) fn shed_retry_after() -> HumanDuration {
+        Duration::from_secs(1).into()
     }
 
     pub(crate) fn yes() -> bool {

@@ -84,6 +84,8 @@ pub struct Settings {
     pub retries: Retries,
     /// Every backend's retry budget.
     pub retry_budget: RetryBudget,
+    /// Load shedding of backends that set none of their own.
+    pub shed: Option<Shed>,
 }
 
 /// A compiled route.
@@ -158,6 +160,19 @@ pub struct Backend {
     pub ask_load_reports: bool,
     /// Slow-start window of its endpoints (zero: none).
     pub slow_start: Duration,
+    /// Its load shedding, if any.
+    pub shed: Option<Shed>,
+}
+
+/// A backend's load shedding, checked (see [`crate::config::ShedConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shed {
+    /// The reported queue at which an endpoint is saturated for `standard` requests.
+    pub queue_depth: Option<f64>,
+    /// This proxy's requests in flight at which the backend is saturated for `standard` requests.
+    pub max_in_flight: Option<u32>,
+    /// The `Retry-After` of a shed request.
+    pub retry_after: Duration,
 }
 
 /// The inbound target.
@@ -244,6 +259,10 @@ impl Table {
                 load_stream,
                 ask_load_reports: over.ask_load_reports.unwrap_or(settings.ask_load_reports),
                 slow_start: over.slow_start.map_or(settings.slow_start, |d| d.0),
+                shed: match &over.shed {
+                    Some(sc) => v.shed(&format!("{field}.balancer.shed"), sc),
+                    None => settings.shed,
+                },
             });
         }
 
@@ -449,9 +468,11 @@ impl Validator {
             min_per_second: b.min_per_second.min(1_000_000),
             window: b.window.0.clamp(Duration::from_secs(1), Duration::from_secs(60)),
         };
+        let shed = p.shed.as_ref().and_then(|sc| self.shed("proxy.shed", sc));
         Settings {
             retries,
             retry_budget,
+            shed,
             connect_timeout,
             response_timeout,
             idle_timeout,
@@ -478,6 +499,25 @@ impl Validator {
                 max: max.max(base),
             },
         }
+    }
+
+    fn shed(&mut self, field: &str, c: &crate::config::ShedConfig) -> Option<Shed> {
+        if let Some(q) = c.queue_depth
+            && !(q.is_finite() && q > 0.0)
+        {
+            self.err(format!("{field}.queue_depth"), "must be a number above 0");
+        }
+        if c.max_in_flight == Some(0) {
+            self.err(format!("{field}.max_in_flight"), "must be at least 1");
+        }
+        if c.queue_depth.is_none() && c.max_in_flight.is_none() {
+            self.err(field.to_string(), "give `queue_depth`, `max_in_flight` or both");
+        }
+        Some(Shed {
+            queue_depth: c.queue_depth.filter(|q| q.is_finite() && *q > 0.0),
+            max_in_flight: c.max_in_flight.filter(|m| *m > 0),
+            retry_after: c.retry_after.0,
+        })
     }
 
     fn retries(&mut self, field: &str, r: &crate::config::RetryConfig) -> Retries {

@@ -78,9 +78,10 @@ async fn fast_429s_do_not_attract_traffic() {
     assert!(throttled_tries < 30, "the throttling endpoint was tried {throttled_tries} times in 300");
 
     // The latency-only algorithm, for contrast, keeps being fooled (this is what the penalty fixes):
-    // the client still gets its answers (retried), but the throttled endpoint is tried far more.
+    // the client still gets its answers (retried, with a retry budget of one per request, since
+    // half its attempts are refused), but the throttled endpoint is tried far more.
     let cfg = format!(
-        "proxy: {{ balancer: {{ algorithm: p2c_latency }} }}\n{}",
+        "proxy: {{ balancer: {{ algorithm: p2c_latency }}, retry_budget: {{ ratio: 1 }} }}\n{}",
         split_config(&[("pool", &[throttled, ok], 1)], "")
     );
     let naive = Proxy::start(&cfg);

@@ -67,12 +67,9 @@ async fn a_503_is_retried_on_another_endpoint_and_the_answer_says_how_many_attem
     for i in 0..20 {
         let r = get(&client, "svc", "/", &[]).await.unwrap();
         assert_eq!((r.status.as_u16(), r.served_by()), (200, "ok"), "request {i}: {r:?}");
-        match r.headers.get("vane-proxy-attempts").map(|v| v.to_str().unwrap().to_string()) {
-            Some(n) => {
-                assert_eq!(n, "2", "request {i}");
-                retried += 1;
-            }
-            None => {}
+        if let Some(n) = r.headers.get("vane-proxy-attempts") {
+            assert_eq!(n, "2", "request {i}");
+            retried += 1;
         }
         if i % 5 == 4 {
             tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -121,6 +118,7 @@ async fn under_a_total_outage_the_retry_budget_holds_upstream_load_within_its_ra
         assert_eq!(r.status.as_u16(), 503, "request {i}: {r:?}");
     }
     let upstream = hits.load(Ordering::Relaxed);
+    eprintln!("{upstream} upstream attempts for {requests} requests");
     // Without a budget every request would take 3 attempts (600).
     let most = requests + requests / 5 + 10 + 2;
     assert!((requests..=most).contains(&upstream), "{upstream} upstream attempts for {requests} requests");

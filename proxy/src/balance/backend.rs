@@ -31,6 +31,8 @@ pub struct Backend {
     /// Its retry budget, shared with the previous snapshot's backend of the same name while the
     /// budget's settings stay the same.
     pub retry_budget: Arc<tower::retry::budget::TpsBudget>,
+    /// Its load shedding, if any.
+    pub shed: Option<vane_route::table::Shed>,
 }
 
 impl Backend {

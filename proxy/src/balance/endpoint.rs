@@ -258,6 +258,13 @@ impl Endpoint {
         Some((r, a, balance::believed_queue(r.queue_depth, r.running, c.in_flight_at_report, unchanged, started)))
     }
 
+    /// The endpoint's waiting queue at `now_ns` as its believed load report gives it (`None`: no
+    /// report, or one not to be used): what load shedding reads.
+    pub fn queue_depth(&self, now_ns: u64, settings: &Settings) -> Option<f64> {
+        let st = self.stats();
+        self.believed(&st, now_ns, settings).and_then(|(_, _, q)| q)
+    }
+
     /// How the endpoint's load report is used at `now_ns` (for metrics): 1 as reported, 0.5 with
     /// its queue raised to this proxy's own requests it leaves out, 0 not at all (frozen or
     /// stale); `None` with no report.

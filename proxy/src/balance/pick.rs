@@ -110,6 +110,7 @@ mod tests {
             typical: Arc::new(Typical::default()),
             ask_load_reports: true,
             retry_budget: Arc::new(tower::retry::budget::TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            shed: None,
         }
     }
 

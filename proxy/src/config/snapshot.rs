@@ -57,7 +57,11 @@ impl Snapshot {
         // Endpoints of the first config were there from the start; later ones join (slow start).
         let joined_ns = if prev.is_some() { crate::now_ns() } else { 0 };
         let load_age = &metrics.load_age;
-        let backend = |name: Arc<str>, endpoints: Vec<Arc<Endpoint>>, policy: Policy, ask_load_reports: bool| {
+        let backend = |name: Arc<str>,
+                       endpoints: Vec<Arc<Endpoint>>,
+                       policy: Policy,
+                       ask_load_reports: bool,
+                       shed: Option<vane_route::table::Shed>| {
             Arc::new(Backend {
                 endpoints,
                 policy,
@@ -71,6 +75,7 @@ impl Snapshot {
                     .unwrap_or_else(|| Arc::new(crate::retry::budget(&settings.retry_budget))),
                 name,
                 ask_load_reports,
+                shed,
             })
         };
         let mut endpoint = |addr: SocketAddr, proto: Protocol| {
@@ -82,13 +87,13 @@ impl Snapshot {
             .map(|b| {
                 let endpoints = b.endpoints.iter().map(|a| endpoint(*a, b.protocol)).collect();
                 let policy = Policy { algorithm: b.algorithm, weights: b.cost, slow_start: b.slow_start };
-                backend(Arc::clone(&b.name), endpoints, policy, b.ask_load_reports)
+                backend(Arc::clone(&b.name), endpoints, policy, b.ask_load_reports, b.shed)
             })
             .collect();
         let inbound = table.inbound.as_ref().map(|ib| {
             let endpoints = vec![endpoint(ib.forward_to, ib.protocol)];
             let policy = Policy { algorithm: s.algorithm, weights: s.cost, slow_start: s.slow_start };
-            backend("inbound".into(), endpoints, policy, s.ask_load_reports)
+            backend("inbound".into(), endpoints, policy, s.ask_load_reports, s.shed)
         });
         for (b, rt) in table.backends.iter().zip(backends.iter()) {
             if b.load_stream {

@@ -51,7 +51,9 @@ impl ProxyError {
             | ProxyError::BodyAborted(_) => Fault::Downstream,
             ProxyError::NoEndpoint(_) | ProxyError::ConnectFailed(..) | ProxyError::Upstream(..) => Fault::Upstream,
             ProxyError::Timeout(..) => Fault::Upstream,
-            ProxyError::Overloaded | ProxyError::ShuttingDown | ProxyError::Internal(_) => Fault::Internal,
+            ProxyError::Overloaded | ProxyError::Shed(..) | ProxyError::ShuttingDown | ProxyError::Internal(_) => {
+                Fault::Internal
+            }
         }
     }
 
@@ -78,6 +80,7 @@ impl ProxyError {
             }
             ProxyError::ConnectFailed(..) | ProxyError::Upstream(..) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Shed(..) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +98,7 @@ impl ProxyError {
             ProxyError::Upstream(..) => "upstream-failed",
             ProxyError::Timeout(..) => "response-timeout",
             ProxyError::Overloaded => "overloaded",
+            ProxyError::Shed(..) => "shed",
             ProxyError::ShuttingDown => "shutting-down",
             ProxyError::Internal(_) => "internal-error",
         }
@@ -106,9 +110,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::BodyRead(_) | ProxyError::BodyAborted(_) => 13, // INTERNAL
             ProxyError::Internal(_) => 13,                                                          // INTERNAL
             ProxyError::NoRoute(_) => 12,                                                           // UNIMPLEMENTED
-            ProxyError::BodyTooLarge(_) => 8, // RESOURCE_EXHAUSTED
-            ProxyError::Timeout(..) => 4,     // DEADLINE_EXCEEDED
-            _ => 14,                          // UNAVAILABLE
+            ProxyError::BodyTooLarge(_) | ProxyError::Shed(..) => 8, // RESOURCE_EXHAUSTED
+            ProxyError::Timeout(..) => 4,                            // DEADLINE_EXCEEDED
+            _ => 14,                                                 // UNAVAILABLE
         }
     }
 }
@@ -157,6 +161,7 @@ mod tests {
             ),
             (ProxyError::Timeout(addr, Duration::from_secs(1)), 504, "response-timeout", Fault::Upstream, None),
             (ProxyError::Overloaded, 503, "overloaded", Fault::Internal, Some(Retryable::NothingSent)),
+            (ProxyError::Shed("b".into(), Duration::from_secs(1)), 429, "shed", Fault::Internal, None),
             (ProxyError::ShuttingDown, 503, "shutting-down", Fault::Internal, None),
             (ProxyError::Internal("x".into()), 500, "internal-error", Fault::Internal, None),
         ];

@@ -36,6 +36,10 @@ pub enum ProxyError {
     /// The proxy shed the request: a concurrency limit in the stack was full. (503)
     #[error("the proxy is at its concurrency limit")]
     Overloaded,
+    /// Every endpoint of the backend is saturated and the request's priority is shed: answered
+    /// at once with `Retry-After`. (429)
+    #[error("backend {0:?} is saturated; retry after {1:?}")]
+    Shed(String, std::time::Duration),
     /// The proxy is shutting down. (503)
     #[error("proxy is shutting down")]
     ShuttingDown,

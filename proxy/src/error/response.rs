@@ -1,6 +1,6 @@
 //! How an [`Error`] becomes the response the client gets.
 
-use super::kind::Error;
+use super::kind::{Error, ProxyError};
 use crate::body::RespBody;
 use http::{HeaderMap, HeaderValue, Response};
 
@@ -30,6 +30,10 @@ impl Error {
     pub fn into_response(self, grpc: bool) -> Response<RespBody> {
         let (kind, extensions) = self.into_parts();
         let reason = kind.reason();
+        let retry_after = match &kind {
+            ProxyError::Shed(_, after) => Some(after.as_secs_f64().ceil().max(1.0) as u64),
+            _ => None,
+        };
         let message = kind.to_string();
         let mut r = if grpc {
             let mut r = Response::new(RespBody::empty());
@@ -47,6 +51,9 @@ impl Error {
             r
         };
         r.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static(reason));
+        if let Some(secs) = retry_after {
+            r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if let Some(Attempts(n)) = extensions.get::<Attempts>() {
             r.headers_mut().insert(ATTEMPTS_HEADER, HeaderValue::from(*n));
         }

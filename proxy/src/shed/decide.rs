@@ -1,0 +1,112 @@
+//! The shedding decision, as pure functions of a request's priority and its backend's load.
+
+use http::HeaderMap;
+use vane_route::table::Shed;
+
+/// The request header that gives a request's priority.
+pub const PRIORITY_HEADER: &str = "vane-priority";
+
+/// How much a request matters when its backend is saturated (the Gateway API Inference
+/// Extension's criticality names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Never shed.
+    Critical,
+    /// Shed when the backend is saturated (the default).
+    Standard,
+    /// Shed first: at half the queue, or 80 % of the in-flight limit.
+    Sheddable,
+}
+
+impl Priority {
+    /// The priority `vane-priority` gives (`critical`, `standard`, `sheddable`, any case);
+    /// `standard` when absent or unknown.
+    pub fn of(headers: &HeaderMap) -> Priority {
+        match headers.get(PRIORITY_HEADER).map(|v| v.as_bytes()) {
+            Some(v) if v.eq_ignore_ascii_case(b"critical") => Priority::Critical,
+            Some(v) if v.eq_ignore_ascii_case(b"sheddable") => Priority::Sheddable,
+            _ => Priority::Standard,
+        }
+    }
+}
+
+/// A backend's load at one instant, as shedding reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Load {
+    /// The least waiting queue its available endpoints report; `None` when any of them reports
+    /// none (an endpoint whose queue is unknown is not known to be full).
+    pub least_queue: Option<f64>,
+    /// This proxy's requests in flight to the backend.
+    pub in_flight: u32,
+}
+
+/// Whether a request of `priority` is shed from a backend with `load` under `shed`: every
+/// endpoint's queue at the threshold (half of it for `sheddable`), or the backend's in-flight
+/// limit reached (80 % of it for `sheddable`). `critical` requests are never shed.
+pub fn shed(priority: Priority, load: &Load, shed: &Shed) -> bool {
+    let share = match priority {
+        Priority::Critical => return false,
+        Priority::Standard => 1.0,
+        Priority::Sheddable => 0.5,
+    };
+    let queue_full = match (shed.queue_depth, load.least_queue) {
+        (Some(limit), Some(q)) => q >= limit * share,
+        _ => false,
+    };
+    let limit_share = if priority == Priority::Sheddable { 0.8 } else { 1.0 };
+    let in_flight_full =
+        shed.max_in_flight.is_some_and(|m| f64::from(load.in_flight) >= (f64::from(m) * limit_share).max(1.0));
+    queue_full || in_flight_full
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn who_is_shed_when() {
+        let both = Shed { queue_depth: Some(10.0), max_in_flight: Some(100), retry_after: Duration::from_secs(1) };
+        let queue_only = Shed { max_in_flight: None, ..both };
+        let limit_only = Shed { queue_depth: None, ..both };
+        let load = |q: Option<f64>, n: u32| Load { least_queue: q, in_flight: n };
+        use Priority::*;
+        let cases = [
+            (Standard, load(Some(9.0), 0), &both, false),
+            (Standard, load(Some(10.0), 0), &both, true),
+            (Sheddable, load(Some(5.0), 0), &both, true),
+            (Sheddable, load(Some(4.0), 0), &both, false),
+            (Critical, load(Some(1e6), 1_000_000), &both, false),
+            // An endpoint that reports nothing is not known to be full.
+            (Standard, load(None, 0), &queue_only, false),
+            (Sheddable, load(None, 0), &queue_only, false),
+            (Standard, load(None, 99), &limit_only, false),
+            (Standard, load(None, 100), &limit_only, true),
+            (Sheddable, load(None, 80), &limit_only, true),
+            (Sheddable, load(None, 79), &limit_only, false),
+            (Standard, load(Some(1e6), 0), &limit_only, false),
+            (Standard, load(None, 1_000), &queue_only, false),
+        ];
+        for (p, l, s, want) in cases {
+            assert_eq!(shed(p, &l, s), want, "{p:?} {l:?} {s:?}");
+        }
+        // A limit of 1 sheds sheddable requests at 1, not at 0.8.
+        let one = Shed { max_in_flight: Some(1), queue_depth: None, ..both };
+        assert!(!shed(Sheddable, &load(None, 0), &one));
+        assert!(shed(Sheddable, &load(None, 1), &one));
+    }
+
+    #[test]
+    fn priority_from_the_header() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(PRIORITY_HEADER, http::HeaderValue::from_static(v));
+            Priority::of(&h)
+        };
+        assert_eq!(Priority::of(&HeaderMap::new()), Priority::Standard);
+        assert_eq!(with("critical"), Priority::Critical);
+        assert_eq!(with("Sheddable"), Priority::Sheddable);
+        assert_eq!(with("standard"), Priority::Standard);
+        assert_eq!(with("urgent!!"), Priority::Standard);
+    }
+}

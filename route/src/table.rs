@@ -95,6 +95,8 @@ pub struct Route {
     pub sticky: Option<HeaderName>,
     /// Response-header timeout override.
     pub timeout: Option<Duration>,
+    /// Coalescing of identical requests in flight, when the route asks for it.
+    pub coalesce: Option<Arc<Coalesce>>,
 }
 
 /// A compiled service.
@@ -271,7 +273,8 @@ impl Table {
                 if timeout == Some(Duration::ZERO) {
                     v.err(format!("{rfield}.timeout"), "must be greater than zero");
                 }
-                routes.push(Route { name: r.name.as_str().into(), matcher, split, sticky, timeout });
+                let coalesce = r.coalesce.as_ref().map(|c| Arc::new(v.coalesce(&rfield, c)));
+                routes.push(Route { name: r.name.as_str().into(), matcher, split, sticky, timeout, coalesce });
             }
             let needs_model = routes.iter().any(|r| r.matcher.model.is_some());
             services.push(Service { name: s.name.as_str().into(), routes, needs_model });
@@ -476,5 +479,8 @@ impl Validator {
     }
 }
 
+mod coalesce;
 #[cfg(test)]
 mod tests;
+
+pub use coalesce::Coalesce;

@@ -85,6 +85,7 @@ fn tables(weights: &[(&Backend, u32)]) -> Tables {
             backends: weights.iter().map(|(b, w)| WeightedBackend { backend: b.name.into(), weight: *w }).collect(),
             sticky: None,
             timeout: None,
+            coalesce: None,
         }],
     }];
     let backends = weights

@@ -118,6 +118,7 @@ pub fn compute(idx: &Indexes, key: &ObjectKey, settings: &TableSettings) -> Opti
                     }],
                     sticky: None,
                     timeout: None,
+                    coalesce: None,
                 }],
             };
             (Some(config), refs)
@@ -334,6 +335,7 @@ fn from_routes(
                         backends: weighted.clone(),
                         sticky: None,
                         timeout: None,
+                        coalesce: None,
                     },
                 });
             }

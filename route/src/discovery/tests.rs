@@ -15,6 +15,7 @@ fn service(name: &str, backends: &[(&str, u32)]) -> ServiceConfig {
             backends: backends.iter().map(|(b, w)| WeightedBackend { backend: (*b).into(), weight: *w }).collect(),
             sticky: None,
             timeout: None,
+            coalesce: None,
         }],
     }
 }
@@ -188,6 +189,7 @@ fn expected_service() -> ServiceConfig {
             backends: vec![WeightedBackend { backend: "v1".into(), weight: 90 }],
             sticky: Some(StickyConfig { header: "x-user".into() }),
             timeout: Some(Duration::from_secs(2).into()),
+            coalesce: None,
         }],
     }
 }

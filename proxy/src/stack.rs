@@ -8,11 +8,14 @@
 //! 3. [`ErrorLayer`]: every error becomes its documented status and `vane-proxy-error`;
 //! 4. [`RouteLayer`]: snapshot → service → route → backend (or the inbound target), left as a
 //!    [`Target`](crate::balance::Target) request extension;
-//! 5. outbound only, the retry layer ([`crate::retry`], tower's `Retry`): another endpoint after
+//! 5. outbound only, [`CoalesceLayer`]: identical requests in flight share one upstream answer
+//!    (on routes with `coalesce:`); above the retries, so a leader's retries are one request;
+//! 6. outbound only, the retry layer ([`crate::retry`], tower's `Retry`): another endpoint after
 //!    an error that says nothing was sent;
-//! 6. [`BalanceService`]: endpoint choice, pooled client, learning from the answer.
+//! 7. [`BalanceService`]: endpoint choice, pooled client, learning from the answer.
 
 use crate::balance::BalanceService;
+use crate::coalesce::{CoalesceLayer, CoalesceService};
 use crate::config::Store;
 use crate::error::{ErrorLayer, ErrorService};
 use crate::load::{LoadReportLayer, LoadReportService, LocalLoad};
@@ -24,7 +27,7 @@ use tower::ServiceBuilder;
 use tower::retry::Retry;
 
 /// The outbound per-request service.
-pub type Outbound = MetricsService<ErrorService<RouteService<Retry<RetryPolicy, BalanceService>>>>;
+pub type Outbound = MetricsService<ErrorService<RouteService<CoalesceService<Retry<RetryPolicy, BalanceService>>>>>;
 
 /// The inbound per-request service: as outbound without retries, plus the pod's load on every response.
 pub type Inbound = MetricsService<LoadReportService<ErrorService<RouteService<BalanceService>>, Store>>;
@@ -32,9 +35,10 @@ pub type Inbound = MetricsService<LoadReportService<ErrorService<RouteService<Ba
 /// Builds the outbound stack.
 pub fn outbound(store: Arc<Store>, metrics: Arc<Metrics>) -> Outbound {
     ServiceBuilder::new()
-        .layer(MetricsLayer::new(metrics, Direction::Outbound))
+        .layer(MetricsLayer::new(Arc::clone(&metrics), Direction::Outbound))
         .layer(ErrorLayer)
         .layer(RouteLayer::new(store, Direction::Outbound))
+        .layer(CoalesceLayer::new(metrics))
         .layer(crate::retry::layer())
         .service(BalanceService)
 }

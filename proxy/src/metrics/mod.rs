@@ -17,9 +17,12 @@
 //! | `vane_listener_connections` (open client connections) | listener |
 //! | `vane_listener_connections_limited_total` (accepts that waited for a free connection slot) | listener |
 //! | `vane_listener_header_timeouts_total` (connections closed before a complete first request head) | listener |
+//! | `vane_coalesce_leaders_total`, `vane_coalesce_followers_total`, `vane_coalesce_saved_bytes_total` | service, route |
 
+mod coalesce;
 mod layer;
 mod registry;
 
+pub use coalesce::{CoalesceMetrics, CoalesceStats};
 pub use layer::{MetricsLayer, MetricsService};
 pub use registry::{Direction, EndpointRow, ListenerStats, Metrics, Name, RouteStats, Tag};

@@ -29,12 +29,8 @@ impl Validator {
         if c.max_followers == 0 {
             self.err(format!("{field}.max_followers"), "must be greater than zero");
         }
-        let vary = c
-            .vary
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| self.header_name(format!("{field}.vary[{i}]"), h))
-            .collect();
+        let vary =
+            c.vary.iter().enumerate().filter_map(|(i, h)| self.header_name(format!("{field}.vary[{i}]"), h)).collect();
         Coalesce {
             when: c.when,
             max_buffer_bytes: c.max_buffer_bytes,

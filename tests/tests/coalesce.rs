@@ -312,3 +312,44 @@ async fn next_event_len(body: &mut Incoming) -> usize {
     let f = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("no data");
     f.unwrap().unwrap().into_data().map_or(0, |d| d.len())
 }
+
+/// A backend whose first answer, after a delay, has `first_status`; later ones are 200 at once.
+async fn failing_first_backend(first_status: u16) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&hits);
+    let addr = serve(move |_req: Request<Incoming>| {
+        let n = h.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n > 1 {
+                return Response::new(full(format!("ok {n}")));
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let mut r = Response::new(full("first failed"));
+            *r.status_mut() = http::StatusCode::from_u16(first_status).unwrap();
+            r
+        }
+    })
+    .await;
+    (addr, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_leader_is_not_replayed_as_success() {
+    // 429: the endpoint refused it unprocessed; followers go upstream on their own.
+    let (addr, hits) = failing_first_backend(429).await;
+    let proxy = Proxy::start(&config(addr, "{}"));
+    let answers = post_all(&proxy, &[(GREEDY, None); 4]).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    assert!(answers.iter().all(|a| !coalesced(a)));
+    drop(proxy);
+    // 500: the endpoint's answer; followers get the same error status and body, marked.
+    let (addr, hits) = failing_first_backend(500).await;
+    let proxy = Proxy::start(&config(addr, "{}"));
+    let answers = post_all(&proxy, &[(GREEDY, None); 4]).await;
+    assert!(answers.iter().all(|a| a.status == 500 && a.body == "first failed"), "{answers:?}");
+    assert_eq!(answers.iter().filter(|a| coalesced(a)).count(), 3);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}

@@ -8,6 +8,7 @@
 //! load     inbound only: the pod's load (ORCA) on every response; the probe and peer followers
 //! error    every error becomes its documented status and vane-proxy-error
 //! route    authority -> service -> route -> weighted backend (or the inbound target)
+//! coalesce outbound only, opt-in per route: identical requests in flight share one answer
 //! retry    outbound only: another endpoint when nothing was sent (tower's Retry)
 //! balance  endpoint state, the pick (vane-route's selection policies), learning from answers
 //! client   connect (where TLS plugs in), per-endpoint pools, the head the endpoint receives
@@ -26,6 +27,7 @@ pub mod app;
 pub mod balance;
 pub mod body;
 pub mod client;
+pub mod coalesce;
 pub mod config;
 pub mod control;
 pub mod error;

@@ -8,13 +8,17 @@
 //! 3. [`ErrorLayer`]: every error becomes its documented status and `vane-proxy-error`;
 //! 4. [`RouteLayer`]: snapshot → service → route → backend (or the inbound target), left as a
 //!    [`Target`](crate::balance::Target) request extension;
-//! 5. [`ShedLayer`]: a request to a backend whose endpoints are all saturated is answered `429`
+//! 5. outbound only, [`CoalesceLayer`]: identical requests in flight share one upstream answer
+//!    (on routes with `coalesce:`); above the retries, so a leader's retries are one request,
+//!    and above shedding, so a follower, which costs the backend nothing, is never shed;
+//! 6. [`ShedLayer`]: a request to a backend whose endpoints are all saturated is answered `429`
 //!    at once, by its priority (only for backends with `shed` settings);
-//! 6. outbound only, the retry layer ([`crate::retry`], tower's `Retry`): another endpoint after
+//! 7. outbound only, the retry layer ([`crate::retry`], tower's `Retry`): another endpoint after
 //!    an outcome that says sending again is safe, within the backend's retry budget;
-//! 7. [`BalanceService`]: endpoint choice, pooled client, learning from the answer.
+//! 8. [`BalanceService`]: endpoint choice, pooled client, learning from the answer.
 
 use crate::balance::BalanceService;
+use crate::coalesce::{CoalesceLayer, CoalesceService};
 use crate::config::Store;
 use crate::error::{ErrorLayer, ErrorService};
 use crate::load::{LoadReportLayer, LoadReportService, LocalLoad};
@@ -27,7 +31,8 @@ use tower::ServiceBuilder;
 use tower::retry::Retry;
 
 /// The outbound per-request service.
-pub type Outbound = MetricsService<ErrorService<RouteService<ShedService<Retry<RetryPolicy, BalanceService>>>>>;
+pub type Outbound =
+    MetricsService<ErrorService<RouteService<CoalesceService<ShedService<Retry<RetryPolicy, BalanceService>>>>>>;
 
 /// The inbound per-request service: as outbound without retries, plus the pod's load on every response.
 pub type Inbound = MetricsService<LoadReportService<ErrorService<RouteService<ShedService<BalanceService>>>, Store>>;
@@ -35,9 +40,10 @@ pub type Inbound = MetricsService<LoadReportService<ErrorService<RouteService<Sh
 /// Builds the outbound stack.
 pub fn outbound(store: Arc<Store>, metrics: Arc<Metrics>) -> Outbound {
     ServiceBuilder::new()
-        .layer(MetricsLayer::new(metrics, Direction::Outbound))
+        .layer(MetricsLayer::new(Arc::clone(&metrics), Direction::Outbound))
         .layer(ErrorLayer)
         .layer(RouteLayer::new(store, Direction::Outbound))
+        .layer(CoalesceLayer::new(metrics))
         .layer(ShedLayer)
         .layer(crate::retry::layer())
         .service(BalanceService)

@@ -434,6 +434,9 @@ pub struct RouteConfig {
     /// Retries for this route (replaces `proxy.retries`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetryConfig>,
+    /// Identical requests in flight share one upstream answer (off when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce: Option<CoalesceConfig>,
 }
 
 /// All given conditions must hold.
@@ -494,6 +497,43 @@ pub struct WeightedBackend {
 pub struct StickyConfig {
     /// Header whose value picks the backend (requests without it are split by weight at random).
     pub header: String,
+}
+
+/// Coalescing: while a request is on its way upstream, identical ones wait for its answer
+/// instead of being sent too (see the proxy's `coalesce` module for what "identical" means).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CoalesceConfig {
+    /// Which requests may share, default `deterministic`.
+    #[serde(default)]
+    pub when: CoalesceWhen,
+    /// Most response bytes held for followers that join late, per answer; a follower may join
+    /// only while the answer so far fits, default 4 MiB (4194304).
+    #[serde(default = "defaults::coalesce_buffer")]
+    pub max_buffer_bytes: u64,
+    /// Most followers sharing one upstream answer; past it the next identical request leads a
+    /// group of its own, default 64.
+    #[serde(default = "defaults::coalesce_followers")]
+    pub max_followers: usize,
+    /// Let requests with different `Authorization` share an answer, default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub across_callers: bool,
+    /// More request headers whose values must be equal for two requests to share.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vary: Vec<String>,
+}
+
+/// Which requests of a coalescing route may share an answer.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum CoalesceWhen {
+    /// Only requests whose answer does not depend on sampling: OpenAI completions and chat with
+    /// `temperature: 0` or a `seed` (and no `n` above 1), embeddings, classification, scoring
+    /// and reranking, KServe v2 `infer`.
+    #[default]
+    Deterministic,
+    /// Every GET and POST whose body is known in full (for users who know their traffic).
+    Always,
 }
 
 /// A set of endpoints, e.g. one model version.
@@ -605,5 +645,11 @@ pub(crate) mod defaults {
     }
     pub(crate) fn weight() -> u32 {
         1
+    }
+    pub(crate) fn coalesce_buffer() -> u64 {
+        4 * 1024 * 1024
+    }
+    pub(crate) fn coalesce_followers() -> usize {
+        64
     }
 }

@@ -101,6 +101,8 @@ pub struct Route {
     pub sticky: Option<HeaderName>,
     /// Response-header timeout override.
     pub timeout: Option<Duration>,
+    /// Coalescing of identical requests in flight, when the route asks for it.
+    pub coalesce: Option<Arc<Coalesce>>,
     /// Its retries (its own, or the proxy-wide ones).
     pub retries: Retries,
 }
@@ -325,7 +327,8 @@ impl Table {
                     Some(rc) => v.retries(&format!("{rfield}.retries"), rc),
                     None => settings.retries.clone(),
                 };
-                routes.push(Route { name: r.name.as_str().into(), matcher, split, sticky, timeout, retries });
+                let coalesce = r.coalesce.as_ref().map(|c| Arc::new(v.coalesce(&rfield, c)));
+                routes.push(Route { name: r.name.as_str().into(), matcher, split, sticky, timeout, retries, coalesce });
             }
             let needs_model = routes.iter().any(|r| r.matcher.model.is_some());
             services.push(Service { name: s.name.as_str().into(), routes, needs_model });
@@ -587,5 +590,8 @@ impl Validator {
     }
 }
 
+mod coalesce;
 #[cfg(test)]
 mod tests;
+
+pub use coalesce::Coalesce;

@@ -86,6 +86,7 @@ fn tables(weights: &[(&Backend, u32)]) -> Tables {
             sticky: None,
             timeout: None,
             retries: None,
+            coalesce: None,
         }],
     }];
     let backends = weights

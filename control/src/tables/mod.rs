@@ -119,6 +119,7 @@ pub fn compute(idx: &Indexes, key: &ObjectKey, settings: &TableSettings) -> Opti
                     sticky: None,
                     timeout: None,
                     retries: None,
+                    coalesce: None,
                 }],
             };
             (Some(config), refs)
@@ -336,6 +337,7 @@ fn from_routes(
                         sticky: None,
                         timeout: None,
                         retries: None,
+                        coalesce: None,
                     },
                 });
             }

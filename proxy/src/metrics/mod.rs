@@ -21,11 +21,14 @@
 //! | `vane_listener_connections` (open client connections) | listener |
 //! | `vane_listener_connections_limited_total` (accepts that waited for a free connection slot) | listener |
 //! | `vane_listener_header_timeouts_total` (connections closed before a complete first request head) | listener |
+//! | `vane_coalesce_leaders_total`, `vane_coalesce_followers_total`, `vane_coalesce_saved_bytes_total` | service, route |
 
+mod coalesce;
 mod layer;
 mod registry;
 mod route;
 
+pub use coalesce::{CoalesceMetrics, CoalesceStats};
 pub use layer::{MetricsLayer, MetricsService};
 pub use registry::{Direction, EndpointRow, ListenerStats, Metrics, Name};
 pub use route::{RouteStats, Tag};

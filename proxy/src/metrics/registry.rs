@@ -58,6 +58,8 @@ pub struct Metrics {
     listener_open: Family<ListenerLabels, Gauge>,
     listener_limited: Family<ListenerLabels, Counter>,
     listener_header_timeouts: Family<ListenerLabels, Counter>,
+    /// The coalescing counters.
+    pub coalesce: super::coalesce::CoalesceMetrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -198,6 +200,7 @@ impl Metrics {
             "Connections closed because no complete request head came within the header-read timeout",
             listener_header_timeouts.clone(),
         );
+        let coalesce = super::coalesce::CoalesceMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -219,6 +222,7 @@ impl Metrics {
             listener_open,
             listener_limited,
             listener_header_timeouts,
+            coalesce,
         }
     }
 

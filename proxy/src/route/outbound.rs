@@ -5,6 +5,7 @@ use super::outcome::{Routed, Unrouted};
 use super::sniff::read_prefix;
 use crate::balance::Target;
 use crate::body::ReqBody;
+use crate::coalesce::Coalescing;
 use crate::config::Snapshot;
 use crate::error::ProxyError;
 use crate::metrics::{Name, Tag};
@@ -80,6 +81,10 @@ pub async fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Resul
         timeout = timeout.min(t);
     }
     let mut req = Request::from_parts(parts, body);
+    if let Some(policy) = &route.coalesce {
+        let (service, route, backend) = (Arc::clone(&service.name), Arc::clone(&route.name), Arc::clone(&backend.name));
+        req.extensions_mut().insert(Coalescing { policy: Arc::clone(policy), service, route, backend });
+    }
     req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout });
     req.extensions_mut().insert(route.retries.clone());
     req.extensions_mut().insert(Tag::Route(Arc::clone(stats)));

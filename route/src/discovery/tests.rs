@@ -16,6 +16,7 @@ fn service(name: &str, backends: &[(&str, u32)]) -> ServiceConfig {
             sticky: None,
             timeout: None,
             retries: None,
+            coalesce: None,
         }],
     }
 }
@@ -190,6 +191,7 @@ fn expected_service() -> ServiceConfig {
             sticky: Some(StickyConfig { header: "x-user".into() }),
             timeout: Some(Duration::from_secs(2).into()),
             retries: None,
+            coalesce: None,
         }],
     }
 }

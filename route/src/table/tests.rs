@@ -164,3 +164,36 @@ fn example_files_are_valid() {
         }
     }
 }
+
+#[test]
+fn coalesce_setting_compiles_with_defaults_and_is_checked() {
+    let yaml = |extra: &str| {
+        format!(
+            "backends: [{{ name: b, endpoints: [\"127.0.0.1:1\"] }}]\nservices:\n  - name: s\n    routes:\n      - name: r\n        backends: [{{ backend: b }}]\n{extra}"
+        )
+    };
+    let t = Table::from_yaml(&yaml("")).unwrap();
+    assert_eq!(t.services[0].routes[0].coalesce, None);
+    let t = Table::from_yaml(&yaml("        coalesce: {}\n")).unwrap();
+    let c = t.services[0].routes[0].coalesce.as_deref().unwrap();
+    assert_eq!(c.when, crate::config::CoalesceWhen::Deterministic);
+    assert_eq!((c.max_buffer_bytes, c.max_followers, c.across_callers), (4 << 20, 64, false));
+    let t = Table::from_yaml(&yaml(
+        "        coalesce: { when: always, max_buffer_bytes: 1024, max_followers: 2, across_callers: true, vary: [x-tenant] }\n",
+    ))
+    .unwrap();
+    let c = t.services[0].routes[0].coalesce.as_deref().unwrap();
+    assert_eq!(c.when, crate::config::CoalesceWhen::Always);
+    assert_eq!((c.max_buffer_bytes, c.max_followers, c.across_callers), (1024, 2, true));
+    assert_eq!(c.vary, vec![HeaderName::from_static("x-tenant")]);
+    let bad = problems(&yaml("        coalesce: { max_buffer_bytes: 0, max_followers: 0, vary: [\"bad header\"] }\n"));
+    assert_eq!(
+        bad,
+        vec![
+            "services[0].routes[0].coalesce.max_buffer_bytes: must be greater than zero",
+            "services[0].routes[0].coalesce.max_followers: must be greater than zero",
+            "services[0].routes[0].coalesce.vary[0]: \"bad header\" is not a valid header name",
+        ]
+    );
+    assert!(!problems(&yaml("        coalesce: { when: sometimes }\n")).is_empty());
+}

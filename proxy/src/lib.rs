@@ -31,6 +31,7 @@ pub mod coalesce;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod hedge;
 pub mod load;
 pub mod metrics;
 pub mod retry;

@@ -15,12 +15,15 @@
 //!    at once, by its priority (only for backends with `shed` settings);
 //! 7. outbound only, the retry layer ([`crate::retry`], tower's `Retry`): another endpoint after
 //!    an outcome that says sending again is safe, within the backend's retry budget;
-//! 8. [`BalanceService`]: endpoint choice, pooled client, learning from the answer.
+//! 8. outbound only, [`HedgeLayer`]: a copy to another endpoint when an attempt's first byte is
+//!    late (on routes with `hedge:`), within the same retry budget;
+//! 9. [`BalanceService`]: endpoint choice, pooled client, learning from the answer.
 
 use crate::balance::BalanceService;
 use crate::coalesce::{CoalesceLayer, CoalesceService};
 use crate::config::Store;
 use crate::error::{ErrorLayer, ErrorService};
+use crate::hedge::{HedgeLayer, HedgeService};
 use crate::load::{LoadReportLayer, LoadReportService, LocalLoad};
 use crate::metrics::{Direction, Metrics, MetricsLayer, MetricsService};
 use crate::retry::RetryPolicy;
@@ -31,8 +34,9 @@ use tower::ServiceBuilder;
 use tower::retry::Retry;
 
 /// The outbound per-request service.
-pub type Outbound =
-    MetricsService<ErrorService<RouteService<CoalesceService<ShedService<Retry<RetryPolicy, BalanceService>>>>>>;
+pub type Outbound = MetricsService<
+    ErrorService<RouteService<CoalesceService<ShedService<Retry<RetryPolicy, HedgeService<BalanceService>>>>>>,
+>;
 
 /// The inbound per-request service: as outbound without retries, plus the pod's load on every response.
 pub type Inbound = MetricsService<LoadReportService<ErrorService<RouteService<ShedService<BalanceService>>>, Store>>;
@@ -46,6 +50,7 @@ pub fn outbound(store: Arc<Store>, metrics: Arc<Metrics>) -> Outbound {
         .layer(CoalesceLayer::new(metrics))
         .layer(ShedLayer)
         .layer(crate::retry::layer())
+        .layer(HedgeLayer)
         .service(BalanceService)
 }
 

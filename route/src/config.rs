@@ -127,6 +127,23 @@ impl Default for RetryConfig {
     }
 }
 
+/// Hedging (a route's `hedge`): when no first byte of the answer has come within the delay, a
+/// copy of the request goes to another endpoint, the answer that starts first is kept and the
+/// other cancelled. Only for requests safe to send twice; hedges draw from the retry budget.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeConfig {
+    /// A fixed delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<HumanDuration>,
+    /// The delay as this percentile (0 < p < 100) of the backend's recent times to first byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentile: Option<f64>,
+    /// The least delay, whatever the percentile says, default 10ms.
+    #[serde(default = "defaults::hedge_min_delay")]
+    pub min_delay: HumanDuration,
+}
+
 /// A retry budget per backend (`proxy.retry_budget`), as Linkerd's: retries may add at most
 /// `ratio` of the backend's requests over the last `window`, plus `min_per_second`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -434,6 +451,9 @@ pub struct RouteConfig {
     /// Retries for this route (replaces `proxy.retries`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetryConfig>,
+    /// Hedging: a copy to another endpoint when no first byte came within a delay (off when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<HedgeConfig>,
     /// Identical requests in flight share one upstream answer (off when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coalesce: Option<CoalesceConfig>,
@@ -619,6 +639,10 @@ pub(crate) mod defaults {
 
     pub(crate) fn retry_window() -> HumanDuration {
         Duration::from_secs(10).into()
+    }
+
+    pub(crate) fn hedge_min_delay() -> HumanDuration {
+        Duration::from_millis(10).into()
     }
 
     pub(crate) fn shed_retry_after() -> HumanDuration {

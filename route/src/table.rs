@@ -105,6 +105,8 @@ pub struct Route {
     pub coalesce: Option<Arc<Coalesce>>,
     /// Its retries (its own, or the proxy-wide ones).
     pub retries: Retries,
+    /// Its hedging, if any.
+    pub hedge: Option<Hedge>,
 }
 
 /// A route's retries, checked.
@@ -116,6 +118,15 @@ pub struct Retries {
     pub statuses: Arc<[http::StatusCode]>,
     /// gRPC `UNAVAILABLE` answers are retried.
     pub grpc_unavailable: bool,
+}
+
+/// A route's hedging, checked: the delay after which a copy goes to another endpoint.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Hedge {
+    /// A fixed delay.
+    Fixed(Duration),
+    /// This percentile (0..100) of the backend's recent times to first byte, at least the duration.
+    Percentile(f64, Duration),
 }
 
 /// The most attempts a route may allow.
@@ -328,7 +339,17 @@ impl Table {
                     None => settings.retries.clone(),
                 };
                 let coalesce = r.coalesce.as_ref().map(|c| Arc::new(v.coalesce(&rfield, c)));
-                routes.push(Route { name: r.name.as_str().into(), matcher, split, sticky, timeout, retries, coalesce });
+                let hedge = r.hedge.as_ref().and_then(|h| v.hedge(&format!("{rfield}.hedge"), h));
+                routes.push(Route {
+                    name: r.name.as_str().into(),
+                    matcher,
+                    split,
+                    sticky,
+                    timeout,
+                    retries,
+                    coalesce,
+                    hedge,
+                });
             }
             let needs_model = routes.iter().any(|r| r.matcher.model.is_some());
             services.push(Service { name: s.name.as_str().into(), routes, needs_model });
@@ -501,6 +522,25 @@ impl Validator {
                 base,
                 max: max.max(base),
             },
+        }
+    }
+
+    fn hedge(&mut self, field: &str, h: &crate::config::HedgeConfig) -> Option<Hedge> {
+        match (h.delay, h.percentile) {
+            (Some(d), None) if !d.0.is_zero() => Some(Hedge::Fixed(d.0)),
+            (None, Some(p)) if p.is_finite() && p > 0.0 && p < 100.0 => Some(Hedge::Percentile(p, h.min_delay.0)),
+            (Some(_), None) => {
+                self.err(format!("{field}.delay"), "must be greater than zero");
+                None
+            }
+            (None, Some(_)) => {
+                self.err(format!("{field}.percentile"), "must be a number between 0 and 100");
+                None
+            }
+            _ => {
+                self.err(field.to_string(), "give exactly one of `delay` and `percentile`");
+                None
+            }
         }
     }
 

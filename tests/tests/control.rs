@@ -87,6 +87,7 @@ fn tables(weights: &[(&Backend, u32)]) -> Tables {
             timeout: None,
             retries: None,
             coalesce: None,
+            hedge: None,
         }],
     }];
     let backends = weights

@@ -120,6 +120,7 @@ pub fn compute(idx: &Indexes, key: &ObjectKey, settings: &TableSettings) -> Opti
                     timeout: None,
                     retries: None,
                     coalesce: None,
+                    hedge: None,
                 }],
             };
             (Some(config), refs)
@@ -338,6 +339,7 @@ fn from_routes(
                         timeout: None,
                         retries: None,
                         coalesce: None,
+                        hedge: None,
                     },
                 });
             }

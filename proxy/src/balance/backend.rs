@@ -58,18 +58,44 @@ pub struct Typical {
     prior: Mutex<BackendPrior>,
     /// The most tokens any streamed answer has had so far.
     longest: AtomicU32,
+    /// The last [`RECENT`] times to first byte, in microseconds (0: no sample yet), a ring.
+    recent: [AtomicU32; RECENT],
+    next: AtomicUsize,
 }
+
+/// How many recent times to first byte a backend keeps for percentiles (hedging's delay).
+pub const RECENT: usize = 128;
 
 impl Default for Typical {
     fn default() -> Self {
-        Typical { prior: Mutex::new(BackendPrior::new(crate::now_ns())), longest: AtomicU32::new(0) }
+        Typical {
+            prior: Mutex::new(BackendPrior::new(crate::now_ns())),
+            longest: AtomicU32::new(0),
+            recent: std::array::from_fn(|_| AtomicU32::new(0)),
+            next: AtomicUsize::new(0),
+        }
     }
 }
 
 impl Typical {
     /// Adds one answer's figures.
     pub fn observe(&self, rtt: Option<Duration>, body: Option<Duration>, decay: Duration) {
+        if let Some(r) = rtt {
+            let us = u32::try_from(r.as_micros()).unwrap_or(u32::MAX).max(1);
+            self.recent[self.next.fetch_add(1, Ordering::Relaxed) % RECENT].store(us, Ordering::Relaxed);
+        }
         crate::lock(&self.prior).observe(rtt, body, crate::now_ns(), decay);
+    }
+
+    /// The `p`-th percentile (0..100) of the recent times to first byte; `None` with no sample.
+    pub fn first_byte_percentile(&self, p: f64) -> Option<Duration> {
+        let mut v: Vec<u32> = self.recent.iter().map(|a| a.load(Ordering::Relaxed)).filter(|&us| us > 0).collect();
+        if v.is_empty() {
+            return None;
+        }
+        let k = ((p / 100.0).clamp(0.0, 1.0) * (v.len() - 1) as f64).round() as usize;
+        let (_, at, _) = v.select_nth_unstable(k);
+        Some(Duration::from_micros(u64::from(*at)))
     }
 
     /// Adds a streamed answer's figures: a time-per-token sample while it streams (with the
@@ -92,6 +118,19 @@ impl Typical {
     }
 }
 
+/// Request extension: a slot the balancer fills with the index of the endpoint it picked for
+/// the attempt (plus one; 0 until it has picked), so that a layer above knows it before the
+/// answer comes (hedging sends its copy elsewhere).
+#[derive(Clone, Debug, Default)]
+pub struct Picked(pub Arc<std::sync::atomic::AtomicUsize>);
+
+impl Picked {
+    /// The endpoint picked, once picked.
+    pub fn get(&self) -> Option<usize> {
+        self.0.load(Ordering::Relaxed).checked_sub(1)
+    }
+}
+
 /// Request extension: where the balancer sends the request (left by the route layer).
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -104,3 +143,26 @@ pub struct Target {
 /// Error extension: the endpoint an attempt went to (by index in its backend).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attempted(pub usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_first_byte_percentiles() {
+        let t = Typical::default();
+        let d = Duration::from_secs(10);
+        assert_eq!(t.first_byte_percentile(90.0), None);
+        for ms in 1..=100 {
+            t.observe(Some(Duration::from_millis(ms)), None, d);
+        }
+        assert_eq!(t.first_byte_percentile(50.0), Some(Duration::from_millis(51)));
+        assert_eq!(t.first_byte_percentile(90.0), Some(Duration::from_millis(90)));
+        assert_eq!(t.first_byte_percentile(100.0), Some(Duration::from_millis(100)));
+        // Only the last 128 count: 200 slow answers push the fast ones out.
+        for _ in 0..200 {
+            t.observe(Some(Duration::from_secs(2)), None, d);
+        }
+        assert_eq!(t.first_byte_percentile(1.0), Some(Duration::from_secs(2)));
+    }
+}

@@ -8,7 +8,7 @@ mod guard;
 pub mod pick;
 mod service;
 
-pub use backend::{Attempted, Backend, Target, Typical};
+pub use backend::{Attempted, Backend, Picked, Target, Typical};
 pub use endpoint::{Endpoint, MAX_BODY_SAMPLE, Policy};
 pub use guard::InFlightGuard;
 pub use service::BalanceService;

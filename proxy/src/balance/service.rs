@@ -12,7 +12,7 @@
 //! - Errors are classified ([`crate::error::Retryable`]) and carry the endpoint tried
 //!   ([`Attempted`]); whether to try again is the retry layer's decision.
 
-use super::backend::{Attempted, Target};
+use super::backend::{Attempted, Picked, Target};
 use super::endpoint::Endpoint;
 use super::guard::InFlightGuard;
 use crate::body::{ReqBody, RespBody};
@@ -66,6 +66,9 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
     };
     if let Some(age) = load_age {
         backend.load_age.observe(age as f64 / 1e9);
+    }
+    if let Some(p) = ext.get::<Picked>() {
+        p.0.store(i + 1, std::sync::atomic::Ordering::Relaxed);
     }
     let ep = &backend.endpoints[i];
     let attempted = |e: ProxyError, mut ext: http::Extensions| {

@@ -30,6 +30,14 @@ pub enum RespBody {
     Full(Option<Bytes>),
     /// A stream made by the proxy (the load stream), chunk by chunk.
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
+    /// A body whose first frame was read ahead (by hedging, to see which answer starts first),
+    /// then the rest.
+    Prefixed {
+        /// The frame read ahead, until it is passed on.
+        first: Option<Frame<Bytes>>,
+        /// The rest of the body.
+        rest: Box<RespBody>,
+    },
 }
 
 impl RespBody {
@@ -52,6 +60,10 @@ impl Body for RespBody {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RespBody::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            RespBody::Prefixed { first, rest } => match first.take() {
+                Some(f) => Poll::Ready(Some(Ok(f))),
+                None => Pin::new(&mut **rest).poll_frame(cx),
+            },
             RespBody::Upstream { body, done } => {
                 let p = Pin::new(&mut *body).poll_frame(cx);
                 match &p {
@@ -87,6 +99,7 @@ impl Body for RespBody {
             RespBody::Full(b) => b.is_none(),
             RespBody::Channel(_) => false,
             RespBody::Upstream { body, .. } => body.is_end_stream(),
+            RespBody::Prefixed { first, rest } => first.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -95,6 +108,16 @@ impl Body for RespBody {
             RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             RespBody::Channel(_) => SizeHint::default(),
             RespBody::Upstream { body, .. } => body.size_hint(),
+            RespBody::Prefixed { first, rest } => {
+                let ahead = first.as_ref().and_then(|f| f.data_ref()).map_or(0, |d| d.len() as u64);
+                let r = rest.size_hint();
+                let mut h = SizeHint::new();
+                h.set_lower(r.lower() + ahead);
+                if let Some(u) = r.upper() {
+                    h.set_upper(u + ahead);
+                }
+                h
+            }
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct Metrics {
     latency: HistogramFamily<RouteLabels>,
     retries: Family<RetryLabels, Counter>,
     budget_exhausted: Family<RouteLabels, Counter>,
+    hedges: Family<RouteLabels, Counter>,
+    hedges_won: Family<RouteLabels, Counter>,
     in_flight: Family<DirectionLabels, Gauge>,
     endpoint_rtt: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
     endpoint_token: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
@@ -130,6 +132,14 @@ impl Metrics {
             "Retries not sent because the backend's retry budget was spent",
             budget_exhausted.clone(),
         );
+        let hedges = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "hedges",
+            "Copies of a request sent to another endpoint after the hedging delay",
+            hedges.clone(),
+        );
+        let hedges_won = Family::<RouteLabels, Counter>::default();
+        registry.register("hedges_won", "Hedges whose answer started first and was kept", hedges_won.clone());
         let in_flight = Family::<DirectionLabels, Gauge>::default();
         registry.register("requests_in_flight", "Requests waiting for response headers", in_flight.clone());
         let endpoint_rtt = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
@@ -207,6 +217,8 @@ impl Metrics {
             latency,
             retries,
             budget_exhausted,
+            hedges,
+            hedges_won,
             in_flight,
             endpoint_rtt,
             endpoint_token,
@@ -291,7 +303,17 @@ impl Metrics {
         let latency = self.latency.get_or_create(&labels).clone();
         let ok = self.requests.get_or_create(&RequestLabels::new(&labels, 200, "")).clone();
         let budget_exhausted = self.budget_exhausted.get_or_create(&labels).clone();
-        Arc::new(RouteStats { labels, latency, ok, retries: self.retries.clone(), budget_exhausted })
+        let (hedges, hedges_won) =
+            (self.hedges.get_or_create(&labels).clone(), self.hedges_won.get_or_create(&labels).clone());
+        Arc::new(RouteStats {
+            labels,
+            latency,
+            ok,
+            retries: self.retries.clone(),
+            budget_exhausted,
+            hedges,
+            hedges_won,
+        })
     }
 
     /// The in-flight gauge of one listener's direction.

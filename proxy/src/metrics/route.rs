@@ -51,12 +51,28 @@ pub struct RouteStats {
     pub(super) ok: Counter,
     pub(super) retries: Family<RetryLabels, Counter>,
     pub(super) budget_exhausted: Counter,
+    pub(super) hedges: Counter,
+    pub(super) hedges_won: Counter,
 }
 
 impl RouteStats {
     /// Counts an attempt sent again, by why (`vane_retries_total`).
     pub fn retried(&self, reason: &'static str) {
         self.retries.get_or_create(&RetryLabels { route: self.labels.clone(), reason }).inc();
+    }
+
+    /// Counts a hedge sent (`vane_hedges_total`), and whether its answer was the one kept
+    /// (`vane_hedges_won_total`).
+    pub fn hedged(&self, won: Option<bool>) {
+        match won {
+            None => {
+                self.hedges.inc();
+            }
+            Some(true) => {
+                self.hedges_won.inc();
+            }
+            Some(false) => {}
+        }
     }
 
     /// Counts a retry the backend's budget refused (`vane_retry_budget_exhausted_total`).

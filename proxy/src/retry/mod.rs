@@ -135,6 +135,9 @@ impl tower::retry::Policy<Request<ReqBody>, Response<RespBody>, Error> for Retry
         // What the layers below and above read travels with the copy.
         copy.extensions_mut().insert(target.clone());
         copy.extensions_mut().insert(retries.clone());
+        if let Some(h) = req.extensions().get::<vane_route::table::Hedge>() {
+            copy.extensions_mut().insert(*h);
+        }
         if let Some(t) = req.extensions().get::<Tried>() {
             copy.extensions_mut().insert(*t);
         }

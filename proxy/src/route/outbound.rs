@@ -87,6 +87,9 @@ pub async fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Resul
     }
     req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout });
     req.extensions_mut().insert(route.retries.clone());
+    if let Some(h) = route.hedge {
+        req.extensions_mut().insert(h);
+    }
     req.extensions_mut().insert(Tag::Route(Arc::clone(stats)));
     Ok(req)
 }

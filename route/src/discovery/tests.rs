@@ -17,6 +17,7 @@ fn service(name: &str, backends: &[(&str, u32)]) -> ServiceConfig {
             timeout: None,
             retries: None,
             coalesce: None,
+            hedge: None,
         }],
     }
 }
@@ -192,6 +193,7 @@ fn expected_service() -> ServiceConfig {
             timeout: Some(Duration::from_secs(2).into()),
             retries: None,
             coalesce: None,
+            hedge: None,
         }],
     }
 }

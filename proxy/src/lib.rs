@@ -25,6 +25,7 @@ pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod body;
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod control;

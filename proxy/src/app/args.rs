@@ -64,6 +64,9 @@ pub enum Command {
         #[arg(long)]
         exit: bool,
     },
+    /// Install the transparent-capture rules in this network namespace (iptables nat table),
+    /// print them and exit; what the injected `vane-init` container runs.
+    Init(super::init::InitArgs),
 }
 
 /// Resolves addresses and threads: flag/env, then file, then default.

@@ -39,6 +39,7 @@ pub fn main() -> i32 {
     init_logging(&args.log);
     match &args.command {
         Some(Command::CheckConfig { file }) => check_config(file),
+        Some(Command::Init(init)) => super::init::run(init),
         Some(Command::Demo { requests, exit }) => {
             let Ok(rt) = runtime(2) else { return 1 };
             match rt.block_on(super::demo::run(&args, *requests, *exit)) {

@@ -1,9 +1,10 @@
-//! The process: command line ([`args`], [`cli`]), startup and drain ([`start`]), signals ([`signals`]) and
-//! the demo ([`demo`]).
+//! The process: command line ([`args`], [`cli`]), startup and drain ([`start`]), signals ([`signals`]),
+//! the demo ([`demo`]) and the capture init step ([`init`]).
 
 pub mod args;
 pub mod cli;
 pub mod demo;
+pub mod init;
 pub mod signals;
 pub mod start;
 

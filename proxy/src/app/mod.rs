@@ -4,6 +4,7 @@
 pub mod args;
 pub mod cli;
 pub mod demo;
+pub mod destinations;
 pub mod init;
 pub mod signals;
 pub mod start;

@@ -159,10 +159,19 @@ mod tests {
 
     #[test]
     fn the_environment_gives_the_inbound_section() {
-        let args = Args::parse_from(["vane-proxy", "--inbound-forward-to", "127.0.0.1:8000", "--load-from", "http://127.0.0.1:4192/load"]);
+        let args = Args::parse_from([
+            "vane-proxy",
+            "--inbound-forward-to",
+            "127.0.0.1:8000",
+            "--load-from",
+            "http://127.0.0.1:4192/load",
+        ]);
         let c = with_inbound_overrides(&args, vane_route::Config::default());
         let ib = c.inbound.unwrap();
-        assert_eq!((ib.forward_to.as_str(), ib.load_from.as_deref()), ("127.0.0.1:8000", Some("http://127.0.0.1:4192/load")));
+        assert_eq!(
+            (ib.forward_to.as_str(), ib.load_from.as_deref()),
+            ("127.0.0.1:8000", Some("http://127.0.0.1:4192/load"))
+        );
         let none = Args::parse_from(["vane-proxy"]);
         assert_eq!(with_inbound_overrides(&none, vane_route::Config::default()).inbound, None);
         assert!(!none.transparent);

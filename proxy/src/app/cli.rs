@@ -94,7 +94,9 @@ fn load(args: &Args, source: &Source) -> Result<vane_route::Table, crate::config
         }
         Source::File(_) => {
             if args.inbound_forward_to.is_some() || args.load_from.is_some() {
-                tracing::warn!("VANE_INBOUND_FORWARD_TO / VANE_LOAD_FROM are ignored with a config file: its inbound section is used");
+                tracing::warn!(
+                    "VANE_INBOUND_FORWARD_TO / VANE_LOAD_FROM are ignored with a config file: its inbound section is used"
+                );
             }
             source.load()
         }

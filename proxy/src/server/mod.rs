@@ -21,8 +21,8 @@ use vane_runtime::{CancellationToken, TaskTracker};
 mod idle;
 mod transparent;
 
-pub use transparent::{Side, Transparent};
 use crate::capture::{Dispatch, detect};
+pub use transparent::{Side, Transparent};
 
 /// Connection-level settings of a listener.
 #[derive(Clone, Copy, Debug)]
@@ -149,7 +149,8 @@ where
         let h2 = Arc::new(AtomicBool::new(false));
         let io = TokioIo::new(idle::IdleIo { inner: stream, ops: Arc::clone(&io_ops), h2: Some(Arc::clone(&h2)) });
         let first = Arc::new(AtomicBool::new(false));
-        let marked = Marked { inner: transparent::Rewrite { inner: svc.clone(), to: rewrite }, seen: Arc::clone(&first) };
+        let marked =
+            Marked { inner: transparent::Rewrite { inner: svc.clone(), to: rewrite }, seen: Arc::clone(&first) };
         let conn = builder.serve_connection(io, TowerToHyperService::new(marked));
         stats.open.inc();
         let mut conn = std::pin::pin!(conn);

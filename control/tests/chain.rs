@@ -264,10 +264,11 @@ async fn start_proxy(control: SocketAddr) -> Proxy {
         inbound: ANY_PORT,
         admin: ANY_PORT,
         reload_interval: Duration::from_secs(1),
-        control: Some(vane_proxy::control::ControlOptions {
-            addr: control,
+        control: Some(vane_proxy::app::ControlTarget {
+            addr: control.to_string(),
             subscription: Subscription::from_query(Some(&format!("services={LLM}"))).unwrap(),
         }),
+        transparent: false,
     };
     let proxy = vane_proxy::app::start(opts, Table::from_config(Config::default()).unwrap()).await.unwrap();
     eventually("the proxy's first snapshot", async || support::get(proxy.admin, "/ready").await.0 == 200).await;

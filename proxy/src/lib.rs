@@ -26,6 +26,7 @@ pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod body;
+pub mod capture;
 pub mod client;
 pub mod coalesce;
 pub mod config;

@@ -424,7 +424,9 @@ pub enum Protocol {
 pub struct ServiceConfig {
     /// The name; requests whose authority (without port) is this name are routed here.
     pub name: String,
-    /// Other authorities for this service (e.g. `llm.models.svc.cluster.local`).
+    /// Other authorities for this service (e.g. `llm.models.svc.cluster.local`). An `ip:port`
+    /// entry (the Service's ClusterIP and port, `10.96.0.10:80`) is an address instead: a
+    /// connection the capture rules redirect from it is routed to this service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
     /// Routes, tried in order; the first that matches wins.

@@ -215,6 +215,9 @@ pub struct Table {
     /// The config this table was built from (served by the admin `/config`).
     pub source: Config,
     hosts: HashMap<String, usize>,
+    /// Transparent capture: original destination → service (its `ip:port` hosts, then the
+    /// endpoints of the backends its routes send to).
+    addrs: HashMap<SocketAddr, usize>,
 }
 
 impl Table {
@@ -281,12 +284,18 @@ impl Table {
 
         let mut services = Vec::new();
         let mut hosts: HashMap<String, usize> = HashMap::new();
+        let mut addrs: HashMap<SocketAddr, usize> = HashMap::new();
         for (i, s) in config.services.iter().enumerate() {
             let field = format!("services[{i}]");
             for (k, host) in std::iter::once(&s.name).chain(s.hosts.iter()).enumerate() {
                 let hfield = if k == 0 { format!("{field}.name") } else { format!("{field}.hosts[{}]", k - 1) };
                 let h = host.to_ascii_lowercase();
-                if h.is_empty() || http::uri::Authority::try_from(h.as_str()).is_err() || h.contains(':') {
+                if let Ok(addr) = h.parse::<SocketAddr>() {
+                    // An address the app connects to (a ClusterIP:port), for transparent capture.
+                    if let Some(other) = addrs.insert(addr, services.len()) {
+                        v.err(hfield, format!("address {addr} is already used by services[{other}]"));
+                    }
+                } else if h.is_empty() || http::uri::Authority::try_from(h.as_str()).is_err() || h.contains(':') {
                     v.err(hfield, format!("{host:?} is not a valid host name"));
                 } else if let Some(other) = hosts.insert(h, services.len()) {
                     v.err(hfield, format!("host {host:?} is already used by services[{other}]"));
@@ -368,8 +377,19 @@ impl Table {
             })
         });
 
+        // A pod IP the app connects to directly belongs to the first service that sends to it.
+        for (i, service) in services.iter().enumerate() {
+            for route in &service.routes {
+                for (b, _) in route.split.entries() {
+                    for e in backends.get(b).map(|b| b.endpoints.as_slice()).unwrap_or_default() {
+                        addrs.entry(*e).or_insert(i);
+                    }
+                }
+            }
+        }
+
         if v.errors.is_empty() {
-            Ok(Table { settings, services, backends, inbound, source: config, hosts })
+            Ok(Table { settings, services, backends, inbound, source: config, hosts, addrs })
         } else {
             Err(ConfigError::Invalid(v.errors))
         }
@@ -378,6 +398,13 @@ impl Table {
     /// The service for an authority's host part (case-insensitive, without port).
     pub fn service(&self, host: &str) -> Option<&Service> {
         self.services.get(self.service_index(host)?)
+    }
+
+    /// Index into [`Table::services`] of the service a captured connection's original
+    /// destination belongs to: one of its hosts written as `ip:port` (a ClusterIP), else an
+    /// endpoint of a backend one of its routes sends to (the first such service).
+    pub fn service_at(&self, dst: SocketAddr) -> Option<usize> {
+        self.addrs.get(&dst).copied()
     }
 
     /// Index into [`Table::services`] of the service for a host.

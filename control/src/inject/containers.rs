@@ -149,6 +149,8 @@ pub fn proxy(s: &InjectSettings, o: &Overrides, plan: &Plan) -> Container {
         env("VANE_ADMIN", format!("0.0.0.0:{}", s.admin_port)),
         env("VANE_LOG", o.log_level.clone().unwrap_or_else(|| s.log_level.clone())),
         env("VANE_INBOUND_FORWARD_TO", format!("127.0.0.1:{}", plan.model_port)),
+        // The init step captures the pod's traffic: connections come in by their original destination.
+        env_of("VANE_TRANSPARENT", "1"),
         env("VANE_IDENTITY_TOKEN", format!("{TOKEN_DIR}/token")),
         field_env("VANE_POD_NAME", "metadata.name"),
         field_env("VANE_POD_NAMESPACE", "metadata.namespace"),

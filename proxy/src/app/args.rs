@@ -34,13 +34,25 @@ pub struct Args {
     /// How often the config file is checked for changes (it is also reloaded on SIGHUP).
     #[arg(long, env = "VANE_RELOAD_INTERVAL", default_value = "1s", value_parser = vane_route::duration::parse, global = true)]
     pub reload_interval: Duration,
-    /// The control service's discovery address (`ip:port`, h2c); without it the config file alone
-    /// says what to route.
-    #[arg(long, env = "VANE_CONTROL", global = true)]
-    pub control: Option<SocketAddr>,
+    /// The control service's discovery address (`host:port` or `ip:port`, h2c; a name is
+    /// resolved at start, again until it resolves); without it the config file alone says what
+    /// to route.
+    #[arg(long, env = "VANE_CONTROL", value_parser = host_port, global = true)]
+    pub control: Option<String>,
     /// Services to take from the control service: `*` or a comma-separated list of names.
     #[arg(long, env = "VANE_CONTROL_SERVICES", default_value = "*", global = true)]
     pub control_services: String,
+    /// Transparent mode: a connection the capture rules (`vane-proxy init`) redirect to a
+    /// listener is served by its original destination (a known service as HTTP, anything else
+    /// as opaque TCP); `VANE_TRANSPARENT=1`.
+    #[arg(long, env = "VANE_TRANSPARENT", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false", global = true)]
+    pub transparent: bool,
+    /// Without a config file: the local model server inbound requests go to (`inbound.forward_to`).
+    #[arg(long, env = "VANE_INBOUND_FORWARD_TO", global = true)]
+    pub inbound_forward_to: Option<SocketAddr>,
+    /// Without a config file: the load probe's `/load` URL (`inbound.load_from`).
+    #[arg(long, env = "VANE_LOAD_FROM", global = true)]
+    pub load_from: Option<String>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `vane_proxy=debug`.
     #[arg(long, env = "VANE_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -64,6 +76,9 @@ pub enum Command {
         #[arg(long)]
         exit: bool,
     },
+    /// Install the transparent-capture rules in this network namespace (iptables nat table),
+    /// print them and exit; what the injected `vane-init` container runs.
+    Init(super::init::InitArgs),
 }
 
 /// Resolves addresses and threads: flag/env, then file, then default.
@@ -79,7 +94,7 @@ pub fn options(args: &Args, table: &Table) -> (Options, usize) {
         inbound: args.inbound.or(s.inbound).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 4143))),
         admin: args.admin.or(s.admin).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4191))),
         reload_interval: args.reload_interval.max(Duration::from_millis(10)),
-        control: args.control.map(|addr| crate::control::ControlOptions {
+        control: args.control.clone().map(|addr| super::start::ControlTarget {
             addr,
             subscription: vane_route::discovery::Subscription::from_query(Some(&format!(
                 "services={}",
@@ -87,6 +102,79 @@ pub fn options(args: &Args, table: &Table) -> (Options, usize) {
             )))
             .unwrap_or(vane_route::discovery::Subscription::All),
         }),
+        transparent: args.transparent,
     };
     (opts, args.threads.or(s.threads).unwrap_or(1).clamp(1, 64))
+}
+
+/// A `host:port` (a DNS name, an IPv4 address or a bracketed IPv6 one, and a port).
+fn host_port(s: &str) -> Result<String, String> {
+    let bad = || format!("{s:?} is not host:port (e.g. vane-control.vane-system.svc:4180 or 10.0.0.1:4180)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(s.to_string())
+}
+
+/// The config to run without a config file: the embedded default, with the inbound section the
+/// environment gives (`VANE_INBOUND_FORWARD_TO`, `VANE_LOAD_FROM`), as the injector sets it.
+pub fn with_inbound_overrides(args: &Args, mut config: vane_route::Config) -> vane_route::Config {
+    if args.inbound_forward_to.is_none() && args.load_from.is_none() {
+        return config;
+    }
+    let inbound = config.inbound.get_or_insert_with(|| vane_route::config::InboundConfig {
+        forward_to: String::new(),
+        protocol: Default::default(),
+        load_from: None,
+        load_interval: vane_route::duration::HumanDuration(Duration::from_millis(10)),
+    });
+    if let Some(to) = args.inbound_forward_to {
+        inbound.forward_to = to.to_string();
+    }
+    if let Some(url) = &args.load_from {
+        inbound.load_from = Some(url.clone());
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_addresses_may_be_names() {
+        for ok in ["vane-control.vane-system.svc:4180", "10.0.0.1:4180", "[::1]:4180", "localhost:1"] {
+            assert_eq!(host_port(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["vane-control", ":4180", "a b:1", "host:0", "host:http", "[zz]:1", "::1:4180"] {
+            assert!(host_port(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_environment_gives_the_inbound_section() {
+        let args = Args::parse_from([
+            "vane-proxy",
+            "--inbound-forward-to",
+            "127.0.0.1:8000",
+            "--load-from",
+            "http://127.0.0.1:4192/load",
+        ]);
+        let c = with_inbound_overrides(&args, vane_route::Config::default());
+        let ib = c.inbound.unwrap();
+        assert_eq!(
+            (ib.forward_to.as_str(), ib.load_from.as_deref()),
+            ("127.0.0.1:8000", Some("http://127.0.0.1:4192/load"))
+        );
+        let none = Args::parse_from(["vane-proxy"]);
+        assert_eq!(with_inbound_overrides(&none, vane_route::Config::default()).inbound, None);
+        assert!(!none.transparent);
+        assert!(Args::parse_from(["vane-proxy", "--transparent"]).transparent);
+    }
 }

@@ -39,6 +39,7 @@ pub fn main() -> i32 {
     init_logging(&args.log);
     match &args.command {
         Some(Command::CheckConfig { file }) => check_config(file),
+        Some(Command::Init(init)) => super::init::run(init),
         Some(Command::Demo { requests, exit }) => {
             let Ok(rt) = runtime(2) else { return 1 };
             match rt.block_on(super::demo::run(&args, *requests, *exit)) {
@@ -54,7 +55,7 @@ pub fn main() -> i32 {
                 Some(p) => Source::File(p.clone()),
                 None => Source::Embedded,
             };
-            let table = match source.load() {
+            let table = match load(&args, &source) {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("vane-proxy: {source}: {e}");
@@ -78,6 +79,26 @@ pub fn main() -> i32 {
                     }
                 }
             })
+        }
+    }
+}
+
+/// The table to start with: the file's; without a file, the embedded default with the inbound
+/// section the environment gives. With a file, the file's own `inbound:` is used (a reload reads
+/// the file alone, so a setting from the environment would not survive it).
+fn load(args: &Args, source: &Source) -> Result<vane_route::Table, crate::config::LoadError> {
+    match source {
+        Source::Embedded => {
+            let config = super::args::with_inbound_overrides(args, source.read_config()?);
+            Ok(crate::config::compile(config)?)
+        }
+        Source::File(_) => {
+            if args.inbound_forward_to.is_some() || args.load_from.is_some() {
+                tracing::warn!(
+                    "VANE_INBOUND_FORWARD_TO / VANE_LOAD_FROM are ignored with a config file: its inbound section is used"
+                );
+            }
+            source.load()
         }
     }
 }

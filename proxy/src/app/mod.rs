@@ -1,13 +1,15 @@
-//! The process: command line ([`args`], [`cli`]), startup and drain ([`start`]), signals ([`signals`]) and
-//! the demo ([`demo`]).
+//! The process: command line ([`args`], [`cli`]), startup and drain ([`start`]), signals ([`signals`]),
+//! the demo ([`demo`]) and the capture init step ([`init`]).
 
 pub mod args;
 pub mod cli;
 pub mod demo;
+pub mod destinations;
+pub mod init;
 pub mod signals;
 pub mod start;
 
 pub use args::{Args, Command, options};
 pub use cli::{EX_CONFIG, main};
 pub use signals::serve_until_signal;
-pub use start::{Options, Running, start};
+pub use start::{ControlTarget, Options, Running, start};

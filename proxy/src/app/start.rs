@@ -4,7 +4,7 @@
 use crate::admin::AdminState;
 use crate::config::{Source, Store};
 use crate::metrics::Metrics;
-use crate::server::{ConnSettings, serve};
+use crate::server::{ConnSettings, Side, Transparent, serve};
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +28,33 @@ pub struct Options {
     /// Config file poll interval.
     pub reload_interval: Duration,
     /// The control service, when one is used.
-    pub control: Option<crate::control::ControlOptions>,
+    pub control: Option<ControlTarget>,
+    /// Transparent mode: connections the capture rules redirect to the listeners are served by
+    /// their original destination.
+    pub transparent: bool,
+}
+
+/// The control service as the command line names it.
+#[derive(Clone, Debug)]
+pub struct ControlTarget {
+    /// `host:port` or `ip:port`.
+    pub addr: String,
+    /// The services this proxy routes to.
+    pub subscription: vane_route::discovery::Subscription,
+}
+
+/// Resolves `addr` (a name or an address), trying again with backoff until it resolves: at a
+/// pod's start the cluster's DNS may not answer yet.
+async fn resolve(addr: &str) -> SocketAddr {
+    let mut retry = vane_runtime::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).start();
+    loop {
+        match tokio::net::lookup_host(addr).await.map(|mut a| a.next()) {
+            Ok(Some(a)) => return a,
+            Ok(None) => tracing::warn!(control = addr, "the control service's name has no address; retrying"),
+            Err(e) => tracing::warn!(control = addr, "cannot resolve the control service: {e}; retrying"),
+        }
+        tokio::time::sleep(retry.next_delay()).await;
+    }
 }
 
 /// A running proxy.
@@ -73,14 +99,24 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     let (outbound, inbound, admin) = (out_l.local_addr()?, in_l.local_addr()?, admin_l.local_addr()?);
     let (stop, connections) = (CancellationToken::new(), TaskTracker::new());
     let mut tasks = Vec::new();
+    let transparent = |side: Side, tcp: &'static str| match opts.transparent {
+        false => Transparent::Off,
+        true => Transparent::On {
+            side,
+            destinations: Arc::new(super::destinations::StoreDestinations(Arc::clone(&store))),
+            tcp: metrics.listener(tcp),
+        },
+    };
     let out_svc = crate::stack::outbound(Arc::clone(&store), Arc::clone(&metrics));
     let stats = metrics.listener("outbound");
-    tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stats, stop.clone(), connections.clone())));
+    let mode = transparent(Side::Outbound, "outbound-tcp");
+    tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stats, mode, stop.clone(), connections.clone())));
     let local_load = Arc::new(crate::load::LocalLoad::default());
     tasks.push(tokio::spawn(crate::load::probe::poll(Arc::clone(&store), Arc::clone(&local_load))));
     let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load);
     let stats = metrics.listener("inbound");
-    tasks.push(tokio::spawn(serve(in_l, in_svc, conn, stats, stop.clone(), connections.clone())));
+    let mode = transparent(Side::Inbound, "inbound-tcp");
+    tasks.push(tokio::spawn(serve(in_l, in_svc, conn, stats, mode, stop.clone(), connections.clone())));
     // The admin listener is not drained: it keeps answering (`/ready` with 503) until exit.
     let admin_stop = CancellationToken::new();
     let admin_server =
@@ -90,10 +126,14 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     }));
     if let (Some(c), Some(st)) = (opts.control.clone(), control_status) {
         store.expect_discovery();
-        tasks.push(tokio::spawn(crate::control::run(Arc::clone(&store), Arc::clone(&metrics), c, st)));
+        let (store, metrics) = (Arc::clone(&store), Arc::clone(&metrics));
+        tasks.push(tokio::spawn(async move {
+            let opts = crate::control::ControlOptions { addr: resolve(&c.addr).await, subscription: c.subscription };
+            crate::control::run(store, metrics, opts, st).await
+        }));
     }
     let reload = tokio::spawn(watcher.run(Arc::clone(&store), opts.reload_interval));
-    tracing::info!(%outbound, %inbound, %admin, source = %opts.source, "vane-proxy serving");
+    tracing::info!(%outbound, %inbound, %admin, source = %opts.source, transparent = opts.transparent, "vane-proxy serving");
     let mut running =
         Running { outbound, inbound, admin, store, metrics, admin_state, stop, admin_stop, connections, tasks };
     running.tasks.push(reload);

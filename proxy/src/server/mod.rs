@@ -1,5 +1,7 @@
 //! Listeners: accept (within a connection limit), detect HTTP/1.1 or HTTP/2 prior knowledge,
-//! serve the stack, close connections that are idle or never send a request, drain on shutdown.
+//! serve the stack, close connections that are idle or never send a request, drain on shutdown;
+//! in transparent mode, serve a captured connection by its original destination
+//! ([`Transparent`]: HTTP or opaque TCP).
 
 use crate::metrics::ListenerStats;
 use http::{Request, Response};
@@ -12,11 +14,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use vane_runtime::serve::{Accepted, Acceptor};
 use vane_runtime::{CancellationToken, TaskTracker};
 
 mod idle;
+mod transparent;
+
+use crate::capture::{Dispatch, detect};
+pub use transparent::{Side, Transparent};
 
 /// Connection-level settings of a listener.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +36,8 @@ pub struct ConnSettings {
     pub header_read_timeout: Duration,
     /// Open connections at most; the listener stops accepting while this many are open.
     pub max_connections: usize,
+    /// The time an opaque TCP connection's destination has to accept.
+    pub connect_timeout: Duration,
 }
 
 impl ConnSettings {
@@ -40,6 +48,7 @@ impl ConnSettings {
             idle_timeout: s.idle_timeout,
             header_read_timeout: s.header_read_timeout,
             max_connections: s.max_connections,
+            connect_timeout: s.connect_timeout,
         }
     }
 }
@@ -68,11 +77,17 @@ fn builder(s: ConnSettings) -> auto::Builder<TokioExecutor> {
 /// At most `max_connections` are open at once: while that many are, the listener accepts no more
 /// (they wait in the kernel's queue), and each such wait is counted. A connection that has not
 /// sent a complete first request head within `header_read_timeout` is closed and counted.
+///
+/// In [`Transparent`] mode a connection the capture rules redirected here is served by its
+/// original destination: as HTTP (a known service outbound; the model server's port inbound,
+/// when its first bytes are HTTP) or as opaque TCP to that destination.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S, B>(
     listener: TcpListener,
     svc: S,
     s: ConnSettings,
     stats: ListenerStats,
+    transparent: Transparent,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) where
@@ -82,7 +97,7 @@ pub async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = builder(s);
+    let http = Http { builder: Arc::new(builder(s)), svc, s, stats: stats.clone(), stop: stop.clone() };
     let limited = stats.limited.clone();
     let acceptor = Acceptor::new(listener).max_connections(Some(s.max_connections)).on_cap_wait(move || {
         limited.inc();
@@ -90,42 +105,77 @@ pub async fn serve<S, B>(
     acceptor
         .run(stop.clone(), |accepted| {
             let Accepted { stream, guard, .. } = accepted;
-            let io_ops = Arc::new(AtomicU64::new(0));
-            let h2 = Arc::new(AtomicBool::new(false));
-            let io = TokioIo::new(idle::IdleIo { inner: stream, ops: Arc::clone(&io_ops), h2: Some(Arc::clone(&h2)) });
-            let first = Arc::new(AtomicBool::new(false));
-            let marked = Marked { inner: svc.clone(), seen: Arc::clone(&first) };
-            let conn = builder.serve_connection(io, TowerToHyperService::new(marked)).into_owned();
-            let stop = stop.clone();
-            let stats = stats.clone();
-            stats.open.inc();
+            let (http, transparent) = (http.clone(), transparent.clone());
             tasks.spawn(async move {
-                let mut conn = std::pin::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
+                match transparent.dispatch(&stream) {
+                    Dispatch::Proxy => http.serve(stream, None).await,
+                    Dispatch::Service(name) => http.serve(stream, transparent.rewrite(Some(name))).await,
+                    Dispatch::Tcp(dst) => transparent.relay(stream, dst, s.connect_timeout).await,
+                    Dispatch::Detect(dst) => {
+                        if detect::peek(&stream, s.header_read_timeout).await == detect::Detected::Http {
+                            http.serve(stream, None).await
+                        } else {
+                            transparent.relay(stream, dst, s.connect_timeout).await
+                        }
                     }
-                    _ = idle::idle_for(&io_ops, s.idle_timeout) => {
-                        // HTTP/1: closes once a response in progress is done; HTTP/2: GOAWAY.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                    _ = no_first_request(&first, &h2, s.header_read_timeout) => {
-                        // Dropped: nothing was asked, so nothing is lost.
-                        stats.header_timeouts.inc();
-                        Ok(())
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!("connection ended with an error: {e}");
                 }
-                stats.open.dec();
                 drop(guard);
             });
         })
         .await;
+}
+
+/// What serving one connection as HTTP needs.
+#[derive(Clone)]
+struct Http<S> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    svc: S,
+    s: ConnSettings,
+    stats: ListenerStats,
+    stop: CancellationToken,
+}
+
+impl<S, B> Http<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    async fn serve(self, stream: TcpStream, rewrite: Option<(Arc<str>, Arc<dyn crate::capture::Destinations>)>) {
+        let Http { builder, svc, s, stats, stop } = self;
+        let io_ops = Arc::new(AtomicU64::new(0));
+        let h2 = Arc::new(AtomicBool::new(false));
+        let io = TokioIo::new(idle::IdleIo { inner: stream, ops: Arc::clone(&io_ops), h2: Some(Arc::clone(&h2)) });
+        let first = Arc::new(AtomicBool::new(false));
+        let marked =
+            Marked { inner: transparent::Rewrite { inner: svc.clone(), to: rewrite }, seen: Arc::clone(&first) };
+        let conn = builder.serve_connection(io, TowerToHyperService::new(marked));
+        stats.open.inc();
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            _ = idle::idle_for(&io_ops, s.idle_timeout) => {
+                // HTTP/1: closes once a response in progress is done; HTTP/2: GOAWAY.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            _ = no_first_request(&first, &h2, s.header_read_timeout) => {
+                // Dropped: nothing was asked, so nothing is lost.
+                stats.header_timeouts.inc();
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("connection ended with an error: {e}");
+        }
+        stats.open.dec();
+    }
 }
 
 /// Resolves after `timeout` if by then no request has come (never resolves once one has), unless

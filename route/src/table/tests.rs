@@ -197,3 +197,40 @@ fn coalesce_setting_compiles_with_defaults_and_is_checked() {
     );
     assert!(!problems(&yaml("        coalesce: { when: sometimes }\n")).is_empty());
 }
+
+#[test]
+fn captured_destinations_find_their_service() {
+    let t = Table::from_yaml(
+        r#"
+backends:
+  - { name: v1, endpoints: ["10.0.0.1:8000", "10.0.0.2:8000"] }
+  - { name: v2, endpoints: ["10.0.0.3:8000"] }
+  - { name: emb, endpoints: ["10.0.0.1:8000", "10.0.0.9:9000"] }
+services:
+  - name: llm
+    hosts: [llm.models.svc.cluster.local, "10.96.0.10:80"]
+    routes: [{ name: r, backends: [{ backend: v1, weight: 90 }, { backend: v2, weight: 10 }] }]
+  - name: embed
+    hosts: ["10.96.0.11:80"]
+    routes: [{ name: r, backends: [{ backend: emb }] }]
+"#,
+    )
+    .unwrap();
+    let at = |a: &str| t.service_at(a.parse().unwrap()).map(|i| &*t.services[i].name);
+    assert_eq!(at("10.96.0.10:80"), Some("llm"));
+    assert_eq!(at("10.96.0.11:80"), Some("embed"));
+    assert_eq!(at("10.0.0.3:8000"), Some("llm"));
+    // An endpoint two services send to belongs to the first.
+    assert_eq!(at("10.0.0.1:8000"), Some("llm"));
+    assert_eq!(at("10.0.0.9:9000"), Some("embed"));
+    assert_eq!(at("10.96.0.10:443"), None);
+    assert_eq!(at("10.96.0.12:80"), None);
+    // An address is not a host name.
+    assert!(t.service("10.96.0.10:80").is_none());
+    assert_eq!(
+        problems(
+            "backends: [{ name: b, endpoints: [\"10.0.0.1:1\"] }]\nservices:\n  - { name: a, hosts: [\"10.96.0.1:80\"], routes: [{ name: r, backends: [{ backend: b }] }] }\n  - { name: c, hosts: [\"10.96.0.1:80\"], routes: [{ name: r, backends: [{ backend: b }] }] }"
+        ),
+        ["services[1].hosts[0]: address 10.96.0.1:80 is already used by services[0]"]
+    );
+}

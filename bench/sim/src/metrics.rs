@@ -196,8 +196,8 @@ impl Shared {
     /// The `/state` document: the engine's true state (never frozen) and its step parameters.
     /// Sequences are `[prompt_tokens, generated, max_tokens]`; requests not yet taken in by the
     /// engine loop are at the end of `waiting_seqs`. `engine` gives the parameters, `speed` the
-    /// speed factor in force now.
-    pub fn state_json(&self, engine: &EngineConfig, speed: f64) -> String {
+    /// speed factor in force now, `max_waiting` the queue length at which requests are refused.
+    pub fn state_json(&self, engine: &EngineConfig, speed: f64, max_waiting: Option<usize>) -> String {
         let snapshot = Arc::clone(&lock(&self.snapshot));
         let triple = |s: &SeqView| [s.prompt_tokens, s.generated, s.max_tokens];
         let mut waiting: Vec<[u32; 3]> = snapshot.waiting.iter().map(triple).collect();
@@ -218,6 +218,7 @@ impl Shared {
             "block_size": self.block_size,
             "kv_blocks_total": self.total_blocks,
             "kv_blocks_free": u64::from(self.total_blocks).saturating_sub(used),
+            "max_waiting": max_waiting,
             "reports_frozen": self.frozen(),
         })
         .to_string()
@@ -434,21 +435,22 @@ mod tests {
         assert_eq!(live.reported().running, 5);
 
         let cfg = EngineConfig::default();
-        let first: serde_json::Value = serde_json::from_str(&s.state_json(&cfg, 3.0)).unwrap();
+        let first: serde_json::Value = serde_json::from_str(&s.state_json(&cfg, 3.0, None)).unwrap();
         assert_eq!(first["reports_frozen"], true);
         assert_eq!(first["kv_blocks_free"], 58);
         let v = |prompt_tokens, generated, max_tokens| SeqView { prompt_tokens, generated, max_tokens };
         s.publish_snapshot(Snapshot { running: vec![v(100, 3, 10)], waiting: vec![v(50, 0, 20)] });
         s.add_pending(SeqSpec { id: 9, prompt_tokens: 7, max_tokens: 8 });
-        let st: serde_json::Value = serde_json::from_str(&s.state_json(&cfg, 3.0)).unwrap();
+        let st: serde_json::Value = serde_json::from_str(&s.state_json(&cfg, 3.0, None)).unwrap();
         assert_eq!(st["running_seqs"], json!([[100, 3, 10]]));
         assert_eq!(st["waiting_seqs"], json!([[50, 0, 20], [7, 0, 8]]));
         assert_eq!((st["waiting"].as_u64(), st["running"].as_u64()), (Some(2), Some(1)));
         assert_eq!(st["speed"], 3.0);
         assert_eq!(st["max_batch"], 64);
         assert_eq!(st["step_base_us"], 3500.0);
+        assert_eq!(st["max_waiting"], serde_json::Value::Null);
         s.take_pending(9);
-        let st: serde_json::Value = serde_json::from_str(&s.state_json(&cfg, 3.0)).unwrap();
+        let st: serde_json::Value = serde_json::from_str(&s.state_json(&cfg, 3.0, None)).unwrap();
         assert_eq!(st["waiting"], 1);
     }
 }

@@ -257,7 +257,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/state") => {
             let engine = &state.config.engine;
             let speed = driver::speed_at(state.started.elapsed(), engine.speed, state.config.slow);
-            json(StatusCode::OK, shared.state_json(engine, speed))
+            json(StatusCode::OK, shared.state_json(engine, speed, state.config.max_waiting))
         }
         (_, "/v1/completions" | "/v1/chat/completions" | "/v1/models" | "/metrics" | "/health" | "/state") => {
             full(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".into())

@@ -172,6 +172,8 @@ struct Record {
     finished: bool,
     /// How long a client-side policy took to choose, from `due`.
     chose: Option<Duration>,
+    /// The oracle's estimate of the end-to-end time where it sent the request, µs from the choice.
+    estimate_us: Option<f64>,
 }
 
 type Records = Rc<RefCell<Vec<Record>>>;
@@ -229,6 +231,7 @@ async fn drive(cfg: &Config) -> anyhow::Result<Value> {
                     start,
                     cfg.state_timeout,
                     cfg.seed,
+                    (cfg.prompt.mean_estimate(), cfg.output.mean_estimate()),
                 ))
             });
             let targets: Rc<[Uri]> = cfg.targets.clone().into();
@@ -253,10 +256,11 @@ async fn drive(cfg: &Config) -> anyhow::Result<Value> {
                     let target = match &chooser {
                         None => target,
                         Some(c) => {
-                            let t = c.choose(prompt, max_tokens).await;
+                            let (t, estimate) = c.choose(prompt, max_tokens).await;
                             let mut r = records.borrow_mut();
                             r[i].target = t;
                             r[i].chose = Some(Instant::now().saturating_duration_since(due));
+                            r[i].estimate_us = estimate;
                             c.begin(t);
                             t
                         }
@@ -534,7 +538,7 @@ fn write_csv(cfg: &Config, recs: &[Record], cut: Duration) -> anyhow::Result<()>
     let mut w = std::io::BufWriter::new(f);
     writeln!(
         w,
-        "id,target,due_s,lag_ms,prompt_tokens,max_tokens,status,ttft_ms,e2e_ms,tokens,error,measured,choice_ms"
+        "id,target,due_s,lag_ms,prompt_tokens,max_tokens,status,ttft_ms,e2e_ms,tokens,error,measured,choice_ms,estimate_ms"
     )?;
     let opt = |d: Option<Duration>| d.map_or(String::new(), |d| format!("{:.3}", ms(d)));
     for (i, r) in recs.iter().enumerate() {
@@ -547,7 +551,7 @@ fn write_csv(cfg: &Config, recs: &[Record], cut: Duration) -> anyhow::Result<()>
         let (ttft, e2e) = if r.finished { (r.ttft, r.e2e) } else { (r.ttft.or(Some(waited)), Some(waited)) };
         writeln!(
             w,
-            "{i},{},{:.6},{:.3},{},{},{},{},{},{},{error},{},{}",
+            "{i},{},{:.6},{:.3},{},{},{},{},{},{},{error},{},{},{}",
             r.target,
             r.due.as_secs_f64(),
             ms(r.lag),
@@ -558,7 +562,8 @@ fn write_csv(cfg: &Config, recs: &[Record], cut: Duration) -> anyhow::Result<()>
             opt(e2e),
             r.tokens,
             measured as u8,
-            opt(r.chose)
+            opt(r.chose),
+            r.estimate_us.filter(|e| e.is_finite()).map_or(String::new(), |e| format!("{:.3}", e / 1e3))
         )?;
     }
     w.flush()?;

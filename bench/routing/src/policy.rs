@@ -6,22 +6,28 @@
 //! - `oracle`: reads every backend's true state (`GET /state` on the simulator, all at once,
 //!   each with a short timeout) at send time and picks the backend where this request, whose
 //!   prompt and `max_tokens` the client knows, would finish soonest by
-//!   [`crate::oracle::estimate_us`]. A backend whose state does not come in time is left out;
-//!   when none comes, the choice falls back to `least_request`.
+//!   [`crate::oracle::estimate_us`], counting the traffic still to come at the rate this client
+//!   sent there over the last [`RATE_WINDOW`] (it is the only client) with the workload's mean
+//!   sizes. A backend whose state does not come in time is left out; when none comes, the choice
+//!   falls back to `least_request`.
 //!
 //! A backend may join late: `URL@SECONDS` is a candidate only from that many seconds after the
 //! run's start (a replica that is scaled up mid-run).
 
 use crate::load::HttpClient;
-use crate::oracle::{State, estimate_us};
+use crate::oracle::{Arrivals, State, estimate_us};
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::{BodyExt, Full};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// How far back the oracle counts the requests it sent to a backend, for its arrival rate.
+pub const RATE_WINDOW: Duration = Duration::from_secs(2);
 
 /// How a request's backend is chosen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,10 +110,15 @@ pub struct Chooser {
     start: Instant,
     state_timeout: Duration,
     rng: RefCell<fastrand::Rng>,
+    /// Per backend, when this client sent its last requests there (within [`RATE_WINDOW`]).
+    sent: RefCell<Vec<VecDeque<Instant>>>,
+    /// The workload's mean prompt and output tokens.
+    mean_size: (f64, f64),
 }
 
 impl Chooser {
-    /// A chooser for a run that starts at `start`.
+    /// A chooser for a run that starts at `start`, of requests with these mean prompt and output
+    /// tokens.
     pub fn new(
         policy: Policy,
         backends: Vec<Backend>,
@@ -115,6 +126,7 @@ impl Chooser {
         start: Instant,
         state_timeout: Duration,
         seed: u64,
+        mean_size: (f64, f64),
     ) -> Self {
         let n = backends.len();
         Self {
@@ -125,12 +137,27 @@ impl Chooser {
             start,
             state_timeout,
             rng: RefCell::new(fastrand::Rng::with_seed(seed ^ 0xc401_ce5e)),
+            sent: RefCell::new(vec![VecDeque::new(); n]),
+            mean_size,
         }
     }
 
     /// A request goes to backend `i`.
     pub fn begin(&self, i: usize) {
         self.outstanding.borrow_mut()[i] += 1;
+        self.sent.borrow_mut()[i].push_back(Instant::now());
+    }
+
+    /// What this client expects to send to backend `i`: its rate over the last [`RATE_WINDOW`]
+    /// (or since the start, when that is shorter).
+    fn arrivals(&self, i: usize, now: Instant) -> Arrivals {
+        let mut sent = self.sent.borrow_mut();
+        let q = &mut sent[i];
+        while q.front().is_some_and(|&t| now.saturating_duration_since(t) > RATE_WINDOW) {
+            q.pop_front();
+        }
+        let span = now.saturating_duration_since(self.start).clamp(Duration::from_millis(250), RATE_WINDOW);
+        Arrivals { rate: q.len() as f64 / span.as_secs_f64(), prompt: self.mean_size.0, output: self.mean_size.1 }
     }
 
     /// A request to backend `i` ended.
@@ -146,17 +173,21 @@ impl Chooser {
         if c.is_empty() { (0..self.backends.len()).collect() } else { c }
     }
 
-    /// The backend for a request of this size.
-    pub async fn choose(&self, prompt: u32, max_tokens: u32) -> usize {
+    /// The backend for a request of this size, and for the oracle its estimated time to the last
+    /// token there, in µs.
+    pub async fn choose(&self, prompt: u32, max_tokens: u32) -> (usize, Option<f64>) {
         let candidates = self.candidates();
         match self.policy {
-            Policy::InTurn | Policy::LeastRequest => self.least_request(&candidates),
+            Policy::InTurn | Policy::LeastRequest => (self.least_request(&candidates), None),
             Policy::Oracle => {
                 let states = self.states(&candidates).await;
-                let scored: Vec<(usize, f64)> =
-                    states.into_iter().filter_map(|(i, s)| Some((i, estimate_us(&s?, prompt, max_tokens)))).collect();
+                let now = Instant::now();
+                let scored: Vec<(usize, f64)> = states
+                    .into_iter()
+                    .filter_map(|(i, s)| Some((i, estimate_us(&s?, prompt, max_tokens, self.arrivals(i, now)))))
+                    .collect();
                 if scored.is_empty() {
-                    return self.least_request(&candidates);
+                    return (self.least_request(&candidates), None);
                 }
                 let o = self.outstanding.borrow();
                 let best = scored.iter().map(|&(i, e)| (e, o[i])).fold((f64::INFINITY, usize::MAX), |a, b| {
@@ -164,7 +195,7 @@ impl Chooser {
                 });
                 let ties: Vec<usize> =
                     scored.iter().filter(|&&(i, e)| e == best.0 && o[i] == best.1).map(|&(i, _)| i).collect();
-                ties[self.rng.borrow_mut().usize(..ties.len())]
+                (ties[self.rng.borrow_mut().usize(..ties.len())], Some(best.0))
             }
         }
     }
@@ -235,6 +266,7 @@ mod tests {
             Instant::now(),
             Duration::from_millis(50),
             1,
+            (100.0, 100.0),
         )
     }
 
@@ -244,7 +276,8 @@ mod tests {
             chooser(Policy::LeastRequest, &["http://127.0.0.1:9", "http://127.0.0.1:10", "http://127.0.0.1:11@3600"]);
         let mut picks = Vec::new();
         for _ in 0..4 {
-            let i = c.choose(10, 10).await;
+            let (i, estimate) = c.choose(10, 10).await;
+            assert_eq!(estimate, None);
             c.begin(i);
             picks.push(i);
         }
@@ -252,7 +285,11 @@ mod tests {
         assert_eq!(picks, vec![0, 0, 1, 1], "the third has not joined");
         c.end(0);
         c.end(0);
-        assert_eq!(c.choose(10, 10).await, 0);
+        assert_eq!(c.choose(10, 10).await.0, 0);
+        // Two requests to each of the first two within the first 250 ms: 8 per second.
+        let a = c.arrivals(0, Instant::now());
+        assert_eq!((a.rate, a.prompt, a.output), (8.0, 100.0, 100.0));
+        assert_eq!(c.arrivals(2, Instant::now()).rate, 0.0);
     }
 
     #[tokio::test]
@@ -263,7 +300,7 @@ mod tests {
                 // Nothing listens on these ports: no state comes.
                 let c = chooser(Policy::Oracle, &["http://127.0.0.1:9", "http://127.0.0.1:10"]);
                 c.begin(0);
-                assert_eq!(c.choose(10, 10).await, 1);
+                assert_eq!(c.choose(10, 10).await, (1, None));
             })
             .await;
     }

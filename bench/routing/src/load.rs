@@ -261,7 +261,7 @@ async fn drive(cfg: &Config) -> anyhow::Result<Value> {
                             r[i].target = t;
                             r[i].chose = Some(Instant::now().saturating_duration_since(due));
                             r[i].estimate_us = estimate;
-                            c.begin(t);
+                            c.begin(t, prompt, max_tokens);
                             t
                         }
                     };

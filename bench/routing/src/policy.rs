@@ -6,9 +6,9 @@
 //! - `oracle`: reads every backend's true state (`GET /state` on the simulator, all at once,
 //!   each with a short timeout) at send time and picks the backend where this request, whose
 //!   prompt and `max_tokens` the client knows, would finish soonest by
-//!   [`crate::oracle::estimate_us`], counting the traffic still to come at the rate this client
-//!   sent there over the last [`RATE_WINDOW`] (it is the only client) with the workload's mean
-//!   sizes. A backend whose state does not come in time is left out; when none comes, the choice
+//!   [`crate::oracle::estimate_us`], counting the traffic still to come as what this client sent
+//!   there over the last [`RATE_WINDOW`] (it is the only client): that rate, with those requests'
+//!   mean sizes (the workload's means while it sent none). A backend whose state does not come in time is left out; when none comes, the choice
 //!   falls back to `least_request`.
 //!
 //! A backend may join late: `URL@SECONDS` is a candidate only from that many seconds after the
@@ -110,8 +110,9 @@ pub struct Chooser {
     start: Instant,
     state_timeout: Duration,
     rng: RefCell<fastrand::Rng>,
-    /// Per backend, when this client sent its last requests there (within [`RATE_WINDOW`]).
-    sent: RefCell<Vec<VecDeque<Instant>>>,
+    /// Per backend, when this client sent its last requests there (within [`RATE_WINDOW`]), and
+    /// their prompt and output tokens.
+    sent: RefCell<Vec<VecDeque<(Instant, u32, u32)>>>,
     /// The workload's mean prompt and output tokens.
     mean_size: (f64, f64),
 }
@@ -142,22 +143,31 @@ impl Chooser {
         }
     }
 
-    /// A request goes to backend `i`.
-    pub fn begin(&self, i: usize) {
+    /// A request of this size goes to backend `i`.
+    pub fn begin(&self, i: usize, prompt: u32, max_tokens: u32) {
         self.outstanding.borrow_mut()[i] += 1;
-        self.sent.borrow_mut()[i].push_back(Instant::now());
+        self.sent.borrow_mut()[i].push_back((Instant::now(), prompt, max_tokens));
     }
 
-    /// What this client expects to send to backend `i`: its rate over the last [`RATE_WINDOW`]
-    /// (or since the start, when that is shorter).
+    /// What this client expects to send to backend `i`: what it sent there over the last
+    /// [`RATE_WINDOW`] (or since the start, when that is shorter), its rate and mean sizes. The
+    /// sizes are the backend's own, not the workload's: where the long requests went, the long
+    /// requests are likely to keep coming.
     fn arrivals(&self, i: usize, now: Instant) -> Arrivals {
         let mut sent = self.sent.borrow_mut();
         let q = &mut sent[i];
-        while q.front().is_some_and(|&t| now.saturating_duration_since(t) > RATE_WINDOW) {
+        while q.front().is_some_and(|&(t, _, _)| now.saturating_duration_since(t) > RATE_WINDOW) {
             q.pop_front();
         }
         let span = now.saturating_duration_since(self.start).clamp(Duration::from_millis(250), RATE_WINDOW);
-        Arrivals { rate: q.len() as f64 / span.as_secs_f64(), prompt: self.mean_size.0, output: self.mean_size.1 }
+        let n = q.len() as f64;
+        let (prompt, output) = if q.is_empty() {
+            self.mean_size
+        } else {
+            let (p, o) = q.iter().fold((0.0, 0.0), |(p, o), &(_, a, b)| (p + f64::from(a), o + f64::from(b)));
+            (p / n, o / n)
+        };
+        Arrivals { rate: n / span.as_secs_f64(), prompt, output }
     }
 
     /// A request to backend `i` ended.
@@ -278,7 +288,7 @@ mod tests {
         for _ in 0..4 {
             let (i, estimate) = c.choose(10, 10).await;
             assert_eq!(estimate, None);
-            c.begin(i);
+            c.begin(i, 10 * (i as u32 + 1), 20);
             picks.push(i);
         }
         picks.sort_unstable();
@@ -288,8 +298,10 @@ mod tests {
         assert_eq!(c.choose(10, 10).await.0, 0);
         // Two requests to each of the first two within the first 250 ms: 8 per second.
         let a = c.arrivals(0, Instant::now());
-        assert_eq!((a.rate, a.prompt, a.output), (8.0, 100.0, 100.0));
-        assert_eq!(c.arrivals(2, Instant::now()).rate, 0.0);
+        assert_eq!((a.rate, a.prompt, a.output), (8.0, 10.0, 20.0));
+        assert_eq!(c.arrivals(1, Instant::now()).prompt, 20.0);
+        let none = c.arrivals(2, Instant::now());
+        assert_eq!((none.rate, none.prompt, none.output), (0.0, 100.0, 100.0), "the workload's means");
     }
 
     #[tokio::test]
@@ -299,7 +311,7 @@ mod tests {
             .run_until(async {
                 // Nothing listens on these ports: no state comes.
                 let c = chooser(Policy::Oracle, &["http://127.0.0.1:9", "http://127.0.0.1:10"]);
-                c.begin(0);
+                c.begin(0, 10, 10);
                 assert_eq!(c.choose(10, 10).await, (1, None));
             })
             .await;

@@ -46,6 +46,8 @@ pub struct Shared {
     generation_tokens: AtomicU64,
     success: AtomicU64,
     preemptions: AtomicU64,
+    /// Requests answered 429 because the queue was full (`--max-waiting`).
+    refused: AtomicU64,
     ttft: Mutex<Histogram>,
     e2e: Mutex<Histogram>,
     /// Requests on their way to the engine, by id, with their sizes (for `/state`).
@@ -115,6 +117,7 @@ impl Shared {
             generation_tokens: AtomicU64::new(0),
             success: AtomicU64::new(0),
             preemptions: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             ttft: Mutex::new(Histogram::new(&TTFT_BUCKETS)),
             e2e: Mutex::new(Histogram::new(&E2E_BUCKETS)),
             pending_specs: Mutex::new(Vec::new()),
@@ -235,6 +238,11 @@ impl Shared {
         self.generation_tokens.fetch_add(n, Relaxed);
     }
 
+    /// A request was refused with 429 (the queue was full).
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Relaxed);
+    }
+
     /// A request finished `e2e` after it arrived.
     pub fn finished(&self, e2e: Duration) {
         self.success.fetch_add(1, Relaxed);
@@ -282,6 +290,10 @@ impl Shared {
         header(&mut out, name, "Count of successfully processed requests.", "counter");
         let _ =
             writeln!(out, "{name}{{{labels},finished_reason=\"length\"}} {}", num(self.success.load(Relaxed) as f64));
+        // Not a vLLM series: vLLM never refuses for load.
+        let name = "vane_sim_refused_total";
+        header(&mut out, name, "Requests answered 429 because --max-waiting requests were waiting.", "counter");
+        let _ = writeln!(out, "{name}{{{labels}}} {}", num(self.refused.load(Relaxed) as f64));
         let name = "vllm:cache_config_info";
         header(&mut out, name, "Information of the KV cache configuration.", "gauge");
         let _ = writeln!(

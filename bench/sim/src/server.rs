@@ -278,6 +278,7 @@ async fn generate(state: &State, endpoint: Endpoint, req: Request<Incoming>) -> 
     if let Some(limit) = state.config.max_waiting
         && state.engine.shared().load().waiting >= limit as u64
     {
+        state.engine.shared().refused();
         let mut r = error(&ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: format!("{limit} requests are already waiting; retry later"),

@@ -302,6 +302,7 @@ async fn a_full_queue_answers_429_at_once() {
     assert!(e["error"]["message"].as_str().unwrap().contains("waiting"));
     let page = Page::parse(&get(addr, "/metrics").await.body);
     assert_eq!(page.value("vllm:num_requests_waiting", &[]), 2.0);
+    assert_eq!(page.value("vane_sim_refused_total", &[]), 1.0);
     assert_eq!(get(addr, "/state").await.json()["max_waiting"], 2);
 }
 

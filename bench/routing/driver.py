@@ -621,6 +621,8 @@ def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate
                                                                                     "vllm:time_to_first_token_seconds_count")
                for a, b in zip(s0, s1)]
     queue_end = [int(prom_value(t, "vllm:num_requests_waiting")) for t in s1]
+    refused = [prom_value(b, "vane_sim_refused_total") - prom_value(a, "vane_sim_refused_total")
+               for a, b in zip(s0, s1)]
     # The latency term of the p2c cost (peak-EWMA of the time to the first body byte plus EWMA of the body time), per replica.
     # (the first caller's view)
     rtt = {lab.get("endpoint", "?"): v * 1e3 for lab, v in prom_samples(m1[0], "vane_endpoint_rtt_ewma_seconds")} if m1 else {}
@@ -634,6 +636,7 @@ def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate
         "kind": "run", "algorithm": alg, "load": load, "rep": rep, "rate": round(rate, 3), "seed": seed,
         "csv": csv_path.name, "summary": summary, "age_buckets": {str(k): v for k, v in ages.items()},
         "decisions_with_load": decisions, "started_per_replica": started, "queue_at_end": queue_end,
+        "refused_per_replica": refused,
         "rtt_ewma_ms_at_end": rtt_ms if m1 else [], "joined_at_s": joined_at,
         "proxy_reloads": {"ok": reloads_ok, "error": reloads_err},
         "proxy_cpu_pct": round(100.0 * (pt1 - pt0) / hz / args.duration, 1),
@@ -893,6 +896,12 @@ def report(raw_path: Path, out_dir: Path) -> Path:
                      f"{tps:.0f} | {ok} / {err} ({r429}) / {unf} | {shares} | {age} | {cpu} | "
                      f"{foreign:.0f} % |")
             summary_rows[(load, alg)] = dict(ttft50=ttft50, ttft99=ttft99, e50=e50, e99=e99, a99=a99)
+        refusals = [(alg, sum(sum(r.get("refused_per_replica", [])) for r in rs)) for alg, (rs, _) in cell.items()]
+        if any(n for _, n in refusals):
+            L.append("")
+            L.append("429s the replicas answered in the window (Vane retries one on another endpoint when the request "
+                     "can be replayed; the client-side policies pass it on as an error): "
+                     + ", ".join(f"`{a}` {n:.0f}" for a, n in refusals) + ".")
         # Paired ratios of Vane's E2E p99 to the others', per repetition.
         ratios = []
         for vane in ("p2c", STREAM):

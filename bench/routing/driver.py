@@ -33,7 +33,39 @@ ROOT = ROUTING.parent.parent
 RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 # The proxy under test: this tree's build, or another one (e.g. an older commit's) to compare.
 PROXY_BIN = Path(os.environ.get("VANE_PROXY_BIN", RELEASE / "vane-proxy"))
-ALGORITHMS = ["round_robin", "least_request", "p2c_latency", "p2c", "p2c_stream"]
+ALGORITHMS = ["round_robin", "least_request", "p2c_latency", "p2c", "p2c_stream", "oracle", "client_least_request"]
+# Client-side reference points: llm-load picks each request's replica itself and sends it there
+# directly (no proxy): `oracle` from every replica's true state (/state), `client_least_request`
+# by its own outstanding count. Values: llm-load's --policy.
+CLIENT_SIDE = {"oracle": "oracle", "client_least_request": "least_request"}
+# Conditions: what the fleet and the traffic are like (see bench/routing/README.md).
+CONDITIONS = ["hetero", "join", "frozen", "429", "bimodal", "callers"]
+# `bimodal`'s lengths: mostly short chat, about 10 % long requests (a long prompt with a long answer).
+BIMODAL_PROMPT = "mix:0.9*lognormal:200:0.6:2048+0.1*fixed:2000"
+BIMODAL_OUTPUT = "mix:0.9*lognormal:64:0.6:512+0.1*uniform:512:1024"
+CONDITION_TEXT = {
+    "hetero": "Condition `hetero`: three replicas at speed 1 and one three times slower (a slower GPU, or one "
+              "shared with another tenant); every replica reports its load truthfully.",
+    "join": "Condition `join`: four equal replicas, but the fourth is started only just before a third of the "
+            "measured window and listed then (the proxies' config file is rewritten and re-read; the client-side "
+            "policies take it as a candidate from then), and it runs three times slower for its first 10 s "
+            "(cold caches, JIT). Until it joins the other three carry the whole load, above their capacity at "
+            "80 % and 95 %.",
+    "frozen": "Condition `frozen`: `hetero`'s fleet, but the slow replica's reported load (ORCA header and "
+              "`/metrics` gauges) freezes at its last value for 3 s, then is live for 2 s, repeating (a stuck "
+              "exporter or scraper); only its `/state`, which the oracle reads, tells the truth.",
+    "429": "Condition `429`: three replicas at the defaults and one small one (`--max-batch 8`, a smaller GPU) "
+           "that answers 429 at once while 4 requests wait (TGI's `max_concurrent_requests` style). The proxy "
+           "retries a 429 on another endpoint; the client-side policies count it as an error, as a client would "
+           "see it.",
+    "bimodal": "Condition `bimodal`: `hetero`'s fleet with two kinds of requests: about 90 % short chat (prompt "
+               "median 200, output median 64 tokens) and 10 % long ones (2000-token prompts with 512–1024-token "
+               "answers); one long answer holds a slot 10 times longer than a short one.",
+    "callers": "Condition `callers`: `hetero`'s fleet behind several calling pods, each with its own outbound "
+               "proxy, so that each proxy sees only its share of the requests in flight.",
+}
+# The joining replica is started this long before it is listed, so that it is up when listed.
+JOIN_LEAD_S = 0.3
 # `p2c_stream` is `p2c` in Vane's sidecar layout: every replica gets a vane-gpu-probe reading its
 # /metrics and an inbound Vane proxy in front of it, and the outbound proxy follows each inbound
 # proxy's load stream instead of learning the load only from response headers.
@@ -42,11 +74,12 @@ MODEL = "sim"
 MAX_RUN_S = 60  # llm-load refuses more; the driver never asks for it
 
 PROFILES = {
-    # About 3 minutes: one repetition at 80 %, short windows, the PyPI client briefly.
+    # A few minutes per condition: one repetition at 80 %, 10 s windows, the PyPI client briefly.
     "smoke": dict(loads=[0.8], reps=1, warmup=3, duration=10, drain=10, cal_warmup=3, cal_duration=6,
                   client_warmup=3, client_duration=10),
-    # About 20 minutes: three load levels, two interleaved repetitions.
-    "full": dict(loads=[0.5, 0.8, 0.95], reps=2, warmup=5, duration=20, drain=15, cal_warmup=5, cal_duration=10,
+    # Three load levels, three interleaved repetitions of 45 s: at 50 % of an 80 req/s fleet a cell
+    # pools about 5,400 measured requests, so its p99 rests on about 54 (at 80 %, 86).
+    "full": dict(loads=[0.5, 0.8, 0.95], reps=3, warmup=5, duration=45, drain=15, cal_warmup=5, cal_duration=10,
                  client_warmup=5, client_duration=20),
 }
 
@@ -176,9 +209,12 @@ def plausible_s(seconds: float, scale: float, unit: str, digits: int = 2) -> str
 
 
 def report_name(meta: dict) -> str:
-    """`full`, `smoke`, or with several callers e.g. `full-4callers`."""
+    """`cond-hetero-full`, `cond-join-smoke`; with a caller count other than the condition's own,
+    e.g. `cond-hetero-full-4callers`."""
+    cond = meta.get("condition", "hetero")
     callers = meta.get("callers", 1)
-    return meta["profile"] + ("" if callers == 1 else f"-{callers}callers")
+    own = 4 if cond == "callers" else 1
+    return f"cond-{cond}-{meta['profile']}" + ("" if callers == own else f"-{callers}callers")
 
 
 def bucket_delta(a: dict, b: dict) -> dict:
@@ -268,26 +304,72 @@ def cpu_busy(a: dict, b: dict) -> dict[str, float]:
 # ------------------------------------------------------------------ fleet
 
 
+def fleet_spec(args) -> list[dict]:
+    """The replicas of a condition: every one has a port, a speed, its simulator flags for the
+    runs and for calibration, its batch limit, a label, and whether it joins mid-run."""
+    n = args.replicas
+    reps = [dict(speed=1.0, flags=[], cal_flags=[], max_batch=64, label="fast", joins=False) for _ in range(n)]
+    last = reps[-1]
+    if args.condition in ("hetero", "frozen", "bimodal", "callers") and args.slow_speed != 1:
+        last.update(speed=args.slow_speed, label=f"slow ×{args.slow_speed:g}")
+    if args.condition == "frozen":
+        last["flags"] = ["--freeze-metrics", args.freeze]
+        last["label"] += f", reports frozen {args.freeze}"
+    elif args.condition == "429":
+        last.update(flags=["--max-batch", "8", "--max-waiting", "4"], cal_flags=["--max-batch", "8"], max_batch=8,
+                    label="small: batch 8, 429 past 4 waiting")
+    elif args.condition == "join":
+        last.update(flags=["--slow-for", "10s", "--slow-speed", "3"], joins=True,
+                    label="joins at 1/3 of the window, ×3 slower for its first 10 s")
+    for i, r in enumerate(reps):
+        r["port"] = args.port_base + i
+    return reps
+
+
 class Fleet:
+    """The simulated replicas. A fresh fleet is started for calibration and for every run, so
+    that every run starts from the same cold state (and a slow start or a freeze from time 0)."""
+
     def __init__(self, args, raw: Path):
         self.args = args
-        self.ports = [args.port_base + i for i in range(args.replicas)]
-        self.speeds = [args.slow_speed if i == args.replicas - 1 and args.slow_speed != 1 else 1.0
-                       for i in range(args.replicas)]
+        self.spec = fleet_spec(args)
+        self.ports = [r["port"] for r in self.spec]
+        self.speeds = [r["speed"] for r in self.spec]
         self.procs = []
         self.raw = raw
 
-    def start(self) -> None:
-        for port, speed in zip(self.ports, self.speeds):
-            argv = [str(RELEASE / "vane-sim"), "--listen", f"127.0.0.1:{port}", "--model", MODEL,
-                    "--speed", str(speed), "--orca"]
-            self.procs.append(start(pinned(self.args.sut_cpu, argv), self.raw / f"sim-{port}.log"))
-        for port in self.ports:
-            wait_until(lambda: http_get(f"http://127.0.0.1:{port}/health")[0] == 200, 10, f"vane-sim on {port}")
-        log(f"fleet: {len(self.ports)} replicas on {self.ports[0]}..{self.ports[-1]}, speeds {self.speeds}")
+    def _start_one(self, r: dict, calibration: bool, tag: str) -> None:
+        argv = [str(RELEASE / "vane-sim"), "--listen", f"127.0.0.1:{r['port']}", "--model", MODEL,
+                "--speed", str(r["speed"]), "--orca"] + (r["cal_flags"] if calibration else r["flags"])
+        self.procs.append(start(pinned(self.args.sut_cpu, argv), self.raw / f"sim-{tag}-{r['port']}.log"))
+
+    def start(self, calibration: bool = False, tag: str = "cal") -> None:
+        """Every replica for calibration; for a run, all but the one that joins later."""
+        self.stop()
+        todo = [r for r in self.spec if calibration or not r["joins"]]
+        for r in todo:
+            self._start_one(r, calibration, tag)
+        for r in todo:
+            wait_until(lambda: http_get(f"http://127.0.0.1:{r['port']}/health")[0] == 200, 10,
+                       f"vane-sim on {r['port']}")
+
+    def start_joiner(self, tag: str) -> None:
+        for r in self.spec:
+            if r["joins"]:
+                self._start_one(r, False, tag)
+                wait_until(lambda: http_get(f"http://127.0.0.1:{r['port']}/health")[0] == 200, 5,
+                           f"vane-sim on {r['port']}")
+
+    def joiner(self) -> int | None:
+        return next((i for i, r in enumerate(self.spec) if r["joins"]), None)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            stop(p)
+        self.procs = []
 
     def metrics(self) -> list[str]:
-        return [http_get(f"http://127.0.0.1:{p}/metrics")[1] for p in self.ports]
+        return [http_get(f"http://127.0.0.1:{p}/metrics", timeout=0.5)[1] for p in self.ports]
 
     def busy(self) -> int:
         return int(sum(prom_value(t, "vllm:num_requests_running") + prom_value(t, "vllm:num_requests_waiting")
@@ -306,9 +388,13 @@ class Fleet:
 
     def analytic_capacity(self, prompt_mean: float, output_mean: float) -> list[float]:
         """Requests/s at saturation from the simulator's default step costs (bench/sim/README.md):
-        a full batch of 64 takes 3500 + 80*64 us per step, prefill 40 us per prompt token."""
-        per_req_us = output_mean * (3500 + 80 * 64) / 64 + prompt_mean * 40
-        return [1e6 / (s * per_req_us) for s in self.speeds]
+        a full batch of B (64 by default) takes 3500 + 80*B us per step, prefill 40 us per prompt token."""
+        out = []
+        for r in self.spec:
+            b = r["max_batch"]
+            per_req_us = output_mean * (3500 + 80 * b) / b + prompt_mean * 40
+            out.append(1e6 / (r["speed"] * per_req_us))
+        return out
 
 
 # ------------------------------------------------------------------ proxy
@@ -338,27 +424,32 @@ inbound:
 class Sidecars:
     """Per replica: a vane-gpu-probe scraping the simulator's /metrics every `--stream-interval`
     (10 ms) and an inbound Vane proxy in front of the simulator that follows the probe's stream of
-    readings and serves each one at once as a load stream."""
+    readings and serves each one at once as a load stream. A joining replica gets its pair when it
+    joins (`add`)."""
 
-    def __init__(self, args, fleet: Fleet, raw: Path, tag: str):
+    def __init__(self, args, fleet: Fleet, raw: Path, tag: str, indices: list[int]):
+        self.args, self.fleet, self.raw, self.tag = args, fleet, raw, tag
         b = args.port_base
         self.inbound = [b + 20 + i for i in range(len(fleet.ports))]
         self.procs = []
-        for i, sim in enumerate(fleet.ports):
-            probe = b + 10 + i
-            self.procs.append(start(pinned(args.sut_cpu, [
-                str(RELEASE / "vane-gpu-probe"), "--metrics-url", f"http://127.0.0.1:{sim}/metrics", "--listen",
-                f"127.0.0.1:{probe}", "--no-gpu", "--interval", args.stream_interval, "--log", "warn"]),
-                raw / f"probe-{tag}-{i}.log"))
-            conf = raw / f"sidecar-{i}.yaml"
-            conf.write_text(SIDECAR_CONF.format(sim=sim, probe=probe, interval=args.stream_interval))
-            self.procs.append(start(pinned(args.sut_cpu, [
-                str(PROXY_BIN), "--config", str(conf), "--outbound", f"127.0.0.1:{b + 30 + i}",
-                "--inbound", f"127.0.0.1:{self.inbound[i]}", "--admin", f"127.0.0.1:{b + 40 + i}", "--log", "warn"]),
-                raw / f"sidecar-{tag}-{i}.log"))
-        for i in range(len(fleet.ports)):
-            wait_until(lambda: http_get(f"http://127.0.0.1:{b + 10 + i}/load")[0] == 200, 10, "vane-gpu-probe /load")
-            wait_until(lambda: http_get(f"http://127.0.0.1:{b + 40 + i}/ready")[0] == 200, 10, "sidecar /ready")
+        for i in indices:
+            self.add(i)
+
+    def add(self, i: int) -> None:
+        args, b, sim = self.args, self.args.port_base, self.fleet.ports[i]
+        probe = b + 10 + i
+        self.procs.append(start(pinned(args.sut_cpu, [
+            str(RELEASE / "vane-gpu-probe"), "--metrics-url", f"http://127.0.0.1:{sim}/metrics", "--listen",
+            f"127.0.0.1:{probe}", "--no-gpu", "--interval", args.stream_interval, "--log", "warn"]),
+            self.raw / f"probe-{self.tag}-{i}.log"))
+        conf = self.raw / f"sidecar-{i}.yaml"
+        conf.write_text(SIDECAR_CONF.format(sim=sim, probe=probe, interval=args.stream_interval))
+        self.procs.append(start(pinned(args.sut_cpu, [
+            str(PROXY_BIN), "--config", str(conf), "--outbound", f"127.0.0.1:{b + 30 + i}",
+            "--inbound", f"127.0.0.1:{self.inbound[i]}", "--admin", f"127.0.0.1:{b + 40 + i}", "--log", "warn"]),
+            self.raw / f"sidecar-{self.tag}-{i}.log"))
+        wait_until(lambda: http_get(f"http://127.0.0.1:{probe}/load")[0] == 200, 10, "vane-gpu-probe /load")
+        wait_until(lambda: http_get(f"http://127.0.0.1:{b + 40 + i}/ready")[0] == 200, 10, "sidecar /ready")
 
     def ticks(self) -> int:
         return sum(proc_ticks(p.pid) for p in self.procs)
@@ -369,23 +460,34 @@ class Sidecars:
 
 
 class Proxy:
-    """A calling pod's outbound Vane proxy; caller `index` i uses ports base+50+3i .. base+52+3i."""
+    """A calling pod's outbound Vane proxy; caller `index` i uses ports base+50+3i .. base+52+3i.
+    `listed`: the replicas in its endpoint list; `relist` rewrites the config file and sends
+    SIGHUP, which makes the proxy re-read it at once (it also checks the file every second)."""
 
     def __init__(self, args, fleet: Fleet, alg: str, raw: Path, tag: str, sidecars: Sidecars | None = None,
-                 index: int = 0):
+                 index: int = 0, listed: list[int] | None = None):
+        self.args, self.fleet, self.alg, self.sidecars = args, fleet, alg, sidecars
         self.outbound = args.port_base + 50 + 3 * index
         self.inbound = args.port_base + 51 + 3 * index
         self.admin = args.port_base + 52 + 3 * index
-        conf = raw / f"vane-{alg}.yaml"
-        ports = sidecars.inbound if sidecars else fleet.ports
-        conf.write_text(PROXY_CONF.format(alg="p2c" if alg == STREAM else alg,
-                                          balancer=f", {args.balancer}" if args.balancer else "",
-                                          endpoints=", ".join(f'"127.0.0.1:{p}"' for p in ports),
-                                          extra=", balancer: { load_stream: true }" if sidecars else ""))
-        argv = [str(PROXY_BIN), "--config", str(conf), "--outbound", f"127.0.0.1:{self.outbound}",
+        self.conf = raw / f"vane-{alg}-c{index}.yaml"
+        self.write_conf(listed if listed is not None else list(range(len(fleet.ports))))
+        argv = [str(PROXY_BIN), "--config", str(self.conf), "--outbound", f"127.0.0.1:{self.outbound}",
                 "--inbound", f"127.0.0.1:{self.inbound}", "--admin", f"127.0.0.1:{self.admin}", "--log", "warn"]
         self.proc = start(pinned(args.sut_cpu, argv), raw / f"proxy-{tag}.log")
         wait_until(lambda: http_get(f"http://127.0.0.1:{self.admin}/ready")[0] == 200, 10, "vane-proxy /ready")
+
+    def write_conf(self, listed: list[int]) -> None:
+        ports = self.sidecars.inbound if self.sidecars else self.fleet.ports
+        self.conf.write_text(PROXY_CONF.format(
+            alg="p2c" if self.alg == STREAM else self.alg,
+            balancer=f", {self.args.balancer}" if self.args.balancer else "",
+            endpoints=", ".join(f'"127.0.0.1:{ports[i]}"' for i in listed),
+            extra=", balancer: { load_stream: true }" if self.sidecars else ""))
+
+    def relist(self, listed: list[int]) -> None:
+        self.write_conf(listed)
+        self.proc.send_signal(signal.SIGHUP)
 
     @property
     def url(self) -> str:
@@ -418,6 +520,9 @@ def calibrate(args, fleet: Fleet, raw: Path) -> dict:
     """Closed-loop saturation of every replica at once (each holds 1.5x its batch of 64)."""
     log(f"calibrating: closed loop, 96 outstanding per replica, {args.cal_warmup}+{args.cal_duration} s")
     urls = [f"http://127.0.0.1:{p}/v1/completions" for p in fleet.ports]
+    # Every replica, the joining one included, without the refusals, freezes or slow start of
+    # the runs (a closed loop against a replica that refuses at once would only spin).
+    fleet.start(calibration=True)
     wait_quiet(fleet, args.quiet_pct, args.quiet_wait)
     c0 = cpu_times()
     s = llm_load(args, urls, ["--closed", "96", "--warmup", str(args.cal_warmup), "--duration",
@@ -426,46 +531,73 @@ def calibrate(args, fleet: Fleet, raw: Path) -> dict:
     out_mean, prompt_mean = s["output_tokens_mean"], s["prompt_tokens_mean"]
     measured = [t["tokens_per_s"] / out_mean for t in s["targets"]]
     analytic = fleet.analytic_capacity(prompt_mean, out_mean)
-    fleet.wait_idle(60)
+    fleet.stop()
     cal = {
         "kind": "calibration", "method": "closed loop, 96 outstanding per replica, tokens streamed in the "
         "window / mean output length", "per_replica_rps": [round(x, 2) for x in measured],
         "analytic_rps": [round(x, 2) for x in analytic], "capacity_rps": round(sum(measured), 2),
         "analytic_capacity_rps": round(sum(analytic), 2), "tokens_per_s": s["tokens_per_s"],
         "prompt_tokens_mean": prompt_mean, "output_tokens_mean": out_mean, "speeds": fleet.speeds,
-        "cpu_busy": busy, "summary": s,
+        "fleet": [r["label"] for r in fleet.spec], "cpu_busy": busy, "summary": s,
     }
     log(f"capacity {cal['capacity_rps']} req/s measured ({', '.join(f'{x:.1f}' for x in measured)}), "
         f"{cal['analytic_capacity_rps']} from the simulator's parameters")
     return cal
 
 
+def sleep_until(t: float) -> None:
+    time.sleep(max(0.0, t - time.time()))
+
+
 def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate: float, seed: int) -> dict:
     tag = f"{int(load * 100)}-{alg}-r{rep}"
-    if not fleet.wait_idle(30):
-        log(f"WARNING: the fleet still has {fleet.busy()} requests before {tag}")
+    # A fresh fleet for every run: every algorithm starts from the same cold state.
+    fleet.start(tag=tag)
     wait_quiet(fleet, args.quiet_pct, args.quiet_wait)
-    sidecars = Sidecars(args, fleet, raw, tag) if alg == STREAM else None
+    joiner = fleet.joiner()
+    listed = [i for i in range(len(fleet.ports)) if i != joiner]
+    # The joining replica is listed a third into the measured window (llm-load's clock starts
+    # about 20 ms after launch, the window after the warm-up).
+    join_at = args.warmup + args.duration / 3 if joiner is not None else None
+    client_side = alg in CLIENT_SIDE
+    sidecars = Sidecars(args, fleet, raw, tag, listed) if alg == STREAM else None
     # One proxy per calling pod; llm-load sends the requests to the callers in turn.
-    proxies = [Proxy(args, fleet, alg, raw, tag if args.callers == 1 else f"{tag}-c{i}", sidecars, i)
-               for i in range(args.callers)]
+    proxies = [] if client_side else [
+        Proxy(args, fleet, alg, raw, tag if args.callers == 1 else f"{tag}-c{i}", sidecars, i, listed)
+        for i in range(args.callers)]
     if sidecars:
         time.sleep(0.5)  # let the load streams connect
     csv_path = raw / f"{tag}.csv"
     argv = [str(RELEASE / "llm-load"), "--model", MODEL, "--prompt", args.prompt, "--output", args.output]
-    for p in proxies:
-        argv += ["--url", p.url]
+    if client_side:
+        backends = [f"http://127.0.0.1:{p}" + (f"@{join_at:.3f}" if i == joiner else "")
+                    for i, p in enumerate(fleet.ports)]
+        argv += ["--policy", CLIENT_SIDE[alg], "--backends", ",".join(backends)]
+    else:
+        for p in proxies:
+            argv += ["--url", p.url]
     argv += ["--rate", f"{rate:.3f}", "--warmup", str(args.warmup), "--duration",
              str(args.duration), "--drain", str(args.drain), "--seed", str(seed), "--csv", str(csv_path)]
     t0 = time.time()
     gen = spawn(pinned(args.gen_cpu, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     PROCS.append(gen)
     # The measured window starts after the warm-up (llm-load starts its clock ~20 ms after launch).
-    time.sleep(max(0.0, t0 + args.warmup + 0.03 - time.time()))
+    sleep_until(t0 + args.warmup + 0.03)
     m0, s0, c0 = [p.metrics() for p in proxies], fleet.metrics(), cpu_times()
     pt0, st0, gt0 = sum(proc_ticks(p.proc.pid) for p in proxies), fleet.ticks(), proc_ticks(gen.pid)
     sc0 = sidecars.ticks() if sidecars else 0
-    time.sleep(max(0.0, t0 + args.warmup + args.duration + 0.03 - time.time()))
+    joined_at = None
+    if joiner is not None:
+        # Started a little ahead so that it is up when listed; its slow start counts from then.
+        sleep_until(t0 + 0.02 + join_at - JOIN_LEAD_S)
+        fleet.start_joiner(tag)
+        if sidecars:
+            sidecars.add(joiner)
+        sleep_until(t0 + 0.02 + join_at)
+        for p in proxies:
+            p.relist(listed + [joiner])
+        joined_at = round(time.time() - t0 - 0.02, 3)
+    sleep_until(t0 + args.warmup + args.duration + 0.03)
     m1, s1, c1 = [p.metrics() for p in proxies], fleet.metrics(), cpu_times()
     pt1, st1, gt1 = sum(proc_ticks(p.proc.pid) for p in proxies), fleet.ticks(), proc_ticks(gen.pid)
     sc1 = sidecars.ticks() if sidecars else 0
@@ -475,6 +607,7 @@ def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate
         p.stop()
     if sidecars:
         sidecars.stop()
+    fleet.stop()
     if gen.returncode != 0:
         raise RuntimeError(f"llm-load failed ({tag}): {err.strip()}")
     summary = json.loads(out)
@@ -488,16 +621,24 @@ def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate
                                                                                     "vllm:time_to_first_token_seconds_count")
                for a, b in zip(s0, s1)]
     queue_end = [int(prom_value(t, "vllm:num_requests_waiting")) for t in s1]
+    refused = [prom_value(b, "vane_sim_refused_total") - prom_value(a, "vane_sim_refused_total")
+               for a, b in zip(s0, s1)]
     # The latency term of the p2c cost (peak-EWMA of the time to the first body byte plus EWMA of the body time), per replica.
     # (the first caller's view)
-    rtt = {lab.get("endpoint", "?"): v * 1e3 for lab, v in prom_samples(m1[0], "vane_endpoint_rtt_ewma_seconds")}
+    rtt = {lab.get("endpoint", "?"): v * 1e3 for lab, v in prom_samples(m1[0], "vane_endpoint_rtt_ewma_seconds")} if m1 else {}
     rtt_ms = [round(rtt.get(f"127.0.0.1:{p}", float("nan")), 3) for p in (sidecars.inbound if sidecars else fleet.ports)]
+    def reloads(text: str, result: str) -> float:
+        return sum(v for lab, v in prom_samples(text, "vane_config_reloads_total") if lab.get("result") == result)
+    reloads_ok = sum(reloads(b, "ok") - reloads(a, "ok") for a, b in zip(m0, m1))
+    reloads_err = sum(reloads(b, "error") - reloads(a, "error") for a, b in zip(m0, m1))
     hz = os.sysconf("SC_CLK_TCK")
     rec = {
         "kind": "run", "algorithm": alg, "load": load, "rep": rep, "rate": round(rate, 3), "seed": seed,
         "csv": csv_path.name, "summary": summary, "age_buckets": {str(k): v for k, v in ages.items()},
         "decisions_with_load": decisions, "started_per_replica": started, "queue_at_end": queue_end,
-        "rtt_ewma_ms_at_end": rtt_ms,
+        "refused_per_replica": refused,
+        "rtt_ewma_ms_at_end": rtt_ms if m1 else [], "joined_at_s": joined_at,
+        "proxy_reloads": {"ok": reloads_ok, "error": reloads_err},
         "proxy_cpu_pct": round(100.0 * (pt1 - pt0) / hz / args.duration, 1),
         "fleet_cpu_pct": round(100.0 * (st1 - st0) / hz / args.duration, 1), "cpu_busy": cpu_busy(c0, c1),
         "gen_cpu_pct": round(100.0 * (gt1 - gt0) / hz / args.duration, 1),
@@ -506,8 +647,10 @@ def run_one(args, fleet: Fleet, raw: Path, alg: str, load: float, rep: int, rate
     }
     e = summary["e2e_ms"]
     log(f"{tag}: {rate:.1f} req/s, e2e p50/p99 {e['p50']}/{e['p99']} ms, ttft p99 {summary['ttft_ms']['p99']} ms, "
-        f"errors {summary['errors']}, unfinished {summary['unfinished']}, "
-        f"age p99 {fmt_ms(hist_quantile(ages, 0.99))} ms, other processes {rec['foreign_cpu_pct']:.0f} % of a core")
+        f"errors {summary['errors']} (429: {summary.get('rejected_429', 0)}), unfinished {summary['unfinished']}, "
+        f"started per replica {[int(x) for x in started]}"
+        + (f", joined at {joined_at} s" if joined_at is not None else "")
+        + f", age p99 {fmt_ms(hist_quantile(ages, 0.99))} ms, other processes {rec['foreign_cpu_pct']:.0f} % of a core")
     return rec
 
 
@@ -528,7 +671,7 @@ def client_run(args, fleet: Fleet, raw: Path, alg: str, rate: float, seed: int) 
                     "--url", "http://127.0.0.1:1/", "--rate", f"{rate:.3f}", "--warmup", str(args.client_warmup),
                     "--duration", str(args.client_duration), "--seed", str(seed), "--emit-dataset", str(dataset)],
                    check=True, capture_output=True)
-    fleet.wait_idle(30)
+    fleet.start(tag=tag)
     wait_quiet(fleet, args.quiet_pct, args.quiet_wait)
     proxy = Proxy(args, fleet, alg, raw, tag)
     out_json = raw / f"{tag}.json"
@@ -552,6 +695,7 @@ def client_run(args, fleet: Fleet, raw: Path, alg: str, rate: float, seed: int) 
             stop(p)
     busy = cpu_busy(c0, cpu_times())
     proxy.stop()
+    fleet.stop()
     if p.returncode != 0 or not out_json.exists():
         raise RuntimeError(f"guidellm exited {p.returncode}; see {raw / (tag + '.log')}")
     b = json.loads(out_json.read_text())["benchmarks"][0]
@@ -606,6 +750,25 @@ def pooled(raw: Path, runs: list[dict], col: str, q: float) -> tuple[float | Non
     return v, v is not None and any(c <= v for c in censored)
 
 
+def pooled_count(raw: Path, runs: list[dict]) -> int:
+    """How many measured requests the pooled percentiles of `runs` rest on (finished or cut off)."""
+    n = 0
+    for r in runs:
+        with open(raw / r["csv"]) as f:
+            n += sum(1 for row in csv.DictReader(f)
+                     if row["measured"] == "1" and row["error"] in ("", "unfinished") and row["e2e_ms"])
+    return n
+
+
+def ratio_q(a: tuple[float | None, bool], b: tuple[float | None, bool]) -> str:
+    """a / b of two pooled quantiles, marked when either is a lower bound."""
+    (x, xl), (y, yl) = a, b
+    if x is None or not y:
+        return "–"
+    mark = {(True, False): "≥ ", (False, True): "≤ ", (True, True): "? "}.get((xl, yl), "")
+    return f"{mark}{x / y:.2f}"
+
+
 def fmt_q(v: tuple[float | None, bool]) -> str:
     x, lower = v
     if x is None:
@@ -642,68 +805,103 @@ def report(raw_path: Path, out_dir: Path) -> Path:
     loads = sorted({r["load"] for r in runs})
     algs = [a for a in ALGORITHMS if any(r["algorithm"] == a for r in runs)]
     L = []
-    L.append(f"# Vane routing benchmark: {meta['profile']} profile, {meta['started']}")
+    cond = meta.get("condition", "hetero")
+    L.append(f"# Vane routing benchmark: condition `{cond}`, {meta['profile']} profile, {meta['started']}")
     L.append("")
-    L.append(f"Fleet: {len(cal['speeds'])} vane-sim replicas, speeds {cal['speeds']} (3 = three times slower), "
-             f"ORCA on. Requests: prompt `{meta['prompt']}`, output `{meta['output']}` tokens "
+    L.append(CONDITION_TEXT.get(cond, ""))
+    L.append("")
+    labels = cal.get("fleet") or [f"speed {x:g}" for x in cal["speeds"]]
+    L.append(f"Fleet: {len(labels)} vane-sim replicas, ORCA on: "
+             + ", ".join(f"{i + 1}. {lab}" for i, lab in enumerate(labels))
+             + f". Requests: prompt `{meta['prompt']}`, output `{meta['output']}` tokens "
              f"(means {cal['prompt_tokens_mean']:.0f} / {cal['output_tokens_mean']:.0f}), streamed.")
-    L.append(f"Capacity (closed loop, measured): **{cal['capacity_rps']} req/s** "
+    L.append(f"Capacity (closed loop, measured, every replica at its own speed, no refusals or slow start): "
+             f"**{cal['capacity_rps']} req/s** "
              f"(per replica {', '.join(str(x) for x in cal['per_replica_rps'])}); from the simulator's "
              f"parameters {cal['analytic_capacity_rps']} ({', '.join(str(x) for x in cal['analytic_rps'])}).")
     callers = meta.get("callers", 1)
     who = "a fresh proxy" if callers == 1 else (f"{callers} calling pods, each with a fresh outbound proxy of its own "
                                                 "(requests go to them in turn; each proxy sees only its own in-flight "
                                                 "requests)")
-    L.append(f"Each run: {who}, {meta['warmup']} s warm-up then {meta['duration']} s measured at a "
+    warm = "no warm-up (a cold start)" if not meta["warmup"] else f"{meta['warmup']} s warm-up"
+    L.append(f"Each run: a fresh fleet and {who} (`oracle` and `client_least_request`: no proxy, the generator "
+             f"picks the replica), {warm}, then {meta['duration']} s measured at a "
              f"fixed Poisson rate, up to {meta['drain']} s drain; {meta['reps']} repetition(s), algorithms "
              f"interleaved. Generator on CPU {meta['gen_cpu']}, fleet and proxy on CPU {meta['sut_cpu']}, "
              f"nice {meta.get('nice') or 0}; load average {meta.get('loadavg_start', 0):.1f} at the start "
              f"(other work on the machine). `p2c_stream`: probes scrape every "
              f"{meta.get('stream_interval', '10ms')} and inbound proxies stream each reading."
              + (f" Balancer settings added to every run: `{meta['balancer']}`." if meta.get("balancer") else ""))
+    joins = [r["joined_at_s"] for r in runs if r.get("joined_at_s") is not None]
+    if joins:
+        L.append(f"The joining replica was listed {min(joins):.2f}–{max(joins):.2f} s after the start (the "
+                 f"window starts at {meta['warmup']} s); the proxies re-read their config on SIGHUP and reported "
+                 f"{sum(r.get('proxy_reloads', {}).get('ok', 0) for r in runs):.0f} good and "
+                 f"{sum(r.get('proxy_reloads', {}).get('error', 0) for r in runs):.0f} failed reloads in all.")
     L.append("")
     L.append("Latencies are pooled over the repetitions' measured requests, from each request's scheduled "
-             "arrival. `≥` marks a lower bound: requests still open at the drain deadline count with the "
-             "time they had waited. Load age: age of the ORCA figures behind each balancing decision "
-             "(only `p2c` and `p2c_stream` use them), from the proxy's histogram over the measured window. Slow replica share: "
-             "its share of the requests that started (got a first token) in the window. Other processes: the most "
-             "CPU that processes outside the benchmark used during a measured window, in % of one core.")
+             "arrival; errors (429s among them, shown apart) are left out of them. `≥` marks a lower bound: "
+             "requests still open at the drain deadline count with the time they had waited. *p99 rests on*: how "
+             "many requests lie at or above the pooled E2E p99 (of how many measured). */ oracle*, "
+             "*/ least_request*: this E2E p99 over theirs (pooled; `≥`/`≤` when one side is a lower bound). "
+             "Share per replica: of the requests that started (got a first token) in the window, in the fleet's "
+             "order. Load age: age of the ORCA figures behind each balancing decision "
+             "(only `p2c` and `p2c_stream` use them), from the proxy's histogram over the measured window. Other "
+             "processes: the most CPU that processes outside the benchmark used during a measured window, in % of "
+             "one core.")
     summary_rows = {}
     for load in loads:
         L.append("")
         rate = median([r["rate"] for r in runs if r["load"] == load])
         L.append(f"## {int(load * 100)} % of capacity ({rate:.1f} req/s)")
         L.append("")
-        L.append("| algorithm | TTFT p50 | TTFT p99 | E2E p50 | E2E p99 | E2E p99 per rep | tokens/s | ok / errors / "
-                 "unfinished | slow replica share | load age p50 / p99 | proxy CPU | other processes |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        L.append("| algorithm | TTFT p50 | TTFT p99 | E2E p50 | E2E p99 | p99 rests on | / oracle | / least_request | "
+                 "E2E p99 per rep | tokens/s | ok / errors (429) / unfinished | share per replica | "
+                 "load age p50 / p99 | proxy CPU | other processes |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        cell = {}
         for alg in algs:
             rs = [r for r in runs if r["load"] == load and r["algorithm"] == alg]
-            if not rs:
-                continue
+            if rs:
+                cell[alg] = (rs, pooled(raw, rs, "e2e_ms", 0.99))
+        for alg, (rs, e99) in cell.items():
             ttft50, ttft99 = pooled(raw, rs, "ttft_ms", 0.5), pooled(raw, rs, "ttft_ms", 0.99)
-            e50, e99 = pooled(raw, rs, "e2e_ms", 0.5), pooled(raw, rs, "e2e_ms", 0.99)
+            e50 = pooled(raw, rs, "e2e_ms", 0.5)
+            n = pooled_count(raw, rs)
+            rests = f"{n - max(1, -(-99 * n // 100)) + 1} of {n}" if n else "–"
             per_rep = " / ".join(("≥ " if r["summary"]["censored"] else "") + f"{r['summary']['e2e_ms']['p99'] / 1000:.2f}"
                                  for r in sorted(rs, key=lambda r: r["rep"]))
             tps = median([r["summary"]["tokens_per_s"] for r in rs])
             ok = sum(r["summary"]["ok"] for r in rs)
             err = sum(r["summary"]["errors"] for r in rs)
+            r429 = sum(r["summary"].get("rejected_429", 0) for r in rs)
             unf = sum(r["summary"]["unfinished"] for r in rs)
             started = [sum(r["started_per_replica"][i] for r in rs) for i in range(len(rs[0]["started_per_replica"]))]
-            share = started[-1] / max(1.0, sum(started))
+            shares = " / ".join(f"{100 * x / max(1.0, sum(started)):.0f}" for x in started) + " %"
             ages = {}
             for r in rs:
                 ages = bucket_add(ages, {float(k): v for k, v in r["age_buckets"].items()})
             a50, a99 = hist_quantile(ages, 0.5), hist_quantile(ages, 0.99)
             age = "–" if a50 is None else f"{fmt_ms(a50)} / {fmt_ms(a99)} ms"
-            cpu = f'{median([r["proxy_cpu_pct"] for r in rs]):.0f} %'
+            if alg in CLIENT_SIDE:
+                cpu = "–"
+            else:
+                cpu = f'{median([r["proxy_cpu_pct"] for r in rs]):.0f} %'
             if alg == STREAM:
                 cpu += f' (+{median([r.get("sidecars_cpu_pct", 0.0) for r in rs]):.0f} % sidecars)'
             foreign = max(r.get("foreign_cpu_pct", 0.0) for r in rs)
-            L.append(f"| `{alg}` | {fmt_q(ttft50)} | {fmt_q(ttft99)} | {fmt_q(e50)} | {fmt_q(e99)} | {per_rep} s | "
-                     f"{tps:.0f} | {ok} / {err} / {unf} | {share * 100:.0f} % | {age} | {cpu} | "
+            vs = [ratio_q(e99, cell[o][1]) if o in cell else "–" for o in ("oracle", "least_request")]
+            L.append(f"| `{alg}` | {fmt_q(ttft50)} | {fmt_q(ttft99)} | {fmt_q(e50)} | {fmt_q(e99)} | {rests} | "
+                     f"{vs[0]} | {vs[1]} | {per_rep} s | "
+                     f"{tps:.0f} | {ok} / {err} ({r429}) / {unf} | {shares} | {age} | {cpu} | "
                      f"{foreign:.0f} % |")
             summary_rows[(load, alg)] = dict(ttft50=ttft50, ttft99=ttft99, e50=e50, e99=e99, a99=a99)
+        refusals = [(alg, sum(sum(r.get("refused_per_replica", [])) for r in rs)) for alg, (rs, _) in cell.items()]
+        if any(n for _, n in refusals):
+            L.append("")
+            L.append("429s the replicas answered in the window (Vane retries one on another endpoint when the request "
+                     "can be replayed; the client-side policies pass it on as an error): "
+                     + ", ".join(f"`{a}` {n:.0f}" for a, n in refusals) + ".")
         # Paired ratios of Vane's E2E p99 to the others', per repetition.
         ratios = []
         for vane in ("p2c", STREAM):
@@ -724,10 +922,11 @@ def report(raw_path: Path, out_dir: Path) -> Path:
                 rtts.append(f"`{alg}` {per} ms")
         if rtts:
             L.append("")
-            L.append("Latency term of the cost (peak-EWMA of the time to the first body byte plus EWMA of the body time) per replica at the end of "
-                     "the window, slow replica last: " + "; ".join(rtts) + ".")
-        L.append("")
-        L.append(f"![{int(load * 100)} %](routing-{report_name(meta)}-{int(load * 100)}.png)")
+            L.append("Latency term of the cost (peak-EWMA of the time to the first body byte plus EWMA of the body "
+                     "time) per replica at the end of the window, in the fleet's order: " + "; ".join(rtts) + ".")
+        if meta["profile"] != "smoke":
+            L.append("")
+            L.append(f"![{int(load * 100)} %]({report_name(meta)}-{int(load * 100)}.png)")
     if clients:
         L.append("")
         L.append("## The same load from a PyPI client (guidellm)")
@@ -762,9 +961,10 @@ def report(raw_path: Path, out_dir: Path) -> Path:
     for e in (r for r in recs if r["kind"] == "client_error"):
         L.append(f"- guidellm with `{e['algorithm']}` failed: {e['error']}")
     L.append("")
-    L.append("## Targets at 80 %")
-    L.append("")
-    if any(r["load"] == 0.8 for r in runs):
+    # The targets were set for the hetero fleet.
+    if cond in ("hetero", "callers") and any(r["load"] == 0.8 for r in runs):
+        L.append("## Targets at 80 %")
+        L.append("")
         for vane in ("p2c", STREAM):
             for other, goal in (("round_robin", 0.4), ("least_request", 0.8)):
                 per = paired(runs, 0.8, vane, other)
@@ -782,7 +982,7 @@ def report(raw_path: Path, out_dir: Path) -> Path:
             if a99 is not None:
                 L.append(f"- `{vane}`: load figures under 20 ms old at p99: {'met' if a99 < 0.02 else 'not met'} "
                          f"(p99 {a99 * 1000:.1f} ms)")
-    md = out_dir / f"routing-{report_name(meta)}.md"
+    md = out_dir / f"{report_name(meta)}.md"
     md.write_text("\n".join(L) + "\n")
     plots(raw, runs, loads, algs, out_dir, meta)
     return md
@@ -797,7 +997,7 @@ def plots(raw: Path, runs: list[dict], loads, algs, out_dir: Path, meta: dict) -
         log("matplotlib is missing: no plots")
         return
     colors = {"round_robin": "#9e9e9e", "least_request": "#5b8def", "p2c_latency": "#f2a541", "p2c": "#2e9e5b",
-              STREAM: "#17693a"}
+              STREAM: "#17693a", "oracle": "#7b3fa0", "client_least_request": "#9bb7f0"}
     for load in loads:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, col, title in ((axes[0], "ttft_ms", "TTFT"), (axes[1], "e2e_ms", "End-to-end")):
@@ -818,9 +1018,9 @@ def plots(raw: Path, runs: list[dict], loads, algs, out_dir: Path, meta: dict) -
             ax.set_title(f"{title} latency (light: p50, dark: p99)")
             ax.set_yscale("log")
         fig.suptitle(f"Vane routing, {int(load * 100)} % of fleet capacity "
-                     f"({meta['replicas']} replicas, one {meta['slow_speed']}x slower)")
+                     f"(condition {meta.get('condition', 'hetero')}, {meta['replicas']} replicas)")
         fig.tight_layout()
-        fig.savefig(out_dir / f"routing-{report_name(meta)}-{int(load * 100)}.png", dpi=100)
+        fig.savefig(out_dir / f"{report_name(meta)}-{int(load * 100)}.png", dpi=100)
         plt.close(fig)
 
 
@@ -843,8 +1043,14 @@ def main() -> int:
                     help="measured seconds (profile default)")
     ap.add_argument("--replicas", type=int, default=int(os.environ.get("REPLICAS", "4")))
     ap.add_argument("--slow-speed", type=float, default=float(os.environ.get("SLOW_SPEED", "3")))
-    ap.add_argument("--prompt", default=os.environ.get("PROMPT", "lognormal:400:0.8:4096"))
-    ap.add_argument("--output", default=os.environ.get("OUTPUT", "lognormal:128:0.6:1024"))
+    ap.add_argument("--condition", default=os.environ.get("CONDITION", "hetero"), choices=CONDITIONS,
+                    help="the fleet and traffic: hetero (one replica 3x slower), join (a replica joins mid-run, "
+                         "slow at first), frozen (the slow replica's reports freeze), 429 (a small replica that "
+                         "refuses when full), bimodal (short chat and long requests), callers (several calling pods)")
+    ap.add_argument("--freeze", default=os.environ.get("FREEZE", "3s:2s"),
+                    help="frozen: the slow replica's --freeze-metrics ON:OFF")
+    ap.add_argument("--prompt", default=os.environ.get("PROMPT"), help="prompt lengths (per condition)")
+    ap.add_argument("--output", default=os.environ.get("OUTPUT"), help="output lengths (per condition)")
     ap.add_argument("--gen-cpu", default=os.environ.get("GEN_CPU", "0"))
     ap.add_argument("--sut-cpu", default=os.environ.get("SUT_CPU", "1"))
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", "19300")))
@@ -852,8 +1058,9 @@ def main() -> int:
     ap.add_argument("--client-load", type=float, default=0.8)
     ap.add_argument("--balancer", default=os.environ.get("BALANCER", ""),
                     help="more `proxy.balancer` settings for every run, e.g. 'in_flight_weight: 0.25'")
-    ap.add_argument("--callers", type=int, default=int(os.environ.get("CALLERS", "1")),
-                    help="calling pods, each with its own outbound Vane proxy; requests go to them in turn")
+    ap.add_argument("--callers", type=int, default=int(os.environ["CALLERS"]) if os.environ.get("CALLERS") else None,
+                    help="calling pods, each with its own outbound Vane proxy; requests go to them in turn "
+                         "(1; 4 for the callers condition)")
     ap.add_argument("--venv", default=os.environ.get("VENV", str(ROUTING / ".venv")))
     ap.add_argument("--stream-interval", default=os.environ.get("STREAM_INTERVAL", "10ms"),
                     help="p2c_stream: the probes' scrape interval and the inbound proxies' load_interval")
@@ -871,7 +1078,15 @@ def main() -> int:
         if getattr(args, k, None) is None:
             setattr(args, k, v)
     args.loads = [float(x) for x in args.loads.split(",")] if isinstance(args.loads, str) else prof["loads"]
+    bimodal = args.condition == "bimodal"
+    args.prompt = args.prompt or (BIMODAL_PROMPT if bimodal else "lognormal:400:0.8:4096")
+    args.output = args.output or (BIMODAL_OUTPUT if bimodal else "lognormal:128:0.6:1024")
+    if args.callers is None:
+        args.callers = 4 if args.condition == "callers" else 1
     algs = [a for a in args.algorithms.split(",") if a]
+    unknown = [a for a in algs if a not in ALGORITHMS]
+    if unknown:
+        ap.error(f"unknown algorithms {unknown}; known: {', '.join(ALGORITHMS)}")
     if args.warmup + args.duration > MAX_RUN_S:
         raise SystemExit(f"warm-up + duration must be at most {MAX_RUN_S} s")
     for b in ("vane-sim", "llm-load") + (("vane-gpu-probe",) if STREAM in algs else ()):
@@ -890,7 +1105,8 @@ def main() -> int:
         raise SystemExit(f"ports in use: {busy} (set PORT_BASE)")
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    raw = args.out / "raw" / (f"{stamp}-{args.profile}" + ("" if args.callers == 1 else f"-{args.callers}callers"))
+    raw = args.out / "raw" / (f"{stamp}-{args.condition}-{args.profile}"
+                              + ("" if args.callers == 1 else f"-{args.callers}callers"))
     raw.mkdir(parents=True, exist_ok=True)
     raw_path = raw / "raw.jsonl"
     atexit.register(stop_all)
@@ -906,10 +1122,9 @@ def main() -> int:
           "algorithms": algs, "gen_cpu": args.gen_cpu, "sut_cpu": args.sut_cpu, "client_load": args.client_load,
           "nproc": os.cpu_count(), "nice": NICE, "loadavg_start": os.getloadavg()[0],
           "stream_interval": args.stream_interval, "callers": args.callers,
-          "balancer": args.balancer})
+          "balancer": args.balancer, "condition": args.condition, "freeze": args.freeze})
     t_start = time.time()
     fleet = Fleet(args, raw)
-    fleet.start()
     cal = calibrate(args, fleet, raw)
     emit(cal)
     cap = cal["capacity_rps"]
@@ -919,7 +1134,9 @@ def main() -> int:
             k = (rep + li) % len(algs)
             for alg in algs[k:] + algs[:k]:
                 emit(run_one(args, fleet, raw, alg, load, rep, load * cap, seed=1000 * (rep + 1) + int(load * 100)))
-    if args.client != "none":
+    if args.client != "none" and args.condition != "hetero":
+        log("guidellm runs only in the hetero condition; skipped")
+    elif args.client != "none":
         for alg in ("p2c", "round_robin"):
             try:
                 emit(client_run(args, fleet, raw, alg, args.client_load * cap, seed=4242))

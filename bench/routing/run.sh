@@ -2,11 +2,11 @@
 # Vane's routing-quality benchmark: builds the simulator, the proxy, the load probe and llm-load,
 # installs the Python side (matplotlib for the plots, guidellm and a local tokenizer for the PyPI
 # client), then runs bench/routing/driver.py. Results go to bench/routing/results/.
-#   bash bench/routing/run.sh                  # PROFILE=full (default), about 20 min
-#   PROFILE=smoke bash bench/routing/run.sh    # about 3 min
-# Knobs (see bench/routing/README.md): LOADS, REPS, ALGORITHMS, REPLICAS, SLOW_SPEED, PROMPT,
-# OUTPUT, GEN_CPU, SUT_CPU, PORT_BASE, NICE, QUIET_PCT, QUIET_WAIT, STREAM_INTERVAL, CALLERS, CLIENT=none,
-# VENV, SKIP_BUILD, SKIP_PIP.
+#   bash bench/routing/run.sh                                  # CONDITION=hetero, PROFILE=full: about 75 min
+#   CONDITION=join PROFILE=smoke WARMUP=0 bash bench/routing/run.sh   # one condition from a cold start, about 3 min
+# Knobs (see bench/routing/README.md): CONDITION (hetero, join, frozen, 429, bimodal, callers), LOADS,
+# REPS, WARMUP, DURATION, ALGORITHMS, REPLICAS, SLOW_SPEED, FREEZE, PROMPT, OUTPUT, GEN_CPU, SUT_CPU,
+# PORT_BASE, NICE, QUIET_PCT, QUIET_WAIT, STREAM_INTERVAL, CALLERS, CLIENT=none, VENV, SKIP_BUILD, SKIP_PIP.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PROFILE="${PROFILE:-full}"

@@ -2,12 +2,18 @@
 //!
 //! Written as `kind:params`, for example `fixed:128`, `uniform:64:512`, `exp:200:2048`
 //! (mean, cap) or `lognormal:400:0.8:4096` (median, sigma, cap). Every sample is at least 1.
+//!
+//! A mixture is `mix:W*DIST+W*DIST+...`, e.g. `mix:0.9*lognormal:200:0.6:2048+0.1*fixed:2000`:
+//! each sample comes from one part, drawn with probability weight / sum of weights. The part is
+//! chosen by a uniform number the caller may pass ([`Dist::sample_in_class`]), so that a prompt
+//! mixture and an output mixture with the same weights draw the same class for one request (a
+//! long prompt comes with a long answer).
 
 use std::fmt;
 use std::str::FromStr;
 
 /// A distribution of token counts.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Dist {
     /// Always `n`.
     Fixed(u32),
@@ -35,6 +41,8 @@ pub enum Dist {
         /// Largest value.
         max: u32,
     },
+    /// A mixture: `(weight, part)`, weights > 0; parts are not mixtures themselves.
+    Mix(Vec<(f64, Dist)>),
 }
 
 /// A distribution that could not be read.
@@ -43,7 +51,11 @@ pub struct ParseDistError(String);
 
 impl fmt::Display for ParseDistError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: expected fixed:N, uniform:LO:HI, exp:MEAN[:MAX] or lognormal:MEDIAN:SIGMA[:MAX]", self.0)
+        write!(
+            f,
+            "{}: expected fixed:N, uniform:LO:HI, exp:MEAN[:MAX], lognormal:MEDIAN:SIGMA[:MAX] or mix:W*DIST+W*DIST...",
+            self.0
+        )
     }
 }
 
@@ -57,6 +69,21 @@ impl FromStr for Dist {
 
     fn from_str(s: &str) -> Result<Dist, ParseDistError> {
         let err = || ParseDistError(s.to_string());
+        if let Some(rest) = s.strip_prefix("mix:") {
+            let parts = rest
+                .split('+')
+                .map(|p| {
+                    let (w, d) = p.split_once('*').ok_or_else(err)?;
+                    let w: f64 = w.trim().parse().map_err(|_| err())?;
+                    let d: Dist = d.trim().parse()?;
+                    if !(w.is_finite() && w > 0.0) || matches!(d, Dist::Mix(_)) {
+                        return Err(err());
+                    }
+                    Ok((w, d))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Dist::Mix(parts));
+        }
         let mut parts = s.split(':');
         let kind = parts.next().ok_or_else(err)?;
         let nums: Vec<f64> = parts.map(|p| p.parse::<f64>().map_err(|_| err())).collect::<Result<_, _>>()?;
@@ -88,6 +115,13 @@ impl fmt::Display for Dist {
             Dist::Uniform { lo, hi } => write!(f, "uniform:{lo}:{hi}"),
             Dist::Exp { mean, max } => write!(f, "exp:{mean}:{max}"),
             Dist::LogNormal { median, sigma, max } => write!(f, "lognormal:{median}:{sigma}:{max}"),
+            Dist::Mix(parts) => {
+                f.write_str("mix:")?;
+                for (i, (w, d)) in parts.iter().enumerate() {
+                    write!(f, "{}{w}*{d}", if i == 0 { "" } else { "+" })?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -95,13 +129,31 @@ impl fmt::Display for Dist {
 impl Dist {
     /// One sample, at least 1.
     pub fn sample(&self, rng: &mut fastrand::Rng) -> u32 {
+        match self {
+            Dist::Mix(parts) => {
+                let class = rng.f64();
+                pick(parts, class).sample(rng)
+            }
+            _ => self.sample_in_class(0.0, rng),
+        }
+    }
+
+    /// One sample, at least 1; a mixture takes the part where `class` (uniform in 0..1) falls
+    /// on its cumulative weights, other distributions ignore it.
+    pub fn sample_in_class(&self, class: f64, rng: &mut fastrand::Rng) -> u32 {
         let v = match *self {
             Dist::Fixed(n) => return n,
             Dist::Uniform { lo, hi } => return rng.u32(lo..=hi),
             Dist::Exp { mean, max } => (exp1(rng) * mean).round().min(max as f64),
             Dist::LogNormal { median, sigma, max } => (median * (sigma * normal(rng)).exp()).round().min(max as f64),
+            Dist::Mix(ref parts) => return pick(parts, class).sample(rng),
         };
         (v as u32).max(1)
+    }
+
+    /// Whether this is a mixture.
+    pub fn is_mix(&self) -> bool {
+        matches!(self, Dist::Mix(_))
     }
 
     /// The mean of `n` samples from a fixed seed (exact enough for sizing a run; the cap makes
@@ -118,8 +170,22 @@ impl Dist {
             Dist::Fixed(n) => n,
             Dist::Uniform { hi, .. } => hi,
             Dist::Exp { max, .. } | Dist::LogNormal { max, .. } => max,
+            Dist::Mix(ref parts) => parts.iter().map(|(_, d)| d.max()).max().unwrap_or(1),
         }
     }
+}
+
+/// The part of a mixture where `class` falls on the cumulative weights.
+fn pick(parts: &[(f64, Dist)], class: f64) -> &Dist {
+    let total: f64 = parts.iter().map(|(w, _)| w).sum();
+    let mut at = class.clamp(0.0, 1.0) * total;
+    for (w, d) in parts {
+        if at < *w {
+            return d;
+        }
+        at -= w;
+    }
+    &parts[parts.len() - 1].1
 }
 
 /// A standard exponential sample (mean 1).
@@ -146,7 +212,24 @@ mod tests {
             assert_eq!(d.to_string(), s);
         }
         assert_eq!("exp:200".parse::<Dist>().unwrap(), Dist::Exp { mean: 200.0, max: DEFAULT_MAX });
-        for bad in ["", "fixed", "fixed:0", "fixed:1.5", "uniform:9:3", "lognormal:-1:1", "normal:3:1", "exp:x"] {
+        let m = "mix:0.9*lognormal:200:0.6:2048+0.1*fixed:2000";
+        assert_eq!(m.parse::<Dist>().unwrap().to_string(), m);
+        assert_eq!(m.parse::<Dist>().unwrap().max(), 2048);
+        for bad in [
+            "",
+            "fixed",
+            "fixed:0",
+            "fixed:1.5",
+            "uniform:9:3",
+            "lognormal:-1:1",
+            "normal:3:1",
+            "exp:x",
+            "mix:",
+            "mix:0.5",
+            "mix:0*fixed:3",
+            "mix:1*fixed:3+x*fixed:4",
+            "mix:1*mix:1*fixed:3",
+        ] {
             assert!(bad.parse::<Dist>().is_err(), "{bad}");
         }
     }
@@ -173,6 +256,29 @@ mod tests {
 
         let d: Dist = "uniform:5:9".parse().unwrap();
         assert!((0..1000).map(|_| d.sample(&mut rng)).all(|x| (5..=9).contains(&x)));
+    }
+
+    #[test]
+    fn a_mixture_draws_its_parts_by_weight_and_shares_the_class() {
+        let prompt: Dist = "mix:0.9*lognormal:200:0.6:2048+0.1*fixed:2000".parse().unwrap();
+        let output: Dist = "mix:0.9*lognormal:64:0.6:512+0.1*uniform:512:1024".parse().unwrap();
+        let mut rng = fastrand::Rng::with_seed(3);
+        let n = 20_000;
+        let (mut long, mut paired) = (0, 0);
+        for _ in 0..n {
+            let class = rng.f64();
+            let p = prompt.sample_in_class(class, &mut rng);
+            let o = output.sample_in_class(class, &mut rng);
+            if p == 2000 {
+                long += 1;
+                paired += u32::from((512..=1024).contains(&o));
+            }
+        }
+        assert!((long as f64 / n as f64 - 0.1).abs() < 0.01, "{long} long of {n}");
+        assert_eq!(paired, long, "a long prompt always comes with a long answer");
+        let mean = prompt.mean_estimate();
+        // 0.9 * 200 * exp(0.18) + 0.1 * 2000
+        assert!((mean - 415.5).abs() < 10.0, "mean {mean}");
     }
 
     #[test]

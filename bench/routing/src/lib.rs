@@ -8,6 +8,8 @@
 
 pub mod dist;
 pub mod load;
+pub mod oracle;
+pub mod policy;
 pub mod schedule;
 pub mod sse;
 pub mod stats;

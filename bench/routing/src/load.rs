@@ -16,6 +16,7 @@
 //! requests.
 
 use crate::dist::Dist;
+use crate::policy::{Backend, Chooser, Policy};
 use crate::schedule::{Arrival, poisson};
 use crate::sse::TokenCounter;
 use crate::stats::summary;
@@ -80,6 +81,13 @@ pub struct Config {
     pub seed: u64,
     /// Where to write one CSV row per request.
     pub csv: Option<PathBuf>,
+    /// How each open-loop request's target is chosen: `targets` in turn, or by the client
+    /// among `backends` (then `targets` are the backends' completion URLs, in the same order).
+    pub policy: Policy,
+    /// The backends of a client-side policy.
+    pub backends: Vec<Backend>,
+    /// How long the oracle waits for a backend's `/state`.
+    pub state_timeout: Duration,
 }
 
 impl Config {
@@ -87,6 +95,9 @@ impl Config {
     pub fn check(&self) -> anyhow::Result<()> {
         if self.targets.is_empty() {
             bail!("no target URL");
+        }
+        if self.policy != Policy::InTurn && self.backends.iter().map(|b| &b.url).ne(self.targets.iter()) {
+            bail!("a client-side policy sends to its backends: the targets must be their URLs");
         }
         for t in &self.targets {
             let host = t.host().context("target URL has no host")?;
@@ -159,6 +170,10 @@ struct Record {
     tokens: u64,
     error: Option<&'static str>,
     finished: bool,
+    /// How long a client-side policy took to choose, from `due`.
+    chose: Option<Duration>,
+    /// The oracle's estimate of the end-to-end time where it sent the request, µs from the choice.
+    estimate_us: Option<f64>,
 }
 
 type Records = Rc<RefCell<Vec<Record>>>;
@@ -171,7 +186,8 @@ struct Window {
     to: Instant,
     tokens: RefCell<Vec<u64>>,
 }
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The run's HTTP client: one keep-alive pool for every request.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Runs the load and returns the JSON summary.
 pub fn run(cfg: &Config) -> anyhow::Result<Value> {
@@ -207,6 +223,18 @@ async fn drive(cfg: &Config) -> anyhow::Result<Value> {
             let outstanding = Rc::new(Cell::new(0usize));
             let idle = Rc::new(Notify::new());
             let start = Instant::now() + Duration::from_millis(20);
+            let chooser = (cfg.policy != Policy::InTurn).then(|| {
+                Rc::new(Chooser::new(
+                    cfg.policy,
+                    cfg.backends.clone(),
+                    client.clone(),
+                    start,
+                    cfg.state_timeout,
+                    cfg.seed,
+                    (cfg.prompt.mean_estimate(), cfg.output.mean_estimate()),
+                ))
+            });
+            let targets: Rc<[Uri]> = cfg.targets.clone().into();
             for (i, a) in schedule.iter().enumerate() {
                 let due = start + a.at;
                 tokio::time::sleep_until(due).await;
@@ -220,11 +248,27 @@ async fn drive(cfg: &Config) -> anyhow::Result<Value> {
                     ..Record::default()
                 });
                 outstanding.set(outstanding.get() + 1);
-                let (client, uri, body, records) =
-                    (client.clone(), cfg.targets[target].clone(), body(a), Rc::clone(&records));
-                let (outstanding, idle) = (Rc::clone(&outstanding), Rc::clone(&idle));
+                let (client, body, records, targets) =
+                    (client.clone(), body(a), Rc::clone(&records), Rc::clone(&targets));
+                let (outstanding, idle, chooser) = (Rc::clone(&outstanding), Rc::clone(&idle), chooser.clone());
+                let (prompt, max_tokens) = (a.prompt_tokens, a.output_tokens);
                 tokio::task::spawn_local(async move {
-                    send_one(&client, uri, body, due, i, &records, None).await;
+                    let target = match &chooser {
+                        None => target,
+                        Some(c) => {
+                            let (t, estimate) = c.choose(prompt, max_tokens).await;
+                            let mut r = records.borrow_mut();
+                            r[i].target = t;
+                            r[i].chose = Some(Instant::now().saturating_duration_since(due));
+                            r[i].estimate_us = estimate;
+                            c.begin(t, prompt, max_tokens);
+                            t
+                        }
+                    };
+                    send_one(&client, targets[target].clone(), body, due, i, &records, None).await;
+                    if let Some(c) = &chooser {
+                        c.end(target);
+                    }
                     outstanding.set(outstanding.get() - 1);
                     if outstanding.get() == 0 {
                         idle.notify_one();
@@ -254,14 +298,19 @@ async fn drive(cfg: &Config) -> anyhow::Result<Value> {
                     let mut rng = fastrand::Rng::with_seed(cfg.seed ^ ((t as u64) << 32 | w as u64));
                     let (client, uri, records, next_id) =
                         (client.clone(), uri.clone(), Rc::clone(&records), Rc::clone(&next_id));
-                    let (prompt, output, body, window) = (cfg.prompt, cfg.output, body.clone(), Rc::clone(&window));
+                    let (prompt, output, body, window) =
+                        (cfg.prompt.clone(), cfg.output.clone(), body.clone(), Rc::clone(&window));
+                    let mixed = prompt.is_mix() || output.is_mix();
                     tokio::task::spawn_local(async move {
                         while Instant::now() < end {
                             let sent = Instant::now();
+                            // A mixture's class is shared by the prompt and the output.
+                            let class = if mixed { rng.f64() } else { 0.0 };
+                            let prompt_tokens = prompt.sample_in_class(class, &mut rng);
                             let a = Arrival {
                                 at: sent - start,
-                                prompt_tokens: prompt.sample(&mut rng),
-                                output_tokens: output.sample(&mut rng),
+                                prompt_tokens,
+                                output_tokens: output.sample_in_class(class, &mut rng),
                             };
                             let i = next_id.get();
                             next_id.set(i + 1);
@@ -319,7 +368,8 @@ async fn send_one(
     let mut body = resp.into_body();
     if !status.is_success() {
         while let Some(Ok(_)) = body.frame().await {}
-        return fail("status");
+        // A refusal for load (429) is counted apart from other errors.
+        return fail(if status == http::StatusCode::TOO_MANY_REQUESTS { "429" } else { "status" });
     }
     let mut counter = TokenCounter::default();
     while let Some(frame) = body.frame().await {
@@ -394,6 +444,11 @@ fn open_summary(cfg: &Config, rate: f64, recs: &[Record], cut: Duration) -> Valu
     let served_for = last_end.saturating_sub(cfg.warmup).as_secs_f64().max(1e-9);
     let lag: Vec<f64> = measured.iter().map(|r| ms(r.lag)).collect();
     let lag = summary(lag);
+    let chose: Vec<f64> = measured.iter().filter_map(|r| r.chose.map(ms)).collect();
+    let mut per_target = vec![0u64; cfg.targets.len()];
+    for r in &measured {
+        per_target[r.target] += 1;
+    }
     json!({
         "mode": "open",
         "rate_target": rate,
@@ -418,6 +473,10 @@ fn open_summary(cfg: &Config, rate: f64, recs: &[Record], cut: Duration) -> Valu
         "tokens_per_s": round3(tokens as f64 / served_for),
         "served_s": round3(served_for),
         "send_lag_ms": { "p99": lag["p99"], "max": lag["max"] },
+        "policy": cfg.policy.to_string(),
+        "choice_ms": summary(chose),
+        "requests_per_target": per_target,
+        "rejected_429": kinds.get("429").copied().unwrap_or(0),
         "warmup_requests": recs.len() - measured.len(),
     })
 }
@@ -477,7 +536,10 @@ fn write_csv(cfg: &Config, recs: &[Record], cut: Duration) -> anyhow::Result<()>
     let Some(path) = &cfg.csv else { return Ok(()) };
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
-    writeln!(w, "id,target,due_s,lag_ms,prompt_tokens,max_tokens,status,ttft_ms,e2e_ms,tokens,error,measured")?;
+    writeln!(
+        w,
+        "id,target,due_s,lag_ms,prompt_tokens,max_tokens,status,ttft_ms,e2e_ms,tokens,error,measured,choice_ms,estimate_ms"
+    )?;
     let opt = |d: Option<Duration>| d.map_or(String::new(), |d| format!("{:.3}", ms(d)));
     for (i, r) in recs.iter().enumerate() {
         let measured = match cfg.mode {
@@ -489,7 +551,7 @@ fn write_csv(cfg: &Config, recs: &[Record], cut: Duration) -> anyhow::Result<()>
         let (ttft, e2e) = if r.finished { (r.ttft, r.e2e) } else { (r.ttft.or(Some(waited)), Some(waited)) };
         writeln!(
             w,
-            "{i},{},{:.6},{:.3},{},{},{},{},{},{},{error},{}",
+            "{i},{},{:.6},{:.3},{},{},{},{},{},{},{error},{},{},{}",
             r.target,
             r.due.as_secs_f64(),
             ms(r.lag),
@@ -499,7 +561,9 @@ fn write_csv(cfg: &Config, recs: &[Record], cut: Duration) -> anyhow::Result<()>
             opt(ttft),
             opt(e2e),
             r.tokens,
-            measured as u8
+            measured as u8,
+            opt(r.chose),
+            r.estimate_us.filter(|e| e.is_finite()).map_or(String::new(), |e| format!("{:.3}", e / 1e3))
         )?;
     }
     w.flush()?;
@@ -522,6 +586,9 @@ mod tests {
             output: Dist::Fixed(10),
             seed: 1,
             csv: None,
+            policy: Policy::InTurn,
+            backends: vec![],
+            state_timeout: Duration::from_millis(50),
         }
     }
 
@@ -563,13 +630,16 @@ mod tests {
             rec(6_000, 100, Some(1_000), 10, None),
             rec(7_000, 200, Some(2_000), 10, None),
             rec(8_000, 50, Some(60), 0, Some("status")),
+            rec(9_000, 1, Some(2), 0, Some("429")),
             rec(30_000, 300, None, 4, None), // cut off at 45 s: waited 15 s
         ];
         let s = open_summary(&c, 10.0, &recs, Duration::from_secs(45));
-        assert_eq!(s["requests"], 4);
+        assert_eq!(s["requests"], 5);
         assert_eq!(s["ok"], 2);
-        assert_eq!(s["errors"], 1);
+        assert_eq!(s["errors"], 2);
         assert_eq!(s["error_kinds"]["status"], 1);
+        assert_eq!(s["rejected_429"], 1);
+        assert_eq!(s["requests_per_target"], json!([5]));
         assert_eq!(s["unfinished"], 1);
         assert_eq!(s["censored"], true);
         assert_eq!(s["e2e_ms"]["max"], 15_000.0);

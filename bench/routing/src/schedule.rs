@@ -3,7 +3,9 @@
 //!
 //! The same seed gives the same requests at the same offsets whatever is measured, so every
 //! balancing algorithm faces exactly the same workload. Gaps and lengths come from separate
-//! generators, so a different rate keeps the same sequence of request sizes.
+//! generators, so a different rate keeps the same sequence of request sizes. With mixtures, a
+//! third generator draws each request's class, shared by its prompt and its output (see
+//! [`Dist::sample_in_class`]).
 
 use crate::dist::{Dist, exp1};
 use std::time::Duration;
@@ -23,6 +25,8 @@ pub struct Arrival {
 pub fn poisson(rate: f64, span: Duration, prompt: &Dist, output: &Dist, seed: u64) -> Vec<Arrival> {
     let mut gaps = fastrand::Rng::with_seed(seed);
     let mut sizes = fastrand::Rng::with_seed(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut classes = fastrand::Rng::with_seed(seed ^ 0x3c6e_f372_fe94_f82b);
+    let mixed = prompt.is_mix() || output.is_mix();
     let end = span.as_secs_f64();
     let mut t = 0.0;
     let mut out = Vec::with_capacity((rate * end * 1.1) as usize + 16);
@@ -34,8 +38,12 @@ pub fn poisson(rate: f64, span: Duration, prompt: &Dist, output: &Dist, seed: u6
         if t >= end {
             return out;
         }
-        let prompt_tokens = prompt.sample(&mut sizes);
-        let output_tokens = output.sample(&mut sizes);
+        let (prompt_tokens, output_tokens) = if mixed {
+            let class = classes.f64();
+            (prompt.sample_in_class(class, &mut sizes), output.sample_in_class(class, &mut sizes))
+        } else {
+            (prompt.sample(&mut sizes), output.sample(&mut sizes))
+        };
         out.push(Arrival { at: Duration::from_secs_f64(t), prompt_tokens, output_tokens });
     }
 }

@@ -89,6 +89,7 @@ impl ApiError {
         let kind = match self.status {
             StatusCode::NOT_FOUND => "NotFoundError",
             StatusCode::BAD_REQUEST => "BadRequestError",
+            StatusCode::TOO_MANY_REQUESTS => "RateLimitError",
             _ => "InternalServerError",
         };
         json!({"error": {

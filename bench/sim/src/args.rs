@@ -1,6 +1,8 @@
 //! Command-line flags (each with a `VANE_SIM_*` environment fallback) and the binary's entry.
 
+use crate::driver::Slow;
 use crate::engine::EngineConfig;
+use crate::metrics::Freeze;
 use crate::server::{Burst, Config, Sim};
 use clap::Parser;
 use clap::builder::BoolishValueParser;
@@ -80,6 +82,30 @@ pub struct Args {
     /// Attach an ORCA endpoint-load-metrics header to every response.
     #[arg(long, env = "VANE_SIM_ORCA", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub orca: bool,
+
+    /// Answer 429 (with Retry-After: 1) at once while this many requests already wait; off
+    /// when not given (vLLM queues without limit).
+    #[arg(long, env = "VANE_SIM_MAX_WAITING")]
+    pub max_waiting: Option<usize>,
+
+    /// Reported load (ORCA header, /metrics gauges) freezes for ON, then is live for OFF,
+    /// repeating from the start, e.g. 3s:2s. /state always tells the truth.
+    #[arg(long, env = "VANE_SIM_FREEZE_METRICS", value_parser = freeze)]
+    pub freeze_metrics: Option<Freeze>,
+
+    /// For this long after the start the replica runs at --slow-speed (cold caches, JIT).
+    #[arg(long, env = "VANE_SIM_SLOW_FOR", default_value = "0", value_parser = duration)]
+    pub slow_for: Duration,
+
+    /// The speed factor during --slow-for (3.0: three times slower).
+    #[arg(long, env = "VANE_SIM_SLOW_SPEED", default_value_t = 3.0)]
+    pub slow_speed: f64,
+}
+
+/// Parses `ON:OFF`, two durations, e.g. `3s:2s`.
+pub fn freeze(s: &str) -> Result<Freeze, String> {
+    let (on, off) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected ON:OFF, e.g. 3s:2s"))?;
+    Ok(Freeze { on: duration(on)?, off: duration(off)? })
 }
 
 /// Parses `500ms`, `2s`, `1.5s`, `250us`, `1m`, or `0`.
@@ -128,6 +154,9 @@ impl Args {
             },
             orca: self.orca,
             burst,
+            max_waiting: self.max_waiting,
+            freeze: self.freeze_metrics,
+            slow: (!self.slow_for.is_zero()).then_some(Slow { duration: self.slow_for, speed: self.slow_speed }),
         }
     }
 }
@@ -227,6 +256,30 @@ mod tests {
         assert_eq!((b.every, b.requests), (Duration::from_millis(1500), 4));
         c.validate().unwrap();
         assert!(Args::try_parse_from(["vane-sim", "--burst-every=soon"]).is_err());
+        assert!(c.max_waiting.is_none() && c.freeze.is_none() && c.slow.is_none());
+        let c = Args::try_parse_from([
+            "vane-sim",
+            "--max-waiting=4",
+            "--freeze-metrics=3s:2s",
+            "--slow-for=10s",
+            "--slow-speed=3",
+        ])
+        .unwrap()
+        .config();
+        assert_eq!(c.max_waiting, Some(4));
+        assert_eq!(c.freeze, Some(Freeze { on: Duration::from_secs(3), off: Duration::from_secs(2) }));
+        assert_eq!(c.slow, Some(Slow { duration: Duration::from_secs(10), speed: 3.0 }));
+        c.validate().unwrap();
+        for bad in [&["vane-sim", "--freeze-metrics=3s"][..], &["vane-sim", "--freeze-metrics=3s:x"]] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            &["vane-sim", "--max-waiting=0"][..],
+            &["vane-sim", "--freeze-metrics=0:2s"],
+            &["vane-sim", "--slow-for=1s", "--slow-speed=0"],
+        ] {
+            assert!(Args::try_parse_from(bad).unwrap().config().validate().is_err(), "{bad:?}");
+        }
         // Parses, but cannot run: a request could need more KV than there is.
         let c = Args::try_parse_from(["vane-sim", "--kv-tokens=1024"]).unwrap().config();
         assert!(c.validate().is_err());

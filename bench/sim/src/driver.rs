@@ -11,6 +11,9 @@
 //! Timing: steps are chained on absolute deadlines (`next = previous deadline + step`), so
 //! the timer's millisecond granularity rounds individual steps but not their sum; a loop
 //! that falls more than [`LATE_RESET`] behind starts over from now instead of bursting.
+//!
+//! With a [`Slow`] start the loop runs its first steps at another speed (see [`speed_at`]),
+//! and after every step it publishes the engine's sequences for `/state`.
 
 use crate::engine::{Emit, Engine, SeqId, SeqSpec, SubmitError};
 use crate::metrics::Shared;
@@ -23,6 +26,24 @@ use tokio::time::Instant;
 
 /// How far behind its deadline the loop may fall before it stops catching up.
 pub const LATE_RESET: Duration = Duration::from_millis(5);
+
+/// A replica that starts slow (cold caches, JIT compilation): for `duration` after the start it
+/// runs at `speed` instead of the configured speed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Slow {
+    /// How long the slow phase lasts from the simulator's start.
+    pub duration: Duration,
+    /// The speed factor meanwhile (3.0: three times slower).
+    pub speed: f64,
+}
+
+/// The speed factor `elapsed` after the start: `slow.speed` during a slow start, else `speed`.
+pub fn speed_at(elapsed: Duration, speed: f64, slow: Option<Slow>) -> f64 {
+    match slow {
+        Some(s) if elapsed < s.duration => s.speed,
+        _ => speed,
+    }
+}
 
 /// A request's view of its sequence.
 #[derive(Debug)]
@@ -140,10 +161,10 @@ impl EngineHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let progress = Arc::new(Progress::new());
         let spec = SeqSpec { id, prompt_tokens, max_tokens };
-        self.shared.add_pending();
+        self.shared.add_pending(spec);
         let cmd = Cmd::Submit { spec, progress: Some(progress.clone()), arrived: Instant::now() };
         if self.tx.send(cmd).is_err() {
-            self.shared.take_pending();
+            self.shared.take_pending(id);
             return Err(Dropped);
         }
         Ok(Ticket { id, max_tokens, progress, tx: self.tx.clone() })
@@ -152,35 +173,51 @@ impl EngineHandle {
     /// Queues background sequences that nobody reads (a load burst).
     pub fn submit_background(&self, prompt_tokens: u32, max_tokens: u32) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shared.add_pending();
         let spec = SeqSpec { id, prompt_tokens, max_tokens };
+        self.shared.add_pending(spec);
         let cmd = Cmd::Submit { spec, progress: None, arrived: Instant::now() };
         if self.tx.send(cmd).is_err() {
-            self.shared.take_pending();
+            self.shared.take_pending(id);
         }
     }
 }
 
-/// Builds the handle and the loop; the caller spawns the loop.
-pub fn start(engine: Engine, shared: Arc<Shared>) -> (EngineHandle, impl Future<Output = ()> + Send + 'static) {
+/// Builds the handle and the loop; the caller spawns the loop. `slow` is counted from this call.
+pub fn start(
+    engine: Engine,
+    shared: Arc<Shared>,
+    slow: Option<Slow>,
+) -> (EngineHandle, impl Future<Output = ()> + Send + 'static) {
     // Internal: unbounded, because a request sends at most two commands (submit, cancel),
     // so the queue never holds more than twice the open requests, and a handler's drop
     // cannot wait for room.
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = EngineHandle { tx, next_id: Arc::new(AtomicU64::new(1)), shared: shared.clone() };
-    (handle, run(engine, rx, shared))
+    (handle, run(engine, rx, shared, slow, Instant::now()))
 }
 
-async fn run(mut engine: Engine, mut rx: mpsc::UnboundedReceiver<Cmd>, shared: Arc<Shared>) {
+async fn run(
+    mut engine: Engine,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    shared: Arc<Shared>,
+    slow: Option<Slow>,
+    started: Instant,
+) {
     let mut slots: HashMap<SeqId, Slot> = HashMap::new();
     let mut emitted: Vec<Emit> = Vec::new();
     let mut deadline: Option<Instant> = None;
+    let speed = engine.config().speed;
     loop {
         while let Ok(cmd) = rx.try_recv() {
             apply(&mut engine, &mut slots, &shared, cmd);
         }
         emitted.clear();
-        let Some(step) = engine.step(&mut emitted) else {
+        if slow.is_some() {
+            engine.set_speed(speed_at(started.elapsed(), speed, slow));
+        }
+        let stepped = engine.step(&mut emitted);
+        shared.publish_snapshot(engine.snapshot());
+        let Some(step) = stepped else {
             shared.publish(engine.load(), engine.preemptions());
             deadline = None;
             match rx.recv().await {
@@ -219,7 +256,7 @@ async fn run(mut engine: Engine, mut rx: mpsc::UnboundedReceiver<Cmd>, shared: A
 fn apply(engine: &mut Engine, slots: &mut HashMap<SeqId, Slot>, shared: &Shared, cmd: Cmd) {
     match cmd {
         Cmd::Submit { spec, progress, arrived } => {
-            shared.take_pending();
+            shared.take_pending(spec.id);
             match engine.submit(spec) {
                 Ok(()) => {
                     slots.insert(spec.id, Slot { progress, arrived, prompt_tokens: spec.prompt_tokens });
@@ -251,5 +288,19 @@ fn deliver(slots: &mut HashMap<SeqId, Slot>, shared: &Shared, e: &Emit, now: Ins
     if e.finished {
         shared.finished(now - slot.arrived);
         slots.remove(&e.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_start_lasts_its_duration() {
+        let slow = Some(Slow { duration: Duration::from_secs(10), speed: 3.0 });
+        assert_eq!(speed_at(Duration::ZERO, 1.0, slow), 3.0);
+        assert_eq!(speed_at(Duration::from_millis(9_999), 1.0, slow), 3.0);
+        assert_eq!(speed_at(Duration::from_secs(10), 1.0, slow), 1.0);
+        assert_eq!(speed_at(Duration::from_secs(1), 2.0, None), 2.0);
     }
 }

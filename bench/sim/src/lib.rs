@@ -36,5 +36,7 @@ pub mod error;
 pub mod metrics;
 pub mod server;
 
+pub use driver::Slow;
 pub use error::Error;
+pub use metrics::Freeze;
 pub use server::{Burst, Config, Sim};

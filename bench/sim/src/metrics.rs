@@ -4,13 +4,17 @@
 //!
 //! The engine loop publishes the queues after every step; request handlers and the scrape
 //! read them without taking a lock. Both the page and the header read the same
-//! [`Shared::load`], so they agree whenever the engine is between steps.
+//! [`Shared::reported`], so they agree whenever the engine is between steps. With a
+//! [`Freeze`], that reported load holds still for part of every period (a stuck exporter);
+//! [`Shared::load`] and the `/state` document ([`Shared::state_json`]) always tell the truth.
 
-use crate::engine::Load;
+use crate::engine::{EngineConfig, Load, SeqId, SeqSpec, SeqView, Snapshot};
+use serde_json::json;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// vLLM's buckets for `vllm:time_to_first_token_seconds`.
 pub const TTFT_BUCKETS: [f64; 22] = [
@@ -42,8 +46,29 @@ pub struct Shared {
     generation_tokens: AtomicU64,
     success: AtomicU64,
     preemptions: AtomicU64,
+    /// Requests answered 429 because the queue was full (`--max-waiting`).
+    refused: AtomicU64,
     ttft: Mutex<Histogram>,
     e2e: Mutex<Histogram>,
+    /// Requests on their way to the engine, by id, with their sizes (for `/state`).
+    pending_specs: Mutex<Vec<SeqSpec>>,
+    /// The engine's sequences after the last step.
+    snapshot: Mutex<Arc<Snapshot>>,
+    freeze: Option<Freeze>,
+    started: Instant,
+    /// The load last reported while reports were live.
+    reported: Mutex<Served>,
+}
+
+/// Reported load that freezes: for `on` it stays at the last value reported before, then it is
+/// live for `off`, and again, from the simulator's start (which is frozen at the initial, idle
+/// value for the first `on`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freeze {
+    /// How long each freeze lasts.
+    pub on: Duration,
+    /// How long reports are live between freezes.
+    pub off: Duration,
 }
 
 /// A snapshot of the engine's queues as served.
@@ -55,6 +80,14 @@ pub struct Served {
     pub running: u64,
     /// KV-cache use, 0..1.
     pub kv_cache_usage: f64,
+}
+
+impl Freeze {
+    /// Whether reports are frozen `elapsed` after the start.
+    pub fn frozen_at(&self, elapsed: Duration) -> bool {
+        let period = (self.on + self.off).as_nanos();
+        period > 0 && elapsed.as_nanos() % period < self.on.as_nanos()
+    }
 }
 
 /// A Prometheus histogram with fixed buckets.
@@ -84,9 +117,27 @@ impl Shared {
             generation_tokens: AtomicU64::new(0),
             success: AtomicU64::new(0),
             preemptions: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             ttft: Mutex::new(Histogram::new(&TTFT_BUCKETS)),
             e2e: Mutex::new(Histogram::new(&E2E_BUCKETS)),
+            pending_specs: Mutex::new(Vec::new()),
+            snapshot: Mutex::new(Arc::new(Snapshot::default())),
+            freeze: None,
+            started: Instant::now(),
+            reported: Mutex::new(Served { waiting: 0, running: 0, kv_cache_usage: 0.0 }),
         }
+    }
+
+    /// The same, with reports that freeze as `freeze` says, counted from now.
+    pub fn with_freeze(mut self, freeze: Option<Freeze>) -> Self {
+        self.freeze = freeze;
+        self.started = Instant::now();
+        self
+    }
+
+    /// Whether reports are frozen now.
+    pub fn frozen(&self) -> bool {
+        self.freeze.is_some_and(|f| f.frozen_at(self.started.elapsed()))
     }
 
     /// The served model's name.
@@ -100,16 +151,29 @@ impl Shared {
         self.running.store(load.running as u64, Relaxed);
         self.used_blocks.store(u64::from(load.used_blocks), Relaxed);
         self.preemptions.store(preemptions, Relaxed);
+        if self.freeze.is_some() {
+            let _ = self.reported();
+        }
+    }
+
+    /// Records the engine's sequences after a step.
+    pub fn publish_snapshot(&self, snapshot: Snapshot) {
+        *lock(&self.snapshot) = Arc::new(snapshot);
     }
 
     /// A request is on its way to the engine.
-    pub fn add_pending(&self) {
+    pub fn add_pending(&self, spec: SeqSpec) {
         self.pending.fetch_add(1, Relaxed);
+        lock(&self.pending_specs).push(spec);
     }
 
     /// The engine loop took a request in (or it was refused).
-    pub fn take_pending(&self) {
+    pub fn take_pending(&self, id: SeqId) {
         self.pending.fetch_sub(1, Relaxed);
+        let mut p = lock(&self.pending_specs);
+        if let Some(i) = p.iter().position(|s| s.id == id) {
+            p.remove(i);
+        }
     }
 
     /// The queues as they are now.
@@ -120,6 +184,47 @@ impl Shared {
             running: self.running.load(Relaxed),
             kv_cache_usage: used / f64::from(self.total_blocks.max(1)),
         }
+    }
+
+    /// The load as reported in the ORCA header and on `/metrics`: [`Self::load`], or while a
+    /// freeze lasts, the value last reported before it.
+    pub fn reported(&self) -> Served {
+        let mut last = lock(&self.reported);
+        if !self.frozen() {
+            *last = self.load();
+        }
+        *last
+    }
+
+    /// The `/state` document: the engine's true state (never frozen) and its step parameters.
+    /// Sequences are `[prompt_tokens, generated, max_tokens]`; requests not yet taken in by the
+    /// engine loop are at the end of `waiting_seqs`. `engine` gives the parameters, `speed` the
+    /// speed factor in force now, `max_waiting` the queue length at which requests are refused.
+    pub fn state_json(&self, engine: &EngineConfig, speed: f64, max_waiting: Option<usize>) -> String {
+        let snapshot = Arc::clone(&lock(&self.snapshot));
+        let triple = |s: &SeqView| [s.prompt_tokens, s.generated, s.max_tokens];
+        let mut waiting: Vec<[u32; 3]> = snapshot.waiting.iter().map(triple).collect();
+        waiting.extend(lock(&self.pending_specs).iter().map(|s| [s.prompt_tokens, 0, s.max_tokens]));
+        let running: Vec<[u32; 3]> = snapshot.running.iter().map(triple).collect();
+        let used = self.used_blocks.load(Relaxed);
+        json!({
+            "waiting": waiting.len(),
+            "running": running.len(),
+            "waiting_seqs": waiting,
+            "running_seqs": running,
+            "speed": speed,
+            "step_base_us": engine.step_base_us,
+            "step_per_seq_us": engine.step_per_seq_us,
+            "prefill_us_per_token": engine.prefill_us_per_token,
+            "max_batch": engine.max_batch,
+            "max_batched_tokens": engine.max_batched_tokens,
+            "block_size": self.block_size,
+            "kv_blocks_total": self.total_blocks,
+            "kv_blocks_free": u64::from(self.total_blocks).saturating_sub(used),
+            "max_waiting": max_waiting,
+            "reports_frozen": self.frozen(),
+        })
+        .to_string()
     }
 
     /// A request sampled its first token `ttft` after it arrived.
@@ -133,6 +238,11 @@ impl Shared {
         self.generation_tokens.fetch_add(n, Relaxed);
     }
 
+    /// A request was refused with 429 (the queue was full).
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Relaxed);
+    }
+
     /// A request finished `e2e` after it arrived.
     pub fn finished(&self, e2e: Duration) {
         self.success.fetch_add(1, Relaxed);
@@ -141,7 +251,7 @@ impl Shared {
 
     /// The ORCA `endpoint-load-metrics` value in TEXT form.
     pub fn orca(&self) -> String {
-        let l = self.load();
+        let l = self.reported();
         format!(
             "TEXT named_metrics.queue_depth={}, named_metrics.running={}, named_metrics.kv_cache_usage={}",
             l.waiting, l.running, l.kv_cache_usage
@@ -152,7 +262,7 @@ impl Shared {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         let labels = format!("engine=\"0\",model_name=\"{}\"", escape_label(&self.model));
-        let l = self.load();
+        let l = self.reported();
         let gauges = [
             ("vllm:num_requests_running", "Number of requests in model execution batches.", l.running as f64),
             ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", l.waiting as f64),
@@ -180,6 +290,10 @@ impl Shared {
         header(&mut out, name, "Count of successfully processed requests.", "counter");
         let _ =
             writeln!(out, "{name}{{{labels},finished_reason=\"length\"}} {}", num(self.success.load(Relaxed) as f64));
+        // Not a vLLM series: vLLM never refuses for load.
+        let name = "vane_sim_refused_total";
+        header(&mut out, name, "Requests answered 429 because --max-waiting requests were waiting.", "counter");
+        let _ = writeln!(out, "{name}{{{labels}}} {}", num(self.refused.load(Relaxed) as f64));
         let name = "vllm:cache_config_info";
         header(&mut out, name, "Information of the KV cache configuration.", "gauge");
         let _ = writeln!(
@@ -201,6 +315,10 @@ impl Shared {
         }
         out
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn observe(h: &Mutex<Histogram>, d: Duration) {
@@ -279,7 +397,7 @@ mod tests {
     fn page_and_header_report_the_same_load() {
         let s = Shared::new("m\"1", 16, 100);
         s.publish(Load { waiting: 3, running: 5, used_blocks: 42, total_blocks: 100 }, 2);
-        s.add_pending();
+        s.add_pending(SeqSpec { id: 7, prompt_tokens: 10, max_tokens: 5 });
         assert_eq!(
             s.orca(),
             "TEXT named_metrics.queue_depth=4, named_metrics.running=5, named_metrics.kv_cache_usage=0.42"
@@ -296,5 +414,55 @@ mod tests {
         ] {
             assert!(page.lines().any(|l| l == line), "{line} not in\n{page}");
         }
+    }
+
+    #[test]
+    fn freeze_phases() {
+        let f = Freeze { on: Duration::from_secs(3), off: Duration::from_secs(2) };
+        let at = |ms: u64| f.frozen_at(Duration::from_millis(ms));
+        assert!(at(0) && at(2_999));
+        assert!(!at(3_000) && !at(4_999));
+        assert!(at(5_000) && at(7_999) && !at(8_000));
+        let never = Freeze { on: Duration::ZERO, off: Duration::from_secs(1) };
+        assert!(!never.frozen_at(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn frozen_reports_hold_the_last_live_value_and_state_tells_the_truth() {
+        let live = Shared::new("m", 16, 100);
+        // Frozen from the start for a long time: the reports stay at the initial value.
+        let s = Shared::new("m", 16, 100)
+            .with_freeze(Some(Freeze { on: Duration::from_secs(3600), off: Duration::from_secs(1) }));
+        for shared in [&live, &s] {
+            shared.publish(Load { waiting: 3, running: 5, used_blocks: 42, total_blocks: 100 }, 0);
+        }
+        assert!(s.frozen());
+        assert_eq!(
+            s.orca(),
+            "TEXT named_metrics.queue_depth=0, named_metrics.running=0, named_metrics.kv_cache_usage=0"
+        );
+        assert!(s.render().contains("vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 0.0\n"));
+        assert_eq!(s.load().waiting, 3, "the true load");
+        assert_eq!(live.reported(), live.load());
+        assert_eq!(live.reported().running, 5);
+
+        let cfg = EngineConfig::default();
+        let first: serde_json::Value = serde_json::from_str(&s.state_json(&cfg, 3.0, None)).unwrap();
+        assert_eq!(first["reports_frozen"], true);
+        assert_eq!(first["kv_blocks_free"], 58);
+        let v = |prompt_tokens, generated, max_tokens| SeqView { prompt_tokens, generated, max_tokens };
+        s.publish_snapshot(Snapshot { running: vec![v(100, 3, 10)], waiting: vec![v(50, 0, 20)] });
+        s.add_pending(SeqSpec { id: 9, prompt_tokens: 7, max_tokens: 8 });
+        let st: serde_json::Value = serde_json::from_str(&s.state_json(&cfg, 3.0, None)).unwrap();
+        assert_eq!(st["running_seqs"], json!([[100, 3, 10]]));
+        assert_eq!(st["waiting_seqs"], json!([[50, 0, 20], [7, 0, 8]]));
+        assert_eq!((st["waiting"].as_u64(), st["running"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(st["speed"], 3.0);
+        assert_eq!(st["max_batch"], 64);
+        assert_eq!(st["step_base_us"], 3500.0);
+        assert_eq!(st["max_waiting"], serde_json::Value::Null);
+        s.take_pending(9);
+        let st: serde_json::Value = serde_json::from_str(&s.state_json(&cfg, 3.0, None)).unwrap();
+        assert_eq!(st["waiting"], 1);
     }
 }

@@ -3,9 +3,9 @@
 
 use crate::Error;
 use crate::api::{self, ApiError, Endpoint, GenRequest, Reply};
-use crate::driver::{self, EngineHandle, Ticket};
+use crate::driver::{self, EngineHandle, Slow, Ticket};
 use crate::engine::{ConfigError, Engine, EngineConfig};
-use crate::metrics::{ORCA_HEADER, Shared};
+use crate::metrics::{Freeze, ORCA_HEADER, Shared};
 use bytes::Bytes;
 use futures_util::stream;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Largest request body read. A 100k-token prompt is about 400 KB of text.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
@@ -44,6 +45,13 @@ pub struct Config {
     pub orca: bool,
     /// Background load, if any.
     pub burst: Option<Burst>,
+    /// Answer 429 at once while this many requests wait (TGI's `max_concurrent_requests`
+    /// style); `None`: the queue has no limit, as in vLLM.
+    pub max_waiting: Option<usize>,
+    /// Reported load (ORCA header, `/metrics` gauges) that freezes part of the time.
+    pub freeze: Option<Freeze>,
+    /// A slow phase after the start.
+    pub slow: Option<Slow>,
 }
 
 /// Background load: every `every`, `requests` sequences nobody reads join the queue.
@@ -71,6 +79,7 @@ struct State {
     config: Config,
     engine: EngineHandle,
     requests: AtomicU64,
+    started: Instant,
 }
 
 /// Aborts the background tasks when `run` ends, however it ends.
@@ -87,6 +96,9 @@ impl Default for Config {
             engine: EngineConfig::default(),
             orca: false,
             burst: None,
+            max_waiting: None,
+            freeze: None,
+            slow: None,
         }
     }
 }
@@ -109,6 +121,19 @@ impl Config {
                  could never run",
                 self.max_model_len
             ));
+        }
+        if self.max_waiting == Some(0) {
+            return bad("max waiting must be at least 1".into());
+        }
+        if let Some(f) = &self.freeze
+            && (f.on.is_zero() || f.off.is_zero())
+        {
+            return bad("a freeze needs an on and an off time > 0, as in 3s:2s".into());
+        }
+        if let Some(s) = &self.slow
+            && !(s.speed.is_finite() && s.speed > 0.0)
+        {
+            return bad(format!("slow speed must be a finite number > 0, not {}", s.speed));
         }
         if let Some(b) = &self.burst {
             if b.every.is_zero() || b.requests == 0 {
@@ -149,13 +174,16 @@ impl Sim {
         let Self { config, listener } = self;
         let engine = Engine::new(config.engine.clone())?;
         let load = engine.load();
-        let shared = Arc::new(Shared::new(&config.model, config.engine.block_size, load.total_blocks));
-        let (engine_handle, engine_loop) = driver::start(engine, shared);
+        let shared = Arc::new(
+            Shared::new(&config.model, config.engine.block_size, load.total_blocks).with_freeze(config.freeze),
+        );
+        let started = Instant::now();
+        let (engine_handle, engine_loop) = driver::start(engine, shared, config.slow);
         let mut tasks = Tasks(vec![tokio::spawn(engine_loop)]);
         if let Some(burst) = config.burst {
             tasks.0.push(tokio::spawn(bursts(engine_handle.clone(), burst)));
         }
-        let state = Arc::new(State { config, engine: engine_handle, requests: AtomicU64::new(0) });
+        let state = Arc::new(State { config, engine: engine_handle, requests: AtomicU64::new(0), started });
 
         tokio::pin!(shutdown);
         loop {
@@ -226,7 +254,12 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET, "/metrics") => full(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", shared.render()),
         (&Method::GET, "/health") => full(StatusCode::OK, "text/plain", String::new()),
-        (_, "/v1/completions" | "/v1/chat/completions" | "/v1/models" | "/metrics" | "/health") => {
+        (&Method::GET, "/state") => {
+            let engine = &state.config.engine;
+            let speed = driver::speed_at(state.started.elapsed(), engine.speed, state.config.slow);
+            json(StatusCode::OK, shared.state_json(engine, speed, state.config.max_waiting))
+        }
+        (_, "/v1/completions" | "/v1/chat/completions" | "/v1/models" | "/metrics" | "/health" | "/state") => {
             full(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".into())
         }
         _ => full(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
@@ -242,6 +275,17 @@ async fn generate(state: &State, endpoint: Endpoint, req: Request<Incoming>) -> 
         Ok(request) => request,
         Err(e) => return error(&e),
     };
+    if let Some(limit) = state.config.max_waiting
+        && state.engine.shared().load().waiting >= limit as u64
+    {
+        state.engine.shared().refused();
+        let mut r = error(&ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("{limit} requests are already waiting; retry later"),
+        });
+        r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
     let Ok(ticket) = state.engine.submit(request.prompt_tokens, request.max_tokens) else {
         return error(&unavailable());
     };

@@ -248,3 +248,93 @@ async fn a_thousand_concurrent_streams() {
     let page = Page::parse(&get(addr, "/metrics").await.body);
     assert_eq!(page.value("vllm:generation_tokens_total", &[]), 10_000.0);
 }
+
+#[tokio::test]
+async fn state_tells_every_sequence_and_the_step_parameters() {
+    let addr = spawn(config(EngineConfig { max_batch: 2, ..slow_steps(20.0) })).await;
+    let s = get(addr, "/state").await.json();
+    assert_eq!((s["waiting"].as_u64(), s["running"].as_u64()), (Some(0), Some(0)));
+    for p in [100, 200, 300] {
+        tokio::spawn(post(addr, "/v1/completions", json!({"prompt_tokens": p, "max_tokens": 500})));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = get(addr, "/state").await;
+    assert_eq!(r.headers["content-type"], "application/json");
+    let s = r.json();
+    assert_eq!(s["running"], 2);
+    assert_eq!(s["waiting"], 1);
+    let running = s["running_seqs"].as_array().unwrap();
+    let mut prompts: Vec<u64> = running.iter().map(|x| x[0].as_u64().unwrap()).collect();
+    prompts.sort_unstable();
+    assert_eq!(prompts.len(), 2);
+    assert!(running.iter().all(|x| x[1].as_u64().unwrap() >= 1 && x[2] == 500), "{running:?}");
+    assert_eq!(s["waiting_seqs"].as_array().unwrap().len(), 1);
+    assert_eq!(s["waiting_seqs"][0][1], 0);
+    assert_eq!(s["max_batch"], 2);
+    assert_eq!(s["step_base_us"], 20_000.0);
+    assert_eq!(s["speed"], 1.0);
+    assert_eq!(s["kv_blocks_total"], 4096);
+    assert!(s["kv_blocks_free"].as_u64().unwrap() < 4096);
+    assert_eq!(s["reports_frozen"], false);
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_at_once() {
+    let cfg = Config { max_waiting: Some(2), ..config(EngineConfig { max_batch: 1, ..slow_steps(20.0) }) };
+    let addr = spawn(cfg).await;
+    // Requests on their way to the engine count as waiting too, so they are sent one by one.
+    for _ in 0..3 {
+        tokio::spawn(post(addr, "/v1/completions", json!({"prompt_tokens": 10, "max_tokens": 500})));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One runs, two wait: the next is refused.
+    let s = get(addr, "/state").await.json();
+    assert_eq!((s["running"].as_u64(), s["waiting"].as_u64()), (Some(1), Some(2)), "{s}");
+    let t = Instant::now();
+    let r = post(addr, "/v1/completions", json!({"prompt": "x", "max_tokens": 5, "stream": true})).await;
+    // At once: a queued request would take 500 steps of 20 ms.
+    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    assert_eq!(r.status, 429);
+    assert_eq!(r.headers["retry-after"], "1");
+    let e = r.json();
+    assert_eq!(e["error"]["code"], 429);
+    assert_eq!(e["error"]["type"], "RateLimitError");
+    assert!(e["error"]["message"].as_str().unwrap().contains("waiting"));
+    let page = Page::parse(&get(addr, "/metrics").await.body);
+    assert_eq!(page.value("vllm:num_requests_waiting", &[]), 2.0);
+    assert_eq!(page.value("vane_sim_refused_total", &[]), 1.0);
+    assert_eq!(get(addr, "/state").await.json()["max_waiting"], 2);
+}
+
+#[tokio::test]
+async fn frozen_reports_and_a_slow_start() {
+    let cfg = Config {
+        orca: true,
+        freeze: Some(vane_sim::Freeze { on: Duration::from_millis(300), off: Duration::from_millis(200) }),
+        slow: Some(vane_sim::Slow { duration: Duration::from_millis(400), speed: 3.0 }),
+        ..config(slow_steps(10.0))
+    };
+    let addr = spawn(cfg).await;
+    for _ in 0..3 {
+        tokio::spawn(post(addr, "/v1/completions", json!({"prompt_tokens": 10, "max_tokens": 1000})));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Frozen at the start: the reports still show the idle replica, /state the truth.
+    let r = get(addr, "/metrics").await;
+    assert_eq!(
+        r.headers["endpoint-load-metrics"],
+        "TEXT named_metrics.queue_depth=0, named_metrics.running=0, named_metrics.kv_cache_usage=0"
+    );
+    assert_eq!(Page::parse(&r.body).value("vllm:num_requests_running", &[]), 0.0);
+    let s = get(addr, "/state").await.json();
+    assert_eq!(s["running"], 3);
+    assert_eq!(s["reports_frozen"], true);
+    assert_eq!(s["speed"], 3.0);
+    // Live between 300 and 500 ms; past 400 ms the replica runs at its own speed.
+    tokio::time::sleep(Duration::from_millis(320)).await;
+    let r = get(addr, "/metrics").await;
+    assert_eq!(Page::parse(&r.body).value("vllm:num_requests_running", &[]), 3.0);
+    let s = get(addr, "/state").await.json();
+    assert_eq!(s["reports_frozen"], false);
+    assert_eq!(s["speed"], 1.0);
+}

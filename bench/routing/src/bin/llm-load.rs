@@ -5,6 +5,7 @@
 //! ```sh
 //! llm-load --url http://127.0.0.1:4140/v1/completions --model sim --rate 40 --warmup 5 --duration 30
 //! llm-load --url http://127.0.0.1:9001/v1/completions --model sim --closed 96 --duration 10
+//! llm-load --policy oracle --backends http://127.0.0.1:9001,http://127.0.0.1:9002@10 --model sim --rate 40
 //! ```
 
 use clap::Parser;
@@ -12,14 +13,26 @@ use std::path::PathBuf;
 use std::time::Duration;
 use vane_routing_bench::dist::Dist;
 use vane_routing_bench::load::{self, Config, Mode};
+use vane_routing_bench::policy::{Backend, Policy};
 
 /// Open-loop (or closed-loop) LLM load generator for loopback targets.
 #[derive(Debug, Parser)]
 #[command(name = "llm-load")]
 struct Args {
     /// Completion endpoint, e.g. http://127.0.0.1:4140/v1/completions (repeatable; loopback only).
-    #[arg(long = "url", required = true)]
+    #[arg(long = "url", required_unless_present = "backends", conflicts_with = "backends")]
     urls: Vec<http::Uri>,
+    /// Client-side balancing (open loop): least_request (fewest outstanding from this client) or
+    /// oracle (soonest estimated finish from each backend's /state); needs --backends.
+    #[arg(long, default_value = "in_turn", requires = "backends")]
+    policy: Policy,
+    /// The backends of --policy, comma-separated: http://HOST:PORT[/PATH][@SECONDS], where
+    /// @SECONDS makes a backend a candidate only that long after the start (a replica joining).
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<Backend>,
+    /// How long the oracle waits for a backend's /state, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    state_timeout_ms: u64,
     /// The `model` field of every request.
     #[arg(long)]
     model: String,
@@ -67,17 +80,28 @@ fn main() -> anyhow::Result<()> {
         (None, Some(concurrency)) => Mode::Closed { concurrency },
         (None, None) => anyhow::bail!("--rate or --closed is required"),
     };
+    if !a.backends.is_empty() && a.policy == Policy::InTurn {
+        anyhow::bail!("--backends needs --policy least_request or oracle");
+    }
+    if !a.backends.is_empty() && a.closed.is_some() {
+        anyhow::bail!("--policy is for the open loop (--rate)");
+    }
+    let targets =
+        if a.backends.is_empty() { a.urls.clone() } else { a.backends.iter().map(|b| b.url.clone()).collect() };
     let cfg = Config {
-        targets: a.urls.clone(),
+        targets,
         model: a.model.clone(),
         mode,
         warmup: secs(a.warmup, "warmup")?,
         duration: secs(a.duration, "duration")?,
         drain: secs(a.drain, "drain")?,
-        prompt: a.prompt,
-        output: a.output,
+        prompt: a.prompt.clone(),
+        output: a.output.clone(),
         seed: a.seed,
         csv: a.csv.clone(),
+        policy: a.policy,
+        backends: a.backends.clone(),
+        state_timeout: Duration::from_millis(a.state_timeout_ms),
     };
     if let Some(path) = &a.emit_dataset {
         let n = load::emit_dataset(&cfg, path)?;

@@ -115,6 +115,27 @@ pub struct Load {
     pub total_blocks: u32,
 }
 
+/// One sequence as `/state` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqView {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Tokens generated so far (kept across a preemption).
+    pub generated: u32,
+    /// Tokens it will generate in all.
+    pub max_tokens: u32,
+}
+
+/// The engine's sequences at a point in time: the running batch in admission order (oldest
+/// first) and the waiting queue in the order it will be admitted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// The running batch, oldest first.
+    pub running: Vec<SeqView>,
+    /// The waiting queue, head first.
+    pub waiting: Vec<SeqView>,
+}
+
 /// Why a sequence was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -243,6 +264,24 @@ impl Engine {
     /// The parameters.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Changes the speed factor from the next step on (a replica that warms up); a value that
+    /// is not a finite number > 0 is ignored.
+    pub fn set_speed(&mut self, speed: f64) {
+        if speed.is_finite() && speed > 0.0 {
+            self.config.speed = speed;
+        }
+    }
+
+    /// Every sequence's size and progress, running and waiting.
+    pub fn snapshot(&self) -> Snapshot {
+        let view = |s: &Seq| SeqView {
+            prompt_tokens: s.spec.prompt_tokens,
+            generated: s.generated,
+            max_tokens: s.spec.max_tokens,
+        };
+        Snapshot { running: self.running.iter().map(view).collect(), waiting: self.waiting.iter().map(view).collect() }
     }
 
     /// Largest prompt + output the cache can hold for one sequence.

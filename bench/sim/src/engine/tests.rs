@@ -233,6 +233,33 @@ fn step_time_grows_with_the_batch() {
     assert!((us(full.duration) - 4200.0).abs() < 1e-6);
     assert!(full.duration > one);
 }
+#[test]
+fn speed_can_change_between_steps() {
+    let mut e = Engine::new(config()).unwrap();
+    e.submit(spec(1, 10, 5)).unwrap();
+    let first = e.step(&mut Vec::new()).unwrap();
+    assert!((us(first.duration) - (1000.0 + 100.0 + 100.0)).abs() < 1e-6);
+    e.set_speed(3.0);
+    assert!((us(e.step(&mut Vec::new()).unwrap().duration) - 3.0 * 1100.0).abs() < 1e-6);
+    e.set_speed(0.0);
+    e.set_speed(f64::NAN);
+    assert_eq!(e.config().speed, 3.0, "invalid speeds are ignored");
+    e.set_speed(1.0);
+    assert!((us(e.step(&mut Vec::new()).unwrap().duration) - 1100.0).abs() < 1e-6);
+}
+
+#[test]
+fn snapshot_shows_every_sequence_in_order() {
+    let mut e = Engine::new(EngineConfig { max_batch: 2, ..config() }).unwrap();
+    for (id, p) in [(1, 10), (2, 20), (3, 30)] {
+        e.submit(spec(id, p, 4)).unwrap();
+    }
+    let v = |prompt_tokens, generated| SeqView { prompt_tokens, generated, max_tokens: 4 };
+    assert_eq!(e.snapshot(), Snapshot { running: vec![], waiting: vec![v(10, 0), v(20, 0), v(30, 0)] });
+    e.step(&mut Vec::new()).unwrap();
+    e.step(&mut Vec::new()).unwrap();
+    assert_eq!(e.snapshot(), Snapshot { running: vec![v(10, 2), v(20, 2)], waiting: vec![v(30, 0)] });
+}
 
 #[test]
 fn abort_frees_the_sequence_wherever_it_is() {

@@ -40,6 +40,9 @@ pub fn config(engine: EngineConfig) -> Config {
         engine,
         orca: false,
         burst: None,
+        max_waiting: None,
+        freeze: None,
+        slow: None,
     }
 }
 

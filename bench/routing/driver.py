@@ -33,7 +33,8 @@ ROOT = ROUTING.parent.parent
 RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 # The proxy under test: this tree's build, or another one (e.g. an older commit's) to compare.
 PROXY_BIN = Path(os.environ.get("VANE_PROXY_BIN", RELEASE / "vane-proxy"))
-ALGORITHMS = ["round_robin", "least_request", "p2c_latency", "p2c", "p2c_stream", "oracle", "client_least_request"]
+ALGORITHMS = ["round_robin", "least_request", "p2c_latency", "p2c_classic", "p2c", "p2c_stream", "oracle",
+              "client_least_request"]
 # Client-side reference points: llm-load picks each request's replica itself and sends it there
 # directly (no proxy): `oracle` from every replica's true state (/state), `client_least_request`
 # by its own outstanding count. Values: llm-load's --policy.
@@ -905,7 +906,7 @@ def report(raw_path: Path, out_dir: Path) -> Path:
         # Paired ratios of Vane's E2E p99 to the others', per repetition.
         ratios = []
         for vane in ("p2c", STREAM):
-            for other in ("round_robin", "least_request", "p2c_latency"):
+            for other in ("round_robin", "least_request", "p2c_latency", "p2c_classic", "oracle"):
                 per = paired(runs, load, vane, other)
                 if per:
                     vals = ", ".join(("≤ " if c else "") + f"{x:.2f}" for x, c in per)
@@ -996,7 +997,8 @@ def plots(raw: Path, runs: list[dict], loads, algs, out_dir: Path, meta: dict) -
     except ImportError:
         log("matplotlib is missing: no plots")
         return
-    colors = {"round_robin": "#9e9e9e", "least_request": "#5b8def", "p2c_latency": "#f2a541", "p2c": "#2e9e5b",
+    colors = {"round_robin": "#9e9e9e", "least_request": "#5b8def", "p2c_latency": "#f2a541", "p2c_classic": "#a6d96a",
+              "p2c": "#2e9e5b",
               STREAM: "#17693a", "oracle": "#7b3fa0", "client_least_request": "#9bb7f0"}
     for load in loads:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))

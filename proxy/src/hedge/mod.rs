@@ -26,7 +26,7 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::retry::budget::Budget;
-use vane_route::table::{Hedge, Retries};
+use vane_route::table::Hedge;
 
 /// The hedging layer (outbound, under the retries).
 #[derive(Clone, Copy, Debug, Default)]
@@ -83,29 +83,13 @@ pub fn delay(hedge: Hedge, target: &Target) -> Duration {
     }
 }
 
-/// A copy of `req` to send elsewhere, with what the layers below read; `None` when its body
-/// cannot be copied or the request has no target.
+/// A copy of `req` to send elsewhere (see [`crate::retry::copy_request`]); `None` when its body
+/// cannot be copied or its backend has no other endpoint.
 fn copy_of(req: &Request<ReqBody>) -> Option<Request<ReqBody>> {
-    let target = req.extensions().get::<Target>()?;
-    if target.backend.endpoints.len() < 2 {
+    if req.extensions().get::<Target>()?.backend.endpoints.len() < 2 {
         return None;
     }
-    let mut copy = Request::new(req.body().try_clone()?);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy.extensions_mut().insert(target.clone());
-    if let Some(r) = req.extensions().get::<Retries>() {
-        copy.extensions_mut().insert(r.clone());
-    }
-    if let Some(t) = req.extensions().get::<Tried>() {
-        copy.extensions_mut().insert(*t);
-    }
-    if let Some(tag) = req.extensions().get::<Tag>() {
-        copy.extensions_mut().insert(tag.clone());
-    }
-    Some(copy)
+    crate::retry::copy_request(req)
 }
 
 /// An attempt's outcome once its first byte has come: the head, and the first body frame read

@@ -127,23 +127,34 @@ impl tower::retry::Policy<Request<ReqBody>, Response<RespBody>, Error> for Retry
         if self.attempts == 1 && (retries.max_attempts < 2 || target.backend.endpoints.len() < 2) {
             return None;
         }
-        let mut copy = Request::new(req.body().try_clone()?);
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
-        *copy.version_mut() = req.version();
-        *copy.headers_mut() = req.headers().clone();
-        // What the layers below and above read travels with the copy.
-        copy.extensions_mut().insert(target.clone());
-        copy.extensions_mut().insert(retries.clone());
-        if let Some(h) = req.extensions().get::<vane_route::table::Hedge>() {
-            copy.extensions_mut().insert(*h);
-        }
-        if let Some(t) = req.extensions().get::<Tried>() {
-            copy.extensions_mut().insert(*t);
-        }
-        if let Some(tag) = req.extensions().get::<Tag>() {
-            copy.extensions_mut().insert(tag.clone());
-        }
-        Some(copy)
+        copy_request(req)
     }
+}
+
+/// A copy of a request whose body is known in full (`None` otherwise), with what the layers
+/// below read from its extensions (target, retries, hedging, the endpoints tried, the metric
+/// tag): another attempt of it, by a retry or a hedge.
+pub fn copy_request(req: &Request<ReqBody>) -> Option<Request<ReqBody>> {
+    let mut copy = Request::new(req.body().try_clone()?);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    let (from, to) = (req.extensions(), copy.extensions_mut());
+    if let Some(t) = from.get::<Target>() {
+        to.insert(t.clone());
+    }
+    if let Some(r) = from.get::<Retries>() {
+        to.insert(r.clone());
+    }
+    if let Some(h) = from.get::<vane_route::table::Hedge>() {
+        to.insert(*h);
+    }
+    if let Some(t) = from.get::<Tried>() {
+        to.insert(*t);
+    }
+    if let Some(tag) = from.get::<Tag>() {
+        to.insert(tag.clone());
+    }
+    Some(copy)
 }

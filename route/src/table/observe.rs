@@ -129,9 +129,11 @@ impl Validator {
     }
 
     fn tracing(&mut self, t: &TracingConfig) -> Tracing {
-        let ok_url = t.otlp.parse::<http::Uri>().ok().is_some_and(|u| {
-            matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
-        });
+        let ok_url = t
+            .otlp
+            .parse::<http::Uri>()
+            .ok()
+            .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
         if !ok_url {
             self.err("proxy.tracing.otlp".into(), format!("{:?} is not an http(s)://host:port URL", t.otlp));
         }

@@ -60,6 +60,8 @@ pub struct Metrics {
     listener_header_timeouts: Family<ListenerLabels, Counter>,
     /// The coalescing counters.
     pub coalesce: super::coalesce::CoalesceMetrics,
+    /// Model traffic (tokens, TTFT, TPOT, GPU-seconds, cost) and trace export counters.
+    pub model: super::model::ModelMetrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -201,6 +203,7 @@ impl Metrics {
             listener_header_timeouts.clone(),
         );
         let coalesce = super::coalesce::CoalesceMetrics::register(&mut registry);
+        let model = super::model::ModelMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -223,6 +226,7 @@ impl Metrics {
             listener_limited,
             listener_header_timeouts,
             coalesce,
+            model,
         }
     }
 

@@ -73,12 +73,13 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     let (outbound, inbound, admin) = (out_l.local_addr()?, in_l.local_addr()?, admin_l.local_addr()?);
     let (stop, connections) = (CancellationToken::new(), TaskTracker::new());
     let mut tasks = Vec::new();
-    let out_svc = crate::stack::outbound(Arc::clone(&store), Arc::clone(&metrics));
+    let observer = Arc::new(crate::trace::Observer::start(&store.load().table.observe, Arc::clone(&metrics)).await?);
+    let out_svc = crate::stack::outbound(Arc::clone(&store), Arc::clone(&metrics), Arc::clone(&observer));
     let stats = metrics.listener("outbound");
     tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stats, stop.clone(), connections.clone())));
     let local_load = Arc::new(crate::load::LocalLoad::default());
     tasks.push(tokio::spawn(crate::load::probe::poll(Arc::clone(&store), Arc::clone(&local_load))));
-    let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load);
+    let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load, observer);
     let stats = metrics.listener("inbound");
     tasks.push(tokio::spawn(serve(in_l, in_svc, conn, stats, stop.clone(), connections.clone())));
     // The admin listener is not drained: it keeps answering (`/ready` with 503) until exit.

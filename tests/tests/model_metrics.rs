@@ -54,9 +54,7 @@ async fn tokens_latency_and_cost_per_model_backend_and_caller() {
     let plain = send(&client, "GET", "svc", "/plain", &[("x-caller", "team-a")], "").await.unwrap();
     assert_eq!(plain.body, "plain");
 
-    let by = |caller: &str| {
-        format!("direction=\"outbound\",model=\"llama\",backend=\"v1\",caller=\"{caller}\"")
-    };
+    let by = |caller: &str| format!("direction=\"outbound\",model=\"llama\",backend=\"v1\",caller=\"{caller}\"");
     let text = metrics_with(&proxy, "vane_model_requests_total", &["caller=\"other\""]).await;
     let m = |name: &str, caller: &str| metric(&text, name, &[&by(caller)]);
     // The stream with usage reports 7 + 5; the one without counts its 5 events (no prompt tokens).

@@ -5,7 +5,7 @@ use super::route::{Direction, Name, RouteStats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -37,14 +37,16 @@ struct LatencyLabels {
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
+/// Round bucket bounds, so that an SLO (say TTFT under 1 s) reads off one bucket.
+const TTFT_BUCKETS: [f64; 13] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0];
+const TPOT_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0];
+
 fn ttft_histogram() -> Histogram {
-    // 5 ms to about 80 s.
-    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+    Histogram::new(TTFT_BUCKETS)
 }
 
 fn tpot_histogram() -> Histogram {
-    // 0.5 ms to about 1 s.
-    Histogram::new(exponential_buckets(0.0005, 2.0, 12))
+    Histogram::new(TPOT_BUCKETS)
 }
 
 /// What one finished model answer adds to the metrics.

@@ -165,7 +165,10 @@ async fn a_request_through_two_sidecars_is_one_trace() {
     assert_eq!(str_attr(client_span, "vane.backend"), "llama-v2");
     assert_eq!(str_attr(client_span, "vane.endpoint"), inb.inbound.to_string());
     assert_eq!(str_attr(server_span, "vane.endpoint"), model.to_string());
-    assert!(out.metrics().contains("vane_trace_spans_exported_total 1"), "{}", out.metrics());
+    // Counted once the collector has answered the export call.
+    let counted =
+        wait_until(Duration::from_secs(5), || out.metrics().contains("vane_trace_spans_exported_total 1")).await;
+    assert!(counted, "{}", out.metrics());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! The request side of observing: a layer just below the route layer, where the request is
 //! routed and its body, when the route layer read it, is at hand. It finds the model the
-//! request is for, enters its backend's busy clock, and leaves both on the answer as a
-//! [`RequestInfo`] for the [`ObserveLayer`](super::ObserveLayer) above.
+//! request is for, enters its backend's busy clock (requests with a body only), and leaves both
+//! on the answer as a [`RequestInfo`] for the [`ObserveLayer`](super::ObserveLayer) above.
 //!
 //! The model: the `model` field of a JSON body the route layer holds (whole, or the prefix it
 //! read for a model route), else a KServe v2 path's model, else (inbound) the `vane-model`
@@ -96,11 +96,15 @@ where
         {
             req.headers_mut().insert(MODEL_HEADER, v);
         }
-        let ticket = req.extensions().get::<Target>().map(|t| {
+        // Internal: a request without a body (a health check, `GET /v1/models`) is no GPU work,
+        // and passes without touching the clock.
+        let has_body = !matches!(req.body(), ReqBody::Empty);
+        let ticket = req.extensions().get::<Target>().filter(|_| has_body).map(|t| {
             let k = u32::try_from(t.backend.endpoints.len()).unwrap_or(u32::MAX);
             self.observer.enter(self.direction, &t.backend.name, k)
         });
-        Tagged { fut: self.inner.call(req), info: Some(RequestInfo { model, ticket }) }
+        let info = (model.is_some() || ticket.is_some()).then_some(RequestInfo { model, ticket });
+        Tagged { fut: self.inner.call(req), info }
     }
 }
 

@@ -131,3 +131,42 @@ async fn the_access_log_writes_one_json_line_per_request() {
     drop(proxy);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_answers_count_for_every_caller_and_cost_once() {
+    let seen = fake::Seen::default();
+    let model = fake::start(seen.clone()).await;
+    let yaml = format!(
+        "proxy:\n  observe: {{ caller_header: x-caller }}\n{}",
+        split_config(&[("v1", &[model], 1)], "        coalesce: { when: always }\n")
+    );
+    let proxy = Proxy::start(&yaml);
+    let client = h1_client(proxy.outbound);
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { chat(&c, "/v1/chat/completions?slow", "team-a", UNARY).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.expect("request task"));
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1, "one upstream call for three identical requests");
+    assert_eq!(answers.iter().filter(|a| a.headers.contains_key("vane-coalesced")).count(), 2);
+    let by = "direction=\"outbound\",model=\"llama\",backend=\"v1\",caller=\"team-a\"";
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = proxy.metrics();
+        if metric(&text, "vane_model_requests_total", &[by]) == Some(3.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&text, "vane_model_requests_total", &[by]), Some(3.0), "{text}");
+    assert_eq!(metric(&text, "vane_model_output_tokens_total", &[by]), Some(27.0), "{text}");
+    // The leader's 200 ms on the endpoint, shared with the followers waiting beside it, is
+    // charged to the leader alone: at most the one upstream call's time.
+    let gpu = metric(&text, "vane_model_gpu_seconds_total", &[by]).unwrap();
+    assert!(gpu > 0.0 && gpu < 0.5, "gpu {gpu}");
+}

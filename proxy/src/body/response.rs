@@ -30,6 +30,17 @@ pub enum RespBody {
     Full(Option<Bytes>),
     /// A stream made by the proxy (the load stream), chunk by chunk.
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
+    /// A layer's own body around another one (the observe layer watching a shared answer).
+    Boxed(BoxedBody),
+}
+
+/// A body of any type, boxed.
+pub struct BoxedBody(pub Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>);
+
+impl std::fmt::Debug for BoxedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BoxedBody")
+    }
 }
 
 impl RespBody {
@@ -52,6 +63,7 @@ impl Body for RespBody {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RespBody::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            RespBody::Boxed(b) => b.0.as_mut().poll_frame(cx),
             RespBody::Upstream { body, done } => {
                 let p = Pin::new(&mut *body).poll_frame(cx);
                 match &p {
@@ -86,6 +98,7 @@ impl Body for RespBody {
         match self {
             RespBody::Full(b) => b.is_none(),
             RespBody::Channel(_) => false,
+            RespBody::Boxed(b) => b.0.is_end_stream(),
             RespBody::Upstream { body, .. } => body.is_end_stream(),
         }
     }
@@ -94,6 +107,7 @@ impl Body for RespBody {
         match self {
             RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             RespBody::Channel(_) => SizeHint::default(),
+            RespBody::Boxed(b) => b.0.size_hint(),
             RespBody::Upstream { body, .. } => body.size_hint(),
         }
     }

@@ -5,10 +5,13 @@
 
 use super::observer::{Observer, Ticket};
 use super::record::Record;
-use crate::body::Completion;
+use crate::body::{Completion, RespBody};
 use crate::metrics::usage::UsageScanner;
 use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// What kind of answer it is, by its content type.
@@ -115,6 +118,60 @@ impl Completion for Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         self.end(false);
+    }
+}
+
+/// A body the balancer does not watch (a shared answer, streamed from its group's buffer),
+/// watched on its way to the client.
+#[derive(Debug)]
+pub struct Watched {
+    inner: RespBody,
+    watch: Option<Box<Watch>>,
+}
+
+impl Watched {
+    /// `inner`, with `watch` told of its chunks and its end.
+    pub fn new(inner: RespBody, watch: Watch) -> Watched {
+        Watched { inner, watch: Some(Box::new(watch)) }
+    }
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.inner).poll_frame(cx);
+        match &p {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(w), Some(chunk)) = (this.watch.as_mut(), frame.data_ref()) {
+                    w.data(chunk);
+                }
+                if this.inner.is_end_stream()
+                    && let Some(w) = this.watch.take()
+                {
+                    w.finish();
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(w) = this.watch.take() {
+                    w.finish();
+                }
+            }
+            // Dropping the watch ends it as broken off.
+            Poll::Ready(Some(Err(_))) => drop(this.watch.take()),
+            Poll::Pending => {}
+        }
+        p
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -6,12 +6,12 @@
 //! answer passes untouched: with tracing and the access log off, an answer that is neither
 //! JSON nor SSE costs a content-type check.
 
-use super::body::{Kind, Watch};
+use super::body::{Kind, Watch, Watched};
 use super::model::RequestInfo;
 use super::observer::Observer;
 use super::record::{Record, RequestLine};
 use crate::balance::{Attempted, Target};
-use crate::body::RespBody;
+use crate::body::{BoxedBody, RespBody};
 use crate::error::{ATTEMPTS_HEADER, Answered};
 use crate::metrics::{Direction, Tag};
 use http::{Request, Response};
@@ -138,12 +138,20 @@ where
                 output_tokens: None,
                 gpu_seconds: None,
             };
-            match resp.body_mut() {
+            let body = resp.body_mut();
+            match body {
+                // The balancer's own watch of the endpoint's body: the observe layer's goes in front.
                 RespBody::Upstream { done, .. } if done.is_some() => {
                     let w = Watch::new(done.take(), observer, start, record, info.ticket, kind, log);
                     *done = Some(Box::new(w));
                 }
-                // No body to watch (the proxy's own answer, a shared one, or none): over now.
+                // A shared answer, from its group's buffer.
+                RespBody::Channel(_) => {
+                    let w = Watch::new(None, observer, start, record, info.ticket, kind, log);
+                    let inner = std::mem::replace(body, RespBody::empty());
+                    *body = RespBody::Boxed(BoxedBody(Box::pin(Watched::new(inner, w))));
+                }
+                // No body to watch (the proxy's own answer, or none): over now.
                 _ => Watch::new(None, observer, start, record, info.ticket, kind, log).end(true),
             }
             Ok(resp)

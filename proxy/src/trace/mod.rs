@@ -30,7 +30,7 @@ mod model;
 mod observer;
 mod record;
 
-pub use body::{Kind, Watch};
+pub use body::{Kind, Watch, Watched};
 pub use layer::{ObserveLayer, ObserveService};
 pub use model::{MODEL_HEADER, ModelLayer, ModelService, RequestInfo, Tagged};
 pub use observer::{Observer, Ticket};

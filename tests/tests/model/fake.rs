@@ -22,7 +22,8 @@ pub const TOKENS: u64 = 5;
 pub type Seen = Arc<Mutex<Vec<http::HeaderMap>>>;
 
 /// Paths: `/v1/chat/completions` answers JSON, or SSE when the body asks `"stream":true`
-/// (with a usage event unless the path has `?no_usage`); `/plain` answers text.
+/// (with a usage event unless the query has `no_usage`; after 200 ms with `slow`); `/plain`
+/// answers text.
 pub async fn start(seen: Seen) -> SocketAddr {
     serve(move |req: Request<Incoming>| {
         let seen = Arc::clone(&seen);
@@ -35,6 +36,9 @@ pub async fn start(seen: Seen) -> SocketAddr {
                 let mut r = Response::new(full("plain"));
                 r.headers_mut().insert("content-type", "text/plain".parse().unwrap());
                 return r;
+            }
+            if parts.uri.query().unwrap_or_default().contains("slow") {
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             if !text.contains("\"stream\":true") {
                 let answer = r#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":11,"completion_tokens":9,"total_tokens":20}}"#;

@@ -140,3 +140,31 @@ where
         Poll::Ready(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str, body: ReqBody, header: Option<&str>) -> Request<ReqBody> {
+        let mut b = Request::post(path);
+        if let Some(h) = header {
+            b = b.header(MODEL_HEADER, h);
+        }
+        b.body(body).unwrap()
+    }
+
+    #[test]
+    fn the_model_from_a_held_body_a_kserve_path_or_the_peers_header() {
+        let json = || ReqBody::Full(Some(bytes::Bytes::from_static(br#"{"stream":true,"model":"llama-3"}"#)));
+        let m = |r: &Request<ReqBody>, d| model_of(r, d).map(|m| m.to_string());
+        assert_eq!(m(&req("/v1/chat/completions", json(), None), Direction::Outbound).as_deref(), Some("llama-3"));
+        assert_eq!(
+            m(&req("/v2/models/resnet/infer", ReqBody::Empty, None), Direction::Outbound).as_deref(),
+            Some("resnet")
+        );
+        assert_eq!(m(&req("/v1/x", ReqBody::Empty, None), Direction::Outbound), None);
+        // Inbound, the caller's sidecar says; outbound, a caller's own header is not believed.
+        assert_eq!(m(&req("/v1/x", ReqBody::Empty, Some("llama-3")), Direction::Inbound).as_deref(), Some("llama-3"));
+        assert_eq!(m(&req("/v1/x", ReqBody::Empty, Some("llama-3")), Direction::Outbound), None);
+    }
+}

@@ -5,9 +5,11 @@
 //! ```text
 //! server   accept within a connection limit, h1 / h2c detection, header-read and idle timeouts
 //! metrics  counts, latency, in-flight (reads the route's Tag from the response)
+//! trace    spans (W3C traceparent, OTLP), model metrics (tokens, TTFT, TPOT, GPU-seconds), access log
 //! load     inbound only: the pod's load (ORCA) on every response; the probe and peer followers
 //! error    every error becomes its documented status and vane-proxy-error
-//! route    authority -> service -> route -> weighted backend (or the inbound target)
+//! route    authority -> service -> route -> weighted backend (or the inbound target);
+//!          below it trace's model layer: the request's model and its backend's busy clock
 //! coalesce outbound only, opt-in per route: identical requests in flight share one answer
 //! retry    outbound only: another endpoint when nothing was sent (tower's Retry)
 //! balance  endpoint state, the pick (vane-route's selection policies), learning from answers
@@ -40,6 +42,7 @@ pub mod route;
 pub mod server;
 pub mod shed;
 pub mod stack;
+pub mod trace;
 
 /// Monotonic nanoseconds: the clock the pure balancer code runs on. It starts one day in, so
 /// that "read `age` ago" can be written as a subtraction even right after start.

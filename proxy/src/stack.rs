@@ -4,10 +4,13 @@
 //! outermost first:
 //!
 //! 1. [`MetricsLayer`]: sees every request, including ones the proxy answers itself;
+//!    then [`ObserveLayer`]: the span, model metrics and access log of every request
+//!    ([`crate::trace`]);
 //! 2. inbound only, [`LoadReportLayer`]: the pod's load (ORCA) on every response;
 //! 3. [`ErrorLayer`]: every error becomes its documented status and `vane-proxy-error`;
 //! 4. [`RouteLayer`]: snapshot → service → route → backend (or the inbound target), left as a
-//!    [`Target`](crate::balance::Target) request extension;
+//!    [`Target`](crate::balance::Target) request extension; then [`ModelLayer`]: the model and
+//!    the backend's busy clock, for the observe layer;
 //! 5. outbound only, [`CoalesceLayer`]: identical requests in flight share one upstream answer
 //!    (on routes with `coalesce:`); above the retries, so a leader's retries are one request,
 //!    and above shedding, so a follower, which costs the backend nothing, is never shed;
@@ -29,24 +32,33 @@ use crate::metrics::{Direction, Metrics, MetricsLayer, MetricsService};
 use crate::retry::RetryPolicy;
 use crate::route::{RouteLayer, RouteService};
 use crate::shed::{ShedLayer, ShedService};
+use crate::trace::{ModelLayer, ModelService, ObserveLayer, ObserveService, Observer};
 use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower::retry::Retry;
 
 /// The outbound per-request service.
 pub type Outbound = MetricsService<
-    ErrorService<RouteService<CoalesceService<ShedService<Retry<RetryPolicy, HedgeService<BalanceService>>>>>>,
+    ObserveService<
+        ErrorService<
+            RouteService<ModelService<CoalesceService<ShedService<Retry<RetryPolicy, HedgeService<BalanceService>>>>>>,
+        >,
+    >,
 >;
 
 /// The inbound per-request service: as outbound without retries, plus the pod's load on every response.
-pub type Inbound = MetricsService<LoadReportService<ErrorService<RouteService<ShedService<BalanceService>>>, Store>>;
+pub type Inbound = MetricsService<
+    ObserveService<LoadReportService<ErrorService<RouteService<ModelService<ShedService<BalanceService>>>>, Store>>,
+>;
 
 /// Builds the outbound stack.
-pub fn outbound(store: Arc<Store>, metrics: Arc<Metrics>) -> Outbound {
+pub fn outbound(store: Arc<Store>, metrics: Arc<Metrics>, observer: Arc<Observer>) -> Outbound {
     ServiceBuilder::new()
         .layer(MetricsLayer::new(Arc::clone(&metrics), Direction::Outbound))
+        .layer(ObserveLayer::new(Arc::clone(&observer), Direction::Outbound))
         .layer(ErrorLayer)
         .layer(RouteLayer::new(store, Direction::Outbound))
+        .layer(ModelLayer::new(observer, Direction::Outbound))
         .layer(CoalesceLayer::new(metrics))
         .layer(ShedLayer)
         .layer(crate::retry::layer())
@@ -55,12 +67,14 @@ pub fn outbound(store: Arc<Store>, metrics: Arc<Metrics>) -> Outbound {
 }
 
 /// Builds the inbound stack.
-pub fn inbound(store: Arc<Store>, metrics: Arc<Metrics>, load: Arc<LocalLoad>) -> Inbound {
+pub fn inbound(store: Arc<Store>, metrics: Arc<Metrics>, load: Arc<LocalLoad>, observer: Arc<Observer>) -> Inbound {
     ServiceBuilder::new()
         .layer(MetricsLayer::new(metrics, Direction::Inbound))
+        .layer(ObserveLayer::new(Arc::clone(&observer), Direction::Inbound))
         .layer(LoadReportLayer::new(load, Arc::clone(&store)))
         .layer(ErrorLayer)
         .layer(RouteLayer::new(store, Direction::Inbound))
+        .layer(ModelLayer::new(observer, Direction::Inbound))
         .layer(ShedLayer)
         .service(BalanceService)
 }

@@ -79,6 +79,80 @@ pub struct ProxySettings {
     /// How long in-flight requests may take to finish after SIGTERM, default 10s.
     #[serde(default = "defaults::drain_grace")]
     pub drain_grace: HumanDuration,
+    /// Metrics of model traffic (callers, label caps, prices) and the access log.
+    #[serde(default)]
+    pub observe: ObserveConfig,
+    /// Traces exported over OTLP (off unless set). Read at start, like the listener addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `proxy.observe`: how model traffic is labelled and priced, and the access log.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveConfig {
+    /// The request header that names the caller (e.g. `x-caller`); without it every caller is `-`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_header: Option<String>,
+    /// Most distinct callers kept as label values; the rest are counted as `other`. Default 100.
+    #[serde(default = "defaults::max_label_values")]
+    pub max_callers: usize,
+    /// Most distinct models kept as label values; the rest are counted as `other`. Default 100.
+    #[serde(default = "defaults::max_label_values")]
+    pub max_models: usize,
+    /// Price of one GPU-hour per backend name, for `vane_model_cost_total`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub gpu_hour_price: std::collections::BTreeMap<String, f64>,
+    /// JSON lines, one per request (off unless set). Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogConfig>,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        ObserveConfig {
+            caller_header: None,
+            max_callers: defaults::max_label_values(),
+            max_models: defaults::max_label_values(),
+            gpu_hour_price: Default::default(),
+            access_log: None,
+        }
+    }
+}
+
+/// `proxy.observe.access_log`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// `stderr` or a file path (appended to). Default `stderr`.
+    #[serde(default = "defaults::access_log_to")]
+    pub to: String,
+    /// Share of requests logged, from 0 to 1. Default 1.
+    #[serde(default = "defaults::one")]
+    pub sample: f64,
+}
+
+/// `proxy.tracing`: spans exported over OTLP/gRPC in batches.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector, e.g. `http://otel-collector:4317`.
+    pub otlp: String,
+    /// Share of new traces sampled, from 0 to 1 (a caller's sampled flag is followed). Default 0.01.
+    #[serde(default = "defaults::trace_sample")]
+    pub sample: f64,
+    /// The `service.name` of the spans. Default `vane-proxy`.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// Most finished spans waiting for export; past it spans are dropped and counted. Default 2048.
+    #[serde(default = "defaults::trace_queue")]
+    pub max_queue: usize,
+    /// Most spans per export call. Default 512.
+    #[serde(default = "defaults::trace_batch")]
+    pub max_batch: usize,
+    /// How long a span may wait for a batch to fill, default 1s.
+    #[serde(default = "defaults::trace_flush")]
+    pub flush: HumanDuration,
 }
 
 impl Default for ProxySettings {
@@ -96,6 +170,8 @@ impl Default for ProxySettings {
             retry_budget: RetryBudgetConfig::default(),
             shed: None,
             drain_grace: defaults::drain_grace(),
+            observe: ObserveConfig::default(),
+            tracing: None,
         }
     }
 }
@@ -577,6 +653,34 @@ pub struct BackendConfig {
 pub(crate) mod defaults {
     use crate::duration::HumanDuration;
     use std::time::Duration;
+
+    pub(crate) fn max_label_values() -> usize {
+        100
+    }
+
+    pub(crate) fn access_log_to() -> String {
+        "stderr".into()
+    }
+
+    pub(crate) fn trace_sample() -> f64 {
+        0.01
+    }
+
+    pub(crate) fn service_name() -> String {
+        "vane-proxy".into()
+    }
+
+    pub(crate) fn trace_queue() -> usize {
+        2048
+    }
+
+    pub(crate) fn trace_batch() -> usize {
+        512
+    }
+
+    pub(crate) fn trace_flush() -> HumanDuration {
+        Duration::from_secs(1).into()
+    }
 
     pub(crate) fn drain_grace() -> HumanDuration {
         Duration::from_secs(10).into()

@@ -212,6 +212,8 @@ pub struct Table {
     pub backends: Vec<Backend>,
     /// Inbound target, if configured.
     pub inbound: Option<Inbound>,
+    /// How model traffic is observed (metrics labels, prices, access log, traces).
+    pub observe: Observe,
     /// The config this table was built from (served by the admin `/config`).
     pub source: Config,
     hosts: HashMap<String, usize>,
@@ -231,6 +233,7 @@ impl Table {
     pub fn from_config(config: Config) -> Result<Table, ConfigError> {
         let mut v = Validator::default();
         let settings = v.settings(&config);
+        let observe = v.observe(&config);
         let mut backends = Vec::new();
         let mut backend_index: HashMap<&str, usize> = HashMap::new();
         for (i, b) in config.backends.iter().enumerate() {
@@ -389,7 +392,7 @@ impl Table {
         }
 
         if v.errors.is_empty() {
-            Ok(Table { settings, services, backends, inbound, source: config, hosts, addrs })
+            Ok(Table { settings, services, backends, inbound, observe, source: config, hosts, addrs })
         } else {
             Err(ConfigError::Invalid(v.errors))
         }
@@ -658,7 +661,9 @@ impl Validator {
 }
 
 mod coalesce;
+mod observe;
 #[cfg(test)]
 mod tests;
 
 pub use coalesce::Coalesce;
+pub use observe::{AccessLog, LogTarget, Observe, Tracing};

@@ -107,13 +107,14 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
             tcp: metrics.listener(tcp),
         },
     };
-    let out_svc = crate::stack::outbound(Arc::clone(&store), Arc::clone(&metrics));
+    let observer = Arc::new(crate::trace::Observer::start(&store.load().table.observe, Arc::clone(&metrics)).await?);
+    let out_svc = crate::stack::outbound(Arc::clone(&store), Arc::clone(&metrics), Arc::clone(&observer));
     let stats = metrics.listener("outbound");
     let mode = transparent(Side::Outbound, "outbound-tcp");
     tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stats, mode, stop.clone(), connections.clone())));
     let local_load = Arc::new(crate::load::LocalLoad::default());
     tasks.push(tokio::spawn(crate::load::probe::poll(Arc::clone(&store), Arc::clone(&local_load))));
-    let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load);
+    let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load, observer);
     let stats = metrics.listener("inbound");
     let mode = transparent(Side::Inbound, "inbound-tcp");
     tasks.push(tokio::spawn(serve(in_l, in_svc, conn, stats, mode, stop.clone(), connections.clone())));

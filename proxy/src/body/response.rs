@@ -38,6 +38,17 @@ pub enum RespBody {
         /// The rest of the body.
         rest: Box<RespBody>,
     },
+    /// A layer's own body around another one (the observe layer watching a shared answer).
+    Boxed(BoxedBody),
+}
+
+/// A body of any type, boxed.
+pub struct BoxedBody(pub Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>);
+
+impl std::fmt::Debug for BoxedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BoxedBody")
+    }
 }
 
 impl RespBody {
@@ -64,6 +75,7 @@ impl Body for RespBody {
                 Some(f) => Poll::Ready(Some(Ok(f))),
                 None => Pin::new(&mut **rest).poll_frame(cx),
             },
+            RespBody::Boxed(b) => b.0.as_mut().poll_frame(cx),
             RespBody::Upstream { body, done } => {
                 let p = Pin::new(&mut *body).poll_frame(cx);
                 match &p {
@@ -98,6 +110,7 @@ impl Body for RespBody {
         match self {
             RespBody::Full(b) => b.is_none(),
             RespBody::Channel(_) => false,
+            RespBody::Boxed(b) => b.0.is_end_stream(),
             RespBody::Upstream { body, .. } => body.is_end_stream(),
             RespBody::Prefixed { first, rest } => first.is_none() && rest.is_end_stream(),
         }
@@ -107,6 +120,7 @@ impl Body for RespBody {
         match self {
             RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             RespBody::Channel(_) => SizeHint::default(),
+            RespBody::Boxed(b) => b.0.size_hint(),
             RespBody::Upstream { body, .. } => body.size_hint(),
             RespBody::Prefixed { first, rest } => {
                 let ahead = first.as_ref().and_then(|f| f.data_ref()).map_or(0, |d| d.len() as u64);

@@ -22,13 +22,29 @@
 //! | `vane_listener_connections_limited_total` (accepts that waited for a free connection slot) | listener |
 //! | `vane_listener_header_timeouts_total` (connections closed before a complete first request head) | listener |
 //! | `vane_coalesce_leaders_total`, `vane_coalesce_followers_total`, `vane_coalesce_saved_bytes_total` | service, route |
+//! | `vane_model_requests_total` (JSON or SSE answers) | direction, model, backend, caller, status |
+//! | `vane_model_input_tokens_total`, `vane_model_output_tokens_total` | direction, model, backend, caller |
+//! | `vane_model_ttft_seconds` (histogram: request to first body byte of a stream) | direction, model, backend |
+//! | `vane_model_tpot_seconds` (histogram: (end − first token) / (tokens − 1)) | direction, model, backend |
+//! | `vane_model_gpu_seconds_total` (time-weighted share of busy endpoints, [`busy`]) | direction, model, backend, caller |
+//! | `vane_model_cost_total` (GPU-seconds × `gpu_hour_price` / 3600) | direction, model, backend, caller |
+//! | `vane_trace_spans_exported_total`, `vane_trace_spans_dropped_total`, `vane_trace_export_errors_total` | |
+//! | `vane_access_log_dropped_total` | |
+//!
+//! Models and callers come from requests, so their label values are capped ([`caps`]): past
+//! `max_models` / `max_callers` distinct values, the rest count as `other`.
 
+pub mod busy;
+pub mod caps;
 mod coalesce;
 mod layer;
+mod model;
 mod registry;
 mod route;
+pub mod usage;
 
 pub use coalesce::{CoalesceMetrics, CoalesceStats};
 pub use layer::{MetricsLayer, MetricsService};
+pub use model::{ModelAnswer, ModelMetrics};
 pub use registry::{Direction, EndpointRow, ListenerStats, Metrics, Name};
 pub use route::{RouteStats, Tag};

@@ -62,6 +62,8 @@ pub struct Metrics {
     listener_header_timeouts: Family<ListenerLabels, Counter>,
     /// The coalescing counters.
     pub coalesce: super::coalesce::CoalesceMetrics,
+    /// Model traffic (tokens, TTFT, TPOT, GPU-seconds, cost) and trace export counters.
+    pub model: super::model::ModelMetrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -211,6 +213,7 @@ impl Metrics {
             listener_header_timeouts.clone(),
         );
         let coalesce = super::coalesce::CoalesceMetrics::register(&mut registry);
+        let model = super::model::ModelMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -235,6 +238,7 @@ impl Metrics {
             listener_limited,
             listener_header_timeouts,
             coalesce,
+            model,
         }
     }
 

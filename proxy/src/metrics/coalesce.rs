@@ -1,21 +1,11 @@
 //! The coalescing counters, per service and route.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use super::route::Name;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::Arc;
-
-/// A service or route name as a label value (like the registry's `Name`, kept apart so that
-/// this file and the registry do not import each other).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Name(Arc<str>);
-
-impl EncodeLabelValue for Name {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        std::fmt::Write::write_str(encoder, &self.0)
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {

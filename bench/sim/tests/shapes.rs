@@ -159,17 +159,24 @@ async fn a_slower_instance_is_proportionally_slower() {
     let _one = MEASURING.lock().await;
     let fast = spawn(config(fast_engine())).await;
     let slow = spawn(config(EngineConfig { speed: 3.0, ..fast_engine() })).await;
-    let f = stream(fast, "/v1/completions", body(500, 30)).await;
-    let s = stream(slow, "/v1/completions", body(500, 30)).await;
+    // The least of five answers each: the simulated times are a floor, and a busy machine only
+    // adds to them, so the least is the one nearest the simulated figure.
+    let (mut f_ttft, mut f_tpot, mut s_ttft, mut s_tpot) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
+    for _ in 0..5 {
+        let f = stream(fast, "/v1/completions", body(500, 30)).await;
+        let s = stream(slow, "/v1/completions", body(500, 30)).await;
+        (f_ttft, f_tpot) = (f_ttft.min(f.ttft()), f_tpot.min(f.tpot()));
+        (s_ttft, s_tpot) = (s_ttft.min(s.ttft()), s_tpot.min(s.tpot()));
+    }
     eprintln!(
-        "speed 1 vs 3: TTFT {:.1} vs {:.1} ms, TPOT {:.2} vs {:.2} ms",
-        ms(f.ttft()),
-        ms(s.ttft()),
-        ms(f.tpot()),
-        ms(s.tpot())
+        "speed 1 vs 3 (least of 5): TTFT {:.1} vs {:.1} ms, TPOT {:.2} vs {:.2} ms",
+        ms(f_ttft),
+        ms(s_ttft),
+        ms(f_tpot),
+        ms(s_tpot)
     );
     // Simulated: TTFT 6.05 vs 18.15 ms, TPOT 1.05 vs 3.15 ms (less 5 ms / 29 of slack).
-    assert!(s.ttft() > f.ttft() * 3 / 2, "TTFT");
-    assert!(s.tpot() > f.tpot() * 3 / 2, "TPOT");
-    assert!(s.tpot() >= Duration::from_micros(2900));
+    assert!(s_ttft > f_ttft * 3 / 2, "TTFT");
+    assert!(s_tpot > f_tpot * 3 / 2, "TPOT");
+    assert!(s_tpot >= Duration::from_micros(2900));
 }

@@ -127,7 +127,7 @@ impl Args {
         let client = kube::Client::try_default()
             .await
             .context("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
-        let mut signals = Signals::new().context("cannot install signal handlers")?;
+        let signals = Signals::new().context("cannot install signal handlers")?;
         let shutdown = CancellationToken::new();
         let settings = crate::Settings {
             listen,
@@ -136,14 +136,7 @@ impl Args {
             heartbeat: vane_route::discovery::HEARTBEAT,
         };
         let running = crate::start(client, settings, shutdown.clone()).await?;
-        let signal = signals.recv().await;
-        info!("{signal}: shutting down: closing discovery streams");
-        shutdown.cancel();
-        tokio::select! {
-            _ = running.wait() => {}
-            _ = signals.recv() => warn!("second signal: exiting now"),
-            _ = tokio::time::sleep(crate::server::SHUTDOWN_GRACE + Duration::from_secs(1)) => {}
-        }
+        until_signal(signals, &shutdown, "closing discovery streams", running.wait()).await;
         Ok(())
     }
 }
@@ -167,7 +160,7 @@ impl InjectArgs {
         let client = kube::Client::try_default()
             .await
             .context("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
-        let mut signals = Signals::new().context("cannot install signal handlers")?;
+        let signals = Signals::new().context("cannot install signal handlers")?;
         let shutdown = CancellationToken::new();
         let settings = InjectSettings {
             proxy_image,
@@ -180,15 +173,26 @@ impl InjectArgs {
         let config =
             inject_run::InjectorConfig { listen, admin, files: CertFiles { cert: tls_cert, key: tls_key }, settings };
         let running = inject_run::start(client, config, shutdown.clone()).await?;
-        let signal = signals.recv().await;
-        info!("{signal}: shutting down");
-        shutdown.cancel();
-        tokio::select! {
-            _ = running.wait() => {}
-            _ = signals.recv() => warn!("second signal: exiting now"),
-            _ = tokio::time::sleep(crate::server::SHUTDOWN_GRACE + Duration::from_secs(1)) => {}
-        }
+        until_signal(signals, &shutdown, "closing the webhook", running.wait()).await;
         Ok(())
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then cancels `shutdown` and waits for `stopped` (the servers'
+/// drain) for at most the drain grace and a second; a second signal exits at once.
+async fn until_signal(
+    mut signals: Signals,
+    shutdown: &CancellationToken,
+    what: &str,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    let signal = signals.recv().await;
+    info!("{signal}: shutting down: {what}");
+    shutdown.cancel();
+    tokio::select! {
+        _ = stopped => {}
+        _ = signals.recv() => warn!("second signal: exiting now"),
+        _ = tokio::time::sleep(crate::server::SHUTDOWN_GRACE + Duration::from_secs(1)) => {}
     }
 }
 

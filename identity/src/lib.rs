@@ -1,0 +1,24 @@
+//! Workload identity for Vane, shared by the proxy (which asks for a certificate and speaks
+//! mTLS) and the control service (which checks a proxy's token and signs its request):
+//!
+//! - [`spiffe`]: SPIFFE IDs, `spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>`;
+//! - [`ca`]: the trust anchor and issuer: made for a quick start, read from PEM, signing;
+//! - [`csr`]: a workload's in-memory key and its certificate request;
+//! - [`tls`]: the rustls configurations of both sides of a meshed hop (TLS 1.3 only) and the
+//!   check of the peer's identity;
+//! - [`peer`]: what a peer's certificate names;
+//! - [`pem`]: PEM text to DER.
+//!
+//! Only the ring provider is compiled (as for kube's client), and it is passed to rustls
+//! explicitly, so nothing depends on a process-wide default provider.
+#![warn(missing_docs)]
+
+pub mod ca;
+pub mod csr;
+pub mod peer;
+pub mod pem;
+pub mod spiffe;
+pub mod tls;
+
+pub use spiffe::SpiffeId;
+pub use tls::Credentials;

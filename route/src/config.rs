@@ -85,6 +85,52 @@ pub struct ProxySettings {
     /// Traces exported over OTLP (off unless set). Read at start, like the listener addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingConfig>,
+    /// This proxy's workload identity, for mTLS (off unless set). Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityConfig>,
+    /// Who may call the workload behind the inbound listener.
+    #[serde(default)]
+    pub authz: crate::authz::AuthzConfig,
+}
+
+/// `proxy.identity`: where this proxy's certificate comes from. Either files (`cert` and `key`,
+/// read again when they change) or the control service's identity service (`control`), which
+/// signs a key this proxy makes in memory.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The trust domain of SPIFFE IDs, default `cluster.local`.
+    #[serde(default = "defaults::trust_domain")]
+    pub trust_domain: String,
+    /// PEM file of the trust anchors.
+    pub roots: String,
+    /// PEM file of this proxy's certificate chain, leaf first (standalone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// PEM file of its private key (standalone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The identity service to ask for a certificate (in a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<IdentityServiceConfig>,
+    /// How often the files are read again, default 10s.
+    #[serde(default = "defaults::identity_reload")]
+    pub reload: HumanDuration,
+}
+
+/// `proxy.identity.control`: the identity service and what to prove to it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityServiceConfig {
+    /// `host:port` of the identity service.
+    pub addr: String,
+    /// The identity it must present, default `spiffe://<trust_domain>/ns/vane-system/sa/vane-control`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_identity: Option<String>,
+    /// The SPIFFE ID this proxy asks for (its pod's ServiceAccount).
+    pub identity: String,
+    /// The projected ServiceAccount token file that proves it.
+    pub token: String,
 }
 
 /// `proxy.observe`: how model traffic is labelled and priced, and the access log.
@@ -172,6 +218,8 @@ impl Default for ProxySettings {
             drain_grace: defaults::drain_grace(),
             observe: ObserveConfig::default(),
             tracing: None,
+            identity: None,
+            authz: crate::authz::AuthzConfig::default(),
         }
     }
 }
@@ -648,6 +696,14 @@ pub struct BackendConfig {
     /// Balancer overrides for this backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<BackendBalancer>,
+    /// The SPIFFE ID every endpoint must present: set, the endpoints are meshed and are called
+    /// over mTLS; unset (and not in `identities`), in plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The SPIFFE ID of single endpoints (`ip:port` → ID), over `identity`; during a rollout only
+    /// some endpoints are meshed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub identities: std::collections::BTreeMap<String, String>,
 }
 
 pub(crate) mod defaults {
@@ -680,6 +736,14 @@ pub(crate) mod defaults {
 
     pub(crate) fn trace_flush() -> HumanDuration {
         Duration::from_secs(1).into()
+    }
+
+    pub(crate) fn trust_domain() -> String {
+        "cluster.local".into()
+    }
+
+    pub(crate) fn identity_reload() -> HumanDuration {
+        Duration::from_secs(10).into()
     }
 
     pub(crate) fn drain_grace() -> HumanDuration {

@@ -16,8 +16,10 @@
 //! - [`discovery`]: the stream of routing tables from the control service, and the state a proxy
 //!   keeps from it.
 //! - [`orca`]: ORCA `endpoint-load-metrics` load reports.
+//! - [`authz`]: inbound authorization: default policies and rules by identity.
 #![warn(missing_docs)]
 
+pub mod authz;
 pub mod balance;
 pub mod config;
 pub mod discovery;

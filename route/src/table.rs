@@ -163,6 +163,8 @@ pub struct Backend {
     pub protocol: Protocol,
     /// Endpoint addresses.
     pub endpoints: Vec<SocketAddr>,
+    /// The SPIFFE ID each endpoint must present (same order as `endpoints`); `None`: plaintext.
+    pub identities: Vec<Option<Arc<str>>>,
     /// Endpoint choice (the backend's override or the default).
     pub algorithm: crate::config::Algorithm,
     /// Cost weights (the backend's overrides or the defaults).
@@ -214,6 +216,10 @@ pub struct Table {
     pub inbound: Option<Inbound>,
     /// How model traffic is observed (metrics labels, prices, access log, traces).
     pub observe: Observe,
+    /// Who may call the workload behind the inbound listener.
+    pub authz: Arc<crate::authz::AuthzConfig>,
+    /// The trust domain of this proxy's identity (`cluster.local` without one).
+    pub trust_domain: Arc<str>,
     /// The config this table was built from (served by the admin `/config`).
     pub source: Config,
     hosts: HashMap<String, usize>,
@@ -234,6 +240,7 @@ impl Table {
         let mut v = Validator::default();
         let settings = v.settings(&config);
         let observe = v.observe(&config);
+        v.identity(&config);
         let mut backends = Vec::new();
         let mut backend_index: HashMap<&str, usize> = HashMap::new();
         for (i, b) in config.backends.iter().enumerate() {
@@ -253,6 +260,7 @@ impl Table {
                     None => {}
                 }
             }
+            let identities = v.identities(&field, b, &endpoints);
             let over = b.balancer.clone().unwrap_or_default();
             let mut weight = |name: &str, w: Option<f64>, default: f64| match w {
                 Some(w) if !w.is_finite() || w < 0.0 => {
@@ -273,6 +281,7 @@ impl Table {
                 name: b.name.as_str().into(),
                 protocol: b.protocol,
                 endpoints,
+                identities,
                 algorithm,
                 cost,
                 load_stream,
@@ -392,7 +401,10 @@ impl Table {
         }
 
         if v.errors.is_empty() {
-            Ok(Table { settings, services, backends, inbound, observe, source: config, hosts, addrs })
+            let authz = Arc::new(config.proxy.authz.clone());
+            let trust_domain =
+                config.proxy.identity.as_ref().map_or("cluster.local", |i| i.trust_domain.as_str()).into();
+            Ok(Table { settings, services, backends, inbound, observe, authz, trust_domain, source: config, hosts, addrs })
         } else {
             Err(ConfigError::Invalid(v.errors))
         }
@@ -661,6 +673,7 @@ impl Validator {
 }
 
 mod coalesce;
+mod identity;
 mod observe;
 #[cfg(test)]
 mod tests;

@@ -97,6 +97,8 @@ fn tables(weights: &[(&Backend, u32)]) -> Tables {
             protocol: Default::default(),
             endpoints: vec![b.addr.to_string()],
             balancer: None,
+            identity: None,
+            identities: Default::default(),
         })
         .collect();
     (services, backends)

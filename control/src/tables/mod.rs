@@ -169,6 +169,8 @@ pub fn backend(idx: &Indexes, key: &ObjectKey, port: u16, settings: &TableSettin
         protocol,
         endpoints: endpoints.iter().map(ToString::to_string).collect(),
         balancer: None,
+        identity: None,
+        identities: Default::default(),
     }
 }
 

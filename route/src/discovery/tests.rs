@@ -28,6 +28,8 @@ fn backend(name: &str, endpoints: &[&str]) -> BackendConfig {
         protocol: Protocol::Http1,
         endpoints: endpoints.iter().map(|e| (*e).into()).collect(),
         balancer: None,
+        identity: None,
+        identities: Default::default(),
     }
 }
 
@@ -209,6 +211,8 @@ fn expected_backend() -> BackendConfig {
             load_stream: true,
             ..Default::default()
         }),
+        identity: None,
+        identities: Default::default(),
     }
 }
 

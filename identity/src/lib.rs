@@ -7,7 +7,8 @@
 //! - [`tls`]: the rustls configurations of both sides of a meshed hop (TLS 1.3 only) and the
 //!   check of the peer's identity;
 //! - [`peer`]: what a peer's certificate names;
-//! - [`pem`]: PEM text to DER.
+//! - [`pem`]: PEM text to DER;
+//! - [`protocol`]: the certificate service's requests and answers.
 //!
 //! Only the ring provider is compiled (as for kube's client), and it is passed to rustls
 //! explicitly, so nothing depends on a process-wide default provider.
@@ -17,6 +18,7 @@ pub mod ca;
 pub mod csr;
 pub mod peer;
 pub mod pem;
+pub mod protocol;
 pub mod spiffe;
 pub mod tls;
 

@@ -35,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod hedge;
+pub mod identity;
 pub mod load;
 pub mod metrics;
 pub mod retry;

@@ -7,6 +7,7 @@
 //! - [`tls`]: the rustls configurations of both sides of a meshed hop (TLS 1.3 only) and the
 //!   check of the peer's identity;
 //! - [`peer`]: what a peer's certificate names;
+//! - [`hello`]: a ClientHello's server name, from a connection's first bytes;
 //! - [`pem`]: PEM text to DER;
 //! - [`protocol`]: the certificate service's requests and answers.
 //!
@@ -16,6 +17,7 @@
 
 pub mod ca;
 pub mod csr;
+pub mod hello;
 pub mod peer;
 pub mod pem;
 pub mod protocol;

@@ -145,6 +145,29 @@ pub fn server_name(addr: std::net::SocketAddr) -> ServerName<'static> {
     ServerName::IpAddress(addr.ip().into())
 }
 
+/// The last labels of every server name (SNI) a Vane proxy sends to a meshed peer.
+pub const MESH_SNI_SUFFIX: &str = "identity.vane";
+
+/// The server name (SNI) a client sends to a peer that must be `id`:
+/// `<serviceaccount>.<namespace>.<trust-domain>.identity.vane`, so that the peer's inbound proxy
+/// knows from the ClientHello that the connection is meshed traffic for it to terminate (an
+/// application's own TLS names something else and is passed through). Falls back to the IP when
+/// the name would not be a DNS name (over 253 bytes, or a trust domain with `_`).
+pub fn mesh_server_name(id: &SpiffeId, addr: std::net::SocketAddr) -> ServerName<'static> {
+    let name = mesh_sni(id);
+    ServerName::try_from(name).unwrap_or_else(|_| server_name(addr))
+}
+
+/// The SNI of [`mesh_server_name`], as text.
+pub fn mesh_sni(id: &SpiffeId) -> String {
+    format!("{}.{}.{}.{MESH_SNI_SUFFIX}", id.service_account(), id.namespace(), id.trust_domain())
+}
+
+/// Whether a ClientHello's server name is one a Vane proxy sends (any meshed identity).
+pub fn is_mesh_sni(sni: &str) -> bool {
+    sni.strip_suffix(MESH_SNI_SUFFIX).is_some_and(|rest| rest.ends_with('.'))
+}
+
 /// Why a peer is not the one expected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PeerError {

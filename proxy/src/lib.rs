@@ -10,6 +10,7 @@
 //! error    every error becomes its documented status and vane-proxy-error
 //! route    authority -> service -> route -> weighted backend (or the inbound target);
 //!          below it trace's model layer: the request's model and its backend's busy clock
+//! authz    inbound only: the caller's identity for the app, and who may call (403 otherwise)
 //! coalesce outbound only, opt-in per route: identical requests in flight share one answer
 //! retry    outbound only: another endpoint when nothing was sent (tower's Retry)
 //! balance  endpoint state, the pick (vane-route's selection policies), learning from answers
@@ -26,6 +27,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod authz;
 pub mod balance;
 pub mod body;
 pub mod capture;

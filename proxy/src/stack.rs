@@ -11,6 +11,8 @@
 //! 4. [`RouteLayer`]: snapshot → service → route → backend (or the inbound target), left as a
 //!    [`Target`](crate::balance::Target) request extension; then [`ModelLayer`]: the model and
 //!    the backend's busy clock, for the observe layer;
+//!    inbound only, [`AuthzLayer`]: the caller's identity (`vane-client-id`) for the app, and
+//!    the authorization policy (`403 unauthorized` otherwise), before any load is spent on it;
 //! 5. outbound only, [`CoalesceLayer`]: identical requests in flight share one upstream answer
 //!    (on routes with `coalesce:`); above the retries, so a leader's retries are one request,
 //!    and above shedding, so a follower, which costs the backend nothing, is never shed;
@@ -22,6 +24,7 @@
 //!    late (on routes with `hedge:`), within the same retry budget;
 //! 9. [`BalanceService`]: endpoint choice, pooled client, learning from the answer.
 
+use crate::authz::{AuthzLayer, AuthzService};
 use crate::balance::BalanceService;
 use crate::coalesce::{CoalesceLayer, CoalesceService};
 use crate::config::Store;
@@ -46,9 +49,12 @@ pub type Outbound = MetricsService<
     >,
 >;
 
-/// The inbound per-request service: as outbound without retries, plus the pod's load on every response.
+/// The inbound per-request service: as outbound without retries, plus the pod's load on every
+/// response and authorization.
 pub type Inbound = MetricsService<
-    ObserveService<LoadReportService<ErrorService<RouteService<ModelService<ShedService<BalanceService>>>>, Store>>,
+    ObserveService<
+        LoadReportService<ErrorService<RouteService<ModelService<AuthzService<ShedService<BalanceService>>>>>, Store>,
+    >,
 >;
 
 /// Builds the outbound stack.
@@ -69,12 +75,13 @@ pub fn outbound(store: Arc<Store>, metrics: Arc<Metrics>, observer: Arc<Observer
 /// Builds the inbound stack.
 pub fn inbound(store: Arc<Store>, metrics: Arc<Metrics>, load: Arc<LocalLoad>, observer: Arc<Observer>) -> Inbound {
     ServiceBuilder::new()
-        .layer(MetricsLayer::new(metrics, Direction::Inbound))
+        .layer(MetricsLayer::new(Arc::clone(&metrics), Direction::Inbound))
         .layer(ObserveLayer::new(Arc::clone(&observer), Direction::Inbound))
         .layer(LoadReportLayer::new(load, Arc::clone(&store)))
         .layer(ErrorLayer)
-        .layer(RouteLayer::new(store, Direction::Inbound))
+        .layer(RouteLayer::new(Arc::clone(&store), Direction::Inbound))
         .layer(ModelLayer::new(observer, Direction::Inbound))
+        .layer(AuthzLayer::new(Arc::clone(&store), Arc::clone(&metrics)))
         .layer(ShedLayer)
         .service(BalanceService)
 }

@@ -82,7 +82,11 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     let conn = ConnSettings::from_settings(&table.settings);
     let watcher = crate::config::Watcher::new(opts.source.clone());
     let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(Store::new(table, Arc::clone(&metrics)));
+    let identity = match &table.source.proxy.identity {
+        Some(id) => crate::identity::Identity::pending(&id.trust_domain),
+        None => crate::identity::Identity::disabled(),
+    };
+    let store = Arc::new(Store::with_identity(table, Arc::clone(&metrics), Arc::clone(&identity)));
     let control_status = opts.control.as_ref().map(|_| Arc::new(crate::control::ControlStatus::default()));
     let admin_state = Arc::new(AdminState {
         store: Arc::clone(&store),
@@ -111,13 +115,14 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     let out_svc = crate::stack::outbound(Arc::clone(&store), Arc::clone(&metrics), Arc::clone(&observer));
     let stats = metrics.listener("outbound");
     let mode = transparent(Side::Outbound, "outbound-tcp");
-    tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stats, mode, stop.clone(), connections.clone())));
+    tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stats, mode, None, stop.clone(), connections.clone())));
     let local_load = Arc::new(crate::load::LocalLoad::default());
     tasks.push(tokio::spawn(crate::load::probe::poll(Arc::clone(&store), Arc::clone(&local_load))));
     let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load, observer);
     let stats = metrics.listener("inbound");
     let mode = transparent(Side::Inbound, "inbound-tcp");
-    tasks.push(tokio::spawn(serve(in_l, in_svc, conn, stats, mode, stop.clone(), connections.clone())));
+    let tls = identity.enabled().then(|| Arc::clone(&identity));
+    tasks.push(tokio::spawn(serve(in_l, in_svc, conn, stats, mode, tls, stop.clone(), connections.clone())));
     // The admin listener is not drained: it keeps answering (`/ready` with 503) until exit.
     let admin_stop = CancellationToken::new();
     let admin_server =

@@ -24,6 +24,10 @@ pub struct Endpoint {
     pub authority: http::uri::Authority,
     /// Its connections.
     pub pool: Arc<crate::client::ConnPool>,
+    /// How to call it over mTLS, when it is meshed and this proxy has an identity.
+    pub mesh: Option<crate::client::Mesh>,
+    /// The identity it must present, when the discovery stream says it is meshed.
+    peer: Option<Arc<str>>,
     in_flight: AtomicU32,
     /// The sum of the start times (process clock, ns) of the requests in flight: with their
     /// count, how long they have been running on average.
@@ -90,6 +94,8 @@ impl Endpoint {
             protocol,
             authority,
             pool: Arc::default(),
+            mesh: None,
+            peer: None,
             load_stream: false.into(),
             streaming: AtomicU32::new(0),
             last_token_ns: AtomicU64::new(0),
@@ -108,6 +114,19 @@ impl Endpoint {
                 penalty_until_ns: 0,
             }),
         }
+    }
+
+    /// The same endpoint, meshed: it must present `peer`, and is called with `mesh` (mTLS) when
+    /// this proxy has an identity.
+    pub fn meshed(mut self, mesh: Option<crate::client::Mesh>, peer: Option<Arc<str>>) -> Endpoint {
+        self.mesh = mesh;
+        self.peer = peer;
+        self
+    }
+
+    /// The identity it must present, if it is meshed.
+    pub fn peer_identity(&self) -> Option<Arc<str>> {
+        self.peer.clone()
     }
 
     fn stats(&self) -> MutexGuard<'_, Stats> {

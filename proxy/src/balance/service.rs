@@ -85,7 +85,15 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
 
     let typical = (backend.endpoints.len() > 1).then_some(&backend.typical);
     let mut guard = InFlightGuard::start(ep, typical);
-    let send = crate::client::send(&ep.pool, ep.addr, ep.protocol, up, settings.connect_timeout, settings.idle_timeout);
+    let send = crate::client::send(
+        &ep.pool,
+        ep.addr,
+        ep.protocol,
+        ep.mesh.as_ref(),
+        up,
+        settings.connect_timeout,
+        settings.idle_timeout,
+    );
     let sent = tokio::time::timeout(target.timeout, send).await;
     // The client's body broke off or went over the limit: its fault, not the endpoint's.
     let client_fault = || match failure.as_ref().and_then(|f| f.get()) {

@@ -20,6 +20,16 @@ pub enum SendError {
     /// The HTTP handshake on a new connection failed. Nothing was sent.
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
+    /// The TLS handshake with a meshed endpoint failed (its certificate is not one the trust
+    /// anchors vouch for, expired, or it does not speak TLS 1.3). Nothing was sent.
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The meshed endpoint is someone else than the discovery stream said. Nothing was sent.
+    #[error(transparent)]
+    Identity(#[from] vane_identity::tls::PeerError),
+    /// This proxy has no certificate yet, and the endpoint is meshed. Nothing was sent.
+    #[error("no certificate yet for a meshed endpoint")]
+    NoCertificate,
     /// The request was sent (or may have been) and the exchange failed.
     #[error(transparent)]
     Upstream(#[from] hyper::Error),
@@ -32,14 +42,18 @@ impl SendError {
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
+pub(super) async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(SendError::Connect(e)),
         Err(_) => return Err(SendError::ConnectTimeout(timeout)),
     };
     let _ = stream.set_nodelay(true);
-    Ok(TokioIo::new(stream))
+    Ok(stream)
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
+    tcp(addr, timeout).await.map(TokioIo::new)
 }
 
 /// Opens an HTTP/1.1 connection to `addr`, driven by its own task.
@@ -67,7 +81,17 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let io = connect(addr, timeout).await?;
+    handshake_h2(connect(addr, timeout).await?, addr).await
+}
+
+/// The HTTP/2 handshake over a connection already made (TCP, or TLS to a meshed endpoint).
+pub(super) async fn handshake_h2<B, T>(io: TokioIo<T>, addr: SocketAddr) -> Result<http2::SendRequest<B>, SendError>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(10))

@@ -97,7 +97,8 @@ impl ConnPool {
 /// endpoint's answering time.
 pub type Sent = (Response<Incoming>, Option<PooledConn>, Instant);
 
-/// Sends one request to `addr` over a pooled or new connection.
+/// Sends one request to `addr` over a pooled or new connection (over mTLS and HTTP/2 when
+/// `mesh` is given).
 ///
 /// HTTP/1.1: a request that an idle pooled connection could not take (closed by the server
 /// meanwhile) is sent again on a new connection, since it was never written.
@@ -105,10 +106,12 @@ pub async fn send(
     pool: &Arc<ConnPool>,
     addr: SocketAddr,
     protocol: Protocol,
+    mesh: Option<&super::Mesh>,
     mut req: Request<ReqBody>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 ) -> Result<Sent, SendError> {
+    let protocol = if mesh.is_some() { Protocol::Http2 } else { protocol };
     match protocol {
         Protocol::Http1 => loop {
             let (mut tx, reused) = match pool.take_idle(idle_timeout) {
@@ -134,7 +137,10 @@ pub async fn send(
             let (mut tx, reused) = match shared {
                 Some(tx) => (tx, true),
                 None => {
-                    let tx = open_h2(addr, connect_timeout).await?;
+                    let tx = match mesh {
+                        Some(m) => super::mesh::open_h2_mesh(addr, connect_timeout, m).await?,
+                        None => open_h2(addr, connect_timeout).await?,
+                    };
                     *lock(&pool.h2) = Some(tx.clone());
                     (tx, false)
                 }

@@ -12,6 +12,24 @@ use tower::retry::budget::TpsBudget;
 use vane_route::Table;
 use vane_route::config::Protocol;
 
+/// What makes two endpoints the same one across snapshots: address, protocol and identity.
+type EndpointKey = (SocketAddr, Protocol, Option<Arc<str>>);
+
+/// How to call an endpoint that must be `id`: over mTLS when this proxy has an identity; in
+/// plaintext (HTTP/2 to its sidecar, which serves both during a rollout) when it has none.
+fn mesh(identity: &Arc<crate::identity::Identity>, id: &str, addr: SocketAddr) -> Option<crate::client::Mesh> {
+    if !identity.enabled() {
+        return None;
+    }
+    match vane_identity::SpiffeId::parse(id) {
+        Ok(expected) => Some(crate::client::Mesh::new(Arc::clone(identity), expected, addr)),
+        Err(e) => {
+            tracing::warn!(endpoint = %addr, "not a workload identity, called without TLS: {e}");
+            None
+        }
+    }
+}
+
 /// Metric handles of one route: `(backend index, stats)` for each backend of its split.
 pub type BackendStats = Vec<(usize, Arc<RouteStats>)>;
 
@@ -34,8 +52,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot, reusing endpoint state and clients from `prev` where they still apply.
-    pub fn build(table: Table, prev: Option<&Snapshot>, version: u64, metrics: &Metrics) -> Snapshot {
-        let mut known: HashMap<(SocketAddr, Protocol), Arc<Endpoint>> = HashMap::new();
+    pub fn build(
+        table: Table,
+        prev: Option<&Snapshot>,
+        version: u64,
+        metrics: &Metrics,
+        identity: &Arc<crate::identity::Identity>,
+    ) -> Snapshot {
+        let mut known: HashMap<EndpointKey, Arc<Endpoint>> = HashMap::new();
         // A backend's typical figures carry over by name, like its endpoints' state by address.
         let mut typical: HashMap<Arc<str>, Arc<Typical>> = HashMap::new();
         // So do retry budgets, while their settings stay the same.
@@ -44,7 +68,7 @@ impl Snapshot {
         if let Some(p) = prev {
             for b in p.backends.iter().chain(p.inbound.iter()) {
                 for e in &b.endpoints {
-                    known.insert((e.addr, e.protocol), Arc::clone(e));
+                    known.insert((e.addr, e.protocol, e.peer_identity()), Arc::clone(e));
                 }
                 typical.insert(Arc::clone(&b.name), Arc::clone(&b.typical));
                 if same_budget {
@@ -78,20 +102,27 @@ impl Snapshot {
                 shed,
             })
         };
-        let mut endpoint = |addr: SocketAddr, proto: Protocol| {
-            Arc::clone(known.entry((addr, proto)).or_insert_with(|| Arc::new(Endpoint::new(addr, proto, joined_ns))))
+        let mut endpoint = |addr: SocketAddr, proto: Protocol, peer: Option<&Arc<str>>| {
+            // A meshed endpoint is its sidecar, which speaks HTTP/2 whatever the model server does.
+            let proto = if peer.is_some() { Protocol::Http2 } else { proto };
+            let key = (addr, proto, peer.cloned());
+            Arc::clone(known.entry(key).or_insert_with(|| {
+                let mesh = peer.and_then(|id| mesh(identity, id, addr));
+                Arc::new(Endpoint::new(addr, proto, joined_ns).meshed(mesh, peer.cloned()))
+            }))
         };
         let backends: Vec<Arc<Backend>> = table
             .backends
             .iter()
             .map(|b| {
-                let endpoints = b.endpoints.iter().map(|a| endpoint(*a, b.protocol)).collect();
+                let endpoints =
+                    b.endpoints.iter().zip(&b.identities).map(|(a, id)| endpoint(*a, b.protocol, id.as_ref())).collect();
                 let policy = Policy { algorithm: b.algorithm, weights: b.cost, slow_start: b.slow_start };
                 backend(Arc::clone(&b.name), endpoints, policy, b.ask_load_reports, b.shed)
             })
             .collect();
         let inbound = table.inbound.as_ref().map(|ib| {
-            let endpoints = vec![endpoint(ib.forward_to, ib.protocol)];
+            let endpoints = vec![endpoint(ib.forward_to, ib.protocol, None)];
             let policy = Policy { algorithm: s.algorithm, weights: s.cost, slow_start: s.slow_start };
             backend("inbound".into(), endpoints, policy, s.ask_load_reports, s.shed)
         });

@@ -36,6 +36,8 @@ pub struct Store {
     inputs: Mutex<Inputs>,
     /// Set once a control service's snapshot is live (or when none is used).
     discovery_live: AtomicBool,
+    /// This proxy's identity: meshed endpoints of every snapshot are called with it.
+    identity: Arc<crate::identity::Identity>,
 }
 
 #[derive(Debug)]
@@ -49,14 +51,20 @@ struct Inputs {
 impl Store {
     /// A store holding a first snapshot built from `table` (whose source config is the base).
     pub fn new(table: Table, metrics: Arc<Metrics>) -> Store {
+        Store::with_identity(table, metrics, crate::identity::Identity::disabled())
+    }
+
+    /// A store whose meshed endpoints are called with `identity`.
+    pub fn with_identity(table: Table, metrics: Arc<Metrics>, identity: Arc<crate::identity::Identity>) -> Store {
         let base = table.source.clone();
-        let first = Snapshot::build(table, None, 1, &metrics);
+        let first = Snapshot::build(table, None, 1, &metrics, &identity);
         Store {
             current: ArcSwap::from_pointee(first),
             versions: AtomicU64::new(1),
             metrics,
             inputs: Mutex::new(Inputs { base, discovered: None }),
             discovery_live: AtomicBool::new(true),
+            identity,
         }
     }
 
@@ -103,6 +111,11 @@ impl Store {
         }
     }
 
+    /// This proxy's identity.
+    pub fn identity(&self) -> &Arc<crate::identity::Identity> {
+        &self.identity
+    }
+
     /// The snapshot for one request.
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
@@ -112,7 +125,7 @@ impl Store {
     pub fn apply(&self, table: Table) -> u64 {
         let prev = self.current.load();
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        let next = Snapshot::build(table, Some(&prev), version, &self.metrics);
+        let next = Snapshot::build(table, Some(&prev), version, &self.metrics, &self.identity);
         warn_if_restart_needed(&prev.table, &next.table);
         self.current.store(Arc::new(next));
         version

@@ -48,7 +48,8 @@ impl ProxyError {
             | ProxyError::NoRoute(_)
             | ProxyError::BodyTooLarge(_)
             | ProxyError::BodyRead(_)
-            | ProxyError::BodyAborted(_) => Fault::Downstream,
+            | ProxyError::BodyAborted(_)
+            | ProxyError::Unauthorized(_) => Fault::Downstream,
             ProxyError::NoEndpoint(_) | ProxyError::ConnectFailed(..) | ProxyError::Upstream(..) => Fault::Upstream,
             ProxyError::Timeout(..) => Fault::Upstream,
             ProxyError::Overloaded | ProxyError::Shed(..) | ProxyError::ShuttingDown | ProxyError::Internal(_) => {
@@ -81,6 +82,7 @@ impl ProxyError {
             ProxyError::ConnectFailed(..) | ProxyError::Upstream(..) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Shed(..) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Unauthorized(_) => StatusCode::FORBIDDEN,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -99,6 +101,7 @@ impl ProxyError {
             ProxyError::Timeout(..) => "response-timeout",
             ProxyError::Overloaded => "overloaded",
             ProxyError::Shed(..) => "shed",
+            ProxyError::Unauthorized(_) => "unauthorized",
             ProxyError::ShuttingDown => "shutting-down",
             ProxyError::Internal(_) => "internal-error",
         }
@@ -112,6 +115,7 @@ impl ProxyError {
             ProxyError::NoRoute(_) => 12,                                                           // UNIMPLEMENTED
             ProxyError::BodyTooLarge(_) | ProxyError::Shed(..) => 8, // RESOURCE_EXHAUSTED
             ProxyError::Timeout(..) => 4,                            // DEADLINE_EXCEEDED
+            ProxyError::Unauthorized(_) => 7,                        // PERMISSION_DENIED
             _ => 14,                                                 // UNAVAILABLE
         }
     }
@@ -162,6 +166,7 @@ mod tests {
             (ProxyError::Timeout(addr, Duration::from_secs(1)), 504, "response-timeout", Fault::Upstream, None),
             (ProxyError::Overloaded, 503, "overloaded", Fault::Internal, Some(Retryable::NothingSent)),
             (ProxyError::Shed("b".into(), Duration::from_secs(1)), 429, "shed", Fault::Internal, None),
+            (ProxyError::Unauthorized("deny".into()), 403, "unauthorized", Fault::Downstream, None),
             (ProxyError::ShuttingDown, 503, "shutting-down", Fault::Internal, None),
             (ProxyError::Internal("x".into()), 500, "internal-error", Fault::Internal, None),
         ];

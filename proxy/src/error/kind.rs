@@ -40,6 +40,10 @@ pub enum ProxyError {
     /// at once with `Retry-After`. (429)
     #[error("backend {0:?} is saturated; retry after {1:?}")]
     Shed(String, std::time::Duration),
+    /// The caller may not make this request (inbound authorization: the default policy or the
+    /// rule named). (403)
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// The proxy is shutting down. (503)
     #[error("proxy is shutting down")]
     ShuttingDown,

@@ -37,6 +37,7 @@
 pub mod busy;
 pub mod caps;
 mod coalesce;
+mod mesh;
 mod layer;
 mod model;
 mod registry;

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub coalesce: super::coalesce::CoalesceMetrics,
     /// Model traffic (tokens, TTFT, TPOT, GPU-seconds, cost) and trace export counters.
     pub model: super::model::ModelMetrics,
+    /// Inbound TLS and authorization.
+    pub mesh: super::mesh::MeshMetrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -80,6 +82,10 @@ pub struct ListenerStats {
     pub limited: Counter,
     /// Connections closed because no complete request head came within `header_read`.
     pub header_timeouts: Counter,
+    /// Connections served over TLS (inbound).
+    pub tls_connections: Counter,
+    /// TLS connections whose handshake failed (inbound).
+    pub tls_failures: Counter,
 }
 
 /// One endpoint's gauges, as `/metrics` shows them.
@@ -214,6 +220,7 @@ impl Metrics {
         );
         let coalesce = super::coalesce::CoalesceMetrics::register(&mut registry);
         let model = super::model::ModelMetrics::register(&mut registry);
+        let mesh = super::mesh::MeshMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -239,6 +246,7 @@ impl Metrics {
             listener_header_timeouts,
             coalesce,
             model,
+            mesh,
         }
     }
 
@@ -287,6 +295,8 @@ impl Metrics {
             open: self.listener_open.get_or_create(&l).clone(),
             limited: self.listener_limited.get_or_create(&l).clone(),
             header_timeouts: self.listener_header_timeouts.get_or_create(&l).clone(),
+            tls_connections: self.mesh.tls_connections.clone(),
+            tls_failures: self.mesh.tls_failures.clone(),
         }
     }
 

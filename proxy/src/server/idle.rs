@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// Resolves once no byte has been read or written for at least `idle` (at most 1.5 × `idle`).
 pub(super) async fn idle_for(ops: &AtomicU64, idle: Duration) {
@@ -32,8 +31,8 @@ pub(super) async fn idle_for(ops: &AtomicU64, idle: Duration) {
 
 /// A socket that counts its completed reads and writes (for the idle timeout), and notes whether
 /// its first bytes are the HTTP/2 preface.
-pub(super) struct IdleIo {
-    pub(super) inner: TcpStream,
+pub(super) struct IdleIo<T> {
+    pub(super) inner: T,
     pub(super) ops: Arc<AtomicU64>,
     /// Set when the first read starts with the HTTP/2 connection preface; taken after that read.
     pub(super) h2: Option<Arc<AtomicBool>>,
@@ -43,15 +42,15 @@ pub(super) struct IdleIo {
 /// HTTP/1 method (`PROPFIND` shares three).
 const PREFACE_START: &[u8] = b"PRI ";
 
-impl IdleIo {
-    fn touch<T>(&self, p: &Poll<std::io::Result<T>>) {
+impl<T> IdleIo<T> {
+    fn touch<R>(&self, p: &Poll<std::io::Result<R>>) {
         if let Poll::Ready(Ok(_)) = p {
             self.ops.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-impl AsyncRead for IdleIo {
+impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let p = Pin::new(&mut self.inner).poll_read(cx, buf);
@@ -66,7 +65,7 @@ impl AsyncRead for IdleIo {
     }
 }
 
-impl AsyncWrite for IdleIo {
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let p = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.touch(&p);

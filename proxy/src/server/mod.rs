@@ -3,6 +3,7 @@
 //! in transparent mode, serve a captured connection by its original destination
 //! ([`Transparent`]: HTTP or opaque TCP).
 
+use crate::identity::Identity;
 use crate::metrics::ListenerStats;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -19,9 +20,11 @@ use vane_runtime::serve::{Accepted, Acceptor};
 use vane_runtime::{CancellationToken, TaskTracker};
 
 mod idle;
+mod tls;
 mod transparent;
 
 use crate::capture::{Dispatch, detect};
+pub use tls::PeerIdentity;
 pub use transparent::{Side, Transparent};
 
 /// Connection-level settings of a listener.
@@ -81,6 +84,10 @@ fn builder(s: ConnSettings) -> auto::Builder<TokioExecutor> {
 /// In [`Transparent`] mode a connection the capture rules redirected here is served by its
 /// original destination: as HTTP (a known service outbound; the model server's port inbound,
 /// when its first bytes are HTTP) or as opaque TCP to that destination.
+///
+/// With `identity` (the inbound listener of a proxy that has one), a connection that opens with
+/// a TLS ClientHello is terminated with its certificate and its requests carry the caller's
+/// [`PeerIdentity`]; plaintext is still served (see [`tls`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<S, B>(
     listener: TcpListener,
@@ -88,6 +95,7 @@ pub async fn serve<S, B>(
     s: ConnSettings,
     stats: ListenerStats,
     transparent: Transparent,
+    identity: Option<Arc<Identity>>,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) where
@@ -105,19 +113,29 @@ pub async fn serve<S, B>(
     acceptor
         .run(stop.clone(), |accepted| {
             let Accepted { stream, guard, .. } = accepted;
-            let (http, transparent) = (http.clone(), transparent.clone());
+            let (http, transparent, identity) = (http.clone(), transparent.clone(), identity.clone());
             tasks.spawn(async move {
-                match transparent.dispatch(&stream) {
-                    Dispatch::Proxy => http.serve(stream, None).await,
-                    Dispatch::Service(name) => http.serve(stream, transparent.rewrite(Some(name))).await,
-                    Dispatch::Tcp(dst) => transparent.relay(stream, dst, s.connect_timeout).await,
-                    Dispatch::Detect(dst) => {
-                        if detect::peek(&stream, s.header_read_timeout).await == detect::Detected::Http {
-                            http.serve(stream, None).await
-                        } else {
-                            transparent.relay(stream, dst, s.connect_timeout).await
-                        }
-                    }
+                let plain = PeerIdentity::default();
+                match (transparent.dispatch(&stream), identity) {
+                    (Dispatch::Proxy, Some(id)) => match tls::peek(&stream, s.header_read_timeout).await {
+                        tls::First::Tls { .. } => http.serve_tls(stream, &id).await,
+                        tls::First::Other => http.serve(stream, None, plain).await,
+                    },
+                    (Dispatch::Proxy, None) => http.serve(stream, None, plain).await,
+                    (Dispatch::Service(name), _) => http.serve(stream, transparent.rewrite(Some(name)), plain).await,
+                    (Dispatch::Tcp(dst), _) => transparent.relay(stream, dst, s.connect_timeout).await,
+                    (Dispatch::Detect(dst), identity) => match detect::peek(&stream, s.header_read_timeout).await {
+                        detect::Detected::Http => http.serve(stream, None, plain).await,
+                        // Meshed traffic names a Vane identity; an app's own TLS is passed through.
+                        detect::Detected::Tls if identity.is_some() => match (
+                            tls::peek(&stream, s.header_read_timeout).await,
+                            identity,
+                        ) {
+                            (tls::First::Tls { mesh: true }, Some(id)) => http.serve_tls(stream, &id).await,
+                            _ => transparent.relay(stream, dst, s.connect_timeout).await,
+                        },
+                        _ => transparent.relay(stream, dst, s.connect_timeout).await,
+                    },
                 }
                 drop(guard);
             });
@@ -143,14 +161,35 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    async fn serve(self, stream: TcpStream, rewrite: Option<(Arc<str>, Arc<dyn crate::capture::Destinations>)>) {
+    /// Terminates TLS, then serves HTTP with the caller's identity on every request.
+    async fn serve_tls(self, stream: TcpStream, identity: &Identity) {
+        match tls::accept(identity, stream, self.s.header_read_timeout).await {
+            Ok((tls, peer)) => {
+                self.stats.tls_connections.inc();
+                self.serve(tls, None, peer).await
+            }
+            Err(e) => {
+                self.stats.tls_failures.inc();
+                tracing::debug!("inbound TLS connection not served: {e}");
+            }
+        }
+    }
+
+    async fn serve<T>(
+        self,
+        stream: T,
+        rewrite: Option<(Arc<str>, Arc<dyn crate::capture::Destinations>)>,
+        peer: PeerIdentity,
+    ) where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let Http { builder, svc, s, stats, stop } = self;
         let io_ops = Arc::new(AtomicU64::new(0));
         let h2 = Arc::new(AtomicBool::new(false));
         let io = TokioIo::new(idle::IdleIo { inner: stream, ops: Arc::clone(&io_ops), h2: Some(Arc::clone(&h2)) });
         let first = Arc::new(AtomicBool::new(false));
         let marked =
-            Marked { inner: transparent::Rewrite { inner: svc.clone(), to: rewrite }, seen: Arc::clone(&first) };
+            Marked { inner: transparent::Rewrite { inner: svc.clone(), to: rewrite }, seen: Arc::clone(&first), peer };
         let conn = builder.serve_connection(io, TowerToHyperService::new(marked));
         stats.open.inc();
         let mut conn = std::pin::pin!(conn);
@@ -189,14 +228,16 @@ async fn no_first_request(seen: &AtomicBool, h2: &AtomicBool, timeout: Duration)
     }
 }
 
-/// Marks that a connection has sent a complete request head.
+/// Marks that a connection has sent a complete request head, and gives each request its
+/// caller's identity.
 #[derive(Clone, Debug)]
 struct Marked<S> {
     inner: S,
     seen: Arc<AtomicBool>,
+    peer: PeerIdentity,
 }
 
-impl<S: tower::Service<R>, R> tower::Service<R> for Marked<S> {
+impl<S: tower::Service<Request<B>>, B> tower::Service<Request<B>> for Marked<S> {
     type Response = S::Response;
     type Error = S::Error;
     type Future = S::Future;
@@ -205,8 +246,11 @@ impl<S: tower::Service<R>, R> tower::Service<R> for Marked<S> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: R) -> S::Future {
+    fn call(&mut self, mut req: Request<B>) -> S::Future {
         self.seen.store(true, Ordering::Relaxed);
+        if self.peer.0.is_some() {
+            req.extensions_mut().insert(self.peer.clone());
+        }
         self.inner.call(req)
     }
 }

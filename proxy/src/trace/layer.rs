@@ -88,7 +88,11 @@ where
         });
         // The wall clock only for a span or a log line.
         let wall = line.as_ref().map(|_| SystemTime::now());
-        let caller = self.observer.caller(req.headers());
+        // The caller is its mTLS identity when it has one, else the configured header.
+        let caller = match req.extensions().get::<crate::server::PeerIdentity>().and_then(|p| p.0.as_ref()) {
+            Some(id) => http::HeaderValue::from_str(&id.to_string()).ok(),
+            None => self.observer.caller(req.headers()),
+        };
         let pending = Pending {
             observer: Arc::clone(&self.observer),
             direction: self.direction,

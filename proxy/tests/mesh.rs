@@ -1,0 +1,141 @@
+//! A meshed hop between two proxies in this process, over real sockets and real TLS: the
+//! outbound proxy calls the inbound one over mTLS, the app behind the inbound one sees the
+//! caller's identity, and what must be refused is (another identity, no certificate under
+//! `all-authenticated`, a claimed identity header).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use vane_identity::ca::{self, Authority};
+use vane_identity::{Credentials, SpiffeId};
+use vane_proxy::app::{Options, Running, start};
+use vane_proxy::config::Source;
+
+const TD: &str = "cluster.local";
+
+/// An app that answers with the `vane-client-id` header it was given (or `-`).
+async fn app() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let id = req.headers().get("vane-client-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(id.to_string()))))
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+fn creds(ca: &Authority, id: &SpiffeId) -> Credentials {
+    let req = vane_identity::csr::Request::new(id).unwrap();
+    let issued = ca.issue(&req.der, id, Duration::from_secs(3600)).unwrap();
+    Credentials::new(&issued.chain_pem, req.key(), ca.anchors_pem()).unwrap()
+}
+
+/// A proxy with `yaml` (whose `proxy.identity` names files that are not read here) and, when
+/// given, `creds` as its certificate.
+async fn proxy(yaml: &str, creds: Option<&Credentials>) -> Running {
+    let table = vane_route::Table::from_yaml(yaml).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let opts = Options {
+        source: Source::Embedded,
+        outbound: any,
+        inbound: any,
+        admin: any,
+        reload_interval: Duration::from_secs(3600),
+        control: None,
+        transparent: false,
+    };
+    let running = start(opts, table).await.unwrap();
+    if let Some(c) = creds {
+        running.store.identity().set(c).unwrap();
+    }
+    running
+}
+
+fn identity_section() -> &'static str {
+    "  identity:\n    roots: /nonexistent/roots.pem\n    cert: /nonexistent/cert.pem\n    key: /nonexistent/key.pem\n"
+}
+
+fn server_yaml(app: SocketAddr, default: &str) -> String {
+    format!("proxy:\n{}  authz:\n    default: {default}\ninbound:\n  forward_to: \"{app}\"\n", identity_section())
+}
+
+fn client_yaml(server: SocketAddr, expected: &str) -> String {
+    format!(
+        "proxy:\n{}services:\n  - name: llm\n    routes:\n      - name: all\n        backends: [{{backend: llm}}]\nbackends:\n  - name: llm\n    endpoints: [\"{server}\"]\n    identity: {expected}\n",
+        identity_section()
+    )
+}
+
+async fn get(addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+    tokio::spawn(conn);
+    let mut b = http::Request::builder().uri("/v1/models").header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = tx.send_request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let err = resp.headers().get("vane-proxy-error").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, err, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn authority() -> Arc<Authority> {
+    let g = ca::generate(TD, 30, 10).unwrap();
+    Arc::new(Authority::from_pem(TD, &g.issuer_pem, &g.issuer_key_pem, &g.anchor_pem).unwrap())
+}
+
+#[tokio::test]
+async fn a_meshed_call_carries_the_callers_identity_to_the_app() {
+    let ca = authority();
+    let (llm, chat) = (SpiffeId::new(TD, "models", "llm").unwrap(), SpiffeId::new(TD, "apps", "chat").unwrap());
+    let server = proxy(&server_yaml(app().await, "all-authenticated"), Some(&creds(&ca, &llm))).await;
+    let client = proxy(&client_yaml(server.inbound, &llm.to_string()), Some(&creds(&ca, &chat))).await;
+
+    let (status, _, body) = get(client.outbound, "llm", &[("vane-client-id", "spiffe://cluster.local/ns/x/sa/forged")]).await;
+    assert_eq!((status, body.as_str()), (200, "spiffe://cluster.local/ns/apps/sa/chat"));
+    let m = server.metrics.render(std::iter::empty());
+    assert!(m.contains("vane_inbound_tls_connections_total 1"), "{m}");
+    assert!(m.contains("vane_authz_decisions_total{decision=\"allow\",rule=\"default\",authenticated=\"true\"} 1"), "{m}");
+
+    // Plaintext straight to the inbound listener: no identity, so all-authenticated denies it,
+    // and a header claiming one changes nothing.
+    let (status, err, _) = get(server.inbound, "llm", &[("vane-client-id", chat.to_string().as_str())]).await;
+    assert_eq!((status, err.as_str()), (403, "unauthorized"));
+    let m = server.metrics.render(std::iter::empty());
+    assert!(m.contains("vane_authz_decisions_total{decision=\"deny\",rule=\"default\",authenticated=\"false\"} 1"), "{m}");
+}
+
+#[tokio::test]
+async fn a_server_with_another_identity_is_refused_even_when_the_ca_signed_it() {
+    let ca = authority();
+    let impostor = SpiffeId::new(TD, "models", "impostor").unwrap();
+    let chat = SpiffeId::new(TD, "apps", "chat").unwrap();
+    let server = proxy(&server_yaml(app().await, "all-unauthenticated"), Some(&creds(&ca, &impostor))).await;
+    let client = proxy(&client_yaml(server.inbound, "spiffe://cluster.local/ns/models/sa/llm"), Some(&creds(&ca, &chat))).await;
+    let (status, err, _) = get(client.outbound, "llm", &[]).await;
+    assert_eq!((status, err.as_str()), (502, "connect-failed"));
+}
+
+#[tokio::test]
+async fn plaintext_callers_are_served_under_the_default_policy() {
+    let ca = authority();
+    let llm = SpiffeId::new(TD, "models", "llm").unwrap();
+    let server = proxy(&server_yaml(app().await, "all-unauthenticated"), Some(&creds(&ca, &llm))).await;
+    let (status, _, body) = get(server.inbound, "llm", &[("vane-client-id", "spiffe://cluster.local/ns/x/sa/forged")]).await;
+    assert_eq!((status, body.as_str()), (200, "-"), "served, and the claimed identity removed");
+}

@@ -139,3 +139,76 @@ async fn plaintext_callers_are_served_under_the_default_policy() {
     let (status, _, body) = get(server.inbound, "llm", &[("vane-client-id", "spiffe://cluster.local/ns/x/sa/forged")]).await;
     assert_eq!((status, body.as_str()), (200, "-"), "served, and the claimed identity removed");
 }
+
+#[tokio::test]
+async fn certificates_rotated_under_load_lose_no_request() {
+    let ca = authority();
+    let (llm, chat) = (SpiffeId::new(TD, "models", "llm").unwrap(), SpiffeId::new(TD, "apps", "chat").unwrap());
+    let server = proxy(&server_yaml(app().await, "all-authenticated"), Some(&creds(&ca, &llm))).await;
+    let client = proxy(&client_yaml(server.inbound, &llm.to_string()), Some(&creds(&ca, &chat))).await;
+    let (addr, stop) = (client.outbound, Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    answers.push(get(addr, "llm", &[]).await);
+                }
+                answers
+            })
+        })
+        .collect();
+    // New certificates on both sides, while requests flow; each side's next connection uses
+    // them, and connections made before keep theirs.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        server.store.identity().set(&creds(&ca, &llm)).unwrap();
+        client.store.identity().set(&creds(&ca, &chat)).unwrap();
+        // A new connection after each rotation: the pool's one is closed by the server side.
+        for e in &client.store.load().backends[0].endpoints {
+            e.pool.close_h2();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in load {
+        for (status, err, body) in t.await.unwrap() {
+            assert_eq!((status, err.as_str(), body.as_str()), (200, "", "spiffe://cluster.local/ns/apps/sa/chat"));
+            total += 1;
+        }
+    }
+    assert!(total > 40, "requests flowed during the rotations: {total}");
+    let m = server.metrics.render(std::iter::empty());
+    let conns = m
+        .lines().find_map(|l| l.strip_prefix("vane_inbound_tls_connections_total ")).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    assert!(conns >= 5, "the client made new connections with the new certificates: {conns}");
+}
+
+#[tokio::test]
+async fn a_tls_1_2_caller_is_refused_at_the_handshake() {
+    let ca = authority();
+    let llm = SpiffeId::new(TD, "models", "llm").unwrap();
+    let server = proxy(&server_yaml(app().await, "all-unauthenticated"), Some(&creds(&ca, &llm))).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(vane_identity::pem::certs(ca.anchors_pem()).unwrap());
+    let tls12 = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.inbound).await.unwrap();
+    let name = vane_identity::tls::mesh_server_name(&llm, server.inbound);
+    let r = tokio_rustls::TlsConnector::from(Arc::new(tls12)).connect(name, tcp).await;
+    assert!(r.is_err(), "TLS 1.2 is refused");
+    let failures = || {
+        server.metrics.render(std::iter::empty()).lines().any(|l| l == "vane_inbound_tls_failures_total 1")
+    };
+    assert!(tokio::time::timeout(Duration::from_secs(2), async {
+        while !failures() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .is_ok());
+}

@@ -86,6 +86,12 @@ impl ConnPool {
         None
     }
 
+    /// Forgets the shared HTTP/2 connection, so that the next request opens a new one (requests
+    /// on it finish; hyper closes it when the last handle is gone).
+    pub fn close_h2(&self) {
+        lock(&self.h2).take();
+    }
+
     /// Number of idle HTTP/1.1 connections (for tests and metrics).
     pub fn idle(&self) -> usize {
         lock(&self.h1).len()

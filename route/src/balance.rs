@@ -367,6 +367,11 @@ impl PeakEwma {
         towards(prior_ns, self.estimate_ns, self.stamp_ns, now_ns, decay)
     }
 
+    /// Whether any sample has come.
+    pub fn measured(&self) -> bool {
+        self.samples > 0
+    }
+
     /// Adds a sample: a slower one replaces the estimate (peak), a faster one is averaged in by
     /// the time since the last sample, and at least by `1/n` for the n-th: an endpoint's first
     /// answer (a cold connection, a cold cache) does not keep it looking slow for a decay time.

@@ -106,3 +106,28 @@ async fn an_in_flight_limit_sheds_the_requests_past_it() {
     }
     assert_eq!(get(&client, "svc", "/", &[]).await.unwrap().status.as_u16(), 200, "room again");
 }
+
+/// A request whose answer must come whole within its deadline is refused at once when the
+/// backend's endpoints have lately taken longer than that; before they have been measured, and
+/// for a longer deadline, it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_the_backend_cannot_meet_is_refused_before_it_is_sent() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let slow = model(0, Duration::from_millis(300), &hits).await;
+    let yaml = format!(
+        "backends:\n  - {{ name: pool, endpoints: [\"{slow}\"] }}\n\
+         services:\n  - name: svc\n    routes:\n      - {{ name: quick, match: {{ path: {{ prefix: /quick }} }}, timeout: 100ms, backends: [{{ backend: pool }}] }}\n      - {{ name: patient, backends: [{{ backend: pool }}] }}\n"
+    );
+    let proxy = Proxy::start(&yaml);
+    let client = h1_client(proxy.outbound);
+    // Not measured yet: sent, and timed out.
+    let r = get(&client, "svc", "/quick", &[]).await.unwrap();
+    assert_eq!((r.status.as_u16(), r.proxy_error()), (504, "response-timeout"));
+    // A patient request measures the endpoint's answering time.
+    assert_eq!(get(&client, "svc", "/patient", &[]).await.unwrap().status.as_u16(), 200);
+    let before = hits.load(Ordering::Relaxed);
+    let r = get(&client, "svc", "/quick", &[]).await.unwrap();
+    assert_eq!((r.status.as_u16(), r.proxy_error()), (504, "deadline-unmeetable"), "{r:?}");
+    assert_eq!(hits.load(Ordering::Relaxed), before, "the refused request never reached the endpoint");
+    assert_eq!(get(&client, "svc", "/patient", &[]).await.unwrap().status.as_u16(), 200, "a longer deadline is sent");
+}

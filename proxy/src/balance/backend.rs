@@ -36,6 +36,29 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Whether its answers stream (any has had two tokens or more), read without a lock.
+    pub fn streams(&self) -> bool {
+        self.typical.longest.load(Ordering::Relaxed) >= 2
+    }
+
+    /// The least measured time to first byte among its available endpoints (decayed to now),
+    /// or `None` when any of them has no measure yet: an endpoint nobody has measured is not
+    /// known to be slow.
+    pub fn fastest_first_byte(&self, now_ns: u64) -> Option<Duration> {
+        let decay = self.settings.ewma_decay;
+        let prior = self.prior(now_ns);
+        let any_available = self.endpoints.iter().any(|e| e.available(now_ns));
+        let mut best: Option<f64> = None;
+        for e in &self.endpoints {
+            if any_available && !e.available(now_ns) {
+                continue;
+            }
+            let ns = e.measured_first_byte_ns(now_ns, decay, prior)?;
+            best = Some(best.map_or(ns, |b: f64| b.min(ns)));
+        }
+        best.filter(|b| b.is_finite()).map(|b| Duration::from_nanos(b as u64))
+    }
+
     /// The figures an endpoint without samples of its own reads (and decays towards): the
     /// backend's typical ones, or the configured default RTT (and no body time) where it has
     /// measured nothing. Until a streamed answer has ended, the tokens per answer read as the
@@ -138,6 +161,11 @@ pub struct Target {
     pub backend: Arc<Backend>,
     /// Response-header deadline.
     pub timeout: Duration,
+    /// Whether `timeout` must hold for the whole answer, not only its headers: the client's own
+    /// gRPC deadline, or a backend whose answers do not stream (their first byte comes with
+    /// the whole answer). Then a request that the backend's endpoints cannot answer in time is
+    /// refused at once ([`crate::shed`]).
+    pub whole_answer: bool,
 }
 
 /// Error extension: the endpoint an attempt went to (by index in its backend).

@@ -344,6 +344,13 @@ impl Endpoint {
         (st.rtt.get(now_ns, decay, prior.rtt_ns) + st.body.get(now_ns, decay, prior.body_ns)).max(age) / 1e9
     }
 
+    /// Its time to first byte (peak-EWMA, decayed to now towards the backend's), once it has
+    /// answered at least once.
+    pub fn measured_first_byte_ns(&self, now_ns: u64, decay: Duration, prior: Prior) -> Option<f64> {
+        let st = self.stats();
+        st.rtt.measured().then(|| st.rtt.get(now_ns, decay, prior.rtt_ns))
+    }
+
     /// Whether the endpoint is ejected at `now_ns` (for metrics).
     pub fn ejected(&self, now_ns: u64) -> bool {
         !self.available(now_ns)

@@ -105,6 +105,8 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
         Err(_) => {
             let e = client_fault().unwrap_or_else(|| {
                 ep.record(Outcome::Failure, &settings.ejection);
+                // It takes at least this long to answer: known, though not how much longer.
+                ep.observe(Some(target.timeout), None, settings.ewma_decay);
                 ProxyError::Timeout(ep.addr, target.timeout)
             });
             Err(attempted(e, ext))

@@ -52,7 +52,11 @@ impl ProxyError {
             | ProxyError::Unauthorized(_) => Fault::Downstream,
             ProxyError::NoEndpoint(_) | ProxyError::ConnectFailed(..) | ProxyError::Upstream(..) => Fault::Upstream,
             ProxyError::Timeout(..) => Fault::Upstream,
-            ProxyError::Overloaded | ProxyError::Shed(..) | ProxyError::ShuttingDown | ProxyError::Internal(_) => {
+            ProxyError::Overloaded
+            | ProxyError::Shed(..)
+            | ProxyError::DeadlineUnmeetable(..)
+            | ProxyError::ShuttingDown
+            | ProxyError::Internal(_) => {
                 Fault::Internal
             }
         }
@@ -83,6 +87,7 @@ impl ProxyError {
             ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Shed(..) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unauthorized(_) => StatusCode::FORBIDDEN,
+            ProxyError::DeadlineUnmeetable(..) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +107,7 @@ impl ProxyError {
             ProxyError::Overloaded => "overloaded",
             ProxyError::Shed(..) => "shed",
             ProxyError::Unauthorized(_) => "unauthorized",
+            ProxyError::DeadlineUnmeetable(..) => "deadline-unmeetable",
             ProxyError::ShuttingDown => "shutting-down",
             ProxyError::Internal(_) => "internal-error",
         }
@@ -114,7 +120,7 @@ impl ProxyError {
             ProxyError::Internal(_) => 13,                                                          // INTERNAL
             ProxyError::NoRoute(_) => 12,                                                           // UNIMPLEMENTED
             ProxyError::BodyTooLarge(_) | ProxyError::Shed(..) => 8, // RESOURCE_EXHAUSTED
-            ProxyError::Timeout(..) => 4,                            // DEADLINE_EXCEEDED
+            ProxyError::Timeout(..) | ProxyError::DeadlineUnmeetable(..) => 4, // DEADLINE_EXCEEDED
             ProxyError::Unauthorized(_) => 7,                        // PERMISSION_DENIED
             _ => 14,                                                 // UNAVAILABLE
         }
@@ -167,6 +173,13 @@ mod tests {
             (ProxyError::Overloaded, 503, "overloaded", Fault::Internal, Some(Retryable::NothingSent)),
             (ProxyError::Shed("b".into(), Duration::from_secs(1)), 429, "shed", Fault::Internal, None),
             (ProxyError::Unauthorized("deny".into()), 403, "unauthorized", Fault::Downstream, None),
+            (
+                ProxyError::DeadlineUnmeetable("b".into(), Duration::from_secs(2), Duration::from_secs(1)),
+                504,
+                "deadline-unmeetable",
+                Fault::Internal,
+                None,
+            ),
             (ProxyError::ShuttingDown, 503, "shutting-down", Fault::Internal, None),
             (ProxyError::Internal("x".into()), 500, "internal-error", Fault::Internal, None),
         ];

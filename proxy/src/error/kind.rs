@@ -40,6 +40,10 @@ pub enum ProxyError {
     /// at once with `Retry-After`. (429)
     #[error("backend {0:?} is saturated; retry after {1:?}")]
     Shed(String, std::time::Duration),
+    /// No endpoint of the backend can answer within the request's deadline, by their measured
+    /// answering times: refused at once rather than timed out later. (504)
+    #[error("backend {0:?} answers in {1:?} at best, over the deadline {2:?}")]
+    DeadlineUnmeetable(String, std::time::Duration, std::time::Duration),
     /// The caller may not make this request (inbound authorization: the default policy or the
     /// rule named). (403)
     #[error("unauthorized: {0}")]

@@ -25,8 +25,10 @@ pub fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Result<Rout
         return Err((ProxyError::BodyTooLarge(settings.max_body_bytes), tag()));
     }
     let mut timeout = settings.response_timeout;
+    let mut client_deadline = false;
     if grpc && let Some(t) = grpc_timeout(req.headers()) {
         timeout = timeout.min(t);
+        client_deadline = true;
     }
     let (parts, body) = req.into_parts();
     let body = if body.is_end_stream() {
@@ -35,7 +37,7 @@ pub fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Result<Rout
         ReqBody::stream(None, body, settings.max_body_bytes, settings.max_body_bytes)
     };
     let mut req = Request::from_parts(parts, body);
-    req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout });
+    req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout, whole_answer: client_deadline || !backend.streams() });
     req.extensions_mut().insert(Tag::Route(Arc::clone(&snap.inbound_stats)));
     Ok(req)
 }

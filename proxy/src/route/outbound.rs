@@ -77,15 +77,17 @@ pub async fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Resul
         return Err(fail(ProxyError::NoEndpoint(service.name.to_string()), svc_name));
     };
     let mut timeout = route.timeout.unwrap_or(settings.response_timeout);
+    let mut client_deadline = false;
     if grpc && let Some(t) = grpc_timeout(&parts.headers) {
         timeout = timeout.min(t);
+        client_deadline = true;
     }
     let mut req = Request::from_parts(parts, body);
     if let Some(policy) = &route.coalesce {
         let (service, route, backend) = (Arc::clone(&service.name), Arc::clone(&route.name), Arc::clone(&backend.name));
         req.extensions_mut().insert(Coalescing { policy: Arc::clone(policy), service, route, backend });
     }
-    req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout });
+    req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout, whole_answer: client_deadline || !backend.streams() });
     req.extensions_mut().insert(route.retries.clone());
     if let Some(h) = route.hedge {
         req.extensions_mut().insert(h);

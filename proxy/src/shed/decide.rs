@@ -62,6 +62,15 @@ pub fn shed(priority: Priority, load: &Load, shed: &Shed) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_is_unmeetable_only_when_every_endpoint_is_known_to_be_slower() {
+        let ms = std::time::Duration::from_millis;
+        assert!(deadline_unmeetable(ms(100), Some(ms(150))));
+        assert!(!deadline_unmeetable(ms(100), Some(ms(100))));
+        assert!(!deadline_unmeetable(ms(100), Some(ms(20))));
+        assert!(!deadline_unmeetable(ms(100), None), "an endpoint not yet measured");
+    }
     use std::time::Duration;
 
     #[test]
@@ -109,4 +118,11 @@ mod tests {
         assert_eq!(with("standard"), Priority::Standard);
         assert_eq!(with("urgent!!"), Priority::Standard);
     }
+}
+
+/// Whether a request whose answer must come within `deadline` cannot get it: the fastest
+/// measured time to first byte of the backend's available endpoints is over it. `None` (some
+/// endpoint has no measure) never refuses.
+pub fn deadline_unmeetable(deadline: std::time::Duration, fastest: Option<std::time::Duration>) -> bool {
+    fastest.is_some_and(|f| f > deadline)
 }

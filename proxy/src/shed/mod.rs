@@ -2,13 +2,19 @@
 //! answered `429 shed` at once with `Retry-After` instead of joining a queue without bound, by its
 //! priority (`vane-priority: critical | standard | sheddable`; [`decide::shed`]).
 //!
+//! Deadlines: a request whose answer must come whole within its deadline (a gRPC client's
+//! `grpc-timeout`, or the route's timeout on a backend whose answers do not stream) is refused
+//! at once with `504 deadline-unmeetable` (gRPC `DEADLINE_EXCEEDED`) when even the fastest of
+//! the backend's available endpoints has lately taken longer than that to answer; an endpoint
+//! not yet measured is not known to be slow, so then nothing is refused.
+//!
 //! Off for a backend without `shed` settings: then the layer only looks for them. The load read
 //! is the endpoints' believed load reports (their waiting queues) and this proxy's requests in
 //! flight to the backend; ejected endpoints do not count (unless all are: panic mode).
 
 mod decide;
 
-pub use decide::{Load, PRIORITY_HEADER, Priority, shed};
+pub use decide::{Load, PRIORITY_HEADER, Priority, deadline_unmeetable, shed};
 
 use crate::balance::{Backend, Target};
 use crate::error::{Error, ProxyError};
@@ -68,9 +74,18 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let refused = req.extensions().get::<Target>().and_then(|t| {
-            let s = t.backend.shed.as_ref()?;
-            let shed = shed(Priority::of(req.headers()), &load(&t.backend), s);
-            shed.then(|| ProxyError::Shed(t.backend.name.to_string(), s.retry_after))
+            if let Some(s) = t.backend.shed.as_ref()
+                && shed(Priority::of(req.headers()), &load(&t.backend), s)
+            {
+                return Some(ProxyError::Shed(t.backend.name.to_string(), s.retry_after));
+            }
+            if !t.whole_answer {
+                return None;
+            }
+            let fastest = t.backend.fastest_first_byte(crate::now_ns());
+            deadline_unmeetable(t.timeout, fastest).then(|| {
+                ProxyError::DeadlineUnmeetable(t.backend.name.to_string(), fastest.unwrap_or_default(), t.timeout)
+            })
         });
         if let Some(e) = refused {
             let (parts, _) = req.into_parts();

@@ -59,6 +59,13 @@ pub fn shed(priority: Priority, load: &Load, shed: &Shed) -> bool {
     queue_full || in_flight_full
 }
 
+/// Whether a request whose answer must come within `deadline` cannot get it: the fastest
+/// measured time to first byte of the backend's available endpoints is over it. `None` (some
+/// endpoint has no measure) never refuses.
+pub fn deadline_unmeetable(deadline: std::time::Duration, fastest: Option<std::time::Duration>) -> bool {
+    fastest.is_some_and(|f| f > deadline)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,11 +125,4 @@ mod tests {
         assert_eq!(with("standard"), Priority::Standard);
         assert_eq!(with("urgent!!"), Priority::Standard);
     }
-}
-
-/// Whether a request whose answer must come within `deadline` cannot get it: the fastest
-/// measured time to first byte of the backend's available endpoints is over it. `None` (some
-/// endpoint has no measure) never refuses.
-pub fn deadline_unmeetable(deadline: std::time::Duration, fastest: Option<std::time::Duration>) -> bool {
-    fastest.is_some_and(|f| f > deadline)
 }

@@ -101,7 +101,8 @@ def report(raw_path: Path, out_dir: Path) -> Path:
     L.append(
         "**What is counted.** *Requests*: those due inside the window. *Upstream*: generation requests the "
         "simulators received (`vane_sim_requests_total`) from the window's start to the end of the drain, one GPU "
-        "pass each. *Passes saved* = 1 − upstream / requests. *Followers*: answers the client got with "
+        "pass each (a few requests due at the window's very start may reach them before their counters are read). "
+        "*Passes saved* = 1 − upstream / requests. *Followers*: answers the client got with "
         "`vane-coalesced: true` (shared from an identical request's call); *leaders*: the other answers of the "
         "run with coalescing. Latencies run from each request's scheduled arrival (no coordinated omission), "
         "pooled over repetitions; `≥` marks a lower bound (a request still open at the drain deadline). Peak RSS "
@@ -154,9 +155,24 @@ def report(raw_path: Path, out_dir: Path) -> Path:
         if "on" in cells and "off" in cells:
             on, off = cells["on"], cells["off"]
             L.append("")
-            L.append(f"With / without coalescing: upstream requests {on['up'] / max(1, off['up']):.2f}×, "
+            L.append(f"With / without coalescing, pooled: upstream requests {on['up'] / max(1, off['up']):.2f}×, "
                      f"E2E p99 {ratio(on['e99'], off['e99'])}×, TTFT p99 {ratio(on['t99'], off['t99'])}×, "
                      f"proxy peak RSS {on['hwm'] / max(1, off['hwm']):.2f}×.")
+            per = []
+            for rep in sorted({r["rep"] for r in pr}):
+                a = next((r for r in pr if r["rep"] == rep and r["mode"] == "on"), None)
+                b = next((r for r in pr if r["rep"] == rep and r["mode"] == "off"), None)
+                if a and b:
+                    ra, rb = rows(raw, [a]), rows(raw, [b])
+                    per.append(f"rep {rep} (seed {a['seed']}): passes saved "
+                               f"{100 * (1 - a['upstream'] / max(1, a['summary']['requests'])):.1f} %, E2E p99 "
+                               f"{ratio(quantile(ra, 'e2e_ms', 0.99), quantile(rb, 'e2e_ms', 0.99))}×, E2E p50 "
+                               f"{ratio(quantile(ra, 'e2e_ms', 0.5), quantile(rb, 'e2e_ms', 0.5))}×, peak RSS "
+                               f"{(a['proxy_hwm_kib'] or 0) / max(1, b['proxy_hwm_kib'] or 0):.2f}×")
+            if len(per) > 1:
+                L.append("")
+                L.append("Paired per repetition (each seed draws its own pool of prompt lengths, so the repetitions "
+                         "are different workloads): " + "; ".join(per) + ".")
     L.append("")
     md = out_dir / f"{meta['name']}.md"
     md.write_text("\n".join(L) + "\n")

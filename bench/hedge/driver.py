@@ -140,7 +140,8 @@ def report(raw_path: Path, out_dir: Path) -> Path:
         "`vane_hedges_total` and `vane_hedges_won_total` from the window's start to the end of the drain; "
         "*extra upstream* = hedges / requests (the issue's measure); *upstream at the simulators*: "
         "`vane_sim_requests_total` over the same span, as a cross-check (a stalled attempt that loses is counted "
-        "there too). Latencies run from each request's scheduled arrival (no coordinated omission), pooled over "
+        "there too; a few requests due at the window's very start may reach the simulators before their counters "
+        "are read, so without hedging it can come out a little under the requests). Latencies run from each request's scheduled arrival (no coordinated omission), pooled over "
         "repetitions; `≥` marks a lower bound. p99.9 rests on the slowest 0.1 % of the requests: a handful. "
         f"Targets: E2E p99 at most {P99_TARGET}× the p99 without hedging, for at most "
         f"{100 * EXTRA_TARGET:.0f} % extra upstream requests.")
@@ -172,7 +173,7 @@ def report(raw_path: Path, out_dir: Path) -> Path:
                 f"| `{v}` | {req} | {fmt(quantile(rs, 'e2e_ms', 0.5))} | {fmt(e99)} | {fmt(quantile(rs, 'e2e_ms', 0.999))} | "
                 f"{fmt(quantile(rs, 'ttft_ms', 0.99))} | {hedges:.0f} ({100 * extra:.1f} %) | "
                 + (f"{won:.0f} ({100 * won / hedges:.0f} %)" if hedges else "0")
-                + f" | {up:.0f} (+{100 * (up / max(1, req) - 1):.1f} %) | "
+                + f" | {up:.0f} ({100 * (up / max(1, req) - 1):+.1f} %) | "
                 f"{sum(r['summary']['errors'] for r in vr)} / {sum(r['summary']['unfinished'] for r in vr)} | "
                 + (f"{'≤ ' if none99[1] and not e99[1] else ''}{rat:.2f}" if rat is not None else "–")
                 + f" | {verdict(rat, none99[1], extra) if v != 'none' else '–'} | "

@@ -3,7 +3,7 @@
 # simulated fleet, with the route's `coalesce:` on and off, from a cold start and warm. Builds the
 # simulator, the proxy and llm-load, then runs bench/coalesce/driver.py (Python standard library
 # only). The report goes to bench/coalesce/results/NAME.md, raw data to bench/coalesce/results/raw/.
-#   bash bench/coalesce/run.sh                          # 2 phases x 2 modes x 20 s: about 2 min
+#   bash bench/coalesce/run.sh                          # 2 phases x 2 modes x 20 s: about 2.5 min
 #   RATE=30 DURATION=30 ZIPF=0.8 SKIP_BUILD=1 bash bench/coalesce/run.sh
 # Knobs (see bench/README.md): RATE, DURATION, WARMUP, DRAIN, PHASES, REPS, REPLICAS, DISTINCT, ZIPF,
 # PROMPT, OUTPUT, SEED, ALGORITHM, COALESCE, REPORT_NAME, GEN_CPU, SUT_CPU, PORT_BASE, NICE,

@@ -4,7 +4,7 @@
 # with a percentile delay, under two balancers, from a cold start and warm. Builds the simulator, the proxy and llm-load,
 # then runs bench/hedge/driver.py (Python standard library only). The report goes to
 # bench/hedge/results/NAME.md, raw data to bench/hedge/results/raw/.
-#   bash bench/hedge/run.sh                             # 2 phases x 2 balancers x 3 variants x 20 s: about 5 min
+#   bash bench/hedge/run.sh                             # 12 runs of 20-25 s, plus start-up and quiet waits: 6-8 min
 #   RATE=50 DURATION=30 STALL_SHARE=0.3 SKIP_BUILD=1 bash bench/hedge/run.sh
 # Knobs (see bench/README.md): RATE, DURATION, WARMUP, DRAIN, PHASES, REPS, REPLICAS, STALL_SHARE,
 # STALL_FOR, DELAY, PERCENTILE, MIN_DELAY, VARIANTS, PROMPT, OUTPUT, SEED, ALGORITHMS, REPORT_NAME,

@@ -298,6 +298,18 @@ def wait_quiet(fleet, limit_pct: float, max_wait: float) -> float:
             warned = True
 
 
+def proc_status_kib(pid: int, field: str) -> int | None:
+    """A `/proc/PID/status` field in KiB, e.g. VmHWM (peak RSS) or VmRSS."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def cpu_busy(a: dict, b: dict) -> dict[str, float]:
     return {c: round(100.0 * (b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]), 1) for c in b if c in a}
 
@@ -331,9 +343,9 @@ class Fleet:
     """The simulated replicas. A fresh fleet is started for calibration and for every run, so
     that every run starts from the same cold state (and a slow start or a freeze from time 0)."""
 
-    def __init__(self, args, raw: Path):
+    def __init__(self, args, raw: Path, spec: list[dict] | None = None):
         self.args = args
-        self.spec = fleet_spec(args)
+        self.spec = spec if spec is not None else fleet_spec(args)
         self.ports = [r["port"] for r in self.spec]
         self.speeds = [r["speed"] for r in self.spec]
         self.procs = []
@@ -408,7 +420,7 @@ proxy:
 backends:
   - {{ name: fleet, endpoints: [{endpoints}]{extra} }}
 services:
-  - {{ name: llm, hosts: ["127.0.0.1", "localhost"], routes: [{{ name: all, backends: [{{ backend: fleet }}] }}] }}
+  - {{ name: llm, hosts: ["127.0.0.1", "localhost"], routes: [{{ name: all{route}, backends: [{{ backend: fleet }}] }}] }}
 """
 
 
@@ -466,8 +478,9 @@ class Proxy:
     SIGHUP, which makes the proxy re-read it at once (it also checks the file every second)."""
 
     def __init__(self, args, fleet: Fleet, alg: str, raw: Path, tag: str, sidecars: Sidecars | None = None,
-                 index: int = 0, listed: list[int] | None = None):
-        self.args, self.fleet, self.alg, self.sidecars = args, fleet, alg, sidecars
+                 index: int = 0, listed: list[int] | None = None, route: str = ""):
+        # `route`: more settings of the route, e.g. "coalesce: { when: deterministic }".
+        self.args, self.fleet, self.alg, self.sidecars, self.route = args, fleet, alg, sidecars, route
         self.outbound = args.port_base + 50 + 3 * index
         self.inbound = args.port_base + 51 + 3 * index
         self.admin = args.port_base + 52 + 3 * index
@@ -484,6 +497,7 @@ class Proxy:
             alg="p2c" if self.alg == STREAM else self.alg,
             balancer=f", {self.args.balancer}" if self.args.balancer else "",
             endpoints=", ".join(f'"127.0.0.1:{ports[i]}"' for i in listed),
+            route=f", {self.route}" if self.route else "",
             extra=", balancer: { load_stream: true }" if self.sidecars else ""))
 
     def relist(self, listed: list[int]) -> None:

@@ -10,6 +10,7 @@ pub mod dist;
 pub mod load;
 pub mod oracle;
 pub mod policy;
+pub mod pool;
 pub mod schedule;
 pub mod sse;
 pub mod stats;

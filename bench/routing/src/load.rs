@@ -17,6 +17,7 @@
 
 use crate::dist::Dist;
 use crate::policy::{Backend, Chooser, Policy};
+use crate::pool::{self, Pool};
 use crate::schedule::{Arrival, poisson};
 use crate::sse::TokenCounter;
 use crate::stats::summary;
@@ -37,6 +38,9 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+/// The response header Vane sets on an answer shared from an identical request's upstream call.
+pub const COALESCED_HEADER: &str = "vane-coalesced";
 
 /// Longest run (warm-up plus measured window) the generator accepts.
 pub const MAX_SPAN: Duration = Duration::from_secs(60);
@@ -88,6 +92,13 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// How long the oracle waits for a backend's `/state`.
     pub state_timeout: Duration,
+    /// Open loop: draw every request from a pool of this many distinct prompts (0: every
+    /// request has its own sizes and the same text for the same size), see [`crate::pool`].
+    pub distinct: usize,
+    /// The pool's Zipf exponent (0: uniform).
+    pub zipf: f64,
+    /// A `temperature` to send in every request (none: the field is left out).
+    pub temperature: Option<f64>,
 }
 
 impl Config {
@@ -120,6 +131,14 @@ impl Config {
         if self.drain > MAX_DRAIN {
             bail!("drain is {:?}; at most {MAX_DRAIN:?} is allowed", self.drain);
         }
+        if self.distinct > 0 && matches!(self.mode, Mode::Closed { .. }) {
+            bail!("a prompt pool is for the open loop (--rate)");
+        }
+        if let Some(t) = self.temperature
+            && !(t.is_finite() && t >= 0.0)
+        {
+            bail!("temperature must be a finite number >= 0");
+        }
         match self.mode {
             Mode::Open { rate } if !(rate > 0.0 && rate <= 10_000.0) => bail!("rate must be in (0, 10000] per second"),
             Mode::Closed { concurrency } if !(1..=4096).contains(&concurrency) => {
@@ -135,17 +154,37 @@ fn prompt_text(filler: &str, tokens: u32) -> &str {
     &filler[..4 * tokens as usize]
 }
 
+/// The open-loop schedule, and each arrival's prompt number when the requests come from a pool.
+fn open_schedule(cfg: &Config, rate: f64) -> anyhow::Result<(Vec<Arrival>, Option<Vec<u32>>)> {
+    let mut schedule = poisson(rate, cfg.warmup + cfg.duration, &cfg.prompt, &cfg.output, cfg.seed);
+    if cfg.distinct == 0 {
+        return Ok((schedule, None));
+    }
+    let pool = Pool::new(cfg.distinct, cfg.zipf, &cfg.prompt, &cfg.output, cfg.seed)?;
+    let ids = pool.assign(&mut schedule, cfg.seed);
+    Ok((schedule, Some(ids)))
+}
+
+/// The prompt of an arrival: pool prompt `id`'s text, or filler of its length.
+fn arrival_prompt(filler: &str, a: &Arrival, id: Option<u32>) -> String {
+    match id {
+        Some(k) => pool::prompt_text(k, a.prompt_tokens, filler),
+        None => prompt_text(filler, a.prompt_tokens).to_owned(),
+    }
+}
+
 /// Writes the open-loop schedule's requests as JSON lines (`prompt`, `output_tokens_count`), the
 /// columns benchmark clients such as guidellm read, so they replay the same request sizes.
 pub fn emit_dataset(cfg: &Config, path: &std::path::Path) -> anyhow::Result<usize> {
     cfg.check()?;
     let Mode::Open { rate } = cfg.mode else { bail!("a dataset is made from the open-loop schedule (--rate)") };
-    let schedule = poisson(rate, cfg.warmup + cfg.duration, &cfg.prompt, &cfg.output, cfg.seed);
+    let (schedule, ids) = open_schedule(cfg, rate)?;
     let filler = "tok ".repeat(cfg.prompt.max() as usize);
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
-    for a in &schedule {
-        let line = json!({ "prompt": prompt_text(&filler, a.prompt_tokens), "output_tokens_count": a.output_tokens });
+    for (i, a) in schedule.iter().enumerate() {
+        let id = ids.as_ref().map(|v| v[i]);
+        let line = json!({ "prompt": arrival_prompt(&filler, a, id), "output_tokens_count": a.output_tokens });
         writeln!(w, "{line}")?;
     }
     w.flush()?;
@@ -174,6 +213,10 @@ struct Record {
     chose: Option<Duration>,
     /// The oracle's estimate of the end-to-end time where it sent the request, µs from the choice.
     estimate_us: Option<f64>,
+    /// The pool prompt it sent, if the requests come from a pool.
+    prompt_id: Option<u32>,
+    /// Its answer came with `vane-coalesced: true`: shared from an identical request's call.
+    coalesced: bool,
 }
 
 type Records = Rc<RefCell<Vec<Record>>>;
@@ -211,15 +254,23 @@ async fn drive(cfg: &Config) -> anyhow::Result<Value> {
         .build(conn);
     let model = serde_json::to_string(&cfg.model)?;
     let filler: Rc<str> = "tok ".repeat(cfg.prompt.max() as usize).into();
-    let body = move |a: &Arrival| -> Bytes {
-        let prompt = prompt_text(&filler, a.prompt_tokens);
-        format!(r#"{{"model":{model},"prompt":"{prompt}","max_tokens":{},"stream":true}}"#, a.output_tokens).into()
+    let temperature = match cfg.temperature {
+        Some(t) => format!(r#","temperature":{}"#, serde_json::to_string(&t)?),
+        None => String::new(),
+    };
+    let body = move |a: &Arrival, id: Option<u32>| -> Bytes {
+        let prompt = arrival_prompt(&filler, a, id);
+        format!(
+            r#"{{"model":{model},"prompt":"{prompt}","max_tokens":{}{temperature},"stream":true}}"#,
+            a.output_tokens
+        )
+        .into()
     };
     let records: Records = Rc::default();
     let span = cfg.warmup + cfg.duration;
     match cfg.mode {
         Mode::Open { rate } => {
-            let schedule = poisson(rate, span, &cfg.prompt, &cfg.output, cfg.seed);
+            let (schedule, ids) = open_schedule(cfg, rate)?;
             let outstanding = Rc::new(Cell::new(0usize));
             let idle = Rc::new(Notify::new());
             let start = Instant::now() + Duration::from_millis(20);
@@ -239,17 +290,19 @@ async fn drive(cfg: &Config) -> anyhow::Result<Value> {
                 let due = start + a.at;
                 tokio::time::sleep_until(due).await;
                 let target = i % cfg.targets.len();
+                let prompt_id = ids.as_ref().map(|v| v[i]);
                 records.borrow_mut().push(Record {
                     target,
                     due: a.at,
                     lag: Instant::now().saturating_duration_since(due),
                     prompt: a.prompt_tokens,
                     max_tokens: a.output_tokens,
+                    prompt_id,
                     ..Record::default()
                 });
                 outstanding.set(outstanding.get() + 1);
                 let (client, body, records, targets) =
-                    (client.clone(), body(a), Rc::clone(&records), Rc::clone(&targets));
+                    (client.clone(), body(a, prompt_id), Rc::clone(&records), Rc::clone(&targets));
                 let (outstanding, idle, chooser) = (Rc::clone(&outstanding), Rc::clone(&idle), chooser.clone());
                 let (prompt, max_tokens) = (a.prompt_tokens, a.output_tokens);
                 tokio::task::spawn_local(async move {
@@ -321,7 +374,7 @@ async fn drive(cfg: &Config) -> anyhow::Result<Value> {
                                 max_tokens: a.output_tokens,
                                 ..Record::default()
                             });
-                            send_one(&client, uri.clone(), body(&a), sent, i, &records, Some((&window, t))).await;
+                            send_one(&client, uri.clone(), body(&a, None), sent, i, &records, Some((&window, t))).await;
                         }
                     });
                 }
@@ -364,7 +417,12 @@ async fn send_one(
         Err(e) => return fail(if e.is_connect() { "connect" } else { "http" }),
     };
     let status = resp.status();
-    records.borrow_mut()[i].status = status.as_u16();
+    let coalesced = resp.headers().get(COALESCED_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    {
+        let mut r = records.borrow_mut();
+        r[i].status = status.as_u16();
+        r[i].coalesced = coalesced;
+    }
     let mut body = resp.into_body();
     if !status.is_success() {
         while let Some(Ok(_)) = body.frame().await {}
@@ -449,6 +507,17 @@ fn open_summary(cfg: &Config, rate: f64, recs: &[Record], cut: Duration) -> Valu
     for r in &measured {
         per_target[r.target] += 1;
     }
+    // Answers shared from another request's call (followers) and the rest (leaders, or every
+    // request when nothing was shared), over the requests served.
+    let role = |followers: bool| {
+        let rs: Vec<&&&Record> = ok.iter().filter(|r| r.coalesced == followers).collect();
+        json!({
+            "ok": rs.len(),
+            "ttft_ms": summary(rs.iter().map(|r| ms(r.ttft.unwrap_or_default())).collect()),
+            "e2e_ms": summary(rs.iter().map(|r| ms(r.e2e.unwrap_or_default())).collect()),
+        })
+    };
+    let distinct_sent = measured.iter().filter_map(|r| r.prompt_id).collect::<std::collections::BTreeSet<u32>>().len();
     json!({
         "mode": "open",
         "rate_target": rate,
@@ -478,6 +547,10 @@ fn open_summary(cfg: &Config, rate: f64, recs: &[Record], cut: Duration) -> Valu
         "requests_per_target": per_target,
         "rejected_429": kinds.get("429").copied().unwrap_or(0),
         "warmup_requests": recs.len() - measured.len(),
+        "pool": { "distinct": cfg.distinct, "zipf": cfg.zipf, "distinct_sent": distinct_sent },
+        "temperature": cfg.temperature,
+        "coalesced": role(true),
+        "not_coalesced": role(false),
     })
 }
 
@@ -538,7 +611,7 @@ fn write_csv(cfg: &Config, recs: &[Record], cut: Duration) -> anyhow::Result<()>
     let mut w = std::io::BufWriter::new(f);
     writeln!(
         w,
-        "id,target,due_s,lag_ms,prompt_tokens,max_tokens,status,ttft_ms,e2e_ms,tokens,error,measured,choice_ms,estimate_ms"
+        "id,target,due_s,lag_ms,prompt_tokens,max_tokens,status,ttft_ms,e2e_ms,tokens,error,measured,choice_ms,estimate_ms,prompt_id,coalesced"
     )?;
     let opt = |d: Option<Duration>| d.map_or(String::new(), |d| format!("{:.3}", ms(d)));
     for (i, r) in recs.iter().enumerate() {
@@ -551,7 +624,7 @@ fn write_csv(cfg: &Config, recs: &[Record], cut: Duration) -> anyhow::Result<()>
         let (ttft, e2e) = if r.finished { (r.ttft, r.e2e) } else { (r.ttft.or(Some(waited)), Some(waited)) };
         writeln!(
             w,
-            "{i},{},{:.6},{:.3},{},{},{},{},{},{},{error},{},{},{}",
+            "{i},{},{:.6},{:.3},{},{},{},{},{},{},{error},{},{},{},{},{}",
             r.target,
             r.due.as_secs_f64(),
             ms(r.lag),
@@ -563,7 +636,9 @@ fn write_csv(cfg: &Config, recs: &[Record], cut: Duration) -> anyhow::Result<()>
             r.tokens,
             measured as u8,
             opt(r.chose),
-            r.estimate_us.filter(|e| e.is_finite()).map_or(String::new(), |e| format!("{:.3}", e / 1e3))
+            r.estimate_us.filter(|e| e.is_finite()).map_or(String::new(), |e| format!("{:.3}", e / 1e3)),
+            r.prompt_id.map_or(String::new(), |k| k.to_string()),
+            r.coalesced as u8
         )?;
     }
     w.flush()?;
@@ -589,6 +664,9 @@ mod tests {
             policy: Policy::InTurn,
             backends: vec![],
             state_timeout: Duration::from_millis(50),
+            distinct: 0,
+            zipf: 1.0,
+            temperature: None,
         }
     }
 
@@ -608,6 +686,13 @@ mod tests {
         let mut c = cfg("http://127.0.0.1:9/");
         c.mode = Mode::Open { rate: 0.0 };
         assert!(c.check().is_err());
+        let mut c = cfg("http://127.0.0.1:9/");
+        c.mode = Mode::Closed { concurrency: 4 };
+        c.distinct = 100;
+        assert!(c.check().is_err(), "a prompt pool in the closed loop");
+        let mut c = cfg("http://127.0.0.1:9/");
+        c.temperature = Some(-1.0);
+        assert!(c.check().is_err());
     }
 
     fn rec(due: u64, ttft: u64, e2e: Option<u64>, tokens: u64, error: Option<&'static str>) -> Record {
@@ -625,10 +710,11 @@ mod tests {
     #[test]
     fn open_summary_counts_unfinished_as_lower_bounds() {
         let c = cfg("http://127.0.0.1:9/");
+        let shared = Record { coalesced: true, prompt_id: Some(3), ..rec(7_000, 200, Some(2_000), 10, None) };
         let recs = vec![
             rec(1_000, 5, Some(50), 10, None), // warm-up: not measured
-            rec(6_000, 100, Some(1_000), 10, None),
-            rec(7_000, 200, Some(2_000), 10, None),
+            Record { prompt_id: Some(3), ..rec(6_000, 100, Some(1_000), 10, None) },
+            shared,
             rec(8_000, 50, Some(60), 0, Some("status")),
             rec(9_000, 1, Some(2), 0, Some("429")),
             rec(30_000, 300, None, 4, None), // cut off at 45 s: waited 15 s
@@ -648,5 +734,11 @@ mod tests {
         // (1000 - 100) / 9 and (2000 - 200) / 9
         assert_eq!(s["tpot_ms"]["p50"], 100.0);
         assert_eq!(s["served_s"], 40.0);
+        // One answer was shared: the follower's figures apart from the other served request's.
+        assert_eq!(s["coalesced"]["ok"], 1);
+        assert_eq!(s["coalesced"]["e2e_ms"]["p50"], 2_000.0);
+        assert_eq!(s["not_coalesced"]["ok"], 1);
+        assert_eq!(s["not_coalesced"]["ttft_ms"]["p50"], 100.0);
+        assert_eq!(s["pool"]["distinct_sent"], 1);
     }
 }

@@ -3,7 +3,7 @@
 use crate::driver::Slow;
 use crate::engine::EngineConfig;
 use crate::metrics::Freeze;
-use crate::server::{Burst, Config, Sim};
+use crate::server::{Burst, Config, Sim, Stall};
 use clap::Parser;
 use clap::builder::BoolishValueParser;
 use std::net::SocketAddr;
@@ -100,6 +100,19 @@ pub struct Args {
     /// The speed factor during --slow-for (3.0: three times slower).
     #[arg(long, env = "VANE_SIM_SLOW_SPEED", default_value_t = 3.0)]
     pub slow_speed: f64,
+
+    /// Share of the generation requests (0..1) held for --stall-for before the engine takes
+    /// them in, so that their answer starts that much later (a hung worker); 0 means none.
+    #[arg(long, env = "VANE_SIM_STALL_SHARE", default_value_t = 0.0)]
+    pub stall_share: f64,
+
+    /// How long a stalled request is held (e.g. 1s).
+    #[arg(long, env = "VANE_SIM_STALL_FOR", default_value = "1s", value_parser = duration)]
+    pub stall_for: Duration,
+
+    /// Which requests stall: the same seed holds the same request numbers.
+    #[arg(long, env = "VANE_SIM_STALL_SEED", default_value_t = 1)]
+    pub stall_seed: u64,
 }
 
 /// Parses `ON:OFF`, two durations, e.g. `3s:2s`.
@@ -157,6 +170,11 @@ impl Args {
             max_waiting: self.max_waiting,
             freeze: self.freeze_metrics,
             slow: (!self.slow_for.is_zero()).then_some(Slow { duration: self.slow_for, speed: self.slow_speed }),
+            stall: (self.stall_share != 0.0).then_some(Stall {
+                share: self.stall_share,
+                duration: self.stall_for,
+                seed: self.stall_seed,
+            }),
         }
     }
 }
@@ -269,6 +287,12 @@ mod tests {
         assert_eq!(c.max_waiting, Some(4));
         assert_eq!(c.freeze, Some(Freeze { on: Duration::from_secs(3), off: Duration::from_secs(2) }));
         assert_eq!(c.slow, Some(Slow { duration: Duration::from_secs(10), speed: 3.0 }));
+        assert!(c.stall.is_none());
+        c.validate().unwrap();
+        let c = Args::try_parse_from(["vane-sim", "--stall-share=0.2", "--stall-for=800ms", "--stall-seed=3"])
+            .unwrap()
+            .config();
+        assert_eq!(c.stall, Some(Stall { share: 0.2, duration: Duration::from_millis(800), seed: 3 }));
         c.validate().unwrap();
         for bad in [&["vane-sim", "--freeze-metrics=3s"][..], &["vane-sim", "--freeze-metrics=3s:x"]] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
@@ -277,6 +301,8 @@ mod tests {
             &["vane-sim", "--max-waiting=0"][..],
             &["vane-sim", "--freeze-metrics=0:2s"],
             &["vane-sim", "--slow-for=1s", "--slow-speed=0"],
+            &["vane-sim", "--stall-share=2"],
+            &["vane-sim", "--stall-share=0.1", "--stall-for=0"],
         ] {
             assert!(Args::try_parse_from(bad).unwrap().config().validate().is_err(), "{bad:?}");
         }

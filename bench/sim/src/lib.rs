@@ -39,4 +39,4 @@ pub mod server;
 pub use driver::Slow;
 pub use error::Error;
 pub use metrics::Freeze;
-pub use server::{Burst, Config, Sim};
+pub use server::{Burst, Config, Sim, Stall};

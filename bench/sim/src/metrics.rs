@@ -48,6 +48,8 @@ pub struct Shared {
     preemptions: AtomicU64,
     /// Requests answered 429 because the queue was full (`--max-waiting`).
     refused: AtomicU64,
+    /// Valid generation requests received (refused and stalled ones included).
+    received: AtomicU64,
     ttft: Mutex<Histogram>,
     e2e: Mutex<Histogram>,
     /// Requests on their way to the engine, by id, with their sizes (for `/state`).
@@ -118,6 +120,7 @@ impl Shared {
             success: AtomicU64::new(0),
             preemptions: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             ttft: Mutex::new(Histogram::new(&TTFT_BUCKETS)),
             e2e: Mutex::new(Histogram::new(&E2E_BUCKETS)),
             pending_specs: Mutex::new(Vec::new()),
@@ -238,6 +241,11 @@ impl Shared {
         self.generation_tokens.fetch_add(n, Relaxed);
     }
 
+    /// A valid generation request came in; returns its number, counted from 1.
+    pub fn received(&self) -> u64 {
+        self.received.fetch_add(1, Relaxed) + 1
+    }
+
     /// A request was refused with 429 (the queue was full).
     pub fn refused(&self) {
         self.refused.fetch_add(1, Relaxed);
@@ -294,6 +302,11 @@ impl Shared {
         let name = "vane_sim_refused_total";
         header(&mut out, name, "Requests answered 429 because --max-waiting requests were waiting.", "counter");
         let _ = writeln!(out, "{name}{{{labels}}} {}", num(self.refused.load(Relaxed) as f64));
+        // Not a vLLM series either: every request that reached the server, one GPU pass each
+        // (vLLM's request_success counts finished requests only, not aborted or refused ones).
+        let name = "vane_sim_requests_total";
+        header(&mut out, name, "Valid generation requests received (refused and aborted ones included).", "counter");
+        let _ = writeln!(out, "{name}{{{labels}}} {}", num(self.received.load(Relaxed) as f64));
         let name = "vllm:cache_config_info";
         header(&mut out, name, "Information of the KV cache configuration.", "gauge");
         let _ = writeln!(

@@ -52,6 +52,21 @@ pub struct Config {
     pub freeze: Option<Freeze>,
     /// A slow phase after the start.
     pub slow: Option<Slow>,
+    /// Requests held back before the engine sees them, for a share of the requests.
+    pub stall: Option<Stall>,
+}
+
+/// Stalls: a share of the generation requests is held for `duration` before the engine takes
+/// it in, so that its answer (head and first token) comes that much later, while the engine
+/// and the load reports go on as if it had not arrived yet (a hung worker, a long GC pause).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stall {
+    /// Share of the requests held, 0..=1.
+    pub share: f64,
+    /// How long each is held.
+    pub duration: Duration,
+    /// Which requests: the same seed stalls the same request numbers.
+    pub seed: u64,
 }
 
 /// Background load: every `every`, `requests` sequences nobody reads join the queue.
@@ -99,6 +114,7 @@ impl Default for Config {
             max_waiting: None,
             freeze: None,
             slow: None,
+            stall: None,
         }
     }
 }
@@ -135,6 +151,14 @@ impl Config {
         {
             return bad(format!("slow speed must be a finite number > 0, not {}", s.speed));
         }
+        if let Some(st) = &self.stall
+            && (!(0.0..=1.0).contains(&st.share) || st.duration.is_zero())
+        {
+            return bad(format!(
+                "a stall needs a share in 0..=1 and a duration > 0, not {} and {:?}",
+                st.share, st.duration
+            ));
+        }
         if let Some(b) = &self.burst {
             if b.every.is_zero() || b.requests == 0 {
                 return bad("a burst needs a period > 0 and at least one request".into());
@@ -150,6 +174,21 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+// === impl Stall ===
+
+impl Stall {
+    /// Whether request number `n` (counted from 1 as received) is held: a hash of `n` and the
+    /// seed, mapped to 0..1, below `share`. Deterministic, and over many requests `share` of them.
+    pub fn hits(&self, n: u64) -> bool {
+        // splitmix64's finaliser: consecutive numbers give unrelated values.
+        let mut z = n ^ self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < self.share
     }
 }
 
@@ -275,6 +314,13 @@ async fn generate(state: &State, endpoint: Endpoint, req: Request<Incoming>) -> 
         Ok(request) => request,
         Err(e) => return error(&e),
     };
+    let n = state.engine.shared().received();
+    if let Some(stall) = state.config.stall
+        && stall.hits(n)
+    {
+        // A client that leaves meanwhile drops this future: the engine never sees the request.
+        tokio::time::sleep(stall.duration).await;
+    }
     if let Some(limit) = state.config.max_waiting
         && state.engine.shared().load().waiting >= limit as u64
     {
@@ -398,4 +444,39 @@ fn full(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalls_hit_their_share_deterministically() {
+        let stall = |share| Stall { share, duration: Duration::from_secs(1), seed: 7 };
+        assert!((1..=1000).all(|n| !stall(0.0).hits(n)));
+        assert!((1..=1000).all(|n| stall(1.0).hits(n)));
+        let hit = (1..=20_000).filter(|&n| stall(0.25).hits(n)).count();
+        assert!((4_600..=5_400).contains(&hit), "{hit} of 20000 at 25 %");
+        let a: Vec<bool> = (1..=200).map(|n| stall(0.3).hits(n)).collect();
+        let b: Vec<bool> = (1..=200).map(|n| stall(0.3).hits(n)).collect();
+        assert_eq!(a, b, "same seed, same requests");
+        let other: Vec<bool> = (1..=200).map(|n| Stall { seed: 8, ..stall(0.3) }.hits(n)).collect();
+        assert_ne!(a, other, "another seed, other requests");
+        // Not in runs: hits are spread out, not every k-th request.
+        let runs = a.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(runs > 40, "{runs} changes in 200");
+    }
+
+    #[test]
+    fn a_stall_needs_a_share_and_a_duration() {
+        let with = |share, ms| Config {
+            stall: Some(Stall { share, duration: Duration::from_millis(ms), seed: 1 }),
+            ..Config::default()
+        };
+        assert!(with(0.1, 500).validate().is_ok());
+        assert!(with(1.5, 500).validate().is_err());
+        assert!(with(-0.1, 500).validate().is_err());
+        assert!(with(f64::NAN, 500).validate().is_err());
+        assert!(with(0.1, 0).validate().is_err());
+    }
 }

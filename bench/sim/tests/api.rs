@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
 use vane_sim::engine::EngineConfig;
-use vane_sim::{Burst, Config};
+use vane_sim::{Burst, Config, Stall};
 
 fn slow_steps(step_ms: f64) -> EngineConfig {
     EngineConfig { step_base_us: step_ms * 1000.0, step_per_seq_us: 0.0, prefill_us_per_token: 0.0, ..fast_engine() }
@@ -337,4 +337,25 @@ async fn frozen_reports_and_a_slow_start() {
     let s = get(addr, "/state").await.json();
     assert_eq!(s["reports_frozen"], false);
     assert_eq!(s["speed"], 1.0);
+}
+
+#[tokio::test]
+async fn stalled_requests_start_late_and_every_request_is_counted() {
+    // Every request stalls for 300 ms; a 1 ms step makes everything else quick.
+    let stall = Stall { share: 1.0, duration: Duration::from_millis(300), seed: 1 };
+    let addr = spawn(Config { stall: Some(stall), ..config(fast_engine()) }).await;
+    let s = stream(addr, "/v1/completions", json!({"prompt": "x", "max_tokens": 3, "stream": true})).await;
+    assert_eq!(s.status, 200);
+    assert!(s.ttft() >= Duration::from_millis(300), "first token after {:?}", s.ttft());
+    // A client that leaves during the stall: counted as received, never run.
+    let gone = tokio::spawn(post(addr, "/v1/completions", json!({"prompt": "x", "max_tokens": 3})));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gone.abort();
+    let bad = post(addr, "/v1/completions", json!({"prompt": "x", "max_tokens": 0})).await;
+    assert_eq!(bad.status, 400);
+    let page = Page::parse(&get(addr, "/metrics").await.body);
+    assert_eq!(page.value("vane_sim_requests_total", &[]), 2.0, "the two valid requests, not the 400");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let page = Page::parse(&get(addr, "/metrics").await.body);
+    assert_eq!(page.value("vllm:request_success_total", &[]), 1.0, "the abandoned request never ran");
 }

@@ -5,6 +5,7 @@
 //! ```sh
 //! llm-load --url http://127.0.0.1:4140/v1/completions --model sim --rate 40 --warmup 5 --duration 30
 //! llm-load --url http://127.0.0.1:9001/v1/completions --model sim --closed 96 --duration 10
+//! llm-load --url http://127.0.0.1:4140/v1/completions --model sim --rate 20 --distinct 100 --zipf 1 --temperature 0
 //! llm-load --policy oracle --backends http://127.0.0.1:9001,http://127.0.0.1:9002@10 --model sim --rate 40
 //! ```
 
@@ -63,6 +64,16 @@ struct Args {
     /// Write one CSV row per request here.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Open loop: draw every request from this many distinct prompts, each with its own sizes
+    /// drawn once (identical requests for a coalescing proxy); 0: no pool.
+    #[arg(long, default_value_t = 0)]
+    distinct: usize,
+    /// The pool's Zipf exponent: prompt k (from 1) is drawn with probability ∝ 1 / k^S (0: uniform).
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Send this `temperature` in every request (e.g. 0 for greedy, deterministic answers).
+    #[arg(long)]
+    temperature: Option<f64>,
     /// Send nothing: write the open-loop schedule's requests as JSON lines
     /// (`{"prompt": TEXT, "output_tokens_count": N}`) for another client to replay.
     #[arg(long, requires = "rate")]
@@ -102,6 +113,9 @@ fn main() -> anyhow::Result<()> {
         policy: a.policy,
         backends: a.backends.clone(),
         state_timeout: Duration::from_millis(a.state_timeout_ms),
+        distinct: a.distinct,
+        zipf: a.zipf,
+        temperature: a.temperature,
     };
     if let Some(path) = &a.emit_dataset {
         let n = load::emit_dataset(&cfg, path)?;

@@ -43,6 +43,7 @@ pub fn config(engine: EngineConfig) -> Config {
         max_waiting: None,
         freeze: None,
         slow: None,
+        stall: None,
     }
 }
 

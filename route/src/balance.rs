@@ -372,6 +372,16 @@ impl PeakEwma {
         self.samples > 0
     }
 
+    /// A lower bound: an attempt given up on after `at_least` without an answer took at least
+    /// that long. It raises a measured estimate it is above (as a slower sample would) and
+    /// leaves a lower one, or one not measured yet, as it is: a bound says nothing about an
+    /// endpoint being faster.
+    pub fn observe_at_least(&mut self, at_least: Duration, now_ns: u64, decay: Duration) {
+        if self.samples > 0 && at_least.as_nanos() as f64 > self.estimate_ns {
+            self.observe(at_least, now_ns, decay);
+        }
+    }
+
     /// Adds a sample: a slower one replaces the estimate (peak), a faster one is averaged in by
     /// the time since the last sample, and at least by `1/n` for the n-th: an endpoint's first
     /// answer (a cold connection, a cold cache) does not keep it looking slow for a decay time.
@@ -441,6 +451,20 @@ impl Ewma {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lower_bound_only_raises_a_measured_estimate() {
+        let decay = Duration::from_secs(10);
+        let ms = Duration::from_millis;
+        let mut e = PeakEwma::new(0);
+        e.observe_at_least(ms(500), 1, decay);
+        assert!(!e.measured(), "a bound alone is not a measure");
+        e.observe(ms(80), 2, decay);
+        e.observe_at_least(ms(20), 3, decay);
+        assert!((e.get(3, decay, 0.0) - 80e6).abs() < 1e3, "a bound below the estimate says nothing");
+        e.observe_at_least(ms(300), 4, decay);
+        assert!((e.get(4, decay, 0.0) - 300e6).abs() < 1e3, "a bound above it raises it, as a peak does");
+    }
 
     const MS: u64 = 1_000_000;
 

@@ -370,6 +370,13 @@ impl Endpoint {
         }
     }
 
+    /// An attempt given up on (cancelled, its hedge won, its client gone) after `at_least`
+    /// without a first byte: it takes at least that long here (see `PeakEwma::observe_at_least`).
+    pub fn observe_at_least(&self, at_least: Duration, decay: Duration) {
+        let now = crate::now_ns();
+        self.stats().rtt.observe_at_least(at_least, now, decay);
+    }
+
     /// Records an outcome; logs an ejection.
     pub fn record(&self, outcome: Outcome, policy: &EjectionPolicy) {
         let now = crate::now_ns();

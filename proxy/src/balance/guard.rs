@@ -28,6 +28,11 @@ pub struct InFlightGuard {
     body_from: Option<(Instant, Duration)>,
     /// The tokens of a streamed answer, when it is one.
     stream: Option<Stream>,
+    /// An answer came (its first body byte, its end, or a refusal that is not timed), or the
+    /// attempt was not meant to be timed: nothing to learn when the guard drops.
+    settled: bool,
+    /// The EWMA decay, for the bound learnt from an attempt given up on.
+    decay: Duration,
 }
 
 /// A streamed answer's tokens as they come: an SSE event is a token (a model server sends one
@@ -77,7 +82,7 @@ const SAMPLE_EVERY: u32 = 16;
 
 impl InFlightGuard {
     /// Counts a request in flight on `ep` (of a backend with `typical` figures) until the guard drops.
-    pub fn start(ep: &Arc<Endpoint>, typical: Option<&Arc<Typical>>) -> InFlightGuard {
+    pub fn start(ep: &Arc<Endpoint>, typical: Option<&Arc<Typical>>, decay: Duration) -> InFlightGuard {
         let started_ns = crate::now_ns();
         ep.begin(started_ns);
         InFlightGuard {
@@ -90,6 +95,8 @@ impl InFlightGuard {
             rtt_from: None,
             body_from: None,
             stream: None,
+            settled: false,
+            decay,
         }
     }
 
@@ -146,6 +153,7 @@ impl InFlightGuard {
     ) {
         self.conn = conn;
         self.idle_timeout = idle_timeout;
+        self.settled |= rtt_from.is_none();
         self.rtt_from = rtt_from;
     }
 
@@ -154,6 +162,7 @@ impl InFlightGuard {
     /// Internal: a streaming model server sends its headers at once and its first token after
     /// queueing and prefill, so the first *body* byte is what shows how loaded it is.
     fn first_byte(&mut self) {
+        self.settled = true;
         if let Some((sent, decay)) = self.rtt_from.take() {
             let now = Instant::now();
             let rtt = now.saturating_duration_since(sent);
@@ -175,6 +184,7 @@ impl InFlightGuard {
     /// too when the body came in one piece) and the connection goes back to the pool. A body
     /// that breaks off is not sampled.
     pub fn finish(mut self) {
+        self.settled = true;
         if let Some((sent, decay)) = self.rtt_from.take() {
             // The first byte and the end at once: the body took no time.
             let rtt = sent.elapsed();
@@ -202,11 +212,18 @@ impl InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
+        let now = crate::now_ns();
+        if !self.settled {
+            // Given up on before any answer: it took at least this long (a hedge that won,
+            // a client that left). Without it, an endpoint whose stalled attempts are always
+            // cancelled would never be seen as slow.
+            self.ep.observe_at_least(Duration::from_nanos(now.saturating_sub(self.started_ns)), self.decay);
+        }
         self.ep.end(self.started_ns);
         if let Some(s) = &self.stream
             && s.started
         {
-            self.ep.stream(false, s.counted, crate::now_ns());
+            self.ep.stream(false, s.counted, now);
         }
     }
 }
@@ -230,7 +247,7 @@ mod tests {
         let ep = Arc::new(Endpoint::new("127.0.0.1:9".parse().unwrap(), Protocol::Http1, 0));
         let typical = Arc::new(Typical::default());
         let decay = Duration::from_secs(10);
-        let mut g = InFlightGuard::start(&ep, Some(&typical));
+        let mut g = InFlightGuard::start(&ep, Some(&typical), Duration::from_secs(10));
         g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
         g.streams(true, decay);
         assert_eq!(ep.stream_counts(), (0, 0), "not streaming before its first token");
@@ -262,7 +279,7 @@ mod tests {
         let typical = Arc::new(Typical::default());
         let decay = Duration::from_secs(10);
         typical.observe_stream(None, 4, true, decay); // answers have had 4 tokens
-        let mut g = InFlightGuard::start(&ep, Some(&typical));
+        let mut g = InFlightGuard::start(&ep, Some(&typical), Duration::from_secs(10));
         g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
         g.streams(false, decay); // gRPC: a frame a token
         for _ in 0..10 {
@@ -272,10 +289,32 @@ mod tests {
         drop(g);
         assert_eq!(ep.stream_counts(), (0, 0));
         // Without streams() nothing is counted (an ordinary answer).
-        let mut g = InFlightGuard::start(&ep, Some(&typical));
+        let mut g = InFlightGuard::start(&ep, Some(&typical), Duration::from_secs(10));
         g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
         g.data(b"data: x\n\n");
         assert_eq!(ep.stream_counts(), (0, 0));
+    }
+
+    #[test]
+    fn an_attempt_given_up_before_its_answer_counts_as_at_least_that_slow() {
+        let ep = Arc::new(Endpoint::new("127.0.0.1:9".parse().unwrap(), Protocol::Http1, 0));
+        let decay = Duration::from_secs(10);
+        let prior = vane_route::balance::Prior::default();
+        // A measured endpoint: 1 ms to first byte.
+        ep.observe(Some(Duration::from_millis(1)), None, decay);
+        // An attempt cancelled after 30 ms with nothing back (a hedge elsewhere won).
+        let g = InFlightGuard::start(&ep, None, decay);
+        std::thread::sleep(Duration::from_millis(30));
+        drop(g);
+        let first = ep.measured_first_byte_ns(crate::now_ns(), decay, prior).unwrap();
+        assert!(first >= 30e6, "{first}");
+        // One that was answered says nothing more than its answer.
+        let mut g = InFlightGuard::start(&ep, None, decay);
+        g.hold(None, Duration::ZERO, None); // a refusal, not timed
+        std::thread::sleep(Duration::from_millis(60));
+        drop(g);
+        let after = ep.measured_first_byte_ns(crate::now_ns(), decay, prior).unwrap();
+        assert!(after < 60e6, "{after}");
     }
 
     fn typical_prior(t: &Typical) -> vane_route::balance::Prior {

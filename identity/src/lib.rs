@@ -8,6 +8,7 @@
 //!   check of the peer's identity;
 //! - [`peer`]: what a peer's certificate names;
 //! - [`pem`]: PEM text to DER;
+//! - [`files`]: credentials kept in files, read again and compared by content;
 //! - [`protocol`]: the certificate service's requests and answers.
 //!
 //! Only the ring provider is compiled (as for kube's client), and it is passed to rustls
@@ -16,6 +17,7 @@
 
 pub mod ca;
 pub mod csr;
+pub mod files;
 pub mod peer;
 pub mod pem;
 pub mod protocol;

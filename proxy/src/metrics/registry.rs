@@ -64,6 +64,8 @@ pub struct Metrics {
     pub coalesce: super::coalesce::CoalesceMetrics,
     /// Model traffic (tokens, TTFT, TPOT, GPU-seconds, cost) and trace export counters.
     pub model: super::model::ModelMetrics,
+    /// The workload certificate's expiry and renewals.
+    pub identity: super::identity::IdentityMetrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -214,6 +216,7 @@ impl Metrics {
         );
         let coalesce = super::coalesce::CoalesceMetrics::register(&mut registry);
         let model = super::model::ModelMetrics::register(&mut registry);
+        let identity = super::identity::IdentityMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -239,6 +242,7 @@ impl Metrics {
             listener_header_timeouts,
             coalesce,
             model,
+            identity,
         }
     }
 

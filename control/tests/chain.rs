@@ -269,6 +269,7 @@ async fn start_proxy(control: SocketAddr) -> Proxy {
             subscription: Subscription::from_query(Some(&format!("services={LLM}"))).unwrap(),
         }),
         transparent: false,
+        identity: None,
     };
     let proxy = vane_proxy::app::start(opts, Table::from_config(Config::default()).unwrap()).await.unwrap();
     eventually("the proxy's first snapshot", async || support::get(proxy.admin, "/ready").await.0 == 200).await;

@@ -9,6 +9,7 @@
 //! - [`peer`]: what a peer's certificate names;
 //! - [`hello`]: a ClientHello's server name, from a connection's first bytes;
 //! - [`pem`]: PEM text to DER;
+//! - [`files`]: credentials kept in files, read again and compared by content;
 //! - [`protocol`]: the certificate service's requests and answers.
 //!
 //! Only the ring provider is compiled (as for kube's client), and it is passed to rustls
@@ -18,6 +19,7 @@
 pub mod ca;
 pub mod csr;
 pub mod hello;
+pub mod files;
 pub mod peer;
 pub mod pem;
 pub mod protocol;

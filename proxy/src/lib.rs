@@ -19,8 +19,9 @@
 //!
 //! Beside the request path: [`body`] (request and response bodies), [`config`] (the active
 //! [`config::Snapshot`] behind an `ArcSwap`, loaded once per request and swapped whole on reload),
-//! [`control`] (the control service's discovery stream), [`admin`] (`/live`, `/ready`,
-//! `/metrics`, `/config`) and [`app`] (command line, startup, drain). The decisions themselves
+//! [`control`] (the control service's discovery stream), [`identity`] (this proxy's certificate,
+//! from files or the identity service), [`admin`] (`/live`, `/ready`, `/metrics`, `/config`,
+//! `/identity`) and [`app`] (command line, startup, drain). The decisions themselves
 //! (route match, weighted pick, endpoint cost and selection, ejection) are pure functions in the
 //! `vane-route` crate.
 #![warn(missing_docs)]

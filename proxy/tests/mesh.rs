@@ -43,10 +43,69 @@ fn creds(ca: &Authority, id: &SpiffeId) -> Credentials {
     Credentials::new(&issued.chain_pem, req.key(), ca.anchors_pem()).unwrap()
 }
 
-/// A proxy with `yaml` (whose `proxy.identity` names files that are not read here) and, when
-/// given, `creds` as its certificate.
-async fn proxy(yaml: &str, creds: Option<&Credentials>) -> Running {
+/// The PEM files of an identity, in a directory of their own (kept for the test's life).
+fn files(ca: &Authority, id: &SpiffeId) -> (tempdir::Dir, vane_route::config::IdentityConfig) {
+    let req = vane_identity::csr::Request::new(id).unwrap();
+    let issued = ca.issue(&req.der, id, Duration::from_secs(3600)).unwrap();
+    let dir = tempdir::Dir::new();
+    let key = match req.key() {
+        rustls_pki_types::PrivateKeyDer::Pkcs8(k) => k,
+        _ => unreachable!("rcgen keys are PKCS#8"),
+    };
+    std::fs::write(dir.path("cert.pem"), &issued.chain_pem).unwrap();
+    std::fs::write(dir.path("key.pem"), pem_text("PRIVATE KEY", key.secret_pkcs8_der())).unwrap();
+    std::fs::write(dir.path("roots.pem"), ca.anchors_pem()).unwrap();
+    let cfg = vane_route::config::IdentityConfig {
+        trust_domain: TD.into(),
+        roots: dir.path("roots.pem").display().to_string(),
+        cert: Some(dir.path("cert.pem").display().to_string()),
+        key: Some(dir.path("key.pem").display().to_string()),
+        control: None,
+        reload: Duration::from_secs(3600).into(),
+    };
+    (dir, cfg)
+}
+
+/// PEM text of one DER section.
+fn pem_text(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
+mod tempdir {
+    /// A directory removed when dropped.
+    pub struct Dir(std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("vane-mesh-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+        pub fn path(&self, name: &str) -> std::path::PathBuf {
+            self.0.join(name)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A proxy with `yaml` and an identity read from files (`id`'s, signed by `ca`) when given.
+async fn proxy(yaml: &str, identity: Option<(&Authority, &SpiffeId)>) -> (Running, Option<tempdir::Dir>) {
     let table = vane_route::Table::from_yaml(yaml).unwrap();
+    let (dir, identity) = match identity {
+        Some((ca, id)) => {
+            let (d, c) = files(ca, id);
+            (Some(d), Some(c))
+        }
+        None => (None, None),
+    };
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let opts = Options {
         source: Source::Embedded,
@@ -56,26 +115,21 @@ async fn proxy(yaml: &str, creds: Option<&Credentials>) -> Running {
         reload_interval: Duration::from_secs(3600),
         control: None,
         transparent: false,
+        identity,
     };
     let running = start(opts, table).await.unwrap();
-    if let Some(c) = creds {
-        running.store.identity().set(c).unwrap();
-    }
-    running
-}
-
-fn identity_section() -> &'static str {
-    "  identity:\n    roots: /nonexistent/roots.pem\n    cert: /nonexistent/cert.pem\n    key: /nonexistent/key.pem\n"
+    // The first certificate is read before the listeners serve.
+    assert!(dir.is_none() || running.store.identity().load().is_some());
+    (running, dir)
 }
 
 fn server_yaml(app: SocketAddr, default: &str) -> String {
-    format!("proxy:\n{}  authz:\n    default: {default}\ninbound:\n  forward_to: \"{app}\"\n", identity_section())
+    format!("proxy:\n  authz:\n    default: {default}\ninbound:\n  forward_to: \"{app}\"\n")
 }
 
 fn client_yaml(server: SocketAddr, expected: &str) -> String {
     format!(
-        "proxy:\n{}services:\n  - name: llm\n    routes:\n      - name: all\n        backends: [{{backend: llm}}]\nbackends:\n  - name: llm\n    endpoints: [\"{server}\"]\n    identity: {expected}\n",
-        identity_section()
+        "services:\n  - name: llm\n    routes:\n      - name: all\n        backends: [{{backend: llm}}]\nbackends:\n  - name: llm\n    endpoints: [\"{server}\"]\n    identity: {expected}\n"
     )
 }
 
@@ -103,8 +157,8 @@ fn authority() -> Arc<Authority> {
 async fn a_meshed_call_carries_the_callers_identity_to_the_app() {
     let ca = authority();
     let (llm, chat) = (SpiffeId::new(TD, "models", "llm").unwrap(), SpiffeId::new(TD, "apps", "chat").unwrap());
-    let server = proxy(&server_yaml(app().await, "all-authenticated"), Some(&creds(&ca, &llm))).await;
-    let client = proxy(&client_yaml(server.inbound, &llm.to_string()), Some(&creds(&ca, &chat))).await;
+    let (server, _d1) = proxy(&server_yaml(app().await, "all-authenticated"), Some((&ca, &llm))).await;
+    let (client, _d2) = proxy(&client_yaml(server.inbound, &llm.to_string()), Some((&ca, &chat))).await;
 
     let (status, _, body) = get(client.outbound, "llm", &[("vane-client-id", "spiffe://cluster.local/ns/x/sa/forged")]).await;
     assert_eq!((status, body.as_str()), (200, "spiffe://cluster.local/ns/apps/sa/chat"));
@@ -125,8 +179,9 @@ async fn a_server_with_another_identity_is_refused_even_when_the_ca_signed_it() 
     let ca = authority();
     let impostor = SpiffeId::new(TD, "models", "impostor").unwrap();
     let chat = SpiffeId::new(TD, "apps", "chat").unwrap();
-    let server = proxy(&server_yaml(app().await, "all-unauthenticated"), Some(&creds(&ca, &impostor))).await;
-    let client = proxy(&client_yaml(server.inbound, "spiffe://cluster.local/ns/models/sa/llm"), Some(&creds(&ca, &chat))).await;
+    let (server, _d1) = proxy(&server_yaml(app().await, "all-unauthenticated"), Some((&ca, &impostor))).await;
+    let (client, _d2) =
+        proxy(&client_yaml(server.inbound, "spiffe://cluster.local/ns/models/sa/llm"), Some((&ca, &chat))).await;
     let (status, err, _) = get(client.outbound, "llm", &[]).await;
     assert_eq!((status, err.as_str()), (502, "connect-failed"));
 }
@@ -135,7 +190,7 @@ async fn a_server_with_another_identity_is_refused_even_when_the_ca_signed_it() 
 async fn plaintext_callers_are_served_under_the_default_policy() {
     let ca = authority();
     let llm = SpiffeId::new(TD, "models", "llm").unwrap();
-    let server = proxy(&server_yaml(app().await, "all-unauthenticated"), Some(&creds(&ca, &llm))).await;
+    let (server, _d1) = proxy(&server_yaml(app().await, "all-unauthenticated"), Some((&ca, &llm))).await;
     let (status, _, body) = get(server.inbound, "llm", &[("vane-client-id", "spiffe://cluster.local/ns/x/sa/forged")]).await;
     assert_eq!((status, body.as_str()), (200, "-"), "served, and the claimed identity removed");
 }
@@ -144,8 +199,8 @@ async fn plaintext_callers_are_served_under_the_default_policy() {
 async fn certificates_rotated_under_load_lose_no_request() {
     let ca = authority();
     let (llm, chat) = (SpiffeId::new(TD, "models", "llm").unwrap(), SpiffeId::new(TD, "apps", "chat").unwrap());
-    let server = proxy(&server_yaml(app().await, "all-authenticated"), Some(&creds(&ca, &llm))).await;
-    let client = proxy(&client_yaml(server.inbound, &llm.to_string()), Some(&creds(&ca, &chat))).await;
+    let (server, _d1) = proxy(&server_yaml(app().await, "all-authenticated"), Some((&ca, &llm))).await;
+    let (client, _d2) = proxy(&client_yaml(server.inbound, &llm.to_string()), Some((&ca, &chat))).await;
     let (addr, stop) = (client.outbound, Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let load: Vec<_> = (0..4)
         .map(|_| {
@@ -189,7 +244,7 @@ async fn certificates_rotated_under_load_lose_no_request() {
 async fn a_tls_1_2_caller_is_refused_at_the_handshake() {
     let ca = authority();
     let llm = SpiffeId::new(TD, "models", "llm").unwrap();
-    let server = proxy(&server_yaml(app().await, "all-unauthenticated"), Some(&creds(&ca, &llm))).await;
+    let (server, _d1) = proxy(&server_yaml(app().await, "all-unauthenticated"), Some((&ca, &llm))).await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(vane_identity::pem::certs(ca.anchors_pem()).unwrap());
     let tls12 = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

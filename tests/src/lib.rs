@@ -2,6 +2,8 @@
 //! started as a real process with a config file.
 #![allow(missing_docs, missing_debug_implementations)]
 
+pub mod identity;
+
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Frame;

@@ -2,9 +2,8 @@
 //! the start) and read again every [`RELOAD_EVERY`]; when their content changed and the new pair
 //! is good, new handshakes use it. A bad new pair is logged and the old one kept.
 //!
-//! Internal: content is compared rather than modification times, because a Secret mounted as a
-//! volume is swapped through a symlink, whose target's time is not what `stat` on the path
-//! sees on every kubelet.
+//! Reading and comparing the files (by content, not modification time: a Secret volume swaps a
+//! symlink) is `vane_identity::files`, which the proxy's own certificate files use too.
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -14,6 +13,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use vane_identity::files::{Contents, ReadError, Watched};
 use vane_runtime::CancellationToken;
 
 /// How often the files are read again. A renewed Secret reaches the pod's volume within about a
@@ -63,7 +63,7 @@ pub struct CertFiles {
 pub struct ReloadingCert {
     files: CertFiles,
     current: ArcSwap<CertifiedKey>,
-    loaded: ArcSwap<(Vec<u8>, Vec<u8>)>,
+    watched: Watched,
 }
 
 // === impl ReloadingCert ===
@@ -71,21 +71,22 @@ pub struct ReloadingCert {
 impl ReloadingCert {
     /// Reads the pair; fails if it cannot be used.
     pub fn load(files: CertFiles) -> Result<Arc<ReloadingCert>, TlsError> {
-        let bytes = read(&files)?;
+        let watched = Watched::new(vec![files.cert.clone(), files.key.clone()]);
+        let bytes = Contents::read(watched.paths()).map_err(read_error)?;
         let key = certified(&files, &bytes)?;
-        Ok(Arc::new(ReloadingCert { files, current: ArcSwap::from_pointee(key), loaded: ArcSwap::from_pointee(bytes) }))
+        watched.accept(bytes);
+        Ok(Arc::new(ReloadingCert { files, current: ArcSwap::from_pointee(key), watched }))
     }
 
     /// Reads the files again; swaps the pair in if it changed and is good. Returns whether it
     /// swapped.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let bytes = read(&self.files)?;
-        if *self.loaded.load_full() == bytes {
+        let Some(bytes) = self.watched.changed_since_accepted().map_err(read_error)? else {
             return Ok(false);
-        }
+        };
         let key = certified(&self.files, &bytes)?;
         self.current.store(Arc::new(key));
-        self.loaded.store(Arc::new(bytes));
+        self.watched.accept(bytes);
         Ok(true)
     }
 
@@ -124,12 +125,16 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-fn read(files: &CertFiles) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-    let one = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source });
-    Ok((one(&files.cert)?, one(&files.key)?))
+fn read_error(e: ReadError) -> TlsError {
+    match e {
+        ReadError::Read { path, source } => TlsError::Read { path, source },
+        // Only asked for by `Contents::text`, which this file does not use.
+        ReadError::NotText { path } => TlsError::Read { path, source: std::io::ErrorKind::InvalidData.into() },
+    }
 }
 
-fn certified(files: &CertFiles, (cert, key): &(Vec<u8>, Vec<u8>)) -> Result<CertifiedKey, TlsError> {
+fn certified(files: &CertFiles, contents: &Contents) -> Result<CertifiedKey, TlsError> {
+    let (cert, key) = (contents.bytes(0), contents.bytes(1));
     let pem = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TlsError::Pem { path, source }

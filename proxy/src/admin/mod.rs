@@ -1,8 +1,9 @@
-//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`, on the admin server every Vane
-//! binary shares (`vane_runtime::admin`).
+//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`, `/identity`, on the admin
+//! server every Vane binary shares (`vane_runtime::admin`).
 
 use crate::config::Store;
 use crate::control::ControlStatus;
+use crate::identity::Identity;
 use crate::metrics::{EndpointRow, Metrics};
 use http::StatusCode;
 use std::sync::Arc;
@@ -20,11 +21,14 @@ pub struct AdminState {
     pub draining: AtomicBool,
     /// The control service connection, when one is used.
     pub control: Option<Arc<ControlStatus>>,
+    /// This proxy's workload identity (`/ready` waits for its first certificate).
+    pub identity: Arc<Identity>,
 }
 
 impl AdminState {
-    /// What `/ready` says: 503 while draining or before the control service's first snapshot is
-    /// live, else the config version (and the control connection, when there is one).
+    /// What `/ready` says: 503 while draining, before the first certificate (with an identity,
+    /// and once it expired) or before the control service's first snapshot is live, else the
+    /// config version (and the control connection, when there is one).
     pub fn readiness(&self) -> Readiness {
         let control = match &self.control {
             Some(c) => format!("control: {}\n", c.describe()),
@@ -32,6 +36,8 @@ impl AdminState {
         };
         if self.draining.load(Ordering::Relaxed) {
             Readiness::NotReady("draining\n".into())
+        } else if let Some(why) = self.identity.not_ready() {
+            Readiness::NotReady(format!("{why}\n{control}"))
         } else if !self.store.discovery_synced() {
             Readiness::NotReady(format!("waiting for the control service's first snapshot\n{control}"))
         } else {
@@ -57,6 +63,12 @@ impl AdminState {
                 ejected: e.ejected(now),
             })
         });
+        let now = std::time::SystemTime::now();
+        let expiry = self.identity.load().map(|l| match l.not_after.duration_since(now) {
+            Ok(left) => left.as_secs_f64(),
+            Err(past) => -past.duration().as_secs_f64(),
+        });
+        self.metrics.identity.expires_in(expiry);
         MetricsPage::openmetrics(self.metrics.render(rows))
     }
 
@@ -66,13 +78,15 @@ impl AdminState {
         Admin::new()
             .ready(move || ready.readiness())
             .metrics(move |_| Ok(metrics.metrics_page()))
-            .routes(move |parts| {
-                (parts.uri.path() == "/config").then(|| {
+            .routes(move |parts| match parts.uri.path() {
+                "/config" => {
                     let snap = config.store.load();
                     let body = serde_json::json!({ "version": snap.version, "config": snap.table.source });
-                    vane_runtime::admin::json(StatusCode::OK, &body)
-                })
+                    Some(vane_runtime::admin::json(StatusCode::OK, &body))
+                }
+                "/identity" => Some(vane_runtime::admin::json(StatusCode::OK, &config.identity.report())),
+                _ => None,
             })
-            .hint("try /live /ready /metrics /config")
+            .hint("try /live /ready /metrics /config /identity")
     }
 }

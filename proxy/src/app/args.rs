@@ -34,9 +34,11 @@ pub struct Args {
     /// How often the config file is checked for changes (it is also reloaded on SIGHUP).
     #[arg(long, env = "VANE_RELOAD_INTERVAL", default_value = "1s", value_parser = vane_route::duration::parse, global = true)]
     pub reload_interval: Duration,
-    /// The control service's discovery address (`host:port` or `ip:port`, h2c; a name is
-    /// resolved at start, again until it resolves); without it the config file alone says what
-    /// to route.
+    /// The control service's address (`host:port` or `ip:port`; a name is resolved at start,
+    /// again until it resolves): its discovery stream, and with VANE_IDENTITY_ROOTS and
+    /// VANE_IDENTITY_TOKEN its identity service, on the same port. The stream is h2c without an
+    /// identity, TLS 1.3 with this proxy's certificate with one. Without it the config file
+    /// alone says what to route.
     #[arg(long, env = "VANE_CONTROL", value_parser = host_port, global = true)]
     pub control: Option<String>,
     /// Services to take from the control service: `*` or a comma-separated list of names.
@@ -53,6 +55,26 @@ pub struct Args {
     /// Without a config file: the load probe's `/load` URL (`inbound.load_from`).
     #[arg(long, env = "VANE_LOAD_FROM", global = true)]
     pub load_from: Option<String>,
+    /// Identity-service mode, set by the injector: when this, VANE_IDENTITY_TOKEN and
+    /// VANE_CONTROL are set, the proxy makes a key in memory and asks the control service for a
+    /// certificate of `spiffe://<VANE_IDENTITY_TRUST_DOMAIN>/ns/<VANE_POD_NAMESPACE>/sa/<VANE_SERVICE_ACCOUNT>`,
+    /// renewed before expiry (this overrides a config file's `proxy.identity`). This file holds
+    /// the PEM trust anchors: the control service's chain and every meshed peer's lead to one.
+    #[arg(long, env = "VANE_IDENTITY_ROOTS", global = true)]
+    pub identity_roots: Option<String>,
+    /// Identity-service mode: the projected ServiceAccount token file (audience
+    /// `vane-identity`) that proves this pod's identity; read again for each request.
+    #[arg(long, env = "VANE_IDENTITY_TOKEN", global = true)]
+    pub identity_token: Option<String>,
+    /// Identity-service mode: this pod's namespace.
+    #[arg(long, env = "VANE_POD_NAMESPACE", global = true)]
+    pub pod_namespace: Option<String>,
+    /// Identity-service mode: this pod's ServiceAccount.
+    #[arg(long, env = "VANE_SERVICE_ACCOUNT", global = true)]
+    pub service_account: Option<String>,
+    /// Identity-service mode: the trust domain of SPIFFE IDs.
+    #[arg(long, env = "VANE_IDENTITY_TRUST_DOMAIN", default_value = "cluster.local", global = true)]
+    pub identity_trust_domain: String,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `vane_proxy=debug`.
     #[arg(long, env = "VANE_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -81,8 +103,8 @@ pub enum Command {
     Init(super::init::InitArgs),
 }
 
-/// Resolves addresses and threads: flag/env, then file, then default.
-pub fn options(args: &Args, table: &Table) -> (Options, usize) {
+/// Resolves addresses, threads and the identity: flag/env, then file, then default.
+pub fn options(args: &Args, table: &Table) -> Result<(Options, usize), super::identity_args::IdentityArgsError> {
     let s = Process::of(table);
     let source = match &args.config {
         Some(p) => Source::File(p.clone()),
@@ -103,8 +125,23 @@ pub fn options(args: &Args, table: &Table) -> (Options, usize) {
             .unwrap_or(vane_route::discovery::Subscription::All),
         }),
         transparent: args.transparent,
+        identity: super::identity_args::identity(&args.identity_env(), table.source.proxy.identity.as_ref())?,
     };
-    (opts, args.threads.or(s.threads).unwrap_or(1).clamp(1, 64))
+    Ok((opts, args.threads.or(s.threads).unwrap_or(1).clamp(1, 64)))
+}
+
+impl Args {
+    /// What the flags and environment say about the identity.
+    pub fn identity_env(&self) -> super::identity_args::IdentityEnv {
+        super::identity_args::IdentityEnv {
+            identity_roots: self.identity_roots.clone(),
+            identity_token: self.identity_token.clone(),
+            control: self.control.clone(),
+            pod_namespace: self.pod_namespace.clone(),
+            service_account: self.service_account.clone(),
+            identity_trust_domain: self.identity_trust_domain.clone(),
+        }
+    }
 }
 
 /// A `host:port` (a DNS name, an IPv4 address or a bracketed IPv6 one, and a port).
@@ -155,6 +192,28 @@ mod tests {
         for bad in ["vane-control", ":4180", "a b:1", "host:0", "host:http", "[zz]:1", "::1:4180"] {
             assert!(host_port(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn the_identity_flags_reach_the_identity_resolution() {
+        let args = Args::parse_from([
+            "vane-proxy",
+            "--control=c:1",
+            "--identity-roots=/r",
+            "--identity-token=/t",
+            "--pod-namespace=apps",
+            "--service-account=chat",
+        ]);
+        let env = args.identity_env();
+        assert_eq!(
+            (env.identity_roots.as_deref(), env.identity_token.as_deref(), env.control.as_deref()),
+            (Some("/r"), Some("/t"), Some("c:1"))
+        );
+        assert_eq!((env.pod_namespace.as_deref(), env.service_account.as_deref()), (Some("apps"), Some("chat")));
+        assert_eq!(env.identity_trust_domain, "cluster.local");
+        let (opts, _) = options(&args, &Table::from_config(vane_route::Config::default()).unwrap()).unwrap();
+        let id = opts.identity.and_then(|i| i.control).map(|c| c.identity);
+        assert_eq!(id.as_deref(), Some("spiffe://cluster.local/ns/apps/sa/chat"));
     }
 
     #[test]

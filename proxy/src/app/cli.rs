@@ -14,6 +14,9 @@ use clap::Parser;
 /// Exit code for an invalid config (sysexits EX_CONFIG).
 pub const EX_CONFIG: i32 = 78;
 
+/// Exit code for flags or environment that cannot be used together (sysexits EX_USAGE).
+pub const EX_USAGE: i32 = 64;
+
 fn init_logging(filter: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -62,7 +65,13 @@ pub fn main() -> i32 {
                     return EX_CONFIG;
                 }
             };
-            let (opts, threads) = options(&args, &table);
+            let (opts, threads) = match options(&args, &table) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("vane-proxy: {e}");
+                    return EX_USAGE;
+                }
+            };
             let rt = match runtime(threads) {
                 Ok(rt) => rt,
                 Err(e) => {

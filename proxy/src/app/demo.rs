@@ -139,7 +139,7 @@ pub async fn run(args: &Args, requests: usize, exit: bool) -> anyhow::Result<()>
         None => crate::config::Source::Embedded,
     };
     let table = source.load()?;
-    let (opts, _) = options(args, &table);
+    let (opts, _) = options(args, &table)?;
     let running = start(opts, table).await?;
     let outbound = running.outbound;
     println!("Vane demo: three demo model servers (llama-v1-a, llama-v1-b on :18001/:18002; llama-v2 on :18003)");

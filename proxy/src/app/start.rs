@@ -3,6 +3,7 @@
 
 use crate::admin::AdminState;
 use crate::config::{Source, Store};
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::server::{ConnSettings, Side, Transparent, serve};
 use anyhow::Context as _;
@@ -32,6 +33,10 @@ pub struct Options {
     /// Transparent mode: connections the capture rules redirect to the listeners are served by
     /// their original destination.
     pub transparent: bool,
+    /// Where this proxy's certificate comes from (`None`: no identity, plaintext): the
+    /// environment's identity-service mode, else the file's `proxy.identity`
+    /// ([`super::args::options`] resolves it). Read at start.
+    pub identity: Option<vane_route::config::IdentityConfig>,
 }
 
 /// The control service as the command line names it.
@@ -70,6 +75,8 @@ pub struct Running {
     pub store: Arc<Store>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// This proxy's workload identity (disabled without `proxy.identity`).
+    pub identity: Arc<Identity>,
     admin_state: Arc<AdminState>,
     stop: CancellationToken,
     admin_stop: CancellationToken,
@@ -82,10 +89,9 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     let conn = ConnSettings::from_settings(&table.settings);
     let watcher = crate::config::Watcher::new(opts.source.clone());
     let metrics = Arc::new(Metrics::new());
-    let identity = match &table.source.proxy.identity {
-        Some(id) => crate::identity::Identity::pending(&id.trust_domain),
-        None => crate::identity::Identity::disabled(),
-    };
+    // Before any listener: files that cannot be used fail the start here.
+    let started = crate::identity::source::start(opts.identity.as_ref(), &metrics)?;
+    let identity = started.identity;
     let store = Arc::new(Store::with_identity(table, Arc::clone(&metrics), Arc::clone(&identity)));
     let control_status = opts.control.as_ref().map(|_| Arc::new(crate::control::ControlStatus::default()));
     let admin_state = Arc::new(AdminState {
@@ -93,6 +99,7 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
         metrics: Arc::clone(&metrics),
         draining: false.into(),
         control: control_status.clone(),
+        identity: Arc::clone(&identity),
     });
     let bind = |addr: SocketAddr, what: &'static str| {
         vane_runtime::serve::bind(addr).with_context(|| format!("cannot listen on {addr} ({what})"))
@@ -102,7 +109,7 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     let admin_l = bind(opts.admin, "admin")?;
     let (outbound, inbound, admin) = (out_l.local_addr()?, in_l.local_addr()?, admin_l.local_addr()?);
     let (stop, connections) = (CancellationToken::new(), TaskTracker::new());
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<_> = started.task.into_iter().collect();
     let transparent = |side: Side, tcp: &'static str| match opts.transparent {
         false => Transparent::Off,
         true => Transparent::On {
@@ -133,15 +140,29 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     if let (Some(c), Some(st)) = (opts.control.clone(), control_status) {
         store.expect_discovery();
         let (store, metrics) = (Arc::clone(&store), Arc::clone(&metrics));
+        let tls =
+            started.control_server.map(|server| crate::control::ControlTls { identity: Arc::clone(&identity), server });
         tasks.push(tokio::spawn(async move {
-            let opts = crate::control::ControlOptions { addr: resolve(&c.addr).await, subscription: c.subscription };
+            let (addr, subscription) = (resolve(&c.addr).await, c.subscription);
+            let opts = crate::control::ControlOptions { addr, subscription, tls };
             crate::control::run(store, metrics, opts, st).await
         }));
     }
     let reload = tokio::spawn(watcher.run(Arc::clone(&store), opts.reload_interval));
     tracing::info!(%outbound, %inbound, %admin, source = %opts.source, transparent = opts.transparent, "vane-proxy serving");
-    let mut running =
-        Running { outbound, inbound, admin, store, metrics, admin_state, stop, admin_stop, connections, tasks };
+    let mut running = Running {
+        outbound,
+        inbound,
+        admin,
+        store,
+        metrics,
+        identity,
+        admin_state,
+        stop,
+        admin_stop,
+        connections,
+        tasks,
+    };
     running.tasks.push(reload);
     Ok(running)
 }

@@ -7,8 +7,14 @@
 //! `vane_runtime::backoff`); a stream
 //! that stays silent for three heartbeats is treated as dead. Every new connection starts with a
 //! full snapshot, so nothing is lost while disconnected.
+//!
+//! With a workload identity ([`ControlTls`]), the stream goes over TLS 1.3 with this proxy's
+//! certificate, and the control service must present its own identity; the first connection
+//! waits for the first certificate, and each reconnection uses the certificate current then.
+//! Without one, plain h2c.
 
 use crate::config::Store;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::Request;
@@ -16,6 +22,7 @@ use http_body_util::Empty;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vane_identity::SpiffeId;
 use vane_route::discovery::{self, Message, Subscription};
 use vane_runtime::backoff::{Backoff, Jitter};
 use vane_runtime::ndjson;
@@ -23,11 +30,25 @@ use vane_runtime::ndjson;
 /// Where the control service is and what to ask it for.
 #[derive(Clone, Debug)]
 pub struct ControlOptions {
-    /// Its discovery address (h2c).
+    /// Its discovery address.
     pub addr: SocketAddr,
     /// The services this proxy routes to.
     pub subscription: Subscription,
+    /// TLS with this proxy's certificate (`None`: h2c).
+    pub tls: Option<ControlTls>,
 }
+
+/// The discovery stream over TLS.
+#[derive(Clone, Debug)]
+pub struct ControlTls {
+    /// This proxy's certificate.
+    pub identity: Arc<Identity>,
+    /// The identity the control service must present.
+    pub server: SpiffeId,
+}
+
+/// How long TCP (and the TLS handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The connection state, shown in `/ready`.
 #[derive(Debug, Default)]
@@ -86,15 +107,31 @@ async fn follow(
     status: &ControlStatus,
 ) -> Result<bool, (anyhow::Error, bool)> {
     let err = |e: anyhow::Error| (e, false);
-    let mut tx = crate::client::open_h2(opts.addr, Duration::from_secs(3)).await.map_err(|e| err(e.into()))?;
-    let uri = format!("http://{}{}?{}", opts.addr, discovery::PATH, opts.subscription.to_query());
+    let (mut tx, scheme) = match &opts.tls {
+        None => (crate::client::open_h2(opts.addr, CONNECT_TIMEOUT).await.map_err(|e| err(e.into()))?, "http"),
+        Some(tls) => {
+            if tls.identity.load().is_none() {
+                status.set(format!("waiting for this proxy's first certificate before connecting to {}", opts.addr));
+            }
+            let loaded = tls.identity.loaded().await;
+            let config = Arc::clone(&loaded.client);
+            let tx = crate::identity::connect::open_h2(opts.addr, config, &tls.server, CONNECT_TIMEOUT)
+                .await
+                .map_err(|e| err(e.into()))?;
+            (tx, "https")
+        }
+    };
+    let uri = format!("{scheme}://{}{}?{}", opts.addr, discovery::PATH, opts.subscription.to_query());
     let req = Request::get(uri).body(Empty::<Bytes>::new()).map_err(|e| err(e.into()))?;
     let resp = tx.send_request(req).await.map_err(|e| err(e.into()))?;
     if !resp.status().is_success() {
         return Err(err(anyhow::anyhow!("control service answered {}", resp.status())));
     }
     metrics.control_connected.set(1);
-    status.set(format!("connected to {}", opts.addr));
+    match &opts.tls {
+        None => status.set(format!("connected to {}", opts.addr)),
+        Some(tls) => status.set(format!("connected to {} over TLS ({})", opts.addr, tls.server)),
+    }
     let mut lines = ndjson::lines(resp.into_body(), discovery::MAX_LINE_BYTES);
     let mut got_snapshot = false;
     let silence = discovery::HEARTBEAT * 3;

@@ -30,6 +30,8 @@
 //! | `vane_model_cost_total` (GPU-seconds × `gpu_hour_price` / 3600) | direction, model, backend, caller |
 //! | `vane_trace_spans_exported_total`, `vane_trace_spans_dropped_total`, `vane_trace_export_errors_total` | |
 //! | `vane_access_log_dropped_total` | |
+//! | `vane_identity_cert_expiry_seconds` (until this proxy's certificate expires; absent without one) | |
+//! | `vane_identity_renewals_total` (certificates asked for or read, the first included) | outcome (`ok`/`error`) |
 //!
 //! Models and callers come from requests, so their label values are capped ([`caps`]): past
 //! `max_models` / `max_callers` distinct values, the rest count as `other`.
@@ -38,6 +40,7 @@ pub mod busy;
 pub mod caps;
 mod coalesce;
 mod mesh;
+mod identity;
 mod layer;
 mod model;
 mod registry;
@@ -45,6 +48,7 @@ mod route;
 pub mod usage;
 
 pub use coalesce::{CoalesceMetrics, CoalesceStats};
+pub use identity::IdentityMetrics;
 pub use layer::{MetricsLayer, MetricsService};
 pub use model::{ModelAnswer, ModelMetrics};
 pub use registry::{Direction, EndpointRow, ListenerStats, Metrics, Name};

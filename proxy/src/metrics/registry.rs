@@ -66,6 +66,8 @@ pub struct Metrics {
     pub model: super::model::ModelMetrics,
     /// Inbound TLS and authorization.
     pub mesh: super::mesh::MeshMetrics,
+    /// The workload certificate's expiry and renewals.
+    pub identity: super::identity::IdentityMetrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -221,6 +223,7 @@ impl Metrics {
         let coalesce = super::coalesce::CoalesceMetrics::register(&mut registry);
         let model = super::model::ModelMetrics::register(&mut registry);
         let mesh = super::mesh::MeshMetrics::register(&mut registry);
+        let identity = super::identity::IdentityMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -247,6 +250,7 @@ impl Metrics {
             coalesce,
             model,
             mesh,
+            identity,
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`state`]: the store that applies changes in batches and publishes [`state::Snapshot`]s.
 //! - [`watch`]: the kube-runtime watchers and the store task.
 //! - [`server`]: the discovery stream and the admin endpoints.
+//! - [`identity`]: the identity service's parts (the certificate service, the token review
+//!   decision, what each proxy may see, `vane-control identity init`).
 //! - [`inject`]: the sidecar-injection admission webhook (`vane-control inject`).
 //! - [`args`]: flags and wiring; `main.rs` only calls [`args::Args::parse_and_run`].
 //!
@@ -21,6 +23,7 @@
 
 pub mod api;
 pub mod args;
+pub mod identity;
 pub mod index;
 pub mod inject;
 pub mod metrics;

@@ -132,7 +132,7 @@ impl Args {
         let settings = crate::Settings {
             listen,
             admin,
-            tables: TableSettings { cluster_domain },
+            tables: TableSettings { cluster_domain, trust_domain: None },
             heartbeat: vane_route::discovery::HEARTBEAT,
         };
         let running = crate::start(client, settings, shutdown.clone()).await?;

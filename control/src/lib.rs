@@ -109,8 +109,9 @@ pub async fn start(client: kube::Client, settings: Settings, shutdown: Cancellat
 
     let (snap_tx, snap_rx) = tokio_watch::channel(Arc::new(state::Snapshot::default()));
     let (change_tx, change_rx) = mpsc::channel(watch::CHANGE_QUEUE);
+    let watch_pods = settings.tables.trust_domain.is_some();
     let store = state::Store::new(settings.tables.clone());
-    let mut background = watch::spawn_watches(&client, change_tx, &metrics);
+    let mut background = watch::spawn_watches(&client, change_tx, &metrics, watch_pods);
     background.push(tokio::spawn(watch::run_store(store, change_rx, snap_tx, metrics.clone())));
 
     let disco =

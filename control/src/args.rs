@@ -71,6 +71,9 @@ pub struct InjectArgs {
     /// given to every proxy as `VANE_CONTROL`.
     #[arg(long, env = "VANE_INJECTOR_CONTROL")]
     pub control: Option<String>,
+    /// The trust domain proxies give their identities in (with `--control`).
+    #[arg(long, env = "VANE_INJECTOR_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
     /// The proxy's default log filter (a pod's `vane.io/log-level` wins).
     #[arg(long, env = "VANE_INJECTOR_PROXY_LOG", default_value = "info")]
     pub proxy_log: String,
@@ -153,6 +156,7 @@ impl InjectArgs {
             probe_image,
             pull_policy,
             control,
+            trust_domain,
             proxy_log,
             log,
         } = self;
@@ -167,6 +171,7 @@ impl InjectArgs {
             probe_image,
             pull_policy,
             control,
+            trust_domain,
             log_level: proxy_log,
             ..Default::default()
         };

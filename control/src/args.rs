@@ -1,5 +1,6 @@
 //! Flags (and their environment variables) and the wiring of the binary.
 
+use crate::identity::{IdentitySettings, IssuerPem, init as identity_init};
 use crate::inject::{InjectSettings, cert, run as inject_run, tls::CertFiles};
 use crate::tables::TableSettings;
 use anyhow::Context;
@@ -20,7 +21,8 @@ pub struct Args {
     /// Without a command, the control service runs.
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Discovery listener (HTTP/1.1 and h2c): `GET /v1/discovery?services=...`.
+    /// Discovery listener (HTTP/1.1 and h2c; TLS 1.3 with `--identity-dir`, which adds
+    /// `POST /v1/certificate`): `GET /v1/discovery?services=...`.
     #[arg(long, env = "VANE_CONTROL_LISTEN", default_value = "0.0.0.0:8086")]
     pub listen: SocketAddr,
     /// Admin listener: `/live`, `/ready`, `/metrics`, `/status`.
@@ -32,6 +34,30 @@ pub struct Args {
     /// Log filter, e.g. `info` or `vane_control=debug,kube=info`.
     #[arg(long, env = "VANE_CONTROL_LOG", default_value = "info")]
     pub log: String,
+    /// Turns the identity service on: the directory with the issuer (`ca.crt`, `tls.crt`,
+    /// `tls.key`, as the `vane-identity-issuer` Secret mounts them).
+    #[arg(long, env = "VANE_CONTROL_IDENTITY_DIR")]
+    pub identity_dir: Option<PathBuf>,
+    /// The trust domain of workload identities.
+    #[arg(long, env = "VANE_CONTROL_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// How long workload certificates are valid (`24h`, `90m`, ...).
+    #[arg(long, env = "VANE_CONTROL_CERTIFICATE_LIFETIME", default_value = "24h", value_parser = lifetime)]
+    pub certificate_lifetime: Duration,
+    /// The control service's namespace (its own identity's).
+    #[arg(long, env = "VANE_CONTROL_NAMESPACE", default_value = "vane-system")]
+    pub namespace: String,
+    /// The control service's ServiceAccount (its own identity's).
+    #[arg(long, env = "VANE_CONTROL_SERVICE_ACCOUNT", default_value = "vane-control")]
+    pub service_account: String,
+}
+
+fn lifetime(s: &str) -> Result<Duration, String> {
+    let d = vane_route::duration::parse(s)?;
+    if d < Duration::from_secs(60) {
+        return Err(format!("{s}: a certificate must live at least a minute"));
+    }
+    Ok(d)
 }
 
 /// Subcommands.
@@ -41,6 +67,40 @@ pub enum Command {
     Inject(InjectArgs),
     /// Print a Secret with a new CA and the webhook's serving certificate, and its caBundle.
     WebhookCert(CertArgs),
+    /// Workload identity: `identity init` makes a trust anchor and an issuer.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+/// `vane-control identity ...`.
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Print the Secret `vane-identity-issuer` and the ConfigMaps `vane-identity-trust-roots`
+    /// (for `kubectl apply -f -`), or write the files with `--out`.
+    Init(IdentityInitArgs),
+}
+
+/// `vane-control identity init`.
+#[derive(Debug, clap::Args)]
+pub struct IdentityInitArgs {
+    /// The trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// The control service's namespace (the Secret's, and the first ConfigMap's).
+    #[arg(long, default_value = "vane-system")]
+    pub namespace: String,
+    /// Days the trust anchor is valid.
+    #[arg(long, default_value_t = 3650)]
+    pub anchor_days: u32,
+    /// Days the issuer is valid.
+    #[arg(long, default_value_t = 365)]
+    pub issuer_days: u32,
+    /// More namespaces that get the trust roots ConfigMap (every meshed namespace needs it).
+    #[arg(long, value_delimiter = ',')]
+    pub roots_namespaces: Vec<String>,
+    /// Write `ca.crt`, `tls.crt` and `tls.key` (0600) into this directory instead of printing.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `vane-control inject`: flags of the injection webhook.
@@ -71,6 +131,9 @@ pub struct InjectArgs {
     /// given to every proxy as `VANE_CONTROL`.
     #[arg(long, env = "VANE_INJECTOR_CONTROL")]
     pub control: Option<String>,
+    /// The trust domain proxies give their identities in (with `--control`).
+    #[arg(long, env = "VANE_INJECTOR_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
     /// The proxy's default log filter (a pod's `vane.io/log-level` wins).
     #[arg(long, env = "VANE_INJECTOR_PROXY_LOG", default_value = "info")]
     pub proxy_log: String,
@@ -117,13 +180,35 @@ impl Args {
 
     /// Runs until SIGTERM or SIGINT; a second signal exits at once.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Args { command, listen, admin, cluster_domain, log } = self;
+        let Args {
+            command,
+            listen,
+            admin,
+            cluster_domain,
+            log,
+            identity_dir,
+            trust_domain,
+            certificate_lifetime,
+            namespace,
+            service_account,
+        } = self;
         match command {
             Some(Command::Inject(args)) => return args.run().await,
             Some(Command::WebhookCert(args)) => return args.run(),
+            Some(Command::Identity(IdentityCommand::Init(args))) => return args.run(),
             None => {}
         }
         init_log(&log)?;
+        let identity = match identity_dir {
+            Some(dir) => Some(IdentitySettings {
+                issuer: IssuerPem::read(&dir)?,
+                trust_domain,
+                lifetime: certificate_lifetime,
+                namespace,
+                service_account,
+            }),
+            None => None,
+        };
         let client = kube::Client::try_default()
             .await
             .context("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
@@ -132,8 +217,9 @@ impl Args {
         let settings = crate::Settings {
             listen,
             admin,
-            tables: TableSettings { cluster_domain },
+            tables: TableSettings { cluster_domain, trust_domain: None },
             heartbeat: vane_route::discovery::HEARTBEAT,
+            identity,
         };
         let running = crate::start(client, settings, shutdown.clone()).await?;
         until_signal(signals, &shutdown, "closing discovery streams", running.wait()).await;
@@ -153,6 +239,7 @@ impl InjectArgs {
             probe_image,
             pull_policy,
             control,
+            trust_domain,
             proxy_log,
             log,
         } = self;
@@ -167,6 +254,7 @@ impl InjectArgs {
             probe_image,
             pull_policy,
             control,
+            trust_domain,
             log_level: proxy_log,
             ..Default::default()
         };
@@ -202,6 +290,24 @@ impl CertArgs {
         let names = cert::service_names(&self.service, &self.namespace, &self.cluster_domain);
         let certs = cert::generate(&names, self.days).context("cannot make the certificates")?;
         print!("{}", cert::secret_yaml(&self.secret, &self.namespace, &certs));
+        Ok(())
+    }
+}
+
+impl IdentityInitArgs {
+    /// Prints the Secret and the ConfigMaps on stdout, or writes the files.
+    pub fn run(self) -> anyhow::Result<()> {
+        let g = vane_identity::ca::generate(&self.trust_domain, self.anchor_days, self.issuer_days)
+            .context("cannot make the trust anchor and the issuer")?;
+        match &self.out {
+            Some(dir) => {
+                identity_init::write_files(dir, &g).with_context(|| format!("cannot write {}", dir.display()))?;
+                eprintln!("wrote ca.crt, tls.crt and tls.key to {}", dir.display());
+            }
+            None => {
+                print!("{}", identity_init::manifests(&g, &self.trust_domain, &self.namespace, &self.roots_namespaces))
+            }
+        }
         Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! Test fixtures: objects in the exact JSON shapes the API server serves.
 
 use crate::api::HttpRoute;
-use crate::index::{Dirty, Index, Indexes, RouteInfo, ServiceInfo, SliceInfo};
-use k8s_openapi::api::core::v1::Service;
+use crate::index::{Dirty, Index, Indexes, PodInfo, RouteInfo, ServiceInfo, SliceInfo};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
@@ -95,4 +95,33 @@ pub(crate) fn indexes(services: &[Service], slices: &[EndpointSlice], routes: &[
     idx.endpoints.reset(slices.iter().filter_map(SliceInfo::from_resource).collect(), &mut dirty);
     idx.routes.reset(routes.iter().filter_map(RouteInfo::from_resource).collect(), &mut dirty);
     idx
+}
+
+/// The Pod behind endpoint `ip` of a [`slice`] (named `pod-<ip>`), of ServiceAccount `sa`
+/// (unset: none given), with the `vane.io/injected` annotation or not.
+pub(crate) fn pod(ns: &str, ip: &str, sa: Option<&str>, injected: bool) -> Pod {
+    let mut meta = json!({"name": format!("pod-{ip}"), "namespace": ns, "resourceVersion": "1"});
+    if injected {
+        meta["annotations"] = json!({"vane.io/injected": "0.1.0", "other": "x"});
+    }
+    let mut spec = json!({"containers": [{"name": "app", "image": "app:1"}]});
+    if let Some(sa) = sa {
+        spec["serviceAccountName"] = json!(sa);
+    }
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
+                                  "status": {"podIP": ip}}))
+    .expect("pod fixture")
+}
+
+/// `idx` with these Pods (those injected) in its Pod index.
+pub(crate) fn with_pods(mut idx: Indexes, pods: &[Pod]) -> Indexes {
+    idx.pods.reset(pods.iter().filter_map(PodInfo::from_resource).collect(), &mut Dirty::new());
+    idx
+}
+
+/// `svc` with a `vane.io/visible-to` annotation.
+pub(crate) fn visible_to(mut svc: Service, namespaces: &str) -> Service {
+    svc.metadata.annotations =
+        Some([(crate::identity::visibility::VISIBLE_TO.to_string(), namespaces.to_string())].into());
+    svc
 }

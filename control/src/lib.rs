@@ -12,6 +12,8 @@
 //! - [`state`]: the store that applies changes in batches and publishes [`state::Snapshot`]s.
 //! - [`watch`]: the kube-runtime watchers and the store task.
 //! - [`server`]: the discovery stream and the admin endpoints.
+//! - [`identity`]: the identity service (`POST /v1/certificate`, discovery over mTLS, what each
+//!   proxy may see), on when [`Settings::identity`] is given.
 //! - [`inject`]: the sidecar-injection admission webhook (`vane-control inject`).
 //! - [`args`]: flags and wiring; `main.rs` only calls [`args::Args::parse_and_run`].
 //!
@@ -21,6 +23,7 @@
 
 pub mod api;
 pub mod args;
+pub mod identity;
 pub mod index;
 pub mod inject;
 pub mod metrics;
@@ -50,6 +53,10 @@ pub struct Settings {
     pub tables: tables::TableSettings,
     /// Heartbeat interval on discovery streams.
     pub heartbeat: Duration,
+    /// The identity service: with it the discovery listener speaks TLS 1.3 and also signs
+    /// workload certificates, and endpoints of injected Pods get their identities (the table
+    /// settings' trust domain is then this one's).
+    pub identity: Option<identity::IdentitySettings>,
 }
 
 /// Why the control service could not start.
@@ -61,6 +68,9 @@ pub enum Error {
     /// A bound listener has no address.
     #[error("bound listener has no address: {0}")]
     Address(#[source] std::io::Error),
+    /// The identity service cannot start.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
 }
 
 /// A started control service.
@@ -95,6 +105,16 @@ impl Running {
 /// Starts the watches, the store and both servers on the current tokio runtime.
 /// `shutdown` stops both servers (and ends every discovery stream) when cancelled.
 pub async fn start(client: kube::Client, settings: Settings, shutdown: CancellationToken) -> Result<Running, Error> {
+    let mut tables = settings.tables.clone();
+    let identity = match &settings.identity {
+        Some(id) => {
+            tables.trust_domain = Some(id.trust_domain.clone());
+            let authority = Arc::new(id.issuer.authority(&id.trust_domain)?);
+            let cert = identity::ServingCert::new(authority.clone(), id.own_id()?, id.lifetime)?;
+            Some((id, authority, cert))
+        }
+        None => None,
+    };
     let discovery_listener = vane_runtime::serve::bind(settings.listen)?;
     let admin_listener = vane_runtime::serve::bind(settings.admin)?;
     let listen = discovery_listener.local_addr().map_err(Error::Address)?;
@@ -106,15 +126,28 @@ pub async fn start(client: kube::Client, settings: Settings, shutdown: Cancellat
 
     let (snap_tx, snap_rx) = tokio_watch::channel(Arc::new(state::Snapshot::default()));
     let (change_tx, change_rx) = mpsc::channel(watch::CHANGE_QUEUE);
-    let store = state::Store::new(settings.tables.clone());
-    let mut background = watch::spawn_watches(&client, change_tx, &metrics);
+    let watch_pods = tables.trust_domain.is_some();
+    let store = state::Store::new(tables);
+    let mut background = watch::spawn_watches(&client, change_tx, &metrics, watch_pods);
     background.push(tokio::spawn(watch::run_store(store, change_rx, snap_tx, metrics.clone())));
 
     let disco =
         server::discovery::Discovery::new(snap_rx.clone(), metrics.clone(), settings.heartbeat, shutdown.clone());
     let admin_handler = server::admin::admin(registry, snap_rx.clone());
+    let discovery_server = match identity {
+        Some((id, authority, cert)) => {
+            let certificates =
+                identity::service::CertificateService::new(authority, client.clone(), id.lifetime, metrics.clone());
+            let secure =
+                server::tls::Secure { discovery: disco, certificates, trust_domain: id.trust_domain.as_str().into() };
+            tracing::info!(identity = %cert.id(), "identity service on: discovery and certificates over TLS");
+            background.push(tokio::spawn(cert.clone().keep_renewed(shutdown.clone())));
+            tokio::spawn(server::tls::serve(discovery_listener, cert, secure, shutdown.clone()))
+        }
+        None => tokio::spawn(server::serve(discovery_listener, move |req| disco.handle(&req), shutdown.clone())),
+    };
     let servers = vec![
-        tokio::spawn(server::serve(discovery_listener, move |req| disco.handle(&req), shutdown.clone())),
+        discovery_server,
         tokio::spawn(async move {
             vane_runtime::admin::serve(admin_listener, admin_handler, server::http_options(), shutdown).await;
         }),

@@ -11,6 +11,8 @@
 //! | `vane_control_services` | gauge | Services with a table |
 //! | `vane_control_endpoints` | gauge | usable endpoint addresses |
 //! | `vane_control_table_version` | gauge | version of the published tables |
+//! | `vane_control_certificates_issued_total` | counter | workload certificates signed |
+//! | `vane_control_certificate_refusals_total` | counter | `reason` (see `identity::review::Refusal::reason`) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +37,13 @@ pub struct PushLabels {
     pub r#type: &'static str,
 }
 
+/// Labels of `vane_control_certificate_refusals_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why no certificate was issued.
+    pub reason: &'static str,
+}
+
 /// Every metric of the control service. Cloning shares the same series.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -56,6 +65,10 @@ pub struct Metrics {
     pub endpoints: Gauge,
     /// Published table version.
     pub table_version: Gauge,
+    /// Workload certificates signed.
+    pub certificates_issued: Counter,
+    /// Certificate requests refused, by reason.
+    pub certificate_refusals: Family<RefusalLabels, Counter>,
 }
 
 impl Metrics {
@@ -72,6 +85,8 @@ impl Metrics {
             services: Gauge::default(),
             endpoints: Gauge::default(),
             table_version: Gauge::default(),
+            certificates_issued: Counter::default(),
+            certificate_refusals: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("vane_control");
         r.register("watch_events", "Kubernetes watch events received", m.watch_events.clone());
@@ -92,12 +107,19 @@ impl Metrics {
         r.register("services", "Services with a routing table", m.services.clone());
         r.register("endpoints", "Usable endpoint addresses", m.endpoints.clone());
         r.register("table_version", "Version of the published tables", m.table_version.clone());
+        r.register("certificates_issued", "Workload certificates signed", m.certificates_issued.clone());
+        r.register("certificate_refusals", "Certificate requests refused, by reason", m.certificate_refusals.clone());
         m
     }
 
     /// Counts a watch event.
     pub fn watch_event(&self, kind: &'static str, type_: &'static str) {
         self.watch_events.get_or_create(&WatchLabels { kind, r#type: type_ }).inc();
+    }
+
+    /// Counts a refused certificate request.
+    pub fn certificate_refused(&self, reason: &'static str) {
+        self.certificate_refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     /// Counts a push.

@@ -7,10 +7,10 @@
 //! finds what changed by pointer comparison, and each entry is serialized to JSON once, when it
 //! is computed, however many subscribers send it.
 
-use crate::index::{Dirty, Index, IndexEvent, Indexes, ObjectKey, RouteInfo, ServiceInfo, SliceInfo};
+use crate::index::{Dirty, Index, IndexEvent, Indexes, ObjectKey, PodInfo, RouteInfo, ServiceInfo, SliceInfo};
 use crate::tables::{self, ServiceTable, TableSettings};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use tokio::time::Instant;
 use vane_route::config::{BackendConfig, ServiceConfig};
@@ -24,11 +24,13 @@ pub enum Kind {
     EndpointSlice,
     /// `gateway.networking.k8s.io/v1/HTTPRoute`.
     HttpRoute,
+    /// `v1/Pod` (watched with the identity service on only).
+    Pod,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 3] = [Kind::Service, Kind::EndpointSlice, Kind::HttpRoute];
+    pub const ALL: [Kind; 4] = [Kind::Service, Kind::EndpointSlice, Kind::HttpRoute, Kind::Pod];
 
     /// Label value in metrics and logs.
     pub fn as_str(self) -> &'static str {
@@ -36,6 +38,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::Pod => "Pod",
         }
     }
 }
@@ -58,6 +61,8 @@ pub enum ChangeEvent {
     EndpointSlice(IndexEvent<SliceInfo>),
     /// An HTTPRoute change.
     HttpRoute(IndexEvent<RouteInfo>),
+    /// An injected Pod's change.
+    Pod(IndexEvent<PodInfo>),
 }
 
 impl ChangeEvent {
@@ -66,6 +71,7 @@ impl ChangeEvent {
             ChangeEvent::Service(_) => Kind::Service,
             ChangeEvent::EndpointSlice(_) => Kind::EndpointSlice,
             ChangeEvent::HttpRoute(_) => Kind::HttpRoute,
+            ChangeEvent::Pod(_) => Kind::Pod,
         }
     }
 
@@ -75,6 +81,7 @@ impl ChangeEvent {
             ChangeEvent::Service(IndexEvent::Reset(_))
                 | ChangeEvent::EndpointSlice(IndexEvent::Reset(_))
                 | ChangeEvent::HttpRoute(IndexEvent::Reset(_))
+                | ChangeEvent::Pod(IndexEvent::Reset(_))
         )
     }
 }
@@ -107,6 +114,9 @@ pub struct ServiceEntry {
     pub body: Arc<ServiceBody>,
     /// The backends it uses, sorted by name.
     pub backends: Vec<Arc<BackendEntry>>,
+    /// The namespaces of `vane.io/visible-to`, when annotated (see
+    /// [`crate::identity::visibility`]).
+    pub visible_to: Option<BTreeSet<String>>,
 }
 
 /// What `/status` shows of a Service whose HTTPRoutes were refused or partly ignored.
@@ -151,7 +161,7 @@ pub struct Counts {
 pub struct Store {
     settings: TableSettings,
     indexes: Indexes,
-    synced: [bool; 3],
+    synced: [bool; 4],
     dirty: Dirty,
     tables: HashMap<ObjectKey, ServiceTable>,
     entries: HashMap<ObjectKey, Arc<ServiceEntry>>,
@@ -169,12 +179,14 @@ pub struct BatchResult {
 }
 
 impl Store {
-    /// An empty store.
+    /// An empty store. Pods count as listed from the start unless the settings name a trust
+    /// domain (only then are they watched).
     pub fn new(settings: TableSettings) -> Store {
+        let pods_listed = settings.trust_domain.is_none();
         Store {
             settings,
             indexes: Indexes::default(),
-            synced: [false; 3],
+            synced: [false, false, false, pods_listed],
             dirty: Dirty::new(),
             tables: HashMap::new(),
             entries: HashMap::new(),
@@ -220,6 +232,14 @@ impl Store {
                 ChangeEvent::Service(e) => self.indexes.services.handle(e, &mut self.dirty),
                 ChangeEvent::EndpointSlice(e) => self.indexes.endpoints.handle(e, &mut self.dirty),
                 ChangeEvent::HttpRoute(e) => self.indexes.routes.handle(e, &mut self.dirty),
+                ChangeEvent::Pod(e) => {
+                    // Pod keys in, the Services whose slices point at those Pods out.
+                    let mut pods = Dirty::new();
+                    self.indexes.pods.handle(e, &mut pods);
+                    for pod in &pods {
+                        self.dirty.extend(self.indexes.endpoints.services_of_pod(pod).cloned());
+                    }
+                }
             }
         }
         // Until every kind is listed, tables would be partial (Services without endpoints):
@@ -281,7 +301,7 @@ impl Store {
             Some(old) if old.body.config == *config => {
                 let same_backends = old.backends.len() == backends.len()
                     && old.backends.iter().zip(&backends).all(|(a, b)| Arc::ptr_eq(a, b));
-                if same_backends {
+                if same_backends && old.visible_to == table.visible_to {
                     return;
                 }
                 old.body.clone()
@@ -291,7 +311,8 @@ impl Store {
                 json: Bytes::from(serde_json::to_vec(config).expect("a service config serializes")),
             }),
         };
-        self.entries.insert(table.key.clone(), Arc::new(ServiceEntry { key: table.key.clone(), body, backends }));
+        let entry = ServiceEntry { key: table.key.clone(), body, backends, visible_to: table.visible_to.clone() };
+        self.entries.insert(table.key.clone(), Arc::new(entry));
     }
 
     // Internal: one `Arc` per backend content, shared by every service that uses it, so that

@@ -239,8 +239,13 @@ impl Load {
 async fn start_control(fake: &FakeApi, listen: SocketAddr) -> Control {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let trigger = vane_runtime::CancellationToken::new();
-    let settings =
-        vane_control::Settings { listen, admin: ANY_PORT, tables: TableSettings::default(), heartbeat: HEARTBEAT };
+    let settings = vane_control::Settings {
+        listen,
+        admin: ANY_PORT,
+        tables: TableSettings::default(),
+        heartbeat: HEARTBEAT,
+        identity: None,
+    };
     let running = vane_control::start(fake.client(), settings, trigger.clone()).await.expect("control service starts");
     let control = Control { running, trigger };
     control.ready().await;

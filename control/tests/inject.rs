@@ -25,8 +25,13 @@ const OPTED_IN: &[(&str, &str)] = &[("vane.io/inject", "enabled"), ("kubernetes.
 
 /// Patches `pod` and applies the patch; `Err(reason)` when skipped.
 fn inject(pod: &Value, ns: &[(&str, &str)]) -> Result<Value, &'static str> {
+    inject_with(pod, ns, &InjectSettings::default())
+}
+
+/// The same with these settings.
+fn inject_with(pod: &Value, ns: &[(&str, &str)], settings: &InjectSettings) -> Result<Value, &'static str> {
     let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
-    match inject::patch(&typed, &InjectSettings::default(), &labels(ns)) {
+    match inject::patch(&typed, settings, &labels(ns)) {
         Decision::Skip(s) => Err(s.reason()),
         Decision::Patch(p) => {
             let mut out = pod.clone();
@@ -217,6 +222,47 @@ fn patches_real_pods_and_each_result_passes_the_kubernetes_schema() {
     assert_eq!(init_names(&pod(&after)), ["vane-init", "vane-proxy"]);
     assert_eq!(pod(&after).metadata.annotations.unwrap().len(), 1);
     keep("plain-client", &after);
+
+    // Given the control service's address, the proxy also gets the trust roots (an optional
+    // ConfigMap volume) and the trust domain; on a pod with volumes of its own and without.
+    let with_control = InjectSettings {
+        control: Some("vane-control.vane-system.svc:8086".into()),
+        trust_domain: "prod.example".into(),
+        ..Default::default()
+    };
+    for name in ["vllm-gpu", "plain-client"] {
+        let before = fixture(&format!("{name}.yaml"));
+        let after = inject_with(&before, OPTED_IN, &with_control).expect(name);
+        let p = pod(&after);
+        let proxy = container(&p, "vane-proxy");
+        assert_eq!(env(proxy, "VANE_CONTROL").as_deref(), Some("vane-control.vane-system.svc:8086"));
+        assert_eq!(env(proxy, "VANE_IDENTITY_ROOTS").as_deref(), Some("/var/run/vane/roots/ca.crt"));
+        assert_eq!(env(proxy, "VANE_IDENTITY_TRUST_DOMAIN").as_deref(), Some("prod.example"));
+        assert_eq!(env(proxy, "VANE_IDENTITY_TOKEN").as_deref(), Some("/var/run/secrets/vane.io/identity/token"));
+        let mounts: Vec<(&str, &str, Option<bool>)> = proxy
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("vane-identity-token", "/var/run/secrets/vane.io/identity", Some(true)),
+                ("vane-identity-trust-roots", "/var/run/vane/roots", Some(true)),
+            ]
+        );
+        let volumes = p.spec.as_ref().unwrap().volumes.clone().unwrap();
+        let roots = volumes.iter().find(|v| v.name == "vane-identity-trust-roots").unwrap();
+        let cm = roots.config_map.as_ref().unwrap();
+        assert_eq!((cm.name.as_str(), cm.optional), ("vane-identity-trust-roots", Some(true)), "pods start without it");
+        let before_volumes = pod(&before).spec.unwrap().volumes.map_or(0, |v| v.len());
+        assert_eq!(volumes.len(), before_volumes + 2);
+        keep(&format!("{name}-with-control"), &after);
+    }
+    let mut clash = fixture("plain-client.yaml");
+    clash["spec"]["volumes"] = serde_json::json!([{"name": "vane-identity-trust-roots", "emptyDir": {}}]);
+    assert_eq!(inject_with(&clash, OPTED_IN, &with_control), Err("name-conflict"));
 
     // Opted out in an opted-in namespace, and already injected.
     assert_eq!(inject(&fixture("opted-out.yaml"), OPTED_IN), Err("disabled"));

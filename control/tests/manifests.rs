@@ -1,5 +1,6 @@
 //! `manifests/control` and `manifests/injector` against the Kubernetes schemas, the webhook
-//! configuration's choices pinned, and the Secret `vane-control webhook-cert` prints checked too.
+//! configuration's choices pinned, and the objects `vane-control webhook-cert` and
+//! `vane-control identity init` print checked too.
 
 mod validate;
 
@@ -66,7 +67,19 @@ fn manifests_and_the_generated_secret_pass_the_kubernetes_schema() {
     std::fs::create_dir_all(&dir).unwrap();
     let secret_file = dir.join("secret.yaml");
     std::fs::write(&secret_file, &secret).unwrap();
+    // `identity init`: the issuer Secret and the trust roots ConfigMaps, one file each.
+    let g = vane_identity::ca::generate("cluster.local", 30, 10).unwrap();
+    let objects = vane_control::identity::init::manifests(&g, "cluster.local", "vane-system", &["models".into()]);
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&objects).unwrap();
+    assert_eq!(docs.len(), 3);
+    let mut identity_files = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let path = dir.join(format!("identity-{i}.json"));
+        std::fs::write(&path, serde_json::to_vec(doc).unwrap()).unwrap();
+        identity_files.push(path);
+    }
     let mut files = manifests("control");
+    files.extend(identity_files);
     files.extend(manifests("injector"));
     files.push(secret_file);
     validate::strict(&files, &["1.29", ""]);

@@ -2,7 +2,7 @@
 
 use super::{Dirty, Index, ObjectKey};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -20,6 +20,8 @@ pub struct SliceInfo {
     /// Addresses of the endpoints that may take traffic: `ready`, or `serving` and not
     /// `terminating`. FQDN slices have none (Vane routes to IP addresses).
     pub addresses: Vec<IpAddr>,
+    /// The Pod behind each of those addresses, from the endpoint's `targetRef`.
+    pub pods: BTreeMap<IpAddr, ObjectKey>,
 }
 
 /// One port of an EndpointSlice.
@@ -61,16 +63,21 @@ impl SliceInfo {
             })
             .collect();
         let ip = matches!(slice.address_type.as_str(), "IPv4" | "IPv6");
-        let addresses = slice
-            .endpoints
-            .iter()
-            .flatten()
-            .filter(|_| ip)
-            .filter(|e| usable(e.conditions.as_ref()))
+        let mut addresses = Vec::new();
+        let mut pods = BTreeMap::new();
+        for e in slice.endpoints.iter().flatten().filter(|_| ip).filter(|e| usable(e.conditions.as_ref())) {
             // kube-proxy uses the first address: the others are "fungible" (API docs).
-            .filter_map(|e| e.addresses.first()?.parse().ok())
-            .collect();
-        Some(SliceInfo { key, service, ports, addresses })
+            let Some(addr) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            addresses.push(addr);
+            let pod = e.target_ref.as_ref().filter(|t| t.kind.as_deref() == Some("Pod"));
+            if let Some(name) = pod.and_then(|t| t.name.clone()) {
+                let ns = pod.and_then(|t| t.namespace.clone()).unwrap_or_else(|| key.namespace.clone());
+                pods.entry(addr).or_insert(ObjectKey::new(ns, name));
+            }
+        }
+        Some(SliceInfo { key, service, ports, addresses, pods })
     }
 
     /// The port named `name`.
@@ -89,17 +96,23 @@ pub fn usable(c: Option<&k8s_openapi::api::discovery::v1::EndpointConditions>) -
     ready || (serving && !terminating)
 }
 
-/// EndpointSlices by key, and their keys by Service.
+/// EndpointSlices by key, and their keys by Service and by the Pods they point at.
 #[derive(Debug, Default)]
 pub struct EndpointIndex {
     slices: HashMap<ObjectKey, SliceInfo>,
     by_service: HashMap<ObjectKey, HashSet<ObjectKey>>,
+    by_pod: HashMap<ObjectKey, HashSet<ObjectKey>>,
 }
 
 impl EndpointIndex {
     /// The slices of a Service, in no particular order.
     pub fn for_service<'a>(&'a self, svc: &ObjectKey) -> impl Iterator<Item = &'a SliceInfo> + 'a {
         self.by_service.get(svc).into_iter().flatten().filter_map(|k| self.slices.get(k))
+    }
+
+    /// The Services whose slices point at `pod`.
+    pub fn services_of_pod<'a>(&'a self, pod: &ObjectKey) -> impl Iterator<Item = &'a ObjectKey> + 'a {
+        self.by_pod.get(pod).into_iter().flatten().filter_map(|k| self.slices.get(k)?.service.as_ref())
     }
 
     /// How many slices are held.
@@ -118,6 +131,14 @@ impl EndpointIndex {
     }
 
     fn unlink(&mut self, slice: &SliceInfo, dirty: &mut Dirty) {
+        for pod in slice.pods.values() {
+            if let Some(set) = self.by_pod.get_mut(pod) {
+                set.remove(&slice.key);
+                if set.is_empty() {
+                    self.by_pod.remove(pod);
+                }
+            }
+        }
         if let Some(svc) = &slice.service {
             dirty.insert(svc.clone());
             if let Some(set) = self.by_service.get_mut(svc) {
@@ -141,6 +162,9 @@ impl Index<SliceInfo> for EndpointIndex {
         if let Some(svc) = &obj.service {
             dirty.insert(svc.clone());
             self.by_service.entry(svc.clone()).or_default().insert(obj.key.clone());
+        }
+        for pod in obj.pods.values() {
+            self.by_pod.entry(pod.clone()).or_default().insert(obj.key.clone());
         }
         self.slices.insert(obj.key.clone(), obj);
     }

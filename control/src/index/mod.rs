@@ -9,10 +9,12 @@
 //! Nothing here does I/O; the tests call the indexes directly with fixture objects.
 
 mod endpoints;
+mod pods;
 mod routes;
 mod services;
 
 pub use self::endpoints::{EndpointIndex, SliceInfo, SlicePort};
+pub use self::pods::{PodIndex, PodInfo};
 pub use self::routes::{RouteIndex, RouteInfo};
 pub use self::services::{ServiceIndex, ServiceInfo, ServicePort};
 
@@ -79,7 +81,7 @@ pub trait Index<T> {
     }
 }
 
-/// The three indexes the tables are computed from.
+/// The indexes the tables are computed from.
 #[derive(Debug, Default)]
 pub struct Indexes {
     /// Services.
@@ -88,6 +90,8 @@ pub struct Indexes {
     pub endpoints: EndpointIndex,
     /// HTTPRoutes, grouped by parent Service.
     pub routes: RouteIndex,
+    /// Injected Pods (kept with the identity service on only).
+    pub pods: PodIndex,
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! Services: their ports, by number, name and application protocol.
+//! Services: their ports, by number, name and application protocol, and the namespaces whose
+//! proxies may see them (`vane.io/visible-to`).
 
 use super::{Dirty, Index, ObjectKey};
+use crate::identity::visibility::{VISIBLE_TO, parse_visible_to};
 use k8s_openapi::api::core::v1::Service;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// What the tables need of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,6 +13,9 @@ pub struct ServiceInfo {
     pub key: ObjectKey,
     /// TCP ports in spec order.
     pub ports: Vec<ServicePort>,
+    /// The namespaces of `vane.io/visible-to`, when annotated: only proxies of these and of the
+    /// Service's own namespace are served it (with the identity service on).
+    pub visible_to: Option<BTreeSet<String>>,
 }
 
 /// One TCP port of a Service.
@@ -49,7 +54,8 @@ impl ServiceInfo {
                 })
             })
             .collect();
-        Some(ServiceInfo { key, ports })
+        let visible_to = svc.metadata.annotations.as_ref().and_then(|a| a.get(VISIBLE_TO)).map(|v| parse_visible_to(v));
+        Some(ServiceInfo { key, ports, visible_to })
     }
 
     /// The port with this number.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::fixtures::{ready, route, service, slice, split};
+use crate::fixtures::{pod, ready, route, service, slice, split};
 use serde_json::json;
 use std::net::IpAddr;
 
@@ -166,4 +166,40 @@ fn routes_are_ordered_oldest_first() {
     }
     let order: Vec<_> = idx.for_parent(&key("ns", "llm")).iter().map(|r| r.key.name.clone()).collect();
     assert_eq!(order, ["c", "a", "b"]);
+}
+
+#[test]
+fn only_injected_pods_are_kept_and_slices_name_the_pods_behind_their_addresses() {
+    assert_eq!(PodInfo::from_resource(&pod("m", "10.0.0.1", Some("llm"), false)), None, "not injected");
+    let info = PodInfo::from_resource(&pod("m", "10.0.0.1", Some("llm"), true)).unwrap();
+    assert_eq!((info.key.clone(), info.service_account.as_str()), (key("m", "pod-10.0.0.1"), "llm"));
+    assert_eq!(PodInfo::from_resource(&pod("m", "10.0.0.2", None, true)).unwrap().service_account, "default");
+
+    let s = SliceInfo::from_resource(&slice("m", "a-1", "a", ("http", 80), &[ready("10.0.0.1"), ready("10.0.0.2")]))
+        .unwrap();
+    let ip: IpAddr = "10.0.0.1".parse().unwrap();
+    assert_eq!(s.pods[&ip], key("m", "pod-10.0.0.1"));
+
+    // A pod change marks the Services whose slices point at it, through the endpoint index.
+    let mut endpoints = EndpointIndex::default();
+    let mut dirty = Dirty::new();
+    endpoints.apply(s, &mut dirty);
+    let other = SliceInfo::from_resource(&slice("m", "b-1", "b", ("http", 80), &[ready("10.0.0.1")])).unwrap();
+    endpoints.apply(other, &mut dirty);
+    let mut services: Vec<_> = endpoints.services_of_pod(&key("m", "pod-10.0.0.1")).cloned().collect();
+    services.sort();
+    assert_eq!(services, [key("m", "a"), key("m", "b")]);
+    endpoints.delete(&key("m", "b-1"), &mut dirty);
+    assert_eq!(endpoints.services_of_pod(&key("m", "pod-10.0.0.1")).collect::<Vec<_>>(), [&key("m", "a")]);
+    endpoints.delete(&key("m", "a-1"), &mut dirty);
+    assert_eq!(endpoints.services_of_pod(&key("m", "pod-10.0.0.2")).count(), 0);
+
+    let mut pods = PodIndex::default();
+    dirty.clear();
+    pods.apply(info.clone(), &mut dirty);
+    pods.apply(info.clone(), &mut dirty);
+    assert_eq!(dirty.len(), 1, "an unchanged pod marks nothing the second time");
+    dirty.clear();
+    pods.reset(vec![], &mut dirty);
+    assert_eq!((pods.len(), dirty.len()), (0, 1));
 }

@@ -4,9 +4,9 @@
 use super::overrides::{ModelServer, Overrides, Toggle};
 use super::settings::InjectSettings;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection,
-    Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -22,6 +22,11 @@ pub const PROBE_NAME: &str = "vane-gpu-probe";
 pub const TOKEN_VOLUME: &str = "vane-identity-token";
 /// Where that token is mounted in the proxy (the file is `token`).
 pub const TOKEN_DIR: &str = "/var/run/secrets/vane.io/identity";
+/// The trust roots volume: the ConfigMap `vane-control identity init` prints, optional so that a
+/// pod whose namespace lacks it still starts (its proxy then runs without mTLS).
+pub const ROOTS_VOLUME: &str = crate::identity::init::ROOTS_CONFIGMAP;
+/// Where the trust roots are mounted in the proxy (the file is `ca.crt`).
+pub const ROOTS_DIR: &str = "/var/run/vane/roots";
 /// The extended resource whose request makes a pod a GPU model server.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 
@@ -156,8 +161,22 @@ pub fn proxy(s: &InjectSettings, o: &Overrides, plan: &Plan) -> Container {
         field_env("VANE_POD_NAMESPACE", "metadata.namespace"),
         field_env("VANE_SERVICE_ACCOUNT", "spec.serviceAccountName"),
     ];
+    let mut mounts = vec![VolumeMount {
+        name: TOKEN_VOLUME.to_string(),
+        mount_path: TOKEN_DIR.to_string(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
     if let Some(control) = &s.control {
         vars.push(env_of("VANE_CONTROL", control));
+        vars.push(env("VANE_IDENTITY_ROOTS", format!("{ROOTS_DIR}/{}", crate::identity::init::ROOTS_KEY)));
+        vars.push(env_of("VANE_IDENTITY_TRUST_DOMAIN", &s.trust_domain));
+        mounts.push(VolumeMount {
+            name: ROOTS_VOLUME.to_string(),
+            mount_path: ROOTS_DIR.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        });
     }
     if plan.probe {
         vars.push(env("VANE_LOAD_FROM", format!("http://127.0.0.1:{}/load", s.probe_port)));
@@ -192,12 +211,7 @@ pub fn proxy(s: &InjectSettings, o: &Overrides, plan: &Plan) -> Container {
             &[("memory", memory.unwrap_or(&s.proxy_memory_limit))],
         )),
         security_context: Some(restricted(s.proxy_uid)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: TOKEN_VOLUME.to_string(),
-            mount_path: TOKEN_DIR.to_string(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     }
 }
@@ -249,6 +263,19 @@ pub fn token_volume(s: &InjectSettings) -> Volume {
                 }),
                 ..Default::default()
             }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The trust roots ConfigMap, optional (added with the control address only).
+pub fn roots_volume() -> Volume {
+    Volume {
+        name: ROOTS_VOLUME.to_string(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: crate::identity::init::ROOTS_CONFIGMAP.to_string(),
+            optional: Some(true),
             ..Default::default()
         }),
         ..Default::default()

@@ -1,7 +1,7 @@
 //! [`patch`]: the pure function from a pod, the settings and its namespace's labels to the
 //! JSON Patch (RFC 6902) that injects Vane, or the reason to leave the pod alone.
 
-use super::containers::{self, INIT_NAME, PROBE_NAME, PROXY_NAME, Plan, TOKEN_VOLUME};
+use super::containers::{self, INIT_NAME, PROBE_NAME, PROXY_NAME, Plan, ROOTS_VOLUME, TOKEN_VOLUME};
 use super::overrides::{self, INJECTED, InvalidAnnotation, Overrides, Toggle};
 use super::settings::InjectSettings;
 use json_patch::jsonptr::PointerBuf;
@@ -73,7 +73,8 @@ impl Skip {
 /// containers (so that the capture is installed and the proxy is up before any of the pod's own
 /// init containers and its app start): `vane-init` (capture), `vane-proxy` (native sidecar),
 /// and `vane-gpu-probe` (native sidecar) when the pod asks for a GPU or for the probe; then the
-/// identity token volume and the `vane.io/injected` annotation. Arrays and maps the pod lacks
+/// identity token volume (and, with the control address, the optional trust roots ConfigMap)
+/// and the `vane.io/injected` annotation. Arrays and maps the pod lacks
 /// are added whole; into existing ones the patch inserts by index (init containers) or appends
 /// with `/-` (volumes). Annotation keys are escaped as RFC 6901 requires (`/` → `~1`).
 pub fn patch(pod: &Pod, settings: &InjectSettings, namespace_labels: &BTreeMap<String, String>) -> Decision {
@@ -107,8 +108,10 @@ fn build(pod: &Pod, s: &InjectSettings, namespace_labels: &BTreeMap<String, Stri
     if let Some(name) = [INIT_NAME, PROBE_NAME].into_iter().find(|n| names.contains(n)) {
         return Err(Skip::NameConflict(name));
     }
-    if spec.volumes.iter().flatten().any(|v| v.name == TOKEN_VOLUME) {
-        return Err(Skip::NameConflict(TOKEN_VOLUME));
+    if let Some(name) =
+        [TOKEN_VOLUME, ROOTS_VOLUME].into_iter().find(|n| spec.volumes.iter().flatten().any(|v| v.name == *n))
+    {
+        return Err(Skip::NameConflict(name));
     }
 
     let o = Overrides::parse(annotations)?;
@@ -127,10 +130,17 @@ fn build(pod: &Pod, s: &InjectSettings, namespace_labels: &BTreeMap<String, Stri
             }
         }
     }
-    let volume = json(&containers::token_volume(s))?;
+    let mut volumes = vec![json(&containers::token_volume(s))?];
+    if s.control.is_some() {
+        volumes.push(json(&containers::roots_volume())?);
+    }
     match &spec.volumes {
-        None => ops.push(add(&["spec", "volumes"], Value::Array(vec![volume]))),
-        Some(_) => ops.push(add(&["spec", "volumes", "-"], volume)),
+        None => ops.push(add(&["spec", "volumes"], Value::Array(volumes))),
+        Some(_) => {
+            for v in volumes {
+                ops.push(add(&["spec", "volumes", "-"], v));
+            }
+        }
     }
     let version = Value::String(s.version.clone());
     match &pod.metadata.annotations {
@@ -197,6 +207,23 @@ mod tests {
                 "/metadata/annotations/vane.io~1injected"
             ]
         );
+    }
+
+    #[test]
+    fn with_the_control_address_the_trust_roots_volume_is_added_too() {
+        let s = InjectSettings { control: Some("vane-control.vane-system.svc:8086".into()), ..Default::default() };
+        let bare = pod(serde_json::json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "app"}]}}));
+        let Decision::Patch(p) = patch(&bare, &s, &enabled()) else { panic!("not injected") };
+        let ops = serde_json::to_value(&p).unwrap();
+        let names: Vec<&str> =
+            ops[1]["value"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+        assert_eq!(names, [TOKEN_VOLUME, ROOTS_VOLUME]);
+        let with_volumes = pod(serde_json::json!({
+            "metadata": {"name": "a"},
+            "spec": {"containers": [{"name": "app"}], "volumes": [{"name": "v", "emptyDir": {}}]}
+        }));
+        let d = patch(&with_volumes, &s, &enabled());
+        assert_eq!(paths(&d), ["/spec/initContainers", "/spec/volumes/-", "/spec/volumes/-", "/metadata/annotations"]);
     }
 
     #[test]

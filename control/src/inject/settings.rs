@@ -24,8 +24,11 @@ pub struct InjectSettings {
     pub admin_port: u16,
     /// The probe's port: `/load`, `/live`, `/ready`, `/metrics`; never captured.
     pub probe_port: u16,
-    /// The control service's discovery address, given to the proxy as `VANE_CONTROL`.
+    /// The control service's address (discovery and certificates), given to the proxy as
+    /// `VANE_CONTROL`; with it the proxy also gets the trust roots and the trust domain.
     pub control: Option<String>,
+    /// The trust domain of identities (`VANE_IDENTITY_TRUST_DOMAIN`, with `control`).
+    pub trust_domain: String,
     /// Audience of the projected ServiceAccount token the identity service checks.
     pub token_audience: String,
     /// Lifetime asked for that token (kubelet refreshes it at 80 %); at least 600.
@@ -56,6 +59,7 @@ impl Default for InjectSettings {
             admin_port: 4191,
             probe_port: 4192,
             control: None,
+            trust_domain: "cluster.local".to_string(),
             token_audience: "vane-identity".to_string(),
             // One hour: kubelet rotates it after 48 minutes, and a stolen token ages out soon.
             token_seconds: 3600,

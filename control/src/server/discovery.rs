@@ -10,8 +10,13 @@
 //! A subscriber that reads slowly fills its small channel; its task then waits, and when it
 //! resumes it diffs against the newest snapshot, so a slow proxy gets fewer, larger updates
 //! instead of an ever-growing queue.
+//!
+//! With the identity service on, each subscriber is served as its [`Viewer`] (its identity's
+//! namespace): Services it may not see (`vane.io/visible-to`) are left out of its view, as if
+//! they did not exist, and the cache keys include the viewer.
 
 use super::{Body, text};
+use crate::identity::visibility::{self, Viewer};
 use crate::metrics::Metrics;
 use crate::state::{BackendEntry, ServiceBody, ServiceEntry, Snapshot};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -57,8 +62,14 @@ impl Discovery {
         Discovery { snapshots, cache: Arc::new(MessageCache::default()), metrics, heartbeat, shutdown }
     }
 
-    /// Answers one request: `GET /v1/discovery?services=...` starts a stream.
+    /// Answers one request: `GET /v1/discovery?services=...` starts a stream of everything
+    /// subscribed to (no identity: every Service is visible).
     pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
+        self.handle_as(req, Viewer::Anyone)
+    }
+
+    /// Like [`Discovery::handle`], for a subscriber who sees only what `viewer` may.
+    pub fn handle_as<B>(&self, req: &Request<B>, viewer: Viewer) -> Response<Body> {
         if req.uri().path() != discovery::PATH {
             return text(StatusCode::NOT_FOUND, format!("not found; try GET {}?services=*\n", discovery::PATH));
         }
@@ -72,6 +83,7 @@ impl Discovery {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(SUBSCRIBER_BUFFER);
         tokio::spawn(subscriber(
             sub,
+            viewer,
             self.snapshots.clone(),
             self.cache.clone(),
             self.metrics.clone(),
@@ -106,8 +118,10 @@ impl Drop for SubscriberGuard {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn subscriber(
     sub: Subscription,
+    viewer: Viewer,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     cache: Arc<MessageCache>,
     metrics: Metrics,
@@ -124,7 +138,7 @@ async fn subscriber(
         _ = shutdown.cancelled() => return,
         _ = tx.closed() => return,
     }
-    let mut view = View::default();
+    let mut view = View { viewer, ..View::default() };
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ping_line = Bytes::from_static(b"{\"type\":\"ping\"}\n");
@@ -161,9 +175,10 @@ async fn subscriber(
     }
 }
 
-/// What a subscriber has sent so far.
+/// What a subscriber has sent so far, and as whom.
 #[derive(Debug, Default)]
 struct View {
+    viewer: Viewer,
     version: Option<u64>,
     services: HashMap<String, Arc<ServiceBody>>,
     backends: HashMap<String, Arc<BackendEntry>>,
@@ -183,6 +198,10 @@ fn diff(view: &mut View, sub: &Subscription, snap: &Snapshot) -> Delta {
         Subscription::All => snap.services.values().collect(),
         Subscription::Names(names) => names.iter().filter_map(|n| snap.services.get(n)).collect(),
     };
+    let wanted: Vec<&Arc<ServiceEntry>> = wanted
+        .into_iter()
+        .filter(|e| visibility::visible(&view.viewer, &e.key.namespace, e.visible_to.as_ref()))
+        .collect();
     let mut delta = Delta::default();
     let mut services = HashMap::with_capacity(wanted.len());
     let mut backends: BTreeMap<&str, &Arc<BackendEntry>> = BTreeMap::new();
@@ -241,11 +260,12 @@ fn encode(kind: &str, version: u64, delta: &Delta) -> Bytes {
 /// The messages that bring a subscriber from one version to another.
 type Messages = Arc<Vec<(Bytes, &'static str)>>;
 
-/// (subscription, from version, to version).
-type CacheKey = (Arc<str>, Option<u64>, u64);
+/// (subscription, viewer, from version, to version).
+type CacheKey = (Arc<str>, Viewer, Option<u64>, u64);
 
-/// Assembled messages by (subscription, from version, to version). A subscriber's view after a
-/// message is a function of its subscription and the version, so equal keys mean equal bytes.
+/// Assembled messages by (subscription, viewer, from version, to version). A subscriber's view
+/// after a message is a function of its subscription, its viewer and the version, so equal keys
+/// mean equal bytes.
 #[derive(Debug, Default)]
 pub struct MessageCache {
     entries: Mutex<HashMap<CacheKey, Messages>>,
@@ -258,7 +278,7 @@ impl MessageCache {
             return Messages::default();
         }
         let delta = diff(view, sub, snap);
-        let cache_key = (key.clone(), from, snap.version);
+        let cache_key = (key.clone(), view.viewer.clone(), from, snap.version);
         if let Some(hit) = self.lock().get(&cache_key) {
             return hit.clone();
         }
@@ -278,10 +298,10 @@ impl MessageCache {
         let mut entries = self.lock();
         if entries.len() >= CACHE_ENTRIES {
             // Keep the newest half (by target version); lagging subscribers just re-encode.
-            let mut versions: Vec<u64> = entries.keys().map(|k| k.2).collect();
+            let mut versions: Vec<u64> = entries.keys().map(|k| k.3).collect();
             versions.sort_unstable();
             let cut = versions[versions.len() / 2];
-            entries.retain(|k, _| k.2 > cut);
+            entries.retain(|k, _| k.3 > cut);
         }
         entries.insert(cache_key, out.clone());
         out

@@ -1,8 +1,10 @@
-//! HTTP servers: the discovery stream and the admin endpoints, both served by
-//! `vane_runtime::serve::serve_http` (HTTP/1.1 + h2c, graceful drain).
+//! HTTP servers: the discovery stream and the admin endpoints, served by
+//! `vane_runtime::serve::serve_http` (HTTP/1.1 + h2c, graceful drain); with the identity
+//! service on, the discovery listener speaks TLS instead ([`tls`]).
 
 pub mod admin;
 pub mod discovery;
+pub mod tls;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};

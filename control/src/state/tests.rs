@@ -1,5 +1,5 @@
 use super::*;
-use crate::fixtures::{ready, service, slice, split};
+use crate::fixtures::{pod, ready, service, slice, split, visible_to};
 
 fn change(event: ChangeEvent) -> Change {
     Change { received: Instant::now(), event }
@@ -111,4 +111,51 @@ fn deleted_services_leave_the_snapshot() {
         .unwrap();
     assert_eq!(snap.services.len(), 2);
     assert!(!snap.services.contains_key("b2.m.svc.cluster.local"));
+}
+
+#[test]
+fn with_a_trust_domain_pods_are_waited_for_and_their_changes_recompute_their_services() {
+    let meshed = TableSettings { trust_domain: Some("cluster.local".into()), ..TableSettings::default() };
+    let mut store = Store::new(meshed);
+    let p = |ip: &str, sa: &str| PodInfo::from_resource(&pod("m", ip, Some(sa), true)).unwrap();
+    let r = store.apply_batch([
+        change(ChangeEvent::Service(IndexEvent::Reset(vec![svc("m", "a"), svc("m", "b")]))),
+        change(ChangeEvent::EndpointSlice(IndexEvent::Reset(vec![
+            sl("a-1", "a", &["10.0.0.1"]),
+            sl("b-1", "b", &["10.0.1.1"]),
+        ]))),
+        change(ChangeEvent::HttpRoute(IndexEvent::Reset(vec![]))),
+    ]);
+    assert!(r.published.is_none(), "Pods are watched too: not ready before they are listed");
+    let snap = store
+        .apply_batch([change(ChangeEvent::Pod(IndexEvent::Reset(vec![p("10.0.0.1", "llm")])))])
+        .published
+        .expect("ready");
+    let a = "a.m.svc.cluster.local";
+    let b = "b.m.svc.cluster.local";
+    assert_eq!(snap.services[a].backends[0].config.identity.as_deref(), Some("spiffe://cluster.local/ns/m/sa/llm"));
+    assert_eq!(snap.services[b].backends[0].config.identity, None);
+
+    // The pod behind a's endpoint changes ServiceAccount: a is recomputed, b is untouched.
+    let snap2 =
+        store.apply_batch([change(ChangeEvent::Pod(IndexEvent::Apply(p("10.0.0.1", "canary"))))]).published.unwrap();
+    let id = snap2.services[a].backends[0].config.identity.as_deref();
+    assert_eq!(id, Some("spiffe://cluster.local/ns/m/sa/canary"));
+    assert!(Arc::ptr_eq(&snap.services[b], &snap2.services[b]));
+
+    // A pod no endpoint points at changes nothing.
+    let r = store.apply_batch([change(ChangeEvent::Pod(IndexEvent::Apply(p("10.9.9.9", "x"))))]);
+    assert!(r.published.is_none_or(|s| s.version == snap2.version));
+}
+
+#[test]
+fn a_visibility_change_is_a_new_entry_with_the_same_body() {
+    let mut store = synced_store();
+    let before = store.snapshot();
+    let hidden = ServiceInfo::from_resource(&visible_to(service("m", "a", &[("http", 80, None)]), "x")).unwrap();
+    let after = store.apply_batch([change(ChangeEvent::Service(IndexEvent::Apply(hidden)))]).published.unwrap();
+    let a = "a.m.svc.cluster.local";
+    assert!(after.version > before.version);
+    assert_eq!(after.services[a].visible_to, Some(["x".to_string()].into()));
+    assert!(Arc::ptr_eq(&before.services[a].body, &after.services[a].body), "the service itself is unchanged");
 }

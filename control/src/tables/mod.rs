@@ -11,6 +11,11 @@
 //! - A backend's endpoints are the usable addresses of its Service's EndpointSlices with the
 //!   slice port named like the Service port; the protocol is HTTP/2 when the port's
 //!   `appProtocol` is `kubernetes.io/h2c` or `grpc`, else HTTP/1.1.
+//! - With the identity service on (a trust domain in the settings), an endpoint whose Pod was
+//!   injected (`vane.io/injected`) gets the SPIFFE ID of the Pod's ServiceAccount,
+//!   `spiffe://<td>/ns/<pod namespace>/sa/<serviceAccountName or default>`: as the backend's
+//!   `identity` when every endpoint has the same one, else per endpoint in `identities` (the
+//!   others are called in plaintext).
 //! - A route the proxy would refuse (or that uses a feature Vane cannot honour, which would
 //!   otherwise match more traffic than asked) makes the service fall back to its default route,
 //!   with the reason kept in [`ServiceTable::error`]. Other services are not affected.
@@ -19,7 +24,7 @@
 
 use crate::api::is_core_service;
 use crate::index::{Indexes, ObjectKey, RouteInfo, ServiceInfo};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use vane_route::config::{
     BackendConfig, Config, HeaderMatch, MatchConfig, PathMatch, Protocol, RouteConfig, ServiceConfig, WeightedBackend,
@@ -31,11 +36,14 @@ use vane_route::{ConfigError, Table};
 pub struct TableSettings {
     /// The cluster's DNS domain, `cluster.local` by default.
     pub cluster_domain: String,
+    /// The trust domain of endpoint identities; `None` (the identity service is off): no
+    /// endpoint has one.
+    pub trust_domain: Option<String>,
 }
 
 impl Default for TableSettings {
     fn default() -> Self {
-        TableSettings { cluster_domain: "cluster.local".into() }
+        TableSettings { cluster_domain: "cluster.local".into(), trust_domain: None }
     }
 }
 
@@ -57,6 +65,8 @@ pub struct ServiceTable {
     pub error: Option<String>,
     /// Parts of the HTTPRoutes that Vane does not apply.
     pub notes: Vec<String>,
+    /// The Service's `vane.io/visible-to` namespaces, when annotated.
+    pub visible_to: Option<BTreeSet<String>>,
 }
 
 /// `<name>.<namespace>.svc.<domain>`.
@@ -94,6 +104,7 @@ pub fn compute(idx: &Indexes, key: &ObjectKey, settings: &TableSettings) -> Opti
                             routes: attached.iter().map(|r| r.key.clone()).collect(),
                             error: None,
                             notes,
+                            visible_to: svc.visible_to.clone(),
                         });
                     }
                     Err(e) => error = Some(e),
@@ -141,14 +152,24 @@ pub fn compute(idx: &Indexes, key: &ObjectKey, settings: &TableSettings) -> Opti
         },
         None => None,
     };
-    Some(ServiceTable { key: key.clone(), config, deps: deps(key, &refs), backends, routes: vec![], error, notes })
+    Some(ServiceTable {
+        key: key.clone(),
+        config,
+        deps: deps(key, &refs),
+        backends,
+        routes: vec![],
+        error,
+        notes,
+        visible_to: svc.visible_to.clone(),
+    })
 }
 
-/// The backend for a Service port: its usable endpoints, deduplicated and sorted.
+/// The backend for a Service port: its usable endpoints, deduplicated and sorted, with the
+/// identities of the meshed ones.
 pub fn backend(idx: &Indexes, key: &ObjectKey, port: u16, settings: &TableSettings) -> BackendConfig {
     let svc_port = idx.services.get(key).and_then(|s| s.port(port));
     let mut app_protocol = svc_port.and_then(|p| p.app_protocol.clone());
-    let mut endpoints = BTreeSet::new();
+    let mut endpoints: BTreeMap<SocketAddr, Option<String>> = BTreeMap::new();
     if let Some(sp) = svc_port {
         for slice in idx.endpoints.for_service(key) {
             let Some(slice_port) = slice.port(&sp.name) else {
@@ -157,9 +178,15 @@ pub fn backend(idx: &Indexes, key: &ObjectKey, port: u16, settings: &TableSettin
             if app_protocol.is_none() {
                 app_protocol.clone_from(&slice_port.app_protocol);
             }
-            endpoints.extend(slice.addresses.iter().map(|ip| SocketAddr::new(*ip, slice_port.port)));
+            for ip in &slice.addresses {
+                let slot = endpoints.entry(SocketAddr::new(*ip, slice_port.port)).or_default();
+                if slot.is_none() {
+                    *slot = identities::of_endpoint(idx, slice.pods.get(ip), settings);
+                }
+            }
         }
     }
+    let (identity, identities) = identities::of_backend(&endpoints);
     let protocol = match app_protocol.as_deref() {
         Some("kubernetes.io/h2c" | "grpc") => Protocol::Http2,
         _ => Protocol::Http1,
@@ -167,10 +194,10 @@ pub fn backend(idx: &Indexes, key: &ObjectKey, port: u16, settings: &TableSettin
     BackendConfig {
         name: backend_name(key, port, settings),
         protocol,
-        endpoints: endpoints.iter().map(ToString::to_string).collect(),
+        endpoints: endpoints.keys().map(ToString::to_string).collect(),
         balancer: None,
-        identity: None,
-        identities: Default::default(),
+        identity,
+        identities,
     }
 }
 
@@ -360,5 +387,6 @@ fn from_routes(
     Ok((candidates.into_iter().map(|c| c.route).collect(), refs))
 }
 
+mod identities;
 #[cfg(test)]
 mod tests;

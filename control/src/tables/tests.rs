@@ -1,5 +1,5 @@
 use super::*;
-use crate::fixtures::{indexes, ready, route, service, slice, split};
+use crate::fixtures::{indexes, pod, ready, route, service, slice, split, visible_to, with_pods};
 use serde_json::json;
 
 fn key(ns: &str, name: &str) -> ObjectKey {
@@ -211,7 +211,7 @@ fn notes_are_carried_and_cluster_domain_applies() {
                                  "backendRefs": [{"name": "llm", "port": 80}]}]});
     let idx =
         indexes(&[service("m", "llm", &[("http", 80, None)])], &[], &[route("m", "r", "2026-01-01T00:00:00Z", spec)]);
-    let s = TableSettings { cluster_domain: "corp.example".into() };
+    let s = TableSettings { cluster_domain: "corp.example".into(), ..TableSettings::default() };
     let t = compute(&idx, &key("m", "llm"), &s).unwrap();
     assert_eq!(t.config.as_ref().unwrap().name, "llm.m.svc.corp.example");
     assert_eq!(t.notes.len(), 3, "{:?}", t.notes);
@@ -224,4 +224,77 @@ fn a_service_without_ports_or_routes_has_no_table() {
     let t = compute(&idx, &key("m", "headless"), &settings()).unwrap();
     assert!(t.config.is_none());
     assert!(t.backends.is_empty());
+}
+
+#[test]
+fn endpoints_of_injected_pods_carry_their_service_accounts_identity() {
+    let idx = |pods: &[k8s_openapi::api::core::v1::Pod]| {
+        with_pods(
+            indexes(
+                &[service("models", "llm", &[("http", 80, None)])],
+                &[
+                    slice("models", "llm-1", "llm", ("http", 8000), &[ready("10.0.0.1"), ready("10.0.0.2")]),
+                    // The same endpoint in a second slice (a rebalance) keeps its identity.
+                    slice("models", "llm-2", "llm", ("http", 8000), &[ready("10.0.0.2")]),
+                ],
+                &[],
+            ),
+            pods,
+        )
+    };
+    let meshed = TableSettings { trust_domain: Some("cluster.local".into()), ..TableSettings::default() };
+    let off = settings();
+    let llm = "spiffe://cluster.local/ns/models/sa/llm";
+    let one = |ip: &str, id: &str| BTreeMap::from([(format!("{ip}:8000"), id.to_string())]);
+    let both_llm = [pod("models", "10.0.0.1", Some("llm"), true), pod("models", "10.0.0.2", Some("llm"), true)];
+    type Case<'a> =
+        (&'a str, Vec<k8s_openapi::api::core::v1::Pod>, &'a TableSettings, Option<&'a str>, BTreeMap<String, String>);
+    let cases: Vec<Case<'_>> = vec![
+        ("identity off", both_llm.to_vec(), &off, None, BTreeMap::new()),
+        ("one identity for all", both_llm.to_vec(), &meshed, Some(llm), BTreeMap::new()),
+        ("no pods known", vec![], &meshed, None, BTreeMap::new()),
+        (
+            "one injected, one not",
+            vec![pod("models", "10.0.0.1", Some("llm"), true), pod("models", "10.0.0.2", Some("llm"), false)],
+            &meshed,
+            None,
+            one("10.0.0.1", llm),
+        ),
+        (
+            "the default service account",
+            vec![pod("models", "10.0.0.1", None, true)],
+            &meshed,
+            None,
+            one("10.0.0.1", "spiffe://cluster.local/ns/models/sa/default"),
+        ),
+        (
+            "two service accounts",
+            vec![pod("models", "10.0.0.1", Some("llm"), true), pod("models", "10.0.0.2", Some("canary"), true)],
+            &meshed,
+            None,
+            BTreeMap::from([
+                ("10.0.0.1:8000".to_string(), llm.to_string()),
+                ("10.0.0.2:8000".to_string(), "spiffe://cluster.local/ns/models/sa/canary".to_string()),
+            ]),
+        ),
+    ];
+    for (what, pods, s, identity, identities) in cases {
+        let t = compute(&idx(&pods), &key("models", "llm"), s).unwrap();
+        let b = &t.backends[0];
+        assert_eq!(t.error, None, "{what}");
+        assert_eq!(b.endpoints, ["10.0.0.1:8000", "10.0.0.2:8000"], "{what}");
+        assert_eq!((b.identity.as_deref(), &b.identities), (identity, &identities), "{what}");
+    }
+}
+
+#[test]
+fn the_visible_to_annotation_is_carried_to_the_table() {
+    let idx = indexes(
+        &[visible_to(service("m", "a", &[("http", 80, None)]), "x, y"), service("m", "b", &[("http", 80, None)])],
+        &[],
+        &[],
+    );
+    let a = compute(&idx, &key("m", "a"), &settings()).unwrap();
+    assert_eq!(a.visible_to, Some(["x".to_string(), "y".to_string()].into()));
+    assert_eq!(compute(&idx, &key("m", "b"), &settings()).unwrap().visible_to, None);
 }

@@ -1,5 +1,6 @@
-//! An in-process fake Kubernetes API server that speaks the real wire protocol, for the three
-//! kinds the control service watches.
+//! An in-process fake Kubernetes API server that speaks the real wire protocol, for the kinds
+//! the control service watches (Services, EndpointSlices, HTTPRoutes, and Pods), and the
+//! `TokenReview` API the identity service asks.
 //!
 //! - `GET <collection>?limit=N[&continue=T]`: paginated list, a consistent snapshot at one
 //!   `resourceVersion`; items without `apiVersion`/`kind`, as the API server serves them. An
@@ -13,11 +14,16 @@
 //!   [`FakeApi::bookmark`], [`FakeApi::expire_continue_tokens`].
 //! - A collection can be left out ([`FakeApi::without`]): it answers `404 page not found`, like a
 //!   cluster without the Gateway API CRDs.
+//! - `POST /apis/authentication.k8s.io/v1/tokenreviews`: answered from a table of tokens
+//!   ([`FakeApi::token`]: username and the audiences the token is bound to) the way the API
+//!   server answers: `status.audiences` is the intersection of the asked and the token's
+//!   audiences, and a token is authenticated only if that is not empty (or none was asked for).
+//!   Unknown tokens are not authenticated. [`FakeApi::fail_token_reviews`] makes it answer 500.
 
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,52 +36,12 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
-type Body = BoxBody<Bytes, std::io::Error>;
+#[allow(unused_imports)]
+pub use super::objects::{Res, TOKEN_REVIEWS, endpoint_slice, pod, service, split_route};
+use super::objects::{event_line, json_response, plain, status};
+use super::tokens::Tokens;
 
-/// A watched collection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Res {
-    Services,
-    EndpointSlices,
-    HttpRoutes,
-}
-
-impl Res {
-    pub const ALL: [Res; 3] = [Res::Services, Res::EndpointSlices, Res::HttpRoutes];
-
-    fn path(self) -> &'static str {
-        match self {
-            Res::Services => "/api/v1/services",
-            Res::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
-            Res::HttpRoutes => "/apis/gateway.networking.k8s.io/v1/httproutes",
-        }
-    }
-
-    fn kind(self) -> &'static str {
-        match self {
-            Res::Services => "Service",
-            Res::EndpointSlices => "EndpointSlice",
-            Res::HttpRoutes => "HTTPRoute",
-        }
-    }
-
-    fn api_version(self) -> &'static str {
-        match self {
-            Res::Services => "v1",
-            Res::EndpointSlices => "discovery.k8s.io/v1",
-            Res::HttpRoutes => "gateway.networking.k8s.io/v1",
-        }
-    }
-
-    fn from_kind(kind: &str) -> Res {
-        match kind {
-            "Service" => Res::Services,
-            "EndpointSlice" => Res::EndpointSlices,
-            "HTTPRoute" => Res::HttpRoutes,
-            other => panic!("the fake API server does not serve {other}"),
-        }
-    }
-}
+use super::objects::Body;
 
 /// What watch streams are told.
 #[derive(Clone, Debug)]
@@ -98,6 +64,7 @@ struct State {
     expire_continue: bool,
     requests: Vec<String>,
     open_watches: usize,
+    tokens: Tokens,
 }
 
 /// The fake API server.
@@ -135,7 +102,7 @@ impl FakeApi {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.handle(req)) }
+                        async move { Ok::<_, Infallible>(server.handle(req).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(io), svc)
@@ -229,6 +196,22 @@ impl FakeApi {
         self.lock().expire_continue = true;
     }
 
+    /// A valid token of `username` (`system:serviceaccount:<ns>:<sa>`) bound to `audiences`
+    /// (none: answered as by an authenticator that ignores audiences).
+    pub fn token(&self, token: &str, username: &str, audiences: &[&str]) {
+        self.lock().tokens.add(token, username, audiences);
+    }
+
+    /// Token reviews answer 500 while `fail` holds.
+    pub fn fail_token_reviews(&self, fail: bool) {
+        self.lock().tokens.fail = fail;
+    }
+
+    /// The bodies of the token reviews received so far.
+    pub fn reviews(&self) -> Vec<Value> {
+        self.lock().tokens.reviews.clone()
+    }
+
     /// Requests received so far (path and query).
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
@@ -248,8 +231,13 @@ impl FakeApi {
         self.state.lock().unwrap()
     }
 
-    fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
+        if path == TOKEN_REVIEWS && req.method() == hyper::Method::POST {
+            self.lock().requests.push(path);
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            return self.review(&body);
+        }
         let query: HashMap<String, String> = req
             .uri()
             .query()
@@ -259,7 +247,7 @@ impl FakeApi {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         self.lock().requests.push(req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default());
-        let Some(res) = Res::ALL.into_iter().find(|r| r.path() == path) else {
+        let Some(res) = Res::SERVED.into_iter().find(|r| r.path() == path) else {
             return plain(StatusCode::NOT_FOUND, "404 page not found\n");
         };
         if self.missing.contains(&res) || req.method() != hyper::Method::GET {
@@ -270,6 +258,11 @@ impl FakeApi {
         } else {
             self.list(res, &query)
         }
+    }
+
+    fn review(&self, body: &[u8]) -> Response<Body> {
+        let (code, answer) = self.lock().tokens.answer(body);
+        json_response(code, &answer)
     }
 
     fn list(&self, res: Res, query: &HashMap<String, String>) -> Response<Body> {
@@ -391,81 +384,4 @@ impl FakeApi {
         resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
         resp
     }
-}
-
-fn status(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": message, "reason": reason, "code": code})
-}
-
-fn event_line(type_: &str, object: Value) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap();
-    v.push(b'\n');
-    Bytes::from(v)
-}
-
-fn plain(code: StatusCode, text: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(|e| match e {}).boxed());
-    *resp.status_mut() = code;
-    resp.headers_mut().insert("content-type", "text/plain; charset=utf-8".parse().unwrap());
-    resp
-}
-
-fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
-    let mut resp =
-        Response::new(Full::new(Bytes::from(serde_json::to_vec(v).unwrap())).map_err(|e| match e {}).boxed());
-    *resp.status_mut() = code;
-    resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
-    resp
-}
-
-// === fixtures in the shapes the API server serves ===
-
-/// A Service with one TCP port named `http` (or `appProtocol` set).
-pub fn service(ns: &str, name: &str, port: u16, app_protocol: Option<&str>) -> Value {
-    let mut p = json!({"name": "http", "port": port, "protocol": "TCP", "targetPort": 8000});
-    if let Some(ap) = app_protocol {
-        p["appProtocol"] = json!(ap);
-    }
-    json!({"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
-           "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
-                    "ports": [p], "selector": {"app": name}, "sessionAffinity": "None",
-                    "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster"},
-           "status": {"loadBalancer": {}}})
-}
-
-/// An EndpointSlice for `svc` with port `http` on `port` and `(ip, ready)` endpoints.
-pub fn endpoint_slice(ns: &str, name: &str, svc: &str, port: u16, endpoints: &[(&str, bool)]) -> Value {
-    let eps: Vec<Value> = endpoints
-        .iter()
-        .map(|(ip, ready)| {
-            json!({"addresses": [ip],
-                   "conditions": {"ready": ready, "serving": ready, "terminating": false},
-                   "nodeName": "node-1",
-                   "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("{svc}-{}", ip.replace('.', "-")), "uid": "p"}})
-        })
-        .collect();
-    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-           "metadata": {"name": name, "namespace": ns,
-                        "labels": {"kubernetes.io/service-name": svc,
-                                   "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
-                        "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": svc, "uid": "s",
-                                             "controller": true, "blockOwnerDeletion": true}]},
-           "addressType": "IPv4",
-           "endpoints": eps,
-           "ports": [{"name": "http", "port": port, "protocol": "TCP"}]})
-}
-
-/// A GAMMA HTTPRoute on Service `parent` splitting between `(service, port, weight)` backends.
-pub fn split_route(ns: &str, name: &str, parent: &str, backends: &[(&str, u16, i64)]) -> Value {
-    let refs: Vec<Value> = backends
-        .iter()
-        .map(|(s, p, w)| json!({"group": "", "kind": "Service", "name": s, "port": p, "weight": w}))
-        .collect();
-    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-           "metadata": {"name": name, "namespace": ns},
-           "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": parent}],
-                    "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                               "backendRefs": refs}]}})
 }

@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod objects;
 pub mod subscriber;
+pub mod tls;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +24,15 @@ pub struct Control {
 impl Control {
     /// Starts the control service on `127.0.0.1:0` ports against `fake`.
     pub async fn start(fake: &fake_api::FakeApi, heartbeat: Duration) -> Control {
+        Control::start_with(fake, heartbeat, None).await
+    }
+
+    /// The same, with the identity service on when `identity` is given.
+    pub async fn start_with(
+        fake: &fake_api::FakeApi,
+        heartbeat: Duration,
+        identity: Option<vane_control::identity::IdentitySettings>,
+    ) -> Control {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let trigger = CancellationToken::new();
         let settings = vane_control::Settings {
@@ -28,6 +40,7 @@ impl Control {
             admin: "127.0.0.1:0".parse().unwrap(),
             tables: TableSettings::default(),
             heartbeat,
+            identity,
         };
         let running = vane_control::start(fake.client(), settings, trigger.clone()).await.unwrap();
         Control { running, trigger }

@@ -46,11 +46,26 @@ impl Subscriber {
         Subscriber::read(resp).await
     }
 
+    /// The same over TLS (HTTP/2 by ALPN) with this client configuration.
+    pub async fn tls(addr: SocketAddr, config: std::sync::Arc<rustls::ClientConfig>, query: &str) -> Subscriber {
+        let mut conn = super::tls::connect(addr, config).await.unwrap();
+        let req = hyper::Request::get(format!("https://control/v1/discovery?{query}"))
+            .body(http_body_util::Full::<Bytes>::default())
+            .unwrap();
+        let resp = conn.send.send_request(req).await.unwrap();
+        Subscriber::read(resp).await
+    }
+
     async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Subscriber {
         let status = resp.status().as_u16();
         let (tx, rx) = mpsc::unbounded_channel();
         let mut lines = vane_runtime::ndjson::lines(resp.into_body(), MAX_LINE_BYTES);
+        // A refusal's body is not a stream of messages.
+        let ok = status == 200;
         tokio::spawn(async move {
+            if !ok {
+                return;
+            }
             // The stream ends (or breaks, when the control service stops) with the body.
             while let Some(Ok(line)) = lines.next_line().await {
                 let msg = Message::from_line(line.as_bytes()).expect("every line is a valid message");

@@ -1,5 +1,5 @@
 use super::*;
-use crate::fixtures::{ready, service, slice, split};
+use crate::fixtures::{ready, service, slice, split, visible_to};
 use crate::index::{IndexEvent, RouteInfo, ServiceInfo, SliceInfo};
 use crate::state::{Change, ChangeEvent, Store};
 use crate::tables::TableSettings;
@@ -98,3 +98,25 @@ fn wildcard_subscriber_sees_everything() {
 }
 
 use crate::index::ObjectKey;
+
+#[test]
+fn each_viewer_is_served_what_it_may_see() {
+    let mut store = store();
+    let hidden = ServiceInfo::from_resource(&visible_to(service("m", "b", &[("http", 80, None)]), "team-a")).unwrap();
+    let snap = store.apply_batch([change(ChangeEvent::Service(IndexEvent::Apply(hidden)))]).published.unwrap();
+    let cache = MessageCache::default();
+    let key: Arc<str> = "services=*".into();
+    let seen = |viewer: Viewer| {
+        let mut view = View { viewer, ..View::default() };
+        let mut state = DiscoveryState::default();
+        apply_all(&mut state, &cache.messages(&key, &Subscription::All, &mut view, &snap));
+        state.services().keys().cloned().collect::<Vec<_>>()
+    };
+    let (a, b, c) = ("a.m.svc.cluster.local", "b.m.svc.cluster.local", "c.m.svc.cluster.local");
+    assert_eq!(seen(Viewer::Anyone), [a, b, c], "no identity: everything");
+    assert_eq!(seen(Viewer::Namespace("team-a".into())), [a, b, c]);
+    assert_eq!(seen(Viewer::Namespace("m".into())), [a, b, c], "its own namespace");
+    assert_eq!(seen(Viewer::Namespace("team-b".into())), [a, c]);
+    // The same subscription as another viewer is not served from the first one's cache entry.
+    assert_eq!(seen(Viewer::Namespace("team-a".into())), [a, b, c]);
+}

@@ -1,0 +1,263 @@
+//! The identity service over real sockets and real TLS: the control service against the fake
+//! API server (which answers TokenReviews from a table), clients like proxies on tokio-rustls
+//! with `vane_identity`'s client configurations.
+
+mod support;
+
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use support::fake_api::{FakeApi, endpoint_slice, pod, service};
+use support::subscriber::Subscriber;
+use support::tls::{TestCa, connect};
+use support::{Control, metric};
+use vane_identity::protocol::{AUDIENCE, CertificateResponse};
+use vane_identity::tls::{self, Credentials, check_peer};
+use vane_identity::{SpiffeId, csr};
+
+const QUIET: Duration = Duration::from_secs(3600);
+const LLM: &str = "llm.models.svc.cluster.local";
+const LLM_80: &str = "llm.models.svc.cluster.local:80";
+const PRIVATE: &str = "private.models.svc.cluster.local";
+const PRIVATE_80: &str = "private.models.svc.cluster.local:80";
+const WEB: &str = "web.apps.svc.cluster.local";
+const LLM_ID: &str = "spiffe://cluster.local/ns/models/sa/llm";
+
+fn private_service(visible_to: &str) -> serde_json::Value {
+    let mut s = service("models", "private", 80, None);
+    s["metadata"]["annotations"] = json!({"vane.io/visible-to": visible_to});
+    s
+}
+
+/// `llm` (two injected pods of ServiceAccount llm), `private` (visible to team-a; one injected
+/// pod of the default ServiceAccount, one not injected) and `web` in apps (not injected).
+async fn setup() -> (FakeApi, Control, TestCa) {
+    let fake = FakeApi::start(50).await;
+    fake.apply(service("models", "llm", 80, None));
+    fake.apply(endpoint_slice("models", "llm-a", "llm", 8000, &[("10.0.0.1", true), ("10.0.0.2", true)]));
+    fake.apply(pod("models", "llm", "10.0.0.1", Some("llm"), true));
+    fake.apply(pod("models", "llm", "10.0.0.2", Some("llm"), true));
+    fake.apply(private_service("team-a"));
+    fake.apply(endpoint_slice("models", "private-a", "private", 8000, &[("10.0.1.1", true), ("10.0.1.2", true)]));
+    fake.apply(pod("models", "private", "10.0.1.1", None, true));
+    fake.apply(pod("models", "private", "10.0.1.2", None, false));
+    fake.apply(service("apps", "web", 80, None));
+    fake.apply(endpoint_slice("apps", "web-a", "web", 8080, &[("10.0.2.1", true)]));
+    fake.apply(pod("apps", "web", "10.0.2.1", None, false));
+    fake.token("llm-token", "system:serviceaccount:models:llm", &[AUDIENCE]);
+    fake.token("api-token", "system:serviceaccount:models:llm", &["https://kubernetes.default.svc"]);
+    fake.token("unaware-token", "system:serviceaccount:models:llm", &[]);
+    fake.token("user-token", "alice", &[AUDIENCE]);
+    let ca = TestCa::new();
+    let control = Control::start_with(&fake, QUIET, Some(ca.settings())).await;
+    control.ready().await;
+    (fake, control, ca)
+}
+
+/// A TLS server with `server` that accepts one connection; the identity the client presented.
+async fn serve_once(server: &Credentials) -> (std::net::SocketAddr, tokio::task::JoinHandle<Option<SpiffeId>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(server.server_config().unwrap());
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        vane_identity::peer::id_of_chain(tls.get_ref().1.peer_certificates())
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_without_a_certificate_gets_one_for_its_own_identity() {
+    let (fake, control, ca) = setup().await;
+    // No client certificate: the certificate service still answers, as the control service.
+    let mut conn = connect(control.listen(), ca.anonymous()).await.unwrap();
+    assert_eq!(check_peer(Some(&conn.server_chain), &TestCa::control_id()), Ok(TestCa::control_id()));
+
+    let id = SpiffeId::parse(LLM_ID).unwrap();
+    let request = csr::Request::new(&id).unwrap();
+    let (status, answer) = conn.certificate("llm-token", &request.der).await;
+    assert_eq!(status, 200, "{answer}");
+    let answer: CertificateResponse = serde_json::from_value(answer).unwrap();
+    assert_eq!(answer.roots, ca.generated.anchor_pem);
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    assert!((now + 3500..=now + 3601).contains(&answer.not_after), "an hour: {} vs {now}", answer.not_after);
+
+    // The chain, with the key the proxy kept, serves a real handshake that the anchors vouch for.
+    let mine = Credentials::new(&answer.chain, request.key(), &answer.roots).unwrap();
+    assert_eq!(mine.id, id);
+    let (addr, server) = serve_once(&mine).await;
+    let client = ca.credentials("spiffe://cluster.local/ns/apps/sa/web");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let config = client.client_config(&[b"h2"]).unwrap();
+    let stream = tokio_rustls::TlsConnector::from(config).connect(tls::server_name(addr), tcp).await.unwrap();
+    assert_eq!(check_peer(stream.get_ref().1.peer_certificates(), &id), Ok(id.clone()));
+    assert_eq!(server.await.unwrap(), Some(client.id.clone()), "mutual: the server saw the client's identity");
+
+    // The token was reviewed for the identity service's audience.
+    let reviews = fake.reviews();
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(reviews[0]["spec"], json!({"token": "llm-token", "audiences": [AUDIENCE]}));
+
+    // With it, the proxy subscribes.
+    let config = mine.client_config(&[b"h2"]).unwrap();
+    let mut sub = Subscriber::tls(control.listen(), config, &format!("services={LLM}")).await;
+    assert_eq!(sub.status, 200);
+    sub.until("snapshot", |s| s.is_synced()).await;
+    assert_eq!(sub.endpoints(LLM_80).unwrap(), ["10.0.0.1:8000", "10.0.0.2:8000"]);
+
+    let (_, metrics) = control.admin("/metrics").await;
+    assert_eq!(metric(&metrics, "vane_control_certificates_issued_total "), Some(1.0), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_prove_nothing_or_another_identity_get_no_certificate() {
+    let (fake, control, ca) = setup().await;
+    let mut conn = connect(control.listen(), ca.anonymous()).await.unwrap();
+    let own = csr::Request::new(&SpiffeId::parse(LLM_ID).unwrap()).unwrap();
+    let other = csr::Request::new(&SpiffeId::parse("spiffe://cluster.local/ns/models/sa/admin").unwrap()).unwrap();
+    for (token, der, code, reason, says) in [
+        ("no-such-token", &own.der, 403, "unauthenticated", "invalid bearer token"),
+        ("api-token", &own.der, 403, "unauthenticated", "audiences do not match"),
+        ("unaware-token", &own.der, 403, "audience", "not bound to audience vane-identity"),
+        ("user-token", &own.der, 403, "not-service-account", "alice"),
+        ("llm-token", &other.der, 403, "wrong-identity", "ns/models/sa/admin"),
+        ("llm-token", &b"not a request".to_vec(), 400, "unreadable-csr", "unreadable"),
+    ] {
+        let (status, answer) = conn.certificate(token, der).await;
+        assert_eq!(status, code, "{token}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(says), "{token}: {answer}");
+        assert!(answer.get("chain").is_none(), "{token}: no certificate");
+        let (_, metrics) = control.admin("/metrics").await;
+        let line = format!("vane_control_certificate_refusals_total{{reason=\"{reason}\"}}");
+        assert!(metric(&metrics, &line).is_some_and(|n| n >= 1.0), "{line}\n{metrics}");
+    }
+
+    let path = vane_identity::protocol::PATH;
+    let (status, _) = conn.request("POST", path, b"{\"token\": 1}".to_vec()).await;
+    assert_eq!(status, 400, "not a certificate request");
+    let bad_base64 = json!({"token": "llm-token", "csr": "***"}).to_string().into_bytes();
+    assert_eq!(conn.request("POST", path, bad_base64).await.0, 400);
+    let huge = json!({"token": "x".repeat(70 * 1024), "csr": ""}).to_string().into_bytes();
+    assert_eq!(conn.request("POST", path, huge).await.0, 413);
+    assert_eq!(conn.request("GET", path, vec![]).await.0, 405);
+    assert_eq!(conn.request("GET", "/nope", vec![]).await.0, 404);
+
+    // The API server cannot be asked: 503, and the same request works once it is back.
+    fake.fail_token_reviews(true);
+    let (status, answer) = conn.certificate("llm-token", &own.der).await;
+    assert_eq!(status, 503, "{answer}");
+    fake.fail_token_reviews(false);
+    assert_eq!(conn.certificate("llm-token", &own.der).await.0, 200);
+
+    let (_, metrics) = control.admin("/metrics").await;
+    assert_eq!(metric(&metrics, "vane_control_certificates_issued_total "), Some(1.0), "{metrics}");
+    for reason in ["api-unavailable", "too-large", "bad-request"] {
+        let line = format!("vane_control_certificate_refusals_total{{reason=\"{reason}\"}}");
+        assert!(metric(&metrics, &line).is_some(), "{line}\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_needs_a_workload_certificate_of_the_trust_domain() {
+    let (_fake, control, ca) = setup().await;
+    let anonymous = Subscriber::tls(control.listen(), ca.anonymous(), "services=*").await;
+    assert_eq!(anonymous.status, 403);
+    let mut conn = connect(control.listen(), ca.anonymous()).await.unwrap();
+    let (status, body) = conn.request("GET", "/v1/discovery?services=*", vec![]).await;
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 403);
+    assert!(body["error"].as_str().unwrap().contains("client certificate"), "{body}");
+
+    // Same anchor, another trust domain: refused.
+    let foreign = ca.credentials("spiffe://other.td/ns/models/sa/llm");
+    let sub = Subscriber::tls(control.listen(), foreign.client_config(&[b"h2"]).unwrap(), "services=*").await;
+    assert_eq!(sub.status, 403);
+
+    // A certificate of another anchor is refused by the server's handshake.
+    let (chain, request) = TestCa::new().issue(LLM_ID);
+    let stranger = Credentials::new(&chain, request.key(), &ca.generated.anchor_pem).unwrap();
+    assert!(refused(control.listen(), stranger.client_config(&[b"h2"]).unwrap()).await);
+
+    // A workload of the trust domain is served; endpoints of injected pods carry their identity.
+    let mine = ca.credentials(LLM_ID);
+    assert!(!refused(control.listen(), mine.client_config(&[b"h2"]).unwrap()).await);
+    let mut sub = Subscriber::tls(control.listen(), mine.client_config(&[b"h2"]).unwrap(), "services=*").await;
+    assert_eq!(sub.status, 200);
+    sub.until("snapshot", |s| s.services().len() == 3).await;
+    let backends = sub.state.backends();
+    assert_eq!(backends[LLM_80].identity.as_deref(), Some(LLM_ID), "every endpoint shares one identity");
+    assert!(backends[LLM_80].identities.is_empty());
+    let private = &backends[PRIVATE_80];
+    assert_eq!(private.identity, None, "only one of two endpoints is meshed");
+    assert_eq!(
+        private.identities.iter().map(|(a, i)| (a.as_str(), i.as_str())).collect::<Vec<_>>(),
+        [("10.0.1.1:8000", "spiffe://cluster.local/ns/models/sa/default")]
+    );
+    let web = &backends["web.apps.svc.cluster.local:80"];
+    assert_eq!((web.identity.as_deref(), web.identities.len()), (None, 0), "not injected: plaintext");
+    vane_route::Table::from_config(sub.state.to_config(&Default::default())).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_identities_follow_their_pods() {
+    let (fake, control, ca) = setup().await;
+    let config = ca.credentials(LLM_ID).client_config(&[b"h2"]).unwrap();
+    let mut sub = Subscriber::tls(control.listen(), config, &format!("services={LLM}")).await;
+    sub.until("snapshot", |s| s.is_synced()).await;
+    assert_eq!(sub.state.backends()[LLM_80].identity.as_deref(), Some(LLM_ID));
+
+    // One pod moves to another ServiceAccount: per-endpoint identities.
+    fake.apply(pod("models", "llm", "10.0.0.2", Some("llm-canary"), true));
+    sub.until("per-endpoint identities", |s| s.backends()[LLM_80].identities.len() == 2).await;
+    let b = &sub.state.backends()[LLM_80];
+    assert_eq!(b.identity, None);
+    assert_eq!(b.identities["10.0.0.2:8000"], "spiffe://cluster.local/ns/models/sa/llm-canary");
+    assert_eq!(b.identities["10.0.0.1:8000"], LLM_ID);
+
+    // Its pod is gone (or not injected any more): that endpoint is plaintext.
+    fake.delete("Pod", "models", "llm-10-0-0-2");
+    sub.until("one meshed endpoint", |s| s.backends()[LLM_80].identities.len() == 1).await;
+    assert_eq!(sub.state.backends()[LLM_80].endpoints.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visible_to_service_is_hidden_from_other_namespaces() {
+    let (fake, control, ca) = setup().await;
+    let as_ns = |ns: &str| {
+        ca.credentials(&format!("spiffe://cluster.local/ns/{ns}/sa/client")).client_config(&[b"h2"]).unwrap()
+    };
+    let names = |s: &Subscriber| s.state.services().keys().cloned().collect::<Vec<_>>();
+
+    let mut team_a = Subscriber::tls(control.listen(), as_ns("team-a"), "services=*").await;
+    team_a.until("snapshot", |s| s.is_synced()).await;
+    assert_eq!(names(&team_a), [LLM, PRIVATE, WEB], "listed in visible-to");
+    let mut models = Subscriber::tls(control.listen(), as_ns("models"), "services=*").await;
+    models.until("snapshot", |s| s.is_synced()).await;
+    assert_eq!(names(&models), [LLM, PRIVATE, WEB], "the Service's own namespace");
+    let mut team_b = Subscriber::tls(control.listen(), as_ns("team-b"), "services=*").await;
+    team_b.until("snapshot", |s| s.is_synced()).await;
+    assert_eq!(names(&team_b), [LLM, WEB], "hidden");
+    assert!(!team_b.state.backends().contains_key(PRIVATE_80), "and so are its endpoints");
+    let mut by_name = Subscriber::tls(control.listen(), as_ns("team-b"), &format!("services={PRIVATE}")).await;
+    by_name.until("snapshot", |s| s.is_synced()).await;
+    assert!(by_name.state.services().is_empty(), "asking by name does not help");
+
+    // The annotation changes: team-b now sees it, team-a no longer does.
+    fake.apply(private_service("team-b"));
+    team_b.until("private appears", |s| s.services().contains_key(PRIVATE)).await;
+    by_name.until("private appears", |s| s.services().contains_key(PRIVATE)).await;
+    team_a.until("private is removed", |s| !s.services().contains_key(PRIVATE)).await;
+    assert_eq!(team_b.state.backends()[PRIVATE_80].endpoints.len(), 2);
+}
+
+/// Whether the server ends the connection of a client with this configuration before a
+/// request gets an answer (TLS 1.3: the client may finish its handshake before the server's
+/// alert arrives).
+async fn refused(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
+    let Ok(mut conn) = connect(addr, config).await else { return true };
+    let req = hyper::Request::get("https://control/v1/discovery?services=*")
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .unwrap();
+    conn.send.send_request(req).await.is_err()
+}

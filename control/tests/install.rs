@@ -749,6 +749,8 @@ fn the_control_service_mounts_the_identity_issuer_and_proxies_are_sent_to_it() {
     let mount = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "identity-issuer").unwrap();
     assert_eq!(mount["mountPath"], "/var/run/vane/issuer");
     assert_eq!(mount["readOnly"], true);
+    let args = strs(&c["args"]).join(" ");
+    assert!(args.contains("--identity-dir /var/run/vane/issuer"), "the identity service reads the mount: {args}");
     assert!(all(&objs, "Secret").next().is_none(), "no key material in the install");
 
     // The injector gives every proxy the control Service's discovery port.

@@ -10,6 +10,12 @@
 //! client echo ─captured──▶ client proxy (opaque TCP) ─▶ 10.77.0.2:7000 ──captured──▶ server proxy (opaque TCP) ──▶ echo
 //! ```
 //!
+//! Both proxies have a workload identity (certificate files), and the client proxy's `llama-v1`
+//! endpoint is meshed: that hop is mutual TLS, terminated by the server proxy on the captured
+//! model port because its ClientHello names a Vane identity, and the model server sees the
+//! client's SPIFFE ID in `vane-client-id`. `llama-v2`'s endpoint is not meshed (plaintext,
+//! passed through as opaque TCP).
+//!
 //! Needs root, `ip`, `iptables` and `setpriv`; without them it prints SKIPPED, unless
 //! `VANE_REQUIRE_NETNS=1` (set by `.ci/run`), which makes that a failure. The code that runs
 //! inside the namespaces is this test binary itself, started again through `ip netns exec` with
@@ -31,9 +37,14 @@ const PROXY_UID: &str = "2102";
 const SERVICE_IP: &str = "10.96.0.10:80";
 const REQUESTS: usize = 200;
 
+/// The client pod's workload identity, which the model server behind the server pod sees.
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/apps/sa/chat";
+/// The server pod's.
+const SERVER_ID: &str = "spiffe://cluster.local/ns/models/sa/llm";
+
 const CLIENT_CONFIG: &str = r#"
 backends:
-  - { name: llama-v1, endpoints: ["10.77.0.2:8000"] }
+  - { name: llama-v1, endpoints: ["10.77.0.2:8000"], identity: "spiffe://cluster.local/ns/models/sa/llm" }
   - { name: llama-v2, endpoints: ["10.77.0.2:8001"] }
 services:
   - name: llm
@@ -190,13 +201,38 @@ fn setup(pods: &mut Pods) -> Result<(), String> {
         assert!(printed.contains("-A VANE_OUTPUT -m owner --uid-owner 2102 -j RETURN"), "{printed}");
     }
     pods.spawn("server-apps", &mut helper(&s, "server"))?;
+    let ca = vane_tests::identity::Ca::new();
     let config = pods.dir.join("client.yaml");
-    std::fs::write(&config, CLIENT_CONFIG).map_err(|e| e.to_string())?;
-    // The server pod's proxy has no config file: its inbound section comes from the environment,
-    // as the injector sets it.
-    pods.spawn("server-proxy", proxy(&s, None).env("VANE_INBOUND_FORWARD_TO", "127.0.0.1:8000"))?;
+    let client_identity = identity_files(&pods.dir, "client", &ca, CLIENT_ID)?;
+    std::fs::write(&config, format!("proxy:\n{client_identity}{CLIENT_CONFIG}")).map_err(|e| e.to_string())?;
+    // The server pod's proxy has only its identity in its file: its inbound section comes from
+    // the environment, as the injector sets it.
+    let server_config = pods.dir.join("server.yaml");
+    let server_identity = identity_files(&pods.dir, "server", &ca, SERVER_ID)?;
+    std::fs::write(&server_config, format!("proxy:\n{server_identity}")).map_err(|e| e.to_string())?;
+    pods.spawn(
+        "server-proxy",
+        proxy(&s, Some(&server_config)).env("VANE_INBOUND_FORWARD_TO", "127.0.0.1:8000"),
+    )?;
     pods.spawn("client-proxy", &mut proxy(&c, Some(&config)))?;
     Ok(())
+}
+
+/// Writes a certificate for `id`, its key and the trust anchor under `dir`, readable by the
+/// proxy's UID; returns the `identity:` section (indented under `proxy:`) that names them.
+fn identity_files(dir: &Path, who: &str, ca: &vane_tests::identity::Ca, id: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let (chain, key) = ca.certify(id, Duration::from_secs(3600));
+    let mut paths = Vec::new();
+    for (name, text) in [("cert", chain.as_str()), ("key", key.as_str()), ("roots", ca.anchors_pem.as_str())] {
+        let path = dir.join(format!("{who}-{name}.pem"));
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        // Test keys only: the proxy runs as another UID than the test.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(|e| e.to_string())?;
+        paths.push(path.display().to_string());
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    Ok(format!("  identity:\n    cert: {}\n    key: {}\n    roots: {}\n", paths[0], paths[1], paths[2]))
 }
 
 /// Runs the client app in the client pod; returns what it printed after `RESULT ` (libtest may
@@ -251,6 +287,12 @@ fn an_unmodified_client_reaches_the_model_through_both_sidecars() {
     let explicit = r["explicit"].as_str().unwrap_or("");
     assert!(matches!(explicit, "200 llama-v1" | "200 llama-v2"), "the app calling the outbound listener directly: {r}");
     assert_eq!(r["echo"], "ok", "opaque TCP through both sidecars: {r}\n{}", pods.logs());
+    // v1's hop was mutual TLS: its model server saw the client pod's identity on every request
+    // (and none came to it without one); v2's was plaintext, so its server saw none.
+    let ids = &r["client_ids"];
+    assert_eq!(ids["llama-v1"][CLIENT_ID].as_u64(), Some(v1), "{r}\n{}", pods.logs());
+    assert_eq!(ids["llama-v1"].as_object().map(|o| o.len()), Some(1), "{r}");
+    assert_eq!(ids["llama-v2"]["-"].as_u64(), Some(v2), "{r}");
 }
 
 // === inside the namespaces ===
@@ -277,9 +319,11 @@ async fn model_server(name: &'static str, addr: &str) {
     let listener = tokio::net::TcpListener::bind(addr).await.expect("model server bind");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let svc = hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| async move {
+            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
                 let mut resp = http::Response::new(Full::new(Bytes::from(format!("{{\"served_by\":\"{name}\"}}"))));
                 resp.headers_mut().insert("x-served-by", http::HeaderValue::from_static(name));
+                let id = req.headers().get("vane-client-id").cloned().unwrap_or(http::HeaderValue::from_static("-"));
+                resp.headers_mut().insert("x-client-id", id);
                 Ok::<_, std::convert::Infallible>(resp)
             });
             tokio::spawn(
@@ -335,12 +379,16 @@ async fn client_pod() -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut served: BTreeMap<String, usize> = BTreeMap::new();
+    let mut client_ids: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for _ in 0..REQUESTS {
         let who = match get(format!("http://{SERVICE_IP}/v1/models"), None).await {
             Ok(r) => {
                 let who = served_by(&r);
+                let id = r.headers().get("x-client-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 let _ = r.into_body().collect().await;
-                if who.is_empty() { "(no model server)".to_string() } else { who }
+                let who = if who.is_empty() { "(no model server)".to_string() } else { who };
+                *client_ids.entry(who.clone()).or_default().entry(id).or_default() += 1;
+                who
             }
             Err(_) => "(failed)".to_string(),
         };
@@ -350,7 +398,7 @@ async fn client_pod() -> serde_json::Value {
         Ok(r) => format!("{} {}", r.status().as_u16(), served_by(&r)),
         Err(e) => format!("failed: {e}"),
     };
-    serde_json::json!({ "served": served, "explicit": explicit, "echo": echo().await })
+    serde_json::json!({ "served": served, "client_ids": client_ids, "explicit": explicit, "echo": echo().await })
 }
 
 /// Sends bytes that are no HTTP to the echo server, half-closes, and checks they come back.

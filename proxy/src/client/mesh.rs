@@ -9,7 +9,6 @@
 
 use super::SendError;
 use super::connect::{handshake_h2, tcp};
-use crate::identity::Identity;
 use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
@@ -19,11 +18,18 @@ use std::time::Duration;
 use tokio_rustls::TlsConnector;
 use vane_identity::SpiffeId;
 
+/// Where the client side of this proxy's current certificate comes from (its identity, see
+/// `crate::identity`), read at each new connection.
+pub trait ClientCertificate: Send + Sync + std::fmt::Debug {
+    /// The TLS client configuration with the current certificate (`None` before the first).
+    fn client_config(&self) -> Option<Arc<rustls::ClientConfig>>;
+}
+
 /// What calling one meshed endpoint needs: this proxy's identity and whom the peer must be.
 #[derive(Debug)]
 pub struct Mesh {
     /// This proxy's certificate (current at each new connection).
-    pub identity: Arc<Identity>,
+    pub identity: Arc<dyn ClientCertificate>,
     /// The identity the endpoint must present.
     pub expected: SpiffeId,
     /// The server name sent (it tells the peer's inbound proxy the connection is meshed).
@@ -32,7 +38,7 @@ pub struct Mesh {
 
 impl Mesh {
     /// The mesh settings of an endpoint that must be `expected`.
-    pub fn new(identity: Arc<Identity>, expected: SpiffeId, addr: SocketAddr) -> Mesh {
+    pub fn new(identity: Arc<dyn ClientCertificate>, expected: SpiffeId, addr: SocketAddr) -> Mesh {
         let name = vane_identity::tls::mesh_server_name(&expected, addr);
         Mesh { identity, expected, name }
     }
@@ -45,10 +51,10 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let loaded = mesh.identity.load().ok_or(SendError::NoCertificate)?;
+    let client = mesh.identity.client_config().ok_or(SendError::NoCertificate)?;
     let connect = async {
         let stream = tcp(addr, timeout).await?;
-        TlsConnector::from(Arc::clone(&loaded.client))
+        TlsConnector::from(client)
             .connect(mesh.name.clone(), stream)
             .await
             .map_err(SendError::Tls)

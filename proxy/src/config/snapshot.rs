@@ -22,7 +22,7 @@ fn mesh(identity: &Arc<crate::identity::Identity>, id: &str, addr: SocketAddr) -
         return None;
     }
     match vane_identity::SpiffeId::parse(id) {
-        Ok(expected) => Some(crate::client::Mesh::new(Arc::clone(identity), expected, addr)),
+        Ok(expected) => Some(crate::client::Mesh::new(Arc::clone(identity) as _, expected, addr)),
         Err(e) => {
             tracing::warn!(endpoint = %addr, "not a workload identity, called without TLS: {e}");
             None

@@ -211,3 +211,9 @@ pub fn seconds_left(t: SystemTime) -> i64 {
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
     }
 }
+
+impl crate::client::mesh::ClientCertificate for Identity {
+    fn client_config(&self) -> Option<Arc<ClientConfig>> {
+        self.load().map(|l| Arc::clone(&l.client))
+    }
+}

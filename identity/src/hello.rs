@@ -139,6 +139,22 @@ mod tests {
     }
 
     #[test]
+    fn a_meshed_clients_hello_names_a_vane_identity() {
+        let id = crate::SpiffeId::parse("spiffe://cluster.local/ns/models/sa/llm").unwrap();
+        let name = crate::tls::mesh_server_name(&id, "10.77.0.2:8000".parse().unwrap());
+        let roots = Arc::new(rustls::RootCertStore::empty());
+        let config = crate::tls::anonymous_client_config(&roots, &crate::tls::ALPN).unwrap();
+        let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        match parse(&out) {
+            Hello::ClientHello { sni: Some(sni) } => assert!(crate::tls::is_mesh_sni(&sni), "{sni}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!crate::tls::is_mesh_sni("api.openai.com"));
+    }
+
+    #[test]
     fn other_protocols_are_not_tls() {
         for bytes in [&b"GET / HTTP/1.1\r\n"[..], b"PRI * HTTP/2.0", b"\x16\x02\x00", b"\x17\x03\x03\x00\x10", b"*1\r\n"] {
             assert_eq!(parse(bytes), Hello::NotTls, "{bytes:?}");

@@ -205,15 +205,12 @@ fn setup(pods: &mut Pods) -> Result<(), String> {
     let config = pods.dir.join("client.yaml");
     let client_identity = identity_files(&pods.dir, "client", &ca, CLIENT_ID)?;
     std::fs::write(&config, format!("proxy:\n{client_identity}{CLIENT_CONFIG}")).map_err(|e| e.to_string())?;
-    // The server pod's proxy has only its identity in its file: its inbound section comes from
-    // the environment, as the injector sets it.
+    // The server pod's proxy: its identity and the model server it forwards to.
     let server_config = pods.dir.join("server.yaml");
     let server_identity = identity_files(&pods.dir, "server", &ca, SERVER_ID)?;
-    std::fs::write(&server_config, format!("proxy:\n{server_identity}")).map_err(|e| e.to_string())?;
-    pods.spawn(
-        "server-proxy",
-        proxy(&s, Some(&server_config)).env("VANE_INBOUND_FORWARD_TO", "127.0.0.1:8000"),
-    )?;
+    let inbound = "inbound:\n  forward_to: \"127.0.0.1:8000\"\n";
+    std::fs::write(&server_config, format!("proxy:\n{server_identity}{inbound}")).map_err(|e| e.to_string())?;
+    pods.spawn("server-proxy", &mut proxy(&s, Some(&server_config)))?;
     pods.spawn("client-proxy", &mut proxy(&c, Some(&config)))?;
     Ok(())
 }

@@ -132,9 +132,15 @@ pub async fn serve<S, B>(
                             identity,
                         ) {
                             (tls::First::Tls { mesh: true }, Some(id)) => http.serve_tls(stream, &id).await,
-                            _ => transparent.relay(stream, dst, s.connect_timeout).await,
+                            (first, _) => {
+                                tracing::debug!(to = %dst, "TLS that is not meshed traffic ({first:?}): passed through");
+                                transparent.relay(stream, dst, s.connect_timeout).await
+                            }
                         },
-                        _ => transparent.relay(stream, dst, s.connect_timeout).await,
+                        other => {
+                            tracing::debug!(to = %dst, meshed = identity.is_some(), "{other:?}: passed through");
+                            transparent.relay(stream, dst, s.connect_timeout).await
+                        }
                     },
                 }
                 drop(guard);

@@ -21,9 +21,15 @@ pub(crate) fn service(ns: &str, name: &str, ports: &[(&str, u16, Option<&str>)])
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": ns, "resourceVersion": "1", "uid": format!("uid-{ns}-{name}")},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "ports": ports, "selector": {"app": name}}
+        "spec": {"type": "ClusterIP", "clusterIP": cluster_ip(ns, name), "ports": ports, "selector": {"app": name}}
     }))
     .expect("service fixture")
+}
+
+/// A cluster IP of its own for each Service fixture, as the API server allocates them.
+pub(crate) fn cluster_ip(ns: &str, name: &str) -> String {
+    let h = format!("{ns}/{name}").bytes().fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619));
+    format!("10.96.{}.{}", (h >> 8) & 0xff, (h & 0xfe) | 1)
 }
 
 /// `(ip, ready, serving, terminating)`.

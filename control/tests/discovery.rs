@@ -44,7 +44,8 @@ async fn endpoint_changes_reach_subscribers() {
     assert_eq!(sub.endpoints(LLM_80).unwrap(), ["10.0.0.1:8000", "10.0.0.2:8000"]);
     assert_eq!(sub.routes(LLM), ["default"]);
     let svc = &sub.state.services()[LLM];
-    assert_eq!(svc.hosts, ["llm.models", "llm.models.svc"]);
+    let ip = support::objects::cluster_ip("models", "llm");
+    assert_eq!(svc.hosts, ["llm.models".to_string(), "llm.models.svc".into(), format!("{ip}:80")]);
     vane_route::Table::from_config(sub.state.to_config(&Default::default())).unwrap();
 
     let mut all = Subscriber::http1(control.listen(), "services=*").await;

@@ -16,6 +16,8 @@ pub struct ServiceInfo {
     /// The namespaces of `vane.io/visible-to`, when annotated: only proxies of these and of the
     /// Service's own namespace are served it (with the identity service on).
     pub visible_to: Option<BTreeSet<String>>,
+    /// Its cluster IPs (`spec.clusterIPs`, or `clusterIP`); none for a headless Service.
+    pub cluster_ips: Vec<std::net::IpAddr>,
 }
 
 /// One TCP port of a Service.
@@ -55,7 +57,10 @@ impl ServiceInfo {
             })
             .collect();
         let visible_to = svc.metadata.annotations.as_ref().and_then(|a| a.get(VISIBLE_TO)).map(|v| parse_visible_to(v));
-        Some(ServiceInfo { key, ports, visible_to })
+        let listed = spec.cluster_ips.clone().filter(|ips| !ips.is_empty());
+        let cluster_ips =
+            listed.or_else(|| spec.cluster_ip.clone().map(|ip| vec![ip])).unwrap_or_default().iter().filter_map(|ip| ip.parse().ok()).collect();
+        Some(ServiceInfo { key, ports, visible_to, cluster_ips })
     }
 
     /// The port with this number.

@@ -2,7 +2,9 @@
 //! [`BackendConfig`]s it uses, validated with the proxy's own [`Table::from_config`].
 //!
 //! - The service is called `<name>.<namespace>.svc.<cluster domain>`, with hosts `<name>.<namespace>`
-//!   and `<name>.<namespace>.svc`, the names a pod's resolver accepts.
+//!   and `<name>.<namespace>.svc`, the names a pod's resolver accepts, and `<cluster IP>:<port>` of
+//!   its first TCP port, so that a captured connection to the Service's address is routed (other
+//!   ports of a Service with several pass through as opaque TCP).
 //! - Without an HTTPRoute, the service has one route, `default`, to its own first TCP port.
 //! - With HTTPRoutes (`parentRefs` naming the Service), each rule's match becomes a route, ordered
 //!   by Gateway API precedence (exact path, longest prefix, method, most headers, oldest route,
@@ -83,7 +85,10 @@ pub fn backend_name(key: &ObjectKey, port: u16, settings: &TableSettings) -> Str
 pub fn compute(idx: &Indexes, key: &ObjectKey, settings: &TableSettings) -> Option<ServiceTable> {
     let svc = idx.services.get(key)?;
     let name = service_name(key, settings);
-    let hosts = vec![format!("{}.{}", key.name, key.namespace), format!("{}.{}.svc", key.name, key.namespace)];
+    let mut hosts = vec![format!("{}.{}", key.name, key.namespace), format!("{}.{}.svc", key.name, key.namespace)];
+    if let Some(port) = svc.ports.first() {
+        hosts.extend(svc.cluster_ips.iter().map(|ip| SocketAddr::new(*ip, port.port).to_string()));
+    }
     let attached = idx.routes.for_parent(key);
     let notes: Vec<String> =
         attached.iter().flat_map(|r| r.notes.iter().map(move |n| format!("HTTPRoute {}: {n}", r.key))).collect();

@@ -67,6 +67,12 @@ impl Res {
 }
 
 /// A Service with one TCP port named `http` (or `appProtocol` set).
+/// A cluster IP of its own for each Service, as the API server allocates them.
+pub fn cluster_ip(ns: &str, name: &str) -> String {
+    let h = format!("{ns}/{name}").bytes().fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619));
+    format!("10.96.{}.{}", (h >> 8) & 0xff, (h & 0xfe) | 1)
+}
+
 pub fn service(ns: &str, name: &str, port: u16, app_protocol: Option<&str>) -> Value {
     let mut p = json!({"name": "http", "port": port, "protocol": "TCP", "targetPort": 8000});
     if let Some(ap) = app_protocol {
@@ -74,7 +80,7 @@ pub fn service(ns: &str, name: &str, port: u16, app_protocol: Option<&str>) -> V
     }
     json!({"apiVersion": "v1", "kind": "Service",
            "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
-           "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+           "spec": {"type": "ClusterIP", "clusterIP": cluster_ip(ns, name), "clusterIPs": [cluster_ip(ns, name)],
                     "ports": [p], "selector": {"app": name}, "sessionAffinity": "None",
                     "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster"},
            "status": {"loadBalancer": {}}})

@@ -392,6 +392,12 @@ def report(records: list[dict]) -> str:
     targets = [t for t in ALL_TARGETS if any(r["target"] == t for r in runs + hss + mems)]
     loads = [r["loadavg"] for r in runs + hss if "loadavg" in r] + [meta["loadavg_start"]]
     foreign = [r["foreign_cpu_pct"] for r in runs if "foreign_cpu_pct" in r]
+    waits = [r["quiet_wait_s"] for r in runs + hss if "quiet_wait_s" in r]
+    quiet = ""
+    if waits:
+        limit = float(meta.get("quiet_wait") or int(max(waits)))
+        quiet = (f"; before each run it waited up to {limit:g} s (`QUIET_WAIT`) for other processes to use less than "
+                 f"10 % of a core: {sum(1 for w in waits if w < limit)} of {len(waits)} runs found the machine that quiet")
 
     o = [f"# Vane mTLS hop benchmark: `{meta['name']}`\n"]
     o.append(f"Run `{meta['stamp']}` ({meta['date']} UTC), commit `{meta['commit']}`, {end.get('secs', 0) / 60:.1f} min in all.\n")
@@ -399,6 +405,7 @@ def report(records: list[dict]) -> str:
     o.append(f"Machine: {meta['cpu_model']}, {meta['nproc']} cores shared with other work (builds, tests), kernel "
              f"{meta['kernel']}. Load average (1 min) {min(loads):.2f}–{max(loads):.2f} during the run"
              + (f"; other processes used {min(foreign):.0f}–{max(foreign):.0f} % of a core during the load runs" if foreign else "")
+             + quiet
              + ". Absolute figures are noisy on such a machine: **read the ratios**, which pair runs of the same repetition "
              "made back to back. The load generators ran on CPU "
              f"{meta['lg_cpu']}; the echo backend and both proxies of every pair on CPU {meta['sut_cpu']}, one thread each"
@@ -414,7 +421,7 @@ def report(records: list[dict]) -> str:
              "HAProxy checks the chain but **not the peer's SPIFFE ID**. `direct`: client → echo.\n")
     o.append(f"{meta['reps']} repetition(s); in each, every mode runs every target in turn (the order rotated by one "
              f"per repetition), {meta['warmup_s']} s warm-up then {meta['duration_s']} s measured; then the handshake "
-             "cases, then (in the first and last repetition) the memory test. Values are median [min–max] over "
+             "cases; the memory test ran before the first repetition's load and after the last one's handshakes. Values are median [min–max] over "
              "repetitions; ratios are paired per repetition, then median (min–max).\n")
 
     for c in checks:
@@ -585,7 +592,7 @@ def meta_record(name: str, stamp: str, reps: int, dur: int, warm: int, rate: int
         "Vane loadgen",
     ]))
     m.update({"name": name, "stamp": stamp, "command": " ".join(knobs + ["bash bench/mtls/run.sh"]), "tools": tools,
-              "closed_conns": closed_conns})
+              "closed_conns": closed_conns, "quiet_wait": float(os.environ.get("QUIET_WAIT") or 0)})
     m.pop("profile", None)
     return m
 

@@ -3,7 +3,7 @@
 # over mTLS, Vane over h2c and HAProxy over mTLS, side by side. Installs the tools it lacks, builds
 # the proxy and the bench binaries, then runs bench/mtls/driver.py (Python standard library). The
 # report goes to bench/mtls/results/NAME.md, the raw JSONL to bench/mtls/results/raw/.
-#   bash bench/mtls/run.sh                                # 3 reps x 10 s: about 8 min
+#   bash bench/mtls/run.sh                                # 3 reps x 10 s: about 7 min (+ QUIET_WAIT)
 #   REPS=2 DURATION=10 REPORT_NAME=smoke bash bench/mtls/run.sh
 # Knobs (see bench/README.md): DURATION, WARMUP, REPS, RATE, CONNS, HS_DURATION, HS_CONC,
 # CLOSED_CONNS, CLOSED_TOOL, TARGETS, REPORT_NAME, LG_CPU, SUT_CPU, NICE, QUIET_WAIT, SKIP_BUILD,

@@ -7,7 +7,10 @@
 //! finds what changed by pointer comparison, and each entry is serialized to JSON once, when it
 //! is computed, however many subscribers send it.
 
-use crate::index::{Dirty, Index, IndexEvent, Indexes, ObjectKey, PodInfo, RouteInfo, ServiceInfo, SliceInfo};
+use crate::index::namespaces::PolicyEntry;
+use crate::index::{
+    Dirty, Index, IndexEvent, Indexes, NamespacePolicy, ObjectKey, PodInfo, RouteInfo, ServiceInfo, SliceInfo,
+};
 use crate::tables::{self, ServiceTable, TableSettings};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,11 +29,13 @@ pub enum Kind {
     HttpRoute,
     /// `v1/Pod` (watched with the identity service on only).
     Pod,
+    /// `v1/Namespace` (watched with the identity service on only).
+    Namespace,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 4] = [Kind::Service, Kind::EndpointSlice, Kind::HttpRoute, Kind::Pod];
+    pub const ALL: [Kind; 5] = [Kind::Service, Kind::EndpointSlice, Kind::HttpRoute, Kind::Pod, Kind::Namespace];
 
     /// Label value in metrics and logs.
     pub fn as_str(self) -> &'static str {
@@ -39,6 +44,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::HttpRoute => "HTTPRoute",
             Kind::Pod => "Pod",
+            Kind::Namespace => "Namespace",
         }
     }
 }
@@ -63,6 +69,8 @@ pub enum ChangeEvent {
     HttpRoute(IndexEvent<RouteInfo>),
     /// An injected Pod's change.
     Pod(IndexEvent<PodInfo>),
+    /// A Namespace's inbound policy changed.
+    Namespace(IndexEvent<NamespacePolicy>),
 }
 
 impl ChangeEvent {
@@ -72,6 +80,7 @@ impl ChangeEvent {
             ChangeEvent::EndpointSlice(_) => Kind::EndpointSlice,
             ChangeEvent::HttpRoute(_) => Kind::HttpRoute,
             ChangeEvent::Pod(_) => Kind::Pod,
+            ChangeEvent::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -82,6 +91,7 @@ impl ChangeEvent {
                 | ChangeEvent::EndpointSlice(IndexEvent::Reset(_))
                 | ChangeEvent::HttpRoute(IndexEvent::Reset(_))
                 | ChangeEvent::Pod(IndexEvent::Reset(_))
+                | ChangeEvent::Namespace(IndexEvent::Reset(_))
         )
     }
 }
@@ -141,6 +151,9 @@ pub struct Snapshot {
     pub services: BTreeMap<String, Arc<ServiceEntry>>,
     /// Services with an error or notes, by `namespace/name`.
     pub status: BTreeMap<String, ServiceStatus>,
+    /// Inbound policies pushed to the proxies of a namespace, by namespace name
+    /// ([`crate::index::namespaces`]).
+    pub policies: BTreeMap<String, Arc<PolicyEntry>>,
     /// When the oldest watch event this publication includes was received.
     pub received: Option<Instant>,
 }
@@ -161,7 +174,7 @@ pub struct Counts {
 pub struct Store {
     settings: TableSettings,
     indexes: Indexes,
-    synced: [bool; 4],
+    synced: [bool; 5],
     dirty: Dirty,
     tables: HashMap<ObjectKey, ServiceTable>,
     entries: HashMap<ObjectKey, Arc<ServiceEntry>>,
@@ -179,14 +192,14 @@ pub struct BatchResult {
 }
 
 impl Store {
-    /// An empty store. Pods count as listed from the start unless the settings name a trust
-    /// domain (only then are they watched).
+    /// An empty store. Pods and Namespaces count as listed from the start unless the settings
+    /// name a trust domain (only then are they watched).
     pub fn new(settings: TableSettings) -> Store {
         let pods_listed = settings.trust_domain.is_none();
         Store {
             settings,
             indexes: Indexes::default(),
-            synced: [false, false, false, pods_listed],
+            synced: [false, false, false, pods_listed, pods_listed],
             dirty: Dirty::new(),
             tables: HashMap::new(),
             entries: HashMap::new(),
@@ -223,6 +236,7 @@ impl Store {
     pub fn apply_batch(&mut self, changes: impl IntoIterator<Item = Change>) -> BatchResult {
         let was_ready = self.is_ready();
         let mut oldest: Option<Instant> = None;
+        let mut policies = Dirty::new();
         for change in changes {
             oldest = Some(oldest.map_or(change.received, |o| o.min(change.received)));
             if change.event.is_reset() {
@@ -240,11 +254,13 @@ impl Store {
                         self.dirty.extend(self.indexes.endpoints.services_of_pod(pod).cloned());
                     }
                 }
+                // Namespace keys in: no table depends on them, only the published policies.
+                ChangeEvent::Namespace(e) => self.indexes.namespaces.handle(e, &mut policies),
             }
         }
         // Until every kind is listed, tables would be partial (Services without endpoints):
         // keep the dirty set and compute everything once at the first full sync.
-        if !self.is_ready() || (was_ready && self.dirty.is_empty()) {
+        if !self.is_ready() || (was_ready && self.dirty.is_empty() && policies.is_empty()) {
             return BatchResult::default();
         }
         let new_errors = self.recompute(!was_ready);
@@ -340,11 +356,14 @@ impl Store {
             .filter(|t| t.error.is_some() || !t.notes.is_empty())
             .map(|t| (t.key.to_string(), ServiceStatus { error: t.error.clone(), notes: t.notes.clone() }))
             .collect();
+        let policies = self.indexes.namespaces.policies();
         let unchanged = self.snapshot.ready
             && self.snapshot.services.len() == services.len()
-            && self.snapshot.services.iter().zip(&services).all(|((n1, a), (n2, b))| n1 == n2 && Arc::ptr_eq(a, b));
+            && self.snapshot.services.iter().zip(&services).all(|((n1, a), (n2, b))| n1 == n2 && Arc::ptr_eq(a, b))
+            && self.snapshot.policies.len() == policies.len()
+            && self.snapshot.policies.iter().zip(&policies).all(|((n1, a), (n2, b))| n1 == n2 && Arc::ptr_eq(a, b));
         let version = if unchanged { self.snapshot.version } else { self.snapshot.version + 1 };
-        self.snapshot = Arc::new(Snapshot { version, ready: true, services, status, received });
+        self.snapshot = Arc::new(Snapshot { version, ready: true, services, status, policies, received });
     }
 }
 

@@ -1,17 +1,17 @@
 //! Kubernetes watches → [`Change`]s → the [`Store`] → published [`Snapshot`]s.
 //!
-//! One task per kind (Services, EndpointSlices, HTTPRoutes, and Pods with the identity service
-//! on) runs a kube-runtime `watcher` with the default backoff (800 ms doubling to
+//! One task per kind (Services, EndpointSlices, HTTPRoutes, and Pods and Namespaces with the
+//! identity service on) runs a kube-runtime `watcher` with the default backoff (800 ms doubling to
 //! 30 s, with jitter). The watcher re-lists by itself after a `410 Gone` or a broken stream; its
 //! `Init`, `InitApply`…, `InitDone` sequence is buffered here and handed to the index as one
 //! `reset`. Objects are reduced to plain data in these tasks, so the store task only merges.
 
 use crate::api::HttpRoute;
-use crate::index::{IndexEvent, ObjectKey, PodInfo, RouteInfo, ServiceInfo, SliceInfo};
+use crate::index::{IndexEvent, NamespacePolicy, ObjectKey, PodInfo, RouteInfo, ServiceInfo, SliceInfo};
 use crate::metrics::Metrics;
 use crate::state::{Change, ChangeEvent, Kind, Snapshot, Store};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -31,13 +31,14 @@ pub const CHANGE_QUEUE: usize = 1024;
 /// publishes regularly.
 pub const MAX_BATCH: usize = 4096;
 
-/// Starts one watch task per kind, feeding `tx`; returns their handles (to stop them). Pods are
-/// watched only when `pods` is set (the identity service is on): only injected ones are kept.
+/// Starts one watch task per kind, feeding `tx`; returns their handles (to stop them). Pods and
+/// Namespaces are watched only when `identity` is set (the identity service is on): only
+/// injected Pods are kept, and only Namespaces with an inbound policy.
 pub fn spawn_watches(
     client: &Client,
     tx: mpsc::Sender<Change>,
     metrics: &Metrics,
-    pods: bool,
+    identity: bool,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let services = tokio::spawn(watch_kind(
         Api::<Service>::all(client.clone()),
@@ -64,12 +65,20 @@ pub fn spawn_watches(
         metrics.clone(),
     ));
     let mut tasks = vec![services, slices, routes];
-    if pods {
+    if identity {
         tasks.push(tokio::spawn(watch_kind(
             Api::<Pod>::all(client.clone()),
             Kind::Pod,
             PodInfo::from_resource,
             ChangeEvent::Pod,
+            tx.clone(),
+            metrics.clone(),
+        )));
+        tasks.push(tokio::spawn(watch_kind(
+            Api::<Namespace>::all(client.clone()),
+            Kind::Namespace,
+            NamespacePolicy::from_resource,
+            ChangeEvent::Namespace,
             tx,
             metrics.clone(),
         )));
@@ -183,6 +192,7 @@ pub trait Notes {
 impl Notes for ServiceInfo {}
 impl Notes for SliceInfo {}
 impl Notes for PodInfo {}
+impl Notes for NamespacePolicy {}
 impl Notes for RouteInfo {
     fn log_notes(&self) {
         for note in &self.notes {

@@ -7,13 +7,15 @@ mod support;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use support::fake_api::{FakeApi, endpoint_slice, pod, service};
+use support::fake_api::{FakeApi, endpoint_slice, namespace, pod, service};
 use support::subscriber::Subscriber;
 use support::tls::{TestCa, connect};
 use support::{Control, metric};
 use vane_identity::protocol::{AUDIENCE, CertificateResponse};
 use vane_identity::tls::{self, Credentials, check_peer};
 use vane_identity::{SpiffeId, csr};
+use vane_route::authz::DefaultPolicy;
+use vane_route::discovery::Message;
 
 const QUIET: Duration = Duration::from_secs(3600);
 const LLM: &str = "llm.models.svc.cluster.local";
@@ -22,6 +24,7 @@ const PRIVATE: &str = "private.models.svc.cluster.local";
 const PRIVATE_80: &str = "private.models.svc.cluster.local:80";
 const WEB: &str = "web.apps.svc.cluster.local";
 const LLM_ID: &str = "spiffe://cluster.local/ns/models/sa/llm";
+const POLICY: &str = "vane.io/default-inbound-policy";
 
 fn private_service(visible_to: &str) -> serde_json::Value {
     let mut s = service("models", "private", 80, None);
@@ -30,7 +33,8 @@ fn private_service(visible_to: &str) -> serde_json::Value {
 }
 
 /// `llm` (two injected pods of ServiceAccount llm), `private` (visible to team-a; one injected
-/// pod of the default ServiceAccount, one not injected) and `web` in apps (not injected).
+/// pod of the default ServiceAccount, one not injected) and `web` in apps (not injected). The
+/// models namespace asks for `all-authenticated` inbound; apps asks for nothing.
 async fn setup() -> (FakeApi, Control, TestCa) {
     let fake = FakeApi::start(50).await;
     fake.apply(service("models", "llm", 80, None));
@@ -44,6 +48,8 @@ async fn setup() -> (FakeApi, Control, TestCa) {
     fake.apply(service("apps", "web", 80, None));
     fake.apply(endpoint_slice("apps", "web-a", "web", 8080, &[("10.0.2.1", true)]));
     fake.apply(pod("apps", "web", "10.0.2.1", None, false));
+    fake.apply(namespace("models", &[(POLICY, "all-authenticated")]));
+    fake.apply(namespace("apps", &[("vane.io/inject", "enabled")]));
     fake.token("llm-token", "system:serviceaccount:models:llm", &[AUDIENCE]);
     fake.token("api-token", "system:serviceaccount:models:llm", &["https://kubernetes.default.svc"]);
     fake.token("unaware-token", "system:serviceaccount:models:llm", &[]);
@@ -260,4 +266,47 @@ async fn refused(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) 
         .body(http_body_util::Full::<bytes::Bytes>::default())
         .unwrap();
     conn.send.send_request(req).await.is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespaces_default_inbound_policy_is_pushed_to_its_proxies() {
+    let (fake, control, ca) = setup().await;
+    let as_ns = |ns: &str| {
+        ca.credentials(&format!("spiffe://cluster.local/ns/{ns}/sa/client")).client_config(&[b"h2"]).unwrap()
+    };
+    let pushed = |m: &Message| match m {
+        Message::Snapshot { authz, .. } | Message::Update { authz, .. } => authz.as_ref().map(|a| a.default),
+        _ => None,
+    };
+    let policy = |s: &vane_route::discovery::DiscoveryState| s.to_config(&Default::default()).proxy.authz.default;
+
+    let mut models = Subscriber::tls(control.listen(), as_ns("models"), "services=*").await;
+    models.until("snapshot", |s| s.is_synced()).await;
+    assert_eq!(pushed(&models.received[0]), Some(DefaultPolicy::AllAuthenticated), "in the snapshot");
+    assert!(models.state.authz().unwrap().rules.is_empty());
+    let mut apps = Subscriber::tls(control.listen(), as_ns("apps"), "services=*").await;
+    apps.until("snapshot", |s| s.is_synced()).await;
+    assert_eq!(apps.state.authz(), None, "a namespace without the annotation: nothing pushed");
+    let mut elsewhere = Subscriber::tls(control.listen(), as_ns("team-a"), "services=*").await;
+    elsewhere.until("snapshot", |s| s.is_synced()).await;
+    assert_eq!(elsewhere.state.authz(), None, "a namespace the API server does not know");
+
+    // The annotation changes: an update.
+    fake.apply(namespace("models", &[(POLICY, "deny")]));
+    models.until("deny", |s| policy(s) == DefaultPolicy::Deny).await;
+    assert!(matches!(models.received.last(), Some(Message::Update { .. })));
+
+    // An unknown value is ignored (not pushed); a known one after it arrives alone.
+    fake.apply(namespace("apps", &[(POLICY, "allow-everyone")]));
+    fake.apply(namespace("apps", &[(POLICY, "cluster-authenticated")]));
+    apps.until("cluster-authenticated", |s| policy(s) == DefaultPolicy::ClusterAuthenticated).await;
+    let policies: Vec<_> = apps.received.iter().filter_map(pushed).collect();
+    assert_eq!(policies, [DefaultPolicy::ClusterAuthenticated]);
+
+    // The annotation taken back: the default policy again.
+    fake.apply(namespace("models", &[]));
+    models.until("all-unauthenticated", |s| policy(s) == DefaultPolicy::AllUnauthenticated).await;
+    let pushes = models.received.iter().filter(|m| pushed(m).is_some()).count();
+    assert_eq!(pushes, 3, "snapshot, deny, the default: {:?}", models.received);
+    assert!(elsewhere.next(Duration::from_millis(300)).await.is_none(), "other namespaces hear nothing");
 }

@@ -562,6 +562,7 @@ fn rbac_reads_what_is_watched_and_creates_only_token_reviews() {
         core(Service::GROUP, Service::URL_PATH_SEGMENT),
         core(EndpointSlice::GROUP, EndpointSlice::URL_PATH_SEGMENT),
         core(Pod::GROUP, Pod::URL_PATH_SEGMENT),
+        core(Namespace::GROUP, Namespace::URL_PATH_SEGMENT),
         route(&<HttpRoute as kube::Resource>::plural(&())),
     ]);
     let token_reviews = core(TokenReview::GROUP, TokenReview::URL_PATH_SEGMENT);

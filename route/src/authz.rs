@@ -148,7 +148,9 @@ impl Decision<'_> {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthzError {
     /// A principal names nothing, or a ServiceAccount without its namespace.
-    #[error("rule {rule:?}: a principal is an identity, a namespace (with or without a service_account), or unauthenticated: true")]
+    #[error(
+        "rule {rule:?}: a principal is an identity, a namespace (with or without a service_account), or unauthenticated: true"
+    )]
     Principal {
         /// The rule.
         rule: String,
@@ -249,7 +251,11 @@ mod tests {
             let cfg = AuthzConfig { default, rules: vec![] };
             assert_eq!(decide(&cfg, "cluster.local", None, &req).allowed(), anon, "{default:?} anonymous");
             assert_eq!(decide(&cfg, "cluster.local", Some(&local), &req).allowed(), local_ok, "{default:?} local");
-            assert_eq!(decide(&cfg, "cluster.local", Some(&foreign), &req).allowed(), foreign_ok, "{default:?} foreign");
+            assert_eq!(
+                decide(&cfg, "cluster.local", Some(&foreign), &req).allowed(),
+                foreign_ok,
+                "{default:?} foreign"
+            );
         }
     }
 
@@ -305,7 +311,8 @@ rules:
         assert!(rule(vec![Principal::default()], Some("/")).validate().is_err());
         let sa_only = Principal { service_account: Some("x".into()), ..Principal::default() };
         assert!(rule(vec![sa_only], Some("/")).validate().is_err());
-        let both = Principal { identity: Some("spiffe://td/ns/a/sa/b".into()), unauthenticated: true, ..Principal::default() };
+        let both =
+            Principal { identity: Some("spiffe://td/ns/a/sa/b".into()), unauthenticated: true, ..Principal::default() };
         assert!(rule(vec![both], Some("/")).validate().is_err());
         let ns = Principal { namespace: Some("a".into()), ..Principal::default() };
         assert!(rule(vec![ns.clone()], None).validate().is_err());

@@ -12,7 +12,7 @@
 //! of JSON objects, one per line (NDJSON), each a [`Message`]:
 //!
 //! ```text
-//! {"type":"snapshot","version":7,"services":[...],"backends":[...]}
+//! {"type":"snapshot","version":7,"services":[...],"backends":[...],"authz":{"default":"all-authenticated"}}
 //! {"type":"update","version":9,"services":[...],"backends":[...]}
 //! {"type":"remove","version":12,"services":["old.models.svc.cluster.local"]}
 //! {"type":"ping"}
@@ -23,6 +23,11 @@
 //! - `update` holds the services whose configuration changed (each in full) and the backends whose
 //!   endpoints or protocol changed, among those the subscribed services use. A backend that no
 //!   subscribed service uses any more is simply no longer mentioned: [`DiscoveryState`] drops it.
+//! - `snapshot` and `update` may carry `authz`, the proxy's inbound policy (an [`AuthzConfig`],
+//!   as `proxy.authz` in the file). In a `snapshot`, no `authz` means that none is pushed; in an
+//!   `update`, it means no change (a policy taken back is pushed as `{}`, the default policy).
+//!   [`DiscoveryState::to_config`] applies it only to a proxy whose file sets no policy of its
+//!   own: the file wins. Proxies that predate the field ignore it.
 //! - `remove` names subscribed services that no longer exist.
 //! - `ping` is a heartbeat sent every [`HEARTBEAT`] so that a proxy can tell a quiet stream from a
 //!   dead one (reconnect after about three missed heartbeats).
@@ -41,6 +46,7 @@
 //! wrong type, an enum variant it lacks) are still errors.
 //!
 //! ```
+//! use vane_route::authz::DefaultPolicy;
 //! use vane_route::discovery::{DiscoveryState, Message};
 //! use vane_route::Config;
 //!
@@ -48,14 +54,17 @@
 //! let stream = concat!(
 //!     r#"{"type":"snapshot","version":1,"services":[{"name":"llm.models.svc.cluster.local","routes":[{"name":"default","backends":[{"backend":"llm.models.svc.cluster.local:8000"}]}]}],"backends":[{"name":"llm.models.svc.cluster.local:8000","endpoints":["10.0.0.1:8000"]}]}"#,
 //!     "\n{\"type\":\"ping\"}\n",
+//!     r#"{"type":"update","version":2,"authz":{"default":"all-authenticated"}}"#,
 //! );
 //! for line in stream.lines() {
 //!     state.apply(Message::from_line(line.as_bytes()).unwrap()).unwrap();
 //! }
 //! let config = state.to_config(&Config::default());
+//! assert_eq!(config.proxy.authz.default, DefaultPolicy::AllAuthenticated);
 //! assert!(vane_route::Table::from_config(config).is_ok());
 //! ```
 
+use crate::authz::AuthzConfig;
 use crate::config::{BackendConfig, Config, ServiceConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -93,6 +102,9 @@ pub enum Message {
         /// Every backend those services use.
         #[serde(default, deserialize_with = "lenient::deserialize")]
         backends: Vec<BackendConfig>,
+        /// The proxy's inbound policy, when the control service pushes one (absent: none).
+        #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::deserialize")]
+        authz: Option<AuthzConfig>,
     },
     /// Changed services (in full) and changed backends.
     Update {
@@ -104,6 +116,9 @@ pub enum Message {
         /// Backends whose content changed, or that a changed service started to use.
         #[serde(default, deserialize_with = "lenient::deserialize")]
         backends: Vec<BackendConfig>,
+        /// A new inbound policy (absent: unchanged).
+        #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::deserialize")]
+        authz: Option<AuthzConfig>,
     },
     /// Subscribed services that no longer exist.
     Remove {
@@ -204,7 +219,7 @@ pub enum DiscoveryError {
 /// Whether a message changed the state (a proxy rebuilds its config only when it did).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// Services or backends changed.
+    /// Services, backends or the inbound policy changed.
     Changed,
     /// Nothing changed (a heartbeat, an unknown message type, or an update equal to what was held).
     Unchanged,
@@ -217,6 +232,7 @@ pub struct DiscoveryState {
     synced: bool,
     services: BTreeMap<String, ServiceConfig>,
     backends: BTreeMap<String, BackendConfig>,
+    authz: Option<AuthzConfig>,
 }
 
 impl DiscoveryState {
@@ -226,20 +242,28 @@ impl DiscoveryState {
             if self.synced { Ok(()) } else { Err(DiscoveryError::BeforeSnapshot(what)) }
         };
         let changed = match msg {
-            Message::Snapshot { version, services, backends } => {
+            Message::Snapshot { version, services, backends, authz } => {
                 let services: BTreeMap<_, _> = services.into_iter().map(|s| (s.name.clone(), s)).collect();
                 let backends: BTreeMap<_, _> = backends.into_iter().map(|b| (b.name.clone(), b)).collect();
-                let changed = !self.synced || services != self.services || backends != self.backends;
+                let changed =
+                    !self.synced || services != self.services || backends != self.backends || authz != self.authz;
                 self.version = version;
                 self.synced = true;
                 self.services = services;
                 self.backends = backends;
+                self.authz = authz;
                 changed
             }
-            Message::Update { version, services, backends } => {
+            Message::Update { version, services, backends, authz } => {
                 before_snapshot("update")?;
                 self.version = self.version.max(version);
                 let mut changed = false;
+                if let Some(authz) = authz
+                    && self.authz.as_ref() != Some(&authz)
+                {
+                    changed = true;
+                    self.authz = Some(authz);
+                }
                 for s in services {
                     if self.services.get(&s.name) != Some(&s) {
                         changed = true;
@@ -291,10 +315,24 @@ impl DiscoveryState {
         &self.backends
     }
 
+    /// The inbound policy the control service pushed, if any.
+    pub fn authz(&self) -> Option<&AuthzConfig> {
+        self.authz.as_ref()
+    }
+
     /// A whole proxy config: `proxy:` and `inbound:` from `base`, then `base`'s own services and
     /// backends (they win over discovered ones with the same name), then the discovered ones.
+    ///
+    /// The pushed inbound policy becomes `proxy.authz` only when `base` has none of its own
+    /// (`proxy.authz` is [`AuthzConfig::default()`]): a policy written in the proxy's own file
+    /// wins over the control service's, whole (the two are not merged).
     pub fn to_config(&self, base: &Config) -> Config {
         let mut config = base.clone();
+        if let Some(authz) = &self.authz
+            && config.proxy.authz == AuthzConfig::default()
+        {
+            config.proxy.authz = authz.clone();
+        }
         let have_services: HashSet<String> = config.services.iter().map(|s| s.name.clone()).collect();
         let have_backends: HashSet<String> = config.backends.iter().map(|b| b.name.clone()).collect();
         config.services.extend(self.services.values().filter(|s| !have_services.contains(&s.name)).cloned());

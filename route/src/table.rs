@@ -404,7 +404,18 @@ impl Table {
             let authz = Arc::new(config.proxy.authz.clone());
             let trust_domain =
                 config.proxy.identity.as_ref().map_or("cluster.local", |i| i.trust_domain.as_str()).into();
-            Ok(Table { settings, services, backends, inbound, observe, authz, trust_domain, source: config, hosts, addrs })
+            Ok(Table {
+                settings,
+                services,
+                backends,
+                inbound,
+                observe,
+                authz,
+                trust_domain,
+                source: config,
+                hosts,
+                addrs,
+            })
         } else {
             Err(ConfigError::Invalid(v.errors))
         }

@@ -45,7 +45,7 @@ impl FakeControl {
                 tokio::spawn(async move {
                     let (services, backends) = rx.borrow_and_update().clone();
                     let mut version = 1;
-                    let snap = Message::Snapshot { version, services, backends };
+                    let snap = Message::Snapshot { version, services, backends, authz: None };
                     if tx.send(Frame::data(Bytes::from(snap.to_line()))).await.is_err() {
                         return;
                     }
@@ -59,7 +59,7 @@ impl FakeControl {
                         }
                         version += 1;
                         let (services, backends) = rx.borrow_and_update().clone();
-                        let msg = Message::Update { version, services, backends };
+                        let msg = Message::Update { version, services, backends, authz: None };
                         if tx.send(Frame::data(Bytes::from(msg.to_line()))).await.is_err() {
                             return;
                         }

@@ -169,7 +169,7 @@ fn snapshot(backend: SocketAddr) -> Message {
         identity: None,
         identities: Default::default(),
     }];
-    Message::Snapshot { version: 1, services, backends }
+    Message::Snapshot { version: 1, services, backends, authz: None }
 }
 
 /// A 3 s certificate is renewed before it expires, each time with a new key; the proxy stays

@@ -9,11 +9,13 @@
 //! Nothing here does I/O; the tests call the indexes directly with fixture objects.
 
 mod endpoints;
+pub mod namespaces;
 mod pods;
 mod routes;
 mod services;
 
 pub use self::endpoints::{EndpointIndex, SliceInfo, SlicePort};
+pub use self::namespaces::{NamespaceIndex, NamespacePolicy};
 pub use self::pods::{PodIndex, PodInfo};
 pub use self::routes::{RouteIndex, RouteInfo};
 pub use self::services::{ServiceIndex, ServiceInfo, ServicePort};
@@ -92,6 +94,8 @@ pub struct Indexes {
     pub routes: RouteIndex,
     /// Injected Pods (kept with the identity service on only).
     pub pods: PodIndex,
+    /// Namespaces' inbound policies (kept with the identity service on only).
+    pub namespaces: NamespaceIndex,
 }
 
 #[cfg(test)]

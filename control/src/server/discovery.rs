@@ -13,10 +13,13 @@
 //!
 //! With the identity service on, each subscriber is served as its [`Viewer`] (its identity's
 //! namespace): Services it may not see (`vane.io/visible-to`) are left out of its view, as if
-//! they did not exist, and the cache keys include the viewer.
+//! they did not exist, and the cache keys include the viewer. Its namespace's inbound policy
+//! (`vane.io/default-inbound-policy`, see [`crate::index::namespaces`]) is pushed as `authz` in
+//! its snapshot, and in an update when it changes (`{}`, the default, once taken back).
 
 use super::{Body, text};
 use crate::identity::visibility::{self, Viewer};
+use crate::index::namespaces::PolicyEntry;
 use crate::metrics::Metrics;
 use crate::state::{BackendEntry, ServiceBody, ServiceEntry, Snapshot};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -182,6 +185,7 @@ struct View {
     version: Option<u64>,
     services: HashMap<String, Arc<ServiceBody>>,
     backends: HashMap<String, Arc<BackendEntry>>,
+    authz: Option<Arc<PolicyEntry>>,
 }
 
 /// What changed for one subscriber between its view and a snapshot.
@@ -190,6 +194,8 @@ struct Delta {
     services: Vec<Arc<ServiceBody>>,
     backends: Vec<Arc<BackendEntry>>,
     removed: Vec<String>,
+    /// The inbound policy's JSON, when it changed.
+    authz: Option<Bytes>,
 }
 
 /// Brings `view` to `snap` and returns what changed. Pure pointer work: nothing is serialized.
@@ -228,6 +234,20 @@ fn diff(view: &mut View, sub: &Subscription, snap: &Snapshot) -> Delta {
         }
         new_backends.insert(name.to_string(), b.clone());
     }
+    let authz = match &view.viewer {
+        Viewer::Anyone => None,
+        Viewer::Namespace(ns) => snap.policies.get(&**ns).cloned(),
+    };
+    let same = match (&view.authz, &authz) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    };
+    if !same {
+        // Taken back: the default policy, since an update without `authz` changes nothing.
+        delta.authz = Some(authz.as_ref().map_or(Bytes::from_static(b"{}"), |p| p.json.clone()));
+    }
+    view.authz = authz;
     view.services = services;
     view.backends = new_backends;
     view.version = Some(snap.version);
@@ -236,6 +256,7 @@ fn diff(view: &mut View, sub: &Subscription, snap: &Snapshot) -> Delta {
 
 fn encode(kind: &str, version: u64, delta: &Delta) -> Bytes {
     let size = 64
+        + delta.authz.as_ref().map_or(0, |a| a.len() + 10)
         + delta.services.iter().map(|s| s.json.len() + 1).sum::<usize>()
         + delta.backends.iter().map(|b| b.json.len() + 1).sum::<usize>();
     let mut out = BytesMut::with_capacity(size);
@@ -253,7 +274,12 @@ fn encode(kind: &str, version: u64, delta: &Delta) -> Bytes {
         }
         out.put_slice(&b.json);
     }
-    out.put_slice(b"]}\n");
+    out.put_u8(b']');
+    if let Some(authz) = &delta.authz {
+        out.put_slice(b",\"authz\":");
+        out.put_slice(authz);
+    }
+    out.put_slice(b"}\n");
     out.freeze()
 }
 
@@ -286,7 +312,7 @@ impl MessageCache {
         if from.is_none() {
             out.push((encode("snapshot", snap.version, &delta), "snapshot"));
         } else {
-            if !delta.services.is_empty() || !delta.backends.is_empty() {
+            if !delta.services.is_empty() || !delta.backends.is_empty() || delta.authz.is_some() {
                 out.push((encode("update", snap.version, &delta), "update"));
             }
             if !delta.removed.is_empty() {

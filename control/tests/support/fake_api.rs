@@ -1,5 +1,5 @@
 //! An in-process fake Kubernetes API server that speaks the real wire protocol, for the kinds
-//! the control service watches (Services, EndpointSlices, HTTPRoutes, and Pods), and the
+//! the control service watches (Services, EndpointSlices, HTTPRoutes, Pods and Namespaces), and the
 //! `TokenReview` API the identity service asks.
 //!
 //! - `GET <collection>?limit=N[&continue=T]`: paginated list, a consistent snapshot at one
@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 #[allow(unused_imports)]
-pub use super::objects::{Res, TOKEN_REVIEWS, endpoint_slice, pod, service, split_route};
+pub use super::objects::{Res, TOKEN_REVIEWS, endpoint_slice, namespace, pod, service, split_route};
 use super::objects::{event_line, json_response, plain, status};
 use super::tokens::Tokens;
 
@@ -126,7 +126,8 @@ impl FakeApi {
         let mut st = self.lock();
         st.rv += 1;
         let rv = st.rv;
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let ns = if res.namespaced() { obj["metadata"]["namespace"].as_str().unwrap_or("default") } else { "" };
+        let ns = ns.to_string();
         let name = obj["metadata"]["name"].as_str().expect("object has a name").to_string();
         let coll = st.objects.entry(res).or_default();
         let old = coll.get(&(ns.clone(), name.clone()));
@@ -137,7 +138,9 @@ impl FakeApi {
             old.and_then(|o| o["metadata"]["uid"].as_str().map(String::from)).unwrap_or_else(|| format!("uid-{rv}"));
         let type_ = if old.is_some() { "MODIFIED" } else { "ADDED" };
         let meta = &mut obj["metadata"];
-        meta["namespace"] = json!(ns);
+        if res.namespaced() {
+            meta["namespace"] = json!(ns);
+        }
         meta["resourceVersion"] = json!(rv.to_string());
         meta["uid"] = json!(uid);
         if meta.get("creationTimestamp").is_none() {

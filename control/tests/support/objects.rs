@@ -18,6 +18,7 @@ pub enum Res {
     EndpointSlices,
     HttpRoutes,
     Pods,
+    Namespaces,
 }
 
 /// Where token reviews are posted.
@@ -27,11 +28,12 @@ impl Res {
     /// What the control service watches without the identity service.
     pub const ALL: [Res; 3] = [Res::Services, Res::EndpointSlices, Res::HttpRoutes];
     /// Every collection served.
-    pub const SERVED: [Res; 4] = [Res::Services, Res::EndpointSlices, Res::HttpRoutes, Res::Pods];
+    pub const SERVED: [Res; 5] = [Res::Services, Res::EndpointSlices, Res::HttpRoutes, Res::Pods, Res::Namespaces];
 
     pub fn path(self) -> &'static str {
         match self {
             Res::Pods => "/api/v1/pods",
+            Res::Namespaces => "/api/v1/namespaces",
             Res::Services => "/api/v1/services",
             Res::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
             Res::HttpRoutes => "/apis/gateway.networking.k8s.io/v1/httproutes",
@@ -44,12 +46,13 @@ impl Res {
             Res::EndpointSlices => "EndpointSlice",
             Res::HttpRoutes => "HTTPRoute",
             Res::Pods => "Pod",
+            Res::Namespaces => "Namespace",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Res::Services | Res::Pods => "v1",
+            Res::Services | Res::Pods | Res::Namespaces => "v1",
             Res::EndpointSlices => "discovery.k8s.io/v1",
             Res::HttpRoutes => "gateway.networking.k8s.io/v1",
         }
@@ -61,9 +64,22 @@ impl Res {
             "EndpointSlice" => Res::EndpointSlices,
             "HTTPRoute" => Res::HttpRoutes,
             "Pod" => Res::Pods,
+            "Namespace" => Res::Namespaces,
             other => panic!("the fake API server does not serve {other}"),
         }
     }
+
+    /// Whether objects of the collection live in a namespace (Namespaces do not).
+    pub fn namespaced(self) -> bool {
+        self != Res::Namespaces
+    }
+}
+
+/// A Namespace with these annotations.
+pub fn namespace(name: &str, annotations: &[(&str, &str)]) -> Value {
+    let annotations: serde_json::Map<String, Value> =
+        annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "annotations": annotations}})
 }
 
 /// A Service with one TCP port named `http` (or `appProtocol` set).

@@ -38,6 +38,7 @@ fn snapshot() -> Message {
         version: 1,
         services: vec![service("a", &[("a:80", 1)]), service("b", &[("b:80", 1)])],
         backends: vec![backend("a:80", &["10.0.0.1:80"]), backend("b:80", &[])],
+        authz: None,
     }
 }
 
@@ -63,6 +64,7 @@ fn wire_shapes() {
             version: 1,
             services: vec![ServiceConfig { name: "a".into(), hosts: vec![], routes: vec![] }],
             backends: vec![],
+            authz: None,
         }
     );
     // Values that cannot be read are still errors.
@@ -80,7 +82,7 @@ fn snapshot_update_remove() {
     let mut st = DiscoveryState::default();
     assert_eq!(st.apply(Message::Ping).unwrap(), Applied::Unchanged, "pings are fine before the snapshot");
     assert_eq!(
-        st.apply(Message::Update { version: 1, services: vec![], backends: vec![] }),
+        st.apply(Message::Update { version: 1, services: vec![], backends: vec![], authz: None }),
         Err(DiscoveryError::BeforeSnapshot("update"))
     );
     assert_eq!(st.apply(snapshot()).unwrap(), Applied::Changed);
@@ -92,6 +94,7 @@ fn snapshot_update_remove() {
         version: 2,
         services: vec![service("a", &[("a:80", 90), ("a2:80", 10)])],
         backends: vec![backend("a2:80", &["10.0.0.2:80"])],
+        authz: None,
     };
     assert_eq!(st.apply(upd.clone()).unwrap(), Applied::Changed);
     assert_eq!(st.apply(upd).unwrap(), Applied::Unchanged);
@@ -99,11 +102,18 @@ fn snapshot_update_remove() {
     assert_eq!(st.backends().len(), 3);
 
     // An endpoint change alone.
-    st.apply(Message::Update { version: 3, services: vec![], backends: vec![backend("a:80", &[])] }).unwrap();
+    st.apply(Message::Update { version: 3, services: vec![], backends: vec![backend("a:80", &[])], authz: None })
+        .unwrap();
     assert!(st.backends()["a:80"].endpoints.is_empty());
 
     // A service that stops using a backend: the backend goes with it.
-    st.apply(Message::Update { version: 4, services: vec![service("a", &[("a2:80", 1)])], backends: vec![] }).unwrap();
+    st.apply(Message::Update {
+        version: 4,
+        services: vec![service("a", &[("a2:80", 1)])],
+        backends: vec![],
+        authz: None,
+    })
+    .unwrap();
     assert!(!st.backends().contains_key("a:80"));
 
     assert_eq!(
@@ -225,8 +235,8 @@ fn unknown_fields_are_ignored_on_the_wire_at_every_level() {
         let line = format!(r#"{{"type":"{kind}",{EXTRA}"version":4,"services":[{service}],"backends":[{backend}]}}"#);
         let (services, backends) = (vec![expected_service()], vec![expected_backend()]);
         let want = match kind {
-            "snapshot" => Message::Snapshot { version: 4, services, backends },
-            _ => Message::Update { version: 4, services, backends },
+            "snapshot" => Message::Snapshot { version: 4, services, backends, authz: None },
+            _ => Message::Update { version: 4, services, backends, authz: None },
         };
         assert_eq!(Message::from_line(line.as_bytes()).unwrap(), want, "{line}");
     }
@@ -260,5 +270,83 @@ fn the_same_unknown_field_in_a_config_file_is_refused() {
     for (what, text) in files {
         let err = Config::from_yaml(&text).unwrap_err();
         assert!(err.contains("unknown field `future_field`"), "{what}: {err}");
+    }
+}
+
+fn policy(default: crate::authz::DefaultPolicy) -> AuthzConfig {
+    AuthzConfig { default, rules: vec![] }
+}
+
+#[test]
+fn authz_on_the_wire() {
+    use crate::authz::DefaultPolicy::AllAuthenticated;
+    // Absent: none pushed, and nothing is written.
+    assert!(!String::from_utf8(snapshot().to_line()).unwrap().contains("authz"));
+    let with =
+        Message::Snapshot { version: 1, services: vec![], backends: vec![], authz: Some(policy(AllAuthenticated)) };
+    let line = String::from_utf8(with.to_line()).unwrap();
+    assert!(line.contains(r#""authz":{"default":"all-authenticated"}"#), "{line}");
+    assert_eq!(Message::from_line(line.as_bytes()).unwrap(), with);
+    // Fields this version lacks are ignored inside the policy too; values it cannot read are not.
+    let line = r#"{"type":"update","version":2,"authz":{"default":"deny","future_field":1,"rules":[{"name":"r","allow":[{"namespace":"a","future_field":2}]}]}}"#;
+    let Message::Update { authz: Some(a), .. } = Message::from_line(line.as_bytes()).unwrap() else {
+        panic!("an update with a policy");
+    };
+    assert_eq!((a.default, a.rules[0].allow[0].namespace.as_deref()), (crate::authz::DefaultPolicy::Deny, Some("a")));
+    assert!(Message::from_line(br#"{"type":"update","version":2,"authz":{"default":"allow-all"}}"#).is_err());
+}
+
+#[test]
+fn pushed_authz_is_kept_across_updates_and_dropped_by_a_snapshot_without_it() {
+    use crate::authz::DefaultPolicy::{AllAuthenticated, Deny};
+    let mut st = DiscoveryState::default();
+    let mut first = snapshot();
+    if let Message::Snapshot { authz, .. } = &mut first {
+        *authz = Some(policy(AllAuthenticated));
+    }
+    assert_eq!(st.apply(first.clone()).unwrap(), Applied::Changed);
+    assert_eq!(st.authz(), Some(&policy(AllAuthenticated)));
+    assert_eq!(st.apply(first).unwrap(), Applied::Unchanged, "the same snapshot again");
+
+    // An update without `authz` leaves it as it was.
+    let upd = Message::Update { version: 2, services: vec![], backends: vec![backend("a:80", &[])], authz: None };
+    assert_eq!(st.apply(upd).unwrap(), Applied::Changed);
+    assert_eq!(st.authz(), Some(&policy(AllAuthenticated)));
+
+    // An update with one replaces it; the same one again changes nothing.
+    let upd = Message::Update { version: 3, services: vec![], backends: vec![], authz: Some(policy(Deny)) };
+    assert_eq!(st.apply(upd.clone()).unwrap(), Applied::Changed);
+    assert_eq!(st.apply(upd).unwrap(), Applied::Unchanged);
+    assert_eq!(st.to_config(&Config::default()).proxy.authz, policy(Deny));
+
+    // A snapshot without one: none pushed any more.
+    assert_eq!(st.apply(snapshot()).unwrap(), Applied::Changed);
+    assert_eq!(st.authz(), None);
+    assert_eq!(st.to_config(&Config::default()).proxy.authz, AuthzConfig::default());
+}
+
+#[test]
+fn a_policy_in_the_proxys_file_wins_over_a_pushed_one() {
+    use crate::authz::DefaultPolicy::{AllAuthenticated, ClusterAuthenticated, Deny};
+    let mut st = DiscoveryState::default();
+    st.apply(Message::Snapshot { version: 1, services: vec![], backends: vec![], authz: Some(policy(Deny)) }).unwrap();
+    let rule = crate::authz::AuthzRule {
+        name: "admin".into(),
+        path_prefix: Some("/admin".into()),
+        model: None,
+        allow: vec![],
+    };
+    let with_rules = AuthzConfig { default: crate::authz::DefaultPolicy::AllUnauthenticated, rules: vec![rule] };
+    for (file, want) in [
+        (AuthzConfig::default(), policy(Deny)),
+        (policy(AllAuthenticated), policy(AllAuthenticated)),
+        (policy(ClusterAuthenticated), policy(ClusterAuthenticated)),
+        (with_rules.clone(), with_rules),
+    ] {
+        let mut base = Config::default();
+        base.proxy.authz = file.clone();
+        let config = st.to_config(&base);
+        assert_eq!(config.proxy.authz, want, "file {file:?}");
+        crate::Table::from_config(config).unwrap();
     }
 }

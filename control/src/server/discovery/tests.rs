@@ -120,3 +120,46 @@ fn each_viewer_is_served_what_it_may_see() {
     // The same subscription as another viewer is not served from the first one's cache entry.
     assert_eq!(seen(Viewer::Namespace("team-a".into())), [a, b, c]);
 }
+
+#[test]
+fn a_viewer_is_pushed_its_namespaces_policy_and_its_changes() {
+    use crate::index::NamespacePolicy;
+    use vane_route::authz::{AuthzConfig, DefaultPolicy};
+    let policy = |name: &str, default| {
+        let config = AuthzConfig { default, rules: vec![] };
+        change(ChangeEvent::Namespace(IndexEvent::Apply(NamespacePolicy { key: ObjectKey::new("", name), config })))
+    };
+    let mut store = store();
+    let s1 = store.apply_batch([policy("m", DefaultPolicy::AllAuthenticated)]).published.unwrap();
+    let cache = MessageCache::default();
+    let sub = Subscription::All;
+    let key: Arc<str> = sub.to_query().into();
+    let views = ["m", "other"].map(|ns| View { viewer: Viewer::Namespace(ns.into()), ..View::default() });
+    let mut anyone = View::default();
+    let [mut m, mut other] = views;
+    let (mut in_m, mut in_other, mut anon) = Default::default();
+    let authz = |st: &DiscoveryState| st.authz().map(|a| a.default);
+
+    assert_eq!(apply_all(&mut in_m, &cache.messages(&key, &sub, &mut m, &s1)), ["snapshot"]);
+    assert_eq!(authz(&in_m), Some(DefaultPolicy::AllAuthenticated));
+    apply_all(&mut in_other, &cache.messages(&key, &sub, &mut other, &s1));
+    apply_all(&mut anon, &cache.messages(&key, &sub, &mut anyone, &s1));
+    assert_eq!((authz(&in_other), authz(&anon)), (None, None), "another namespace; no identity");
+
+    // The annotation changes: an update for that namespace only.
+    let s2 = store.apply_batch([policy("m", DefaultPolicy::Deny)]).published.unwrap();
+    assert!(s2.version > s1.version);
+    assert_eq!(apply_all(&mut in_m, &cache.messages(&key, &sub, &mut m, &s2)), ["update"]);
+    assert_eq!(authz(&in_m), Some(DefaultPolicy::Deny));
+    assert!(cache.messages(&key, &sub, &mut other, &s2).is_empty());
+    assert!(cache.messages(&key, &sub, &mut anyone, &s2).is_empty());
+
+    // Taken back: the default policy, the same as none.
+    let gone = ChangeEvent::Namespace(IndexEvent::Delete(ObjectKey::new("", "m")));
+    let s3 = store.apply_batch([change(gone)]).published.unwrap();
+    assert_eq!(apply_all(&mut in_m, &cache.messages(&key, &sub, &mut m, &s3)), ["update"]);
+    assert_eq!(in_m.to_config(&Default::default()).proxy.authz, AuthzConfig::default());
+
+    // A relist that changes nothing publishes nothing.
+    assert!(store.apply_batch([change(ChangeEvent::Namespace(IndexEvent::Reset(vec![])))]).published.is_none());
+}

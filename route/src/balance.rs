@@ -14,18 +14,11 @@
 //!
 //! that is, the work ahead of the new request (its own answer, what this proxy's requests there
 //! have still to stream, the endpoint's waiting queue) divided by the rate the endpoint gets
-//! through answers, plus its time to first token. Without a word from the endpoint it counts the
-//! endpoint as serving one answer after another: a batching server gets through several at once,
-//! but by how many depends on its batch and the sidecar does not know it; counted serially, two
-//! endpoints of the same batch size compare in the right order, and a fast endpoint is not piled
-//! onto past what it can take.
-//!
-//! **Room in the batch.** When the endpoint's own load report, believed as sent, says nobody is
-//! waiting (`room`), its batch has room: the requests in flight run beside a new one, not ahead
-//! of it, and what they cost it is already in the time per token measured now. Then `ahead`
-//! counts only [`BATCH_AHEAD`] of itself, a tie-breaker that keeps a proxy from piling onto the
-//! cheapest endpoint between two reports. Counted serially there, a fast replica running thirty
-//! streams would look slower than an idle replica three times slower per token, which it is not.
+//! through answers, plus its time to first token. It counts the endpoint as serving one answer
+//! after another: a batching server gets through several at once, but by how many depends on its
+//! batch and the sidecar does not know it; counted serially, two endpoints of the same batch size
+//! compare in the right order, and a fast endpoint is not piled onto past what it can take.
+
 //!
 //! - `rtt` is a **peak-EWMA** of the time to the first response byte ([`PeakEwma`]): queueing
 //!   plus prefill, for a model server.
@@ -122,14 +115,7 @@ pub struct LoadInputs {
     /// The streamed answers' side ([`Tokens`]); `None` for answers that do not stream, or where
     /// the classic cost is asked for.
     pub tokens: Option<Tokens>,
-    /// The endpoint's believed load report says nobody is waiting: its batch has room, so
-    /// requests in flight run beside a new one (module docs).
-    pub room: bool,
 }
-
-/// What `ahead` counts for, for an endpoint with room in its batch: a tie-breaker (32 streams
-/// in flight weigh as one answer ahead), not a model of the batch.
-pub const BATCH_AHEAD: f64 = 1.0 / 32.0;
 
 /// What the token-aware cost reads about streamed answers (module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -154,10 +140,7 @@ pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
     let kv = load.kv_use.clamp(0.0, 1.0);
     let reported = 1.0 + w.queue * queue + w.kv * kv;
     let base = match load.tokens.and_then(|t| finish_terms(load.rtt_ns, load.in_flight, &t)) {
-        Some((answer, ahead)) => {
-            let ahead = if load.room { ahead * BATCH_AHEAD } else { ahead };
-            answer.max(age).max(1.0) * (w.in_flight * ahead + reported)
-        }
+        Some((answer, ahead)) => answer.max(age).max(1.0) * (w.in_flight * ahead + reported),
         None => {
             let body = if load.body_ns.is_finite() { load.body_ns.max(0.0) } else { f64::MAX / 4.0 };
             let rtt = if load.rtt_ns.is_finite() { (load.rtt_ns + body).max(age).max(1.0) } else { f64::MAX / 4.0 };
@@ -534,8 +517,6 @@ mod tests {
             // Requests running for longer than an answer should take: their age is the floor.
             (LoadInputs { in_flight: 1, in_flight_age_ns: 3000.0 * ms, ..base }, 6000.0 * ms),
             (LoadInputs { penalized: true, ..base }, 1100.0 * ms + PENALIZED),
-            // Room in the batch: 32 in flight, just started, weigh as one answer ahead.
-            (LoadInputs { in_flight: 32, room: true, ..base }, 2200.0 * ms),
         ];
         for (inp, want) in cases {
             let got = cost(&inp, &w);
@@ -571,13 +552,6 @@ mod tests {
         };
         assert!(cost(&fast(2, 150.0), &w) < cost(&slow, &w));
         assert!(cost(&slow, &w) < cost(&fast(4, 0.0), &w));
-        // Both say their batch has room: the fast one running 30 streams still answers sooner
-        // than the idle slow one, as a batching server does.
-        let room = |l: LoadInputs| LoadInputs { room: true, ..l };
-        assert!(cost(&room(fast(30, 0.0)), &w) < cost(&room(slow), &w));
-        // A reported queue is counted in full, room or not.
-        let queued = LoadInputs { queue_depth: 4.0, ..fast(30, 0.0) };
-        assert!(cost(&room(slow), &w) < cost(&queued, &w));
     }
 
     #[test]

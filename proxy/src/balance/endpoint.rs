@@ -235,7 +235,6 @@ impl Endpoint {
         if matches!(policy.algorithm, Algorithm::P2c | Algorithm::P2cClassic) {
             if let Some((r, a, Some(q))) = self.believed(&st, now_ns, settings) {
                 load.queue_depth = q;
-                load.room = q <= 0.0 && r.queue_depth.is_some();
                 load.kv_use = r.kv_use.unwrap_or(0.0);
                 reported_token = r.token_time;
                 age = Some(a);

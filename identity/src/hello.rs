@@ -156,7 +156,9 @@ mod tests {
 
     #[test]
     fn other_protocols_are_not_tls() {
-        for bytes in [&b"GET / HTTP/1.1\r\n"[..], b"PRI * HTTP/2.0", b"\x16\x02\x00", b"\x17\x03\x03\x00\x10", b"*1\r\n"] {
+        for bytes in
+            [&b"GET / HTTP/1.1\r\n"[..], b"PRI * HTTP/2.0", b"\x16\x02\x00", b"\x17\x03\x03\x00\x10", b"*1\r\n"]
+        {
             assert_eq!(parse(bytes), Hello::NotTls, "{bytes:?}");
         }
         assert_eq!(parse(b"\x16\x03\x01\x00\x00"), Hello::NotTls, "an empty record");

@@ -18,8 +18,8 @@
 
 pub mod ca;
 pub mod csr;
-pub mod hello;
 pub mod files;
+pub mod hello;
 pub mod peer;
 pub mod pem;
 pub mod protocol;

@@ -43,8 +43,8 @@ mod tests {
     #[test]
     fn garbage_and_truncated_certificates_name_nobody() {
         let g = crate::ca::generate("cluster.local", 1, 1).unwrap();
-        let ca = crate::ca::Authority::from_pem("cluster.local", &g.issuer_pem, &g.issuer_key_pem, &g.anchor_pem)
-            .unwrap();
+        let ca =
+            crate::ca::Authority::from_pem("cluster.local", &g.issuer_pem, &g.issuer_key_pem, &g.anchor_pem).unwrap();
         let id = SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap();
         let (issued, _) = ca.certify(&id, Duration::from_secs(60)).unwrap();
         let leaf = crate::pem::certs(&issued.chain_pem).unwrap().remove(0);

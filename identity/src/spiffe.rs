@@ -52,9 +52,7 @@ pub enum IdError {
 }
 
 fn trust_domain_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_'))
+    !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_'))
 }
 
 /// A DNS label (RFC 1123), as Kubernetes names namespaces.
@@ -157,7 +155,10 @@ mod tests {
     #[test]
     fn workload_ids_read_and_print_the_same() {
         let id = SpiffeId::parse("spiffe://cluster.local/ns/models/sa/llm-server").unwrap();
-        assert_eq!((id.trust_domain(), id.namespace(), id.service_account()), ("cluster.local", "models", "llm-server"));
+        assert_eq!(
+            (id.trust_domain(), id.namespace(), id.service_account()),
+            ("cluster.local", "models", "llm-server")
+        );
         assert_eq!(id.to_string(), "spiffe://cluster.local/ns/models/sa/llm-server");
         assert_eq!(SpiffeId::parse("spiffe://td/ns/a/sa/b.c").unwrap().service_account(), "b.c");
     }

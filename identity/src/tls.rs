@@ -113,7 +113,8 @@ impl Credentials {
     /// The client side: TLS 1.3, this workload's certificate, servers checked against the
     /// trust anchors (their identity is checked by [`check_peer`]). `alpn` is what to offer.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsError> {
-        let mut config = client_builder(&self.roots)?.with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+        let mut config =
+            client_builder(&self.roots)?.with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config.resumption = rustls::client::Resumption::in_memory_sessions(SESSION_CACHE);
         Ok(Arc::new(config))

@@ -96,7 +96,10 @@ fn the_client_refuses_a_server_of_another_identity_even_when_the_ca_signed_it() 
     let der = server.chain.clone();
     assert_eq!(
         tls::check_peer(Some(&der), &expected),
-        Err(PeerError::Wrong { expected: expected.to_string(), found: "spiffe://cluster.local/ns/models/sa/impostor".into() })
+        Err(PeerError::Wrong {
+            expected: expected.to_string(),
+            found: "spiffe://cluster.local/ns/models/sa/impostor".into()
+        })
     );
     assert_eq!(tls::check_peer(None, &expected), Err(PeerError::Anonymous { expected: expected.to_string() }));
     assert_eq!(tls::check_peer(Some(&der), &id("models", "impostor")), Ok(id("models", "impostor")));

@@ -160,18 +160,25 @@ async fn a_meshed_call_carries_the_callers_identity_to_the_app() {
     let (server, _d1) = proxy(&server_yaml(app().await, "all-authenticated"), Some((&ca, &llm))).await;
     let (client, _d2) = proxy(&client_yaml(server.inbound, &llm.to_string()), Some((&ca, &chat))).await;
 
-    let (status, _, body) = get(client.outbound, "llm", &[("vane-client-id", "spiffe://cluster.local/ns/x/sa/forged")]).await;
+    let (status, _, body) =
+        get(client.outbound, "llm", &[("vane-client-id", "spiffe://cluster.local/ns/x/sa/forged")]).await;
     assert_eq!((status, body.as_str()), (200, "spiffe://cluster.local/ns/apps/sa/chat"));
     let m = server.metrics.render(std::iter::empty());
     assert!(m.contains("vane_inbound_tls_connections_total 1"), "{m}");
-    assert!(m.contains("vane_authz_decisions_total{decision=\"allow\",rule=\"default\",authenticated=\"true\"} 1"), "{m}");
+    assert!(
+        m.contains("vane_authz_decisions_total{decision=\"allow\",rule=\"default\",authenticated=\"true\"} 1"),
+        "{m}"
+    );
 
     // Plaintext straight to the inbound listener: no identity, so all-authenticated denies it,
     // and a header claiming one changes nothing.
     let (status, err, _) = get(server.inbound, "llm", &[("vane-client-id", chat.to_string().as_str())]).await;
     assert_eq!((status, err.as_str()), (403, "unauthorized"));
     let m = server.metrics.render(std::iter::empty());
-    assert!(m.contains("vane_authz_decisions_total{decision=\"deny\",rule=\"default\",authenticated=\"false\"} 1"), "{m}");
+    assert!(
+        m.contains("vane_authz_decisions_total{decision=\"deny\",rule=\"default\",authenticated=\"false\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -191,7 +198,8 @@ async fn plaintext_callers_are_served_under_the_default_policy() {
     let ca = authority();
     let llm = SpiffeId::new(TD, "models", "llm").unwrap();
     let (server, _d1) = proxy(&server_yaml(app().await, "all-unauthenticated"), Some((&ca, &llm))).await;
-    let (status, _, body) = get(server.inbound, "llm", &[("vane-client-id", "spiffe://cluster.local/ns/x/sa/forged")]).await;
+    let (status, _, body) =
+        get(server.inbound, "llm", &[("vane-client-id", "spiffe://cluster.local/ns/x/sa/forged")]).await;
     assert_eq!((status, body.as_str()), (200, "-"), "served, and the claimed identity removed");
 }
 
@@ -236,7 +244,10 @@ async fn certificates_rotated_under_load_lose_no_request() {
     assert!(total > 40, "requests flowed during the rotations: {total}");
     let m = server.metrics.render(std::iter::empty());
     let conns = m
-        .lines().find_map(|l| l.strip_prefix("vane_inbound_tls_connections_total ")).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        .lines()
+        .find_map(|l| l.strip_prefix("vane_inbound_tls_connections_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     assert!(conns >= 5, "the client made new connections with the new certificates: {conns}");
 }
 
@@ -256,14 +267,15 @@ async fn a_tls_1_2_caller_is_refused_at_the_handshake() {
     let name = vane_identity::tls::mesh_server_name(&llm, server.inbound);
     let r = tokio_rustls::TlsConnector::from(Arc::new(tls12)).connect(name, tcp).await;
     assert!(r.is_err(), "TLS 1.2 is refused");
-    let failures = || {
-        server.metrics.render(std::iter::empty()).lines().any(|l| l == "vane_inbound_tls_failures_total 1")
-    };
-    assert!(tokio::time::timeout(Duration::from_secs(2), async {
-        while !failures() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .is_ok());
+    let failures =
+        || server.metrics.render(std::iter::empty()).lines().any(|l| l == "vane_inbound_tls_failures_total 1");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while !failures() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .is_ok()
+    );
 }

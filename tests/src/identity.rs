@@ -106,7 +106,12 @@ impl FakeIdentity {
             keys: Arc::default(),
             hold: watch::Sender::new(false),
             discovery_peers: Arc::default(),
-            snapshot: Arc::new(Mutex::new(Message::Snapshot { version: 1, services: vec![], backends: vec![], authz: None })),
+            snapshot: Arc::new(Mutex::new(Message::Snapshot {
+                version: 1,
+                services: vec![],
+                backends: vec![],
+                authz: None,
+            })),
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(server_id));
         let (f, authority, anchors) = (fake.clone(), Arc::clone(&ca.authority), ca.anchors_pem.clone());

@@ -58,8 +58,12 @@ impl ServiceInfo {
             .collect();
         let visible_to = svc.metadata.annotations.as_ref().and_then(|a| a.get(VISIBLE_TO)).map(|v| parse_visible_to(v));
         let listed = spec.cluster_ips.clone().filter(|ips| !ips.is_empty());
-        let cluster_ips =
-            listed.or_else(|| spec.cluster_ip.clone().map(|ip| vec![ip])).unwrap_or_default().iter().filter_map(|ip| ip.parse().ok()).collect();
+        let cluster_ips = listed
+            .or_else(|| spec.cluster_ip.clone().map(|ip| vec![ip]))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
         Some(ServiceInfo { key, ports, visible_to, cluster_ips })
     }
 

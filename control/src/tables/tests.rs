@@ -35,7 +35,11 @@ fn service_without_route_gets_a_default_route_to_itself() {
     let c = t.config.as_ref().unwrap();
     assert_eq!(c.name, "llm.models.svc.cluster.local");
     let ip = crate::fixtures::cluster_ip("models", "llm");
-    assert_eq!(c.hosts, ["llm.models".to_string(), "llm.models.svc".into(), format!("{ip}:80")], "names, and the address a captured app calls");
+    assert_eq!(
+        c.hosts,
+        ["llm.models".to_string(), "llm.models.svc".into(), format!("{ip}:80")],
+        "names, and the address a captured app calls"
+    );
     assert_eq!(route_names(&t), ["default"]);
     assert_eq!(c.routes[0].backends[0].backend, "llm.models.svc.cluster.local:80");
     assert_eq!(t.backends.len(), 1);

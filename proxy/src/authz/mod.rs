@@ -61,7 +61,9 @@ fn open(c: &AuthzConfig) -> bool {
 fn model_of(req: &Request<crate::body::ReqBody>) -> Option<String> {
     use crate::body::ReqBody;
     let body = match req.body() {
-        ReqBody::Full(Some(b)) | ReqBody::Stream { prefix: Some(b), .. } => vane_route::model::model_from_json_prefix(b),
+        ReqBody::Full(Some(b)) | ReqBody::Stream { prefix: Some(b), .. } => {
+            vane_route::model::model_from_json_prefix(b)
+        }
         _ => None,
     };
     body.or_else(|| vane_route::model::model_from_kserve_path(req.uri().path()).map(String::from))

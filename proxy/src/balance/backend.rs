@@ -164,7 +164,7 @@ pub struct Target {
     /// Whether `timeout` must hold for the whole answer, not only its headers: the client's own
     /// gRPC deadline, or a backend whose answers do not stream (their first byte comes with
     /// the whole answer). Then a request that the backend's endpoints cannot answer in time is
-    /// refused at once ([`crate::shed`]).
+    /// refused at once (the shedding layer).
     pub whole_answer: bool,
 }
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio_rustls::TlsConnector;
 use vane_identity::SpiffeId;
 
-/// Where the client side of this proxy's current certificate comes from (its identity, see
-/// `crate::identity`), read at each new connection.
+/// Where the client side of this proxy's current certificate comes from (the proxy's
+/// identity), read at each new connection.
 pub trait ClientCertificate: Send + Sync + std::fmt::Debug {
     /// The TLS client configuration with the current certificate (`None` before the first).
     fn client_config(&self) -> Option<Arc<rustls::ClientConfig>>;
@@ -45,7 +45,11 @@ impl Mesh {
 }
 
 /// Opens an HTTP/2 connection over mTLS to `addr`, within `timeout` for TCP and TLS together.
-pub async fn open_h2_mesh<B>(addr: SocketAddr, timeout: Duration, mesh: &Mesh) -> Result<http2::SendRequest<B>, SendError>
+pub async fn open_h2_mesh<B>(
+    addr: SocketAddr,
+    timeout: Duration,
+    mesh: &Mesh,
+) -> Result<http2::SendRequest<B>, SendError>
 where
     B: http_body::Body + Unpin + Send + 'static,
     B::Data: Send,
@@ -54,10 +58,7 @@ where
     let client = mesh.identity.client_config().ok_or(SendError::NoCertificate)?;
     let connect = async {
         let stream = tcp(addr, timeout).await?;
-        TlsConnector::from(client)
-            .connect(mesh.name.clone(), stream)
-            .await
-            .map_err(SendError::Tls)
+        TlsConnector::from(client).connect(mesh.name.clone(), stream).await.map_err(SendError::Tls)
     };
     let tls = match tokio::time::timeout(timeout, connect).await {
         Ok(r) => r?,

@@ -115,8 +115,12 @@ impl Snapshot {
             .backends
             .iter()
             .map(|b| {
-                let endpoints =
-                    b.endpoints.iter().zip(&b.identities).map(|(a, id)| endpoint(*a, b.protocol, id.as_ref())).collect();
+                let endpoints = b
+                    .endpoints
+                    .iter()
+                    .zip(&b.identities)
+                    .map(|(a, id)| endpoint(*a, b.protocol, id.as_ref()))
+                    .collect();
                 let policy = Policy { algorithm: b.algorithm, weights: b.cost, slow_start: b.slow_start };
                 backend(Arc::clone(&b.name), endpoints, policy, b.ask_load_reports, b.shed)
             })

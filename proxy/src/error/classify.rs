@@ -56,9 +56,7 @@ impl ProxyError {
             | ProxyError::Shed(..)
             | ProxyError::DeadlineUnmeetable(..)
             | ProxyError::ShuttingDown
-            | ProxyError::Internal(_) => {
-                Fault::Internal
-            }
+            | ProxyError::Internal(_) => Fault::Internal,
         }
     }
 

@@ -39,9 +39,9 @@
 pub mod busy;
 pub mod caps;
 mod coalesce;
-mod mesh;
 mod identity;
 mod layer;
+mod mesh;
 mod model;
 mod registry;
 mod route;

@@ -37,7 +37,11 @@ pub fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Result<Rout
         ReqBody::stream(None, body, settings.max_body_bytes, settings.max_body_bytes)
     };
     let mut req = Request::from_parts(parts, body);
-    req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout, whole_answer: client_deadline || !backend.streams() });
+    req.extensions_mut().insert(Target {
+        backend: Arc::clone(backend),
+        timeout,
+        whole_answer: client_deadline || !backend.streams(),
+    });
     req.extensions_mut().insert(Tag::Route(Arc::clone(&snap.inbound_stats)));
     Ok(req)
 }

@@ -87,7 +87,11 @@ pub async fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Resul
         let (service, route, backend) = (Arc::clone(&service.name), Arc::clone(&route.name), Arc::clone(&backend.name));
         req.extensions_mut().insert(Coalescing { policy: Arc::clone(policy), service, route, backend });
     }
-    req.extensions_mut().insert(Target { backend: Arc::clone(backend), timeout, whole_answer: client_deadline || !backend.streams() });
+    req.extensions_mut().insert(Target {
+        backend: Arc::clone(backend),
+        timeout,
+        whole_answer: client_deadline || !backend.streams(),
+    });
     req.extensions_mut().insert(route.retries.clone());
     if let Some(h) = route.hedge {
         req.extensions_mut().insert(h);

@@ -15,13 +15,10 @@ See the coalescing section of bench/README.md.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import signal
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -218,18 +215,7 @@ def main() -> int:
     if warm + args.duration > llmrun.MAX_RUN_S:
         ap.error(f"warm-up + duration must be at most {llmrun.MAX_RUN_S} s")
     args.name = args.name or f"coalesce-{args.rate:g}rps-{args.duration:g}s"
-    llmrun.check_binaries()
-    llmrun.check_ports([args.port_base + i for i in range(args.replicas)] + [args.port_base + 50 + i for i in range(3)])
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    raw = args.out / "raw" / f"{stamp}-{args.name}"
-    raw.mkdir(parents=True, exist_ok=True)
-    raw_path = raw / "raw.jsonl"
-    atexit.register(rd.stop_all)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-    def emit(rec: dict) -> None:
-        with open(raw_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+    stamp, raw, emit = llmrun.open_run(args)
 
     emit({"kind": "meta", "name": args.name, "started": stamp, "command": command_line(), "rate": args.rate,
           "duration": args.duration, "warmup": args.warmup, "drain": args.drain, "phases": args.phases,
@@ -242,7 +228,7 @@ def main() -> int:
     rd.stop_all()
     emit({"kind": "end", "seconds": round(time.time() - t0), "loadavg_end": os.getloadavg()[0]})
     log(f"done in {time.time() - t0:.0f} s; raw data in {raw}")
-    md = report(raw_path, args.out)
+    md = report(raw / "raw.jsonl", args.out)
     print(md.read_text())
     return 0
 

@@ -54,6 +54,30 @@ def check_binaries() -> None:
             raise SystemExit(f"{b} is missing: run the benchmark's run.sh (it builds it)")
 
 
+def open_run(args):
+    """What every run starts with: the binaries and ports checked, a raw directory of its own
+    (`<out>/raw/<stamp>-<name>`), every process stopped at exit or on SIGTERM. Returns the stamp,
+    the raw directory and `emit`, which appends one record to its `raw.jsonl`."""
+    import atexit
+    import signal
+    from datetime import datetime, timezone
+
+    check_binaries()
+    check_ports([args.port_base + i for i in range(args.replicas)] + [args.port_base + 50 + i for i in range(3)])
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    raw = args.out / "raw" / f"{stamp}-{args.name}"
+    raw.mkdir(parents=True, exist_ok=True)
+    raw_path = raw / "raw.jsonl"
+    atexit.register(rd.stop_all)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    def emit(rec: dict) -> None:
+        with open(raw_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    return stamp, raw, emit
+
+
 def metric_delta(a: str, b: str, name: str) -> float:
     return rd.prom_value(b, name) - rd.prom_value(a, name)
 

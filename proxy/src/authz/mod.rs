@@ -16,7 +16,7 @@ use crate::error::{Error, ProxyError};
 use crate::metrics::Metrics;
 use crate::server::PeerIdentity;
 use futures_util::future::{Either, Ready, ready};
-use http::{HeaderName, HeaderValue, Request};
+use http::{HeaderName, Request};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use vane_route::authz::{self, AuthzConfig, Caller, DefaultPolicy};
@@ -84,26 +84,20 @@ where
     fn call(&mut self, mut req: Request<crate::body::ReqBody>) -> Self::Future {
         let peer = req.extensions().get::<PeerIdentity>().and_then(|p| p.0.clone());
         req.headers_mut().remove(&CLIENT_ID_HEADER);
-        if let Some(id) = &peer
-            && let Ok(v) = HeaderValue::from_str(&id.to_string())
-        {
-            req.headers_mut().insert(CLIENT_ID_HEADER, v);
+        if let Some(p) = &peer {
+            req.headers_mut().insert(CLIENT_ID_HEADER, p.text.clone());
         }
         let snap = self.store.load();
         let policy = &*snap.table.authz;
         if open(policy) {
             return Either::Right(self.inner.call(req));
         }
-        let id_text = peer.as_ref().map(|p| p.to_string());
-        let caller = match (&peer, &id_text) {
-            (Some(p), Some(text)) => Some(Caller {
-                id: text,
-                trust_domain: p.trust_domain(),
-                namespace: p.namespace(),
-                service_account: p.service_account(),
-            }),
-            _ => None,
-        };
+        let caller = peer.as_ref().map(|p| Caller {
+            id: p.as_str(),
+            trust_domain: p.id.trust_domain(),
+            namespace: p.id.namespace(),
+            service_account: p.id.service_account(),
+        });
         let model = model_of(&req);
         let facts = authz::Request { path: req.uri().path(), model: model.as_deref() };
         let decision = authz::decide(policy, &snap.table.trust_domain, caller.as_ref(), &facts);
@@ -115,7 +109,7 @@ where
         if allowed {
             return Either::Right(self.inner.call(req));
         }
-        let who = id_text.as_deref().unwrap_or("an unauthenticated caller");
+        let who = peer.as_ref().map_or("an unauthenticated caller", |p| p.as_str());
         let why = match rule {
             Some(r) => format!("{who} is not allowed by rule {r:?}"),
             None => format!("{who} is not allowed by the default policy {}", policy.default.as_str()),

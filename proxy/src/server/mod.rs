@@ -24,7 +24,7 @@ mod tls;
 mod transparent;
 
 use crate::capture::{Dispatch, detect};
-pub use tls::PeerIdentity;
+pub use tls::{Peer, PeerIdentity};
 pub use transparent::{Side, Transparent};
 
 /// Connection-level settings of a listener.

@@ -19,7 +19,30 @@ use vane_identity::hello::{self, Hello};
 /// The caller's identity, on every request of a connection (`None`: plaintext, or TLS without
 /// a client certificate).
 #[derive(Clone, Debug, Default)]
-pub struct PeerIdentity(pub Option<Arc<SpiffeId>>);
+pub struct PeerIdentity(pub Option<Arc<Peer>>);
+
+/// A caller's identity, and its SPIFFE ID as text (the `vane-client-id` header and the metrics'
+/// caller label), formatted once per connection rather than per request.
+#[derive(Debug)]
+pub struct Peer {
+    /// The identity.
+    pub id: SpiffeId,
+    /// `id` as a header value.
+    pub text: http::HeaderValue,
+}
+
+impl Peer {
+    /// The identity, formatted; `None` if its text is not a header value (never for a parsed ID).
+    pub fn new(id: SpiffeId) -> Option<Peer> {
+        let text = http::HeaderValue::from_str(&id.to_string()).ok()?;
+        Some(Peer { id, text })
+    }
+
+    /// The SPIFFE ID as text.
+    pub fn as_str(&self) -> &str {
+        self.text.to_str().unwrap_or_default()
+    }
+}
 
 /// What a connection's first bytes ask for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +104,6 @@ pub(super) async fn accept(
         Ok(r) => r.map_err(AcceptError::Handshake)?,
         Err(_) => return Err(AcceptError::Handshake(std::io::ErrorKind::TimedOut.into())),
     };
-    let peer = vane_identity::peer::id_of_chain(tls.get_ref().1.peer_certificates()).map(Arc::new);
+    let peer = vane_identity::peer::id_of_chain(tls.get_ref().1.peer_certificates()).and_then(Peer::new).map(Arc::new);
     Ok((tls, PeerIdentity(peer)))
 }

@@ -90,7 +90,7 @@ where
         let wall = line.as_ref().map(|_| SystemTime::now());
         // The caller is its mTLS identity when it has one, else the configured header.
         let caller = match req.extensions().get::<crate::server::PeerIdentity>().and_then(|p| p.0.as_ref()) {
-            Some(id) => http::HeaderValue::from_str(&id.to_string()).ok(),
+            Some(peer) => Some(peer.text.clone()),
             None => self.observer.caller(req.headers()),
         };
         let pending = Pending {

@@ -8,6 +8,7 @@
 //!
 //! Nothing here does I/O; the tests call the indexes directly with fixture objects.
 
+mod by_key;
 mod endpoints;
 pub mod namespaces;
 mod pods;

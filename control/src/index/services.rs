@@ -1,10 +1,10 @@
 //! Services: their ports, by number, name and application protocol, and the namespaces whose
 //! proxies may see them (`vane.io/visible-to`).
 
-use super::{Dirty, Index, ObjectKey};
+use super::ObjectKey;
 use crate::identity::visibility::{VISIBLE_TO, parse_visible_to};
 use k8s_openapi::api::core::v1::Service;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// What the tables need of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +29,12 @@ pub struct ServicePort {
     pub port: u16,
     /// `appProtocol`, e.g. `kubernetes.io/h2c`.
     pub app_protocol: Option<String>,
+}
+
+impl super::by_key::Keyed for ServiceInfo {
+    fn key(&self) -> &ObjectKey {
+        &self.key
+    }
 }
 
 impl ServiceInfo {
@@ -74,59 +80,4 @@ impl ServiceInfo {
 }
 
 /// Services by key.
-#[derive(Debug, Default)]
-pub struct ServiceIndex {
-    by_key: HashMap<ObjectKey, ServiceInfo>,
-}
-
-impl ServiceIndex {
-    /// A Service by key.
-    pub fn get(&self, key: &ObjectKey) -> Option<&ServiceInfo> {
-        self.by_key.get(key)
-    }
-
-    /// Every Service, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &ServiceInfo> {
-        self.by_key.values()
-    }
-
-    /// How many Services are held.
-    pub fn len(&self) -> usize {
-        self.by_key.len()
-    }
-
-    /// Whether no Service is held.
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
-    }
-}
-
-impl Index<ServiceInfo> for ServiceIndex {
-    fn apply(&mut self, obj: ServiceInfo, dirty: &mut Dirty) {
-        if self.by_key.get(&obj.key) != Some(&obj) {
-            dirty.insert(obj.key.clone());
-            self.by_key.insert(obj.key.clone(), obj);
-        }
-    }
-
-    fn delete(&mut self, key: &ObjectKey, dirty: &mut Dirty) {
-        if self.by_key.remove(key).is_some() {
-            dirty.insert(key.clone());
-        }
-    }
-
-    fn reset(&mut self, objs: Vec<ServiceInfo>, dirty: &mut Dirty) {
-        let mut fresh: HashMap<ObjectKey, ServiceInfo> = objs.into_iter().map(|s| (s.key.clone(), s)).collect();
-        for (key, old) in &self.by_key {
-            if fresh.get(key) != Some(old) {
-                dirty.insert(key.clone());
-            }
-        }
-        for key in fresh.keys() {
-            if !self.by_key.contains_key(key) {
-                dirty.insert(key.clone());
-            }
-        }
-        std::mem::swap(&mut self.by_key, &mut fresh);
-    }
-}
+pub type ServiceIndex = super::by_key::ByKey<ServiceInfo>;

@@ -28,6 +28,7 @@ pub mod health;
 pub mod matching;
 pub mod model;
 pub mod orca;
+pub mod priority;
 pub mod select;
 pub mod split;
 pub mod table;

@@ -65,6 +65,16 @@ async fn a_saturated_backend_sheds_by_priority() {
     assert_eq!(r.status.as_u16(), 200, "critical is never shed: {r:?}");
     let m = proxy.metrics();
     assert_eq!(metric(&m, "vane_requests_total", &["error=\"shed\""]), Some(4.0), "{m}");
+    // By priority: three standard requests shed (the one that ended the loop above, one named
+    // standard, one with no header), one sheddable; the critical one answered.
+    let by = |p: &str, o: &str| {
+        let labels = format!("direction=\"outbound\",priority=\"{p}\",outcome=\"{o}\"");
+        metric(&m, "vane_requests_by_priority_total", &[&labels])
+    };
+    assert_eq!(by("standard", "shed"), Some(3.0), "{m}");
+    assert_eq!(by("sheddable", "shed"), Some(1.0), "{m}");
+    assert_eq!(by("critical", "shed"), Some(0.0), "{m}");
+    assert_eq!(by("critical", "success"), Some(1.0), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

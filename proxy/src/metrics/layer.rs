@@ -1,4 +1,5 @@
-//! The metrics layer: counts, latency and the in-flight gauge of every request, including those
+//! The metrics layer: counts, latency, the in-flight gauge and the count by priority and outcome
+//! of every request, including those
 //! the proxy answers itself. It reads where the request went from the response's [`Tag`] and the
 //! proxy's own error reason from its [`Answered`] extension.
 
@@ -13,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
+use vane_route::priority::{Outcome, Priority};
 
 /// Layer that records request metrics.
 #[derive(Clone, Debug)]
@@ -63,6 +65,7 @@ where
         let start = Instant::now();
         let metrics = Arc::clone(&self.metrics);
         let direction = self.direction;
+        let priority = Priority::of(req.headers());
         self.in_flight.inc();
         let guard = GaugeGuard(self.in_flight.clone());
         let fut = self.inner.call(req);
@@ -71,7 +74,9 @@ where
             drop(guard);
             let error = resp.extensions().get::<Answered>().map_or("", |a| a.0);
             let tag = resp.extensions().get::<Tag>();
-            metrics.record(direction, tag, error, resp.status().as_u16(), start.elapsed().as_secs_f64());
+            let status = resp.status().as_u16();
+            metrics.record(direction, tag, error, status, start.elapsed().as_secs_f64());
+            metrics.priority.record(direction, priority, Outcome::of(status, error));
             Ok(resp)
         })
     }

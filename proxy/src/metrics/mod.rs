@@ -5,6 +5,7 @@
 //! | `vane_requests_total` | direction, service, route, backend, status, error |
 //! | `vane_request_duration_seconds` (histogram, to response headers) | direction, service, route, backend |
 //! | `vane_requests_in_flight` | direction |
+//! | `vane_requests_by_priority_total` | direction, priority (`critical`/`standard`/`sheddable`), outcome (`success`/`shed`/`rejected`/`failed`) |
 //! | `vane_retries_total` (attempts sent again) | direction, service, route, backend, reason (`refused`, `reset`, `status`, `grpc_unavailable`) |
 //! | `vane_retry_budget_exhausted_total` (retries the budget refused) | direction, service, route, backend |
 //! | `vane_endpoint_rtt_ewma_seconds` | backend, endpoint |
@@ -43,6 +44,7 @@ mod identity;
 mod layer;
 mod mesh;
 mod model;
+mod priority;
 mod registry;
 mod route;
 pub mod usage;
@@ -51,5 +53,6 @@ pub use coalesce::{CoalesceMetrics, CoalesceStats};
 pub use identity::IdentityMetrics;
 pub use layer::{MetricsLayer, MetricsService};
 pub use model::{ModelAnswer, ModelMetrics};
+pub use priority::PriorityMetrics;
 pub use registry::{Direction, EndpointRow, ListenerStats, Metrics, Name};
 pub use route::{RouteStats, Tag};

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub mesh: super::mesh::MeshMetrics,
     /// The workload certificate's expiry and renewals.
     pub identity: super::identity::IdentityMetrics,
+    /// Requests by priority and outcome.
+    pub priority: super::priority::PriorityMetrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -224,6 +226,7 @@ impl Metrics {
         let model = super::model::ModelMetrics::register(&mut registry);
         let mesh = super::mesh::MeshMetrics::register(&mut registry);
         let identity = super::identity::IdentityMetrics::register(&mut registry);
+        let priority = super::priority::PriorityMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -251,6 +254,7 @@ impl Metrics {
             model,
             mesh,
             identity,
+            priority,
         }
     }
 

@@ -1,34 +1,8 @@
 //! The shedding decision, as pure functions of a request's priority and its backend's load.
 
-use http::HeaderMap;
 use vane_route::table::Shed;
 
-/// The request header that gives a request's priority.
-pub const PRIORITY_HEADER: &str = "vane-priority";
-
-/// How much a request matters when its backend is saturated (the Gateway API Inference
-/// Extension's criticality names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Priority {
-    /// Never shed.
-    Critical,
-    /// Shed when the backend is saturated (the default).
-    Standard,
-    /// Shed first: at half the queue, or 80 % of the in-flight limit.
-    Sheddable,
-}
-
-impl Priority {
-    /// The priority `vane-priority` gives (`critical`, `standard`, `sheddable`, any case);
-    /// `standard` when absent or unknown.
-    pub fn of(headers: &HeaderMap) -> Priority {
-        match headers.get(PRIORITY_HEADER).map(|v| v.as_bytes()) {
-            Some(v) if v.eq_ignore_ascii_case(b"critical") => Priority::Critical,
-            Some(v) if v.eq_ignore_ascii_case(b"sheddable") => Priority::Sheddable,
-            _ => Priority::Standard,
-        }
-    }
-}
+pub use vane_route::priority::{PRIORITY_HEADER, Priority};
 
 /// A backend's load at one instant, as shedding reads it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -110,19 +84,5 @@ mod tests {
         let one = Shed { max_in_flight: Some(1), queue_depth: None, ..both };
         assert!(!shed(Sheddable, &load(None, 0), &one));
         assert!(shed(Sheddable, &load(None, 1), &one));
-    }
-
-    #[test]
-    fn priority_from_the_header() {
-        let with = |v: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(PRIORITY_HEADER, http::HeaderValue::from_static(v));
-            Priority::of(&h)
-        };
-        assert_eq!(Priority::of(&HeaderMap::new()), Priority::Standard);
-        assert_eq!(with("critical"), Priority::Critical);
-        assert_eq!(with("Sheddable"), Priority::Sheddable);
-        assert_eq!(with("standard"), Priority::Standard);
-        assert_eq!(with("urgent!!"), Priority::Standard);
     }
 }

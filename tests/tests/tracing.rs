@@ -223,3 +223,29 @@ async fn tracing_off_changes_nothing() {
     assert!(seen[1].get("traceparent").is_none());
     assert!(proxy.metrics().contains("vane_trace_spans_exported_total 0"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_queued_are_sent_at_shutdown() {
+    let (collector, received) = collector().await;
+    let model = fake::start(fake::Seen::default()).await;
+    // A batch waits a minute to fill: only the drain can send these spans in time.
+    let config = format!(
+        "proxy:\n  tracing: {{ otlp: \"http://{collector}\", sample: 1, service_name: app-a, flush: 60s }}\n{}",
+        split_config(&[("v1", &[model], 1)], "")
+    );
+    let mut proxy = Proxy::start(&config);
+    let client = h1_client(proxy.outbound);
+    for _ in 0..3 {
+        let a = send(&client, "POST", "svc", "/v1/chat/completions", &[], STREAM).await.unwrap();
+        assert_eq!(a.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(received.lock().unwrap().is_empty(), "the batch is still filling");
+    drop(client);
+    proxy.signal("TERM");
+    let code = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(20)));
+    assert_eq!(code, Some(0));
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got.iter().all(|(service, s)| service == "app-a" && s.kind == 3), "client spans of app-a: {got:?}");
+}

@@ -82,6 +82,7 @@ pub struct Running {
     admin_stop: CancellationToken,
     connections: TaskTracker,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    observer: Arc<crate::trace::Observer>,
 }
 
 /// Binds the listeners and starts serving `table`.
@@ -125,7 +126,7 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
     tasks.push(tokio::spawn(serve(out_l, out_svc, conn, stats, mode, None, stop.clone(), connections.clone())));
     let local_load = Arc::new(crate::load::LocalLoad::default());
     tasks.push(tokio::spawn(crate::load::probe::poll(Arc::clone(&store), Arc::clone(&local_load))));
-    let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load, observer);
+    let in_svc = crate::stack::inbound(Arc::clone(&store), Arc::clone(&metrics), local_load, Arc::clone(&observer));
     let stats = metrics.listener("inbound");
     let mode = transparent(Side::Inbound, "inbound-tcp");
     let tls = identity.enabled().then(|| Arc::clone(&identity));
@@ -162,10 +163,14 @@ pub async fn start(opts: Options, table: Table) -> anyhow::Result<Running> {
         admin_stop,
         connections,
         tasks,
+        observer,
     };
     running.tasks.push(reload);
     Ok(running)
 }
+
+/// The longest a drain waits for the last spans to reach the collector.
+const SPAN_FLUSH: Duration = Duration::from_secs(3);
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
@@ -175,6 +180,10 @@ impl Running {
         self.stop.cancel();
         self.connections.close();
         let done = tokio::time::timeout(grace, self.connections.wait()).await.is_ok();
+        // The last requests' spans go before the exporter is stopped with the other tasks.
+        if !self.observer.flush(SPAN_FLUSH).await {
+            tracing::warn!("spans still queued at exit were not all sent within {SPAN_FLUSH:?}");
+        }
         self.admin_stop.cancel();
         for t in self.tasks {
             t.abort();

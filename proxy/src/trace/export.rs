@@ -1,16 +1,25 @@
 //! Span export: finished spans go into a bounded queue (never waited on: a full queue drops the
 //! span and counts it in `vane_trace_spans_dropped_total`), and one task sends them to the OTLP
-//! collector in batches of at most `max_batch`, or whatever is there after `flush`.
+//! collector in batches of at most `max_batch`, or whatever is there after `flush`. At
+//! shutdown, [`Exporter::flush`] sends what is queued before the process exits.
 
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Where spans go.
 #[derive(Debug)]
 pub struct Exporter {
-    tx: mpsc::Sender<SpanData>,
+    tx: mpsc::Sender<Msg>,
     dropped: Counter,
+}
+
+/// What goes to the export task: a span, or a request to send everything queued before it.
+#[derive(Debug)]
+enum Msg {
+    Span(Box<SpanData>),
+    Flush(oneshot::Sender<()>),
 }
 
 /// Why the exporter could not start.
@@ -52,44 +61,73 @@ impl Exporter {
 
     /// Queues a finished span, or drops it if the queue is full.
     pub fn send(&self, span: SpanData) {
-        if self.tx.try_send(span).is_err() {
+        if self.tx.try_send(Msg::Span(Box::new(span))).is_err() {
             self.dropped.inc();
         }
+    }
+
+    /// Sends every span queued so far, waiting at most `within` (for room in a full queue, and
+    /// for the collector). Returns whether they were all handed over in time.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let (done, wait) = oneshot::channel();
+        let flushed = async { self.tx.send(Msg::Flush(done)).await.is_ok() && wait.await.is_ok() };
+        tokio::time::timeout(within, flushed).await.unwrap_or(false)
     }
 }
 
 /// Longest wait for one export call (the collector's answer).
-const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn run(
     exporter: opentelemetry_otlp::SpanExporter,
-    mut rx: mpsc::Receiver<SpanData>,
+    mut rx: mpsc::Receiver<Msg>,
     max_batch: usize,
-    flush: std::time::Duration,
+    flush: Duration,
     counters: Counters,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     loop {
         // Wait for a first span, then give the batch `flush` to fill.
-        let Some(first) = rx.recv().await else { break };
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + flush;
-        while batch.len() < max_batch {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(s)) => batch.push(s),
-                Ok(None) | Err(_) => break,
+        let flushed = match rx.recv().await {
+            None => break,
+            Some(Msg::Flush(done)) => Some(done),
+            Some(Msg::Span(first)) => {
+                batch.push(*first);
+                let deadline = tokio::time::Instant::now() + flush;
+                let mut flushed = None;
+                while batch.len() < max_batch {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(Msg::Span(s))) => batch.push(*s),
+                        Ok(Some(Msg::Flush(done))) => {
+                            flushed = Some(done);
+                            break;
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                flushed
             }
+        };
+        if !batch.is_empty() {
+            send(&exporter, &mut batch, &counters).await;
         }
-        let n = batch.len() as u64;
-        match exporter.export(std::mem::take(&mut batch)).await {
-            Ok(()) => {
-                counters.exported.inc_by(n);
-            }
-            Err(e) => {
-                counters.errors.inc();
-                tracing::debug!("span export failed: {e}");
-            }
+        if let Some(done) = flushed {
+            let _ = done.send(());
         }
     }
     let _ = exporter.shutdown();
+}
+
+/// Exports `batch` (emptying it) and counts the outcome.
+async fn send(exporter: &opentelemetry_otlp::SpanExporter, batch: &mut Vec<SpanData>, counters: &Counters) {
+    let n = batch.len() as u64;
+    match exporter.export(std::mem::take(batch)).await {
+        Ok(()) => {
+            counters.exported.inc_by(n);
+        }
+        Err(e) => {
+            counters.errors.inc();
+            tracing::debug!("span export failed: {e}");
+        }
+    }
 }

@@ -140,6 +140,15 @@ impl Observer {
         Some(Span { ids, parent: parent.map(|p| p.span) })
     }
 
+    /// Sends the spans still queued to the collector, waiting at most `within`; at shutdown,
+    /// after the last request. Returns whether they all went (true with tracing off).
+    pub async fn flush(&self, within: std::time::Duration) -> bool {
+        match &self.tracer {
+            Some(t) => t.exporter.flush(within).await,
+            None => true,
+        }
+    }
+
     /// Enters the busy clock of `backend` (of `k` endpoints) for a request starting now.
     pub fn enter(&self, direction: Direction, backend: &Arc<str>, k: u32) -> Arc<Ticket> {
         let clock = {

@@ -91,6 +91,29 @@ async fn tokens_latency_and_cost_per_model_backend_and_caller() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserve_infer_tokens_from_the_tensors_that_count_them() {
+    let addr = fake::start(fake::Seen::default()).await;
+    let proxy = Proxy::start(&config(addr, ""));
+    let client = h1_client(proxy.outbound);
+    let infer = r#"{"inputs":[{"name":"input_ids","datatype":"INT32","shape":[1,4],"data":[1,2,3,4]},{"name":"input_lengths","datatype":"INT32","shape":[1,1],"data":[4]}]}"#;
+    for _ in 0..2 {
+        chat(&client, "/v2/models/trtllm/infer", "team-a", infer).await;
+    }
+    // An image model's tensors name no tokens: the request is counted, its tokens are not.
+    let image = r#"{"inputs":[{"name":"pixels","datatype":"FP32","shape":[1,2],"data":[0.5,0.25]}]}"#;
+    chat(&client, "/v2/models/resnet/infer", "team-a", image).await;
+
+    let by = |model: &str| format!("direction=\"outbound\",model=\"{model}\",backend=\"v1\",caller=\"team-a\"");
+    let text = metrics_with(&proxy, "vane_model_requests_total", &[&by("resnet")]).await;
+    let m = |name: &str, model: &str| metric(&text, name, &[&by(model)]);
+    assert_eq!(m("vane_model_input_tokens_total", "trtllm"), Some(8.0), "{text}");
+    assert_eq!(m("vane_model_output_tokens_total", "trtllm"), Some(2.0 * fake::KSERVE_OUT as f64), "{text}");
+    assert!(m("vane_model_requests_total", "resnet").is_some(), "{text}");
+    assert_eq!(m("vane_model_output_tokens_total", "resnet").unwrap_or(0.0), 0.0, "{text}");
+    assert!(m("vane_model_gpu_seconds_total", "resnet").is_some_and(|g| g > 0.0), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_writes_one_json_line_per_request() {
     let addr = fake::start(fake::Seen::default()).await;
     let dir = std::env::temp_dir().join(format!("vane-access-{}", std::process::id()));

@@ -41,6 +41,7 @@ pub mod busy;
 pub mod caps;
 mod coalesce;
 mod identity;
+pub mod kserve;
 mod layer;
 mod mesh;
 mod model;

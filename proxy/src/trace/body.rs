@@ -3,9 +3,11 @@
 //! answer only: nothing is copied but the usage object itself), and hands the finished
 //! [`Record`] to the [`Observer`] when the body ends or breaks off.
 
+use super::model::RequestInfo;
 use super::observer::{Observer, Ticket};
 use super::record::Record;
 use crate::body::{Completion, RespBody};
+use crate::metrics::kserve::AnswerCopy;
 use crate::metrics::usage::UsageScanner;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -53,6 +55,8 @@ pub struct Watch {
     start: Instant,
     record: Option<Record>,
     scan: Option<UsageScanner>,
+    /// A KServe JSON answer's copy, for its token count.
+    kserve: Option<AnswerCopy>,
     ticket: Option<Arc<Ticket>>,
     kind: Kind,
     log: bool,
@@ -64,13 +68,16 @@ impl Watch {
         inner: Option<Box<dyn Completion>>,
         observer: Arc<Observer>,
         start: Instant,
-        record: Record,
-        ticket: Option<Arc<Ticket>>,
+        mut record: Record,
+        info: RequestInfo,
         kind: Kind,
         log: bool,
     ) -> Watch {
         let scan = (kind != Kind::Other).then(|| UsageScanner::new(kind == Kind::Sse));
-        Watch { inner, observer, start, record: Some(record), scan, ticket, kind, log }
+        let kserve = (info.kserve && kind == Kind::Json).then(AnswerCopy::default);
+        record.input_tokens = info.input_tokens;
+        let ticket = info.ticket;
+        Watch { inner, observer, start, record: Some(record), scan, kserve, ticket, kind, log }
     }
 
     /// The answer is over (`complete`: cleanly): the record goes to the observer.
@@ -82,8 +89,12 @@ impl Watch {
         r.end = now.saturating_duration_since(self.start);
         r.complete = complete;
         if let Some(s) = &self.scan {
-            r.input_tokens = s.usage().map(|u| u.input);
-            r.output_tokens = s.output_tokens();
+            let usage = s.usage();
+            r.input_tokens = usage.map(|u| u.input).or(r.input_tokens);
+            r.output_tokens = match (&self.kserve, usage) {
+                (Some(copy), None) => copy.output_tokens(),
+                _ => s.output_tokens(),
+            };
         }
         let gpu = self.ticket.take().and_then(|t| t.leave(now));
         // A follower's answer cost the backend nothing of its own.
@@ -101,6 +112,9 @@ impl Completion for Watch {
         }
         if let Some(s) = &mut self.scan {
             s.chunk(chunk);
+        }
+        if let Some(c) = &mut self.kserve {
+            c.chunk(chunk);
         }
         if let Some(i) = &mut self.inner {
             i.data(chunk);

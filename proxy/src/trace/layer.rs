@@ -3,8 +3,9 @@
 //! sampled, putting the next hop's `traceparent` on it), decides whether to log it, and, when
 //! the answer's head comes back, builds its [`Record`] and watches its body
 //! ([`Watch`]) for a model answer (JSON or SSE), a traced or a logged request. Any other
-//! answer passes untouched: with tracing and the access log off, an answer that is neither
-//! JSON nor SSE costs a content-type check.
+//! answer passes untouched: with tracing and the access log off, an answer to a request the
+//! model layer found nothing in (no model, no body) costs one extension lookup, and one that is
+//! neither JSON nor SSE a content-type check more.
 
 use super::body::{Kind, Watch, Watched};
 use super::model::RequestInfo;
@@ -148,6 +149,11 @@ where
 
 /// The answer's head has come: its record, and its body watched, unless it is of no interest.
 fn answered(mut resp: Response<RespBody>, p: Pending) -> Response<RespBody> {
+    // Without a span or log line, only a model request's answer is of interest: one the model
+    // layer found a model or GPU work in (a body) for.
+    if p.line.is_none() && resp.extensions().get::<RequestInfo>().is_none() {
+        return resp;
+    }
     let kind = Kind::of(resp.headers());
     if kind == Kind::Other && p.line.is_none() {
         return resp;
@@ -197,17 +203,17 @@ fn answered(mut resp: Response<RespBody>, p: Pending) -> Response<RespBody> {
     match body {
         // The balancer's own watch of the endpoint's body: the observe layer's goes in front.
         RespBody::Upstream { done, .. } if done.is_some() => {
-            let w = Watch::new(done.take(), observer, start, record, info.ticket, kind, log);
+            let w = Watch::new(done.take(), observer, start, record, info, kind, log);
             *done = Some(Box::new(w));
         }
         // A shared answer, from its group's buffer.
         RespBody::Channel(_) => {
-            let w = Watch::new(None, observer, start, record, info.ticket, kind, log);
+            let w = Watch::new(None, observer, start, record, info, kind, log);
             let inner = std::mem::replace(body, RespBody::empty());
             *body = RespBody::Boxed(BoxedBody(Box::pin(Watched::new(inner, w))));
         }
         // No body to watch (the proxy's own answer, or none): over now.
-        _ => Watch::new(None, observer, start, record, info.ticket, kind, log).end(true),
+        _ => Watch::new(None, observer, start, record, info, kind, log).end(true),
     }
     resp
 }

@@ -6,6 +6,8 @@
 //! The model: the `model` field of a JSON body the route layer holds (whole, or the prefix it
 //! read for a model route), else a KServe v2 path's model, else (inbound) the `vane-model`
 //! header the caller's sidecar set; else none (`-`). A streamed body is never read for it.
+//! A KServe v2 request's held body also gives its input tokens, when it names them
+//! ([`crate::metrics::kserve`]).
 
 use super::observer::{Observer, Ticket};
 use crate::balance::Target;
@@ -23,6 +25,9 @@ use vane_route::model::{model_from_json_prefix, model_from_kserve_path};
 /// not read bodies).
 pub const MODEL_HEADER: &str = "vane-model";
 
+/// Where KServe v2 model paths start.
+const KSERVE_PREFIX: &str = "/v2/models/";
+
 /// Response (or error) extension: what the request side learnt.
 #[derive(Clone, Debug, Default)]
 pub struct RequestInfo {
@@ -30,6 +35,10 @@ pub struct RequestInfo {
     pub model: Option<Arc<str>>,
     /// Its part of the backend's busy clock.
     pub ticket: Option<Arc<Ticket>>,
+    /// A KServe v2 request with a body (its answer's tokens are read as KServe gives them).
+    pub kserve: bool,
+    /// Input tokens the request itself names (a KServe v2 body held by the route layer).
+    pub input_tokens: Option<u64>,
 }
 
 /// Layer for [`ModelService`].
@@ -103,7 +112,17 @@ where
             let k = u32::try_from(t.backend.endpoints.len()).unwrap_or(u32::MAX);
             self.observer.enter(self.direction, &t.backend.name, k)
         });
-        let info = (model.is_some() || ticket.is_some()).then_some(RequestInfo { model, ticket });
+        let kserve = has_body && req.uri().path().starts_with(KSERVE_PREFIX);
+        let input_tokens = match req.body() {
+            ReqBody::Full(Some(b)) if kserve => crate::metrics::kserve::input_tokens(b),
+            _ => None,
+        };
+        let info = (model.is_some() || ticket.is_some() || kserve).then_some(RequestInfo {
+            model,
+            ticket,
+            kserve,
+            input_tokens,
+        });
         Tagged { fut: self.inner.call(req), info }
     }
 }

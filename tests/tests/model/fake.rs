@@ -18,12 +18,16 @@ pub const GAP: Duration = Duration::from_millis(20);
 /// Tokens a stream sends.
 pub const TOKENS: u64 = 5;
 
+/// The generated tokens a KServe infer answer reports.
+pub const KSERVE_OUT: u64 = 3;
+
 /// What the server saw of each request: its headers.
 pub type Seen = Arc<Mutex<Vec<http::HeaderMap>>>;
 
 /// Paths: `/v1/chat/completions` answers JSON, or SSE when the body asks `"stream":true`
 /// (with a usage event unless the query has `no_usage`; after 200 ms with `slow`); `/plain`
-/// answers text.
+/// answers text; `/v2/models/trtllm/infer` answers a KServe v2 (TensorRT-LLM) infer response
+/// whose `sequence_length` is [`KSERVE_OUT`], any other model's an image model's probabilities.
 pub async fn start(seen: Seen) -> SocketAddr {
     serve(move |req: Request<Incoming>| {
         let seen = Arc::clone(&seen);
@@ -35,6 +39,16 @@ pub async fn start(seen: Seen) -> SocketAddr {
             if parts.uri.path() == "/plain" {
                 let mut r = Response::new(full("plain"));
                 r.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+                return r;
+            }
+            if parts.uri.path().ends_with("/infer") {
+                let image = r#"{"model_name":"resnet","outputs":[{"name":"probs","datatype":"FP32","shape":[1,2],"data":[0.9,0.1]}]}"#;
+                let llm = format!(
+                    r#"{{"model_name":"trtllm","outputs":[{{"name":"output_ids","datatype":"INT32","shape":[1,1,3],"data":[4,5,6]}},{{"name":"sequence_length","datatype":"INT32","shape":[1,1],"data":[{KSERVE_OUT}]}}]}}"#
+                );
+                let answer = if parts.uri.path().contains("/trtllm/") { llm } else { image.to_string() };
+                let mut r = Response::new(full(answer));
+                r.headers_mut().insert("content-type", "application/json".parse().unwrap());
                 return r;
             }
             if parts.uri.query().unwrap_or_default().contains("slow") {

@@ -8,6 +8,10 @@ and shutdown cancel out), and reports instructions per request for HTTP/1.1 and 
 ratio of each binary to the first.
 
     python3 bench/callgrind.py target/release/vane-proxy OTHER/vane-proxy
+    python3 bench/callgrind.py target/release/vane-proxy target/release/vane-proxy@tracing.yaml
+
+A binary given as `PATH@FILE` runs with FILE's YAML prepended to its config (to price one
+feature with one build); `EXTRA_CONFIG` is prepended for every binary.
 
 Needs valgrind and a release build of vane-bench (echo, loadgen). Traffic stays on 127.0.0.1.
 """
@@ -33,7 +37,7 @@ RATE = int(os.environ.get("RATE", "200"))
 SHORT, LONG = 2.0, 6.0
 # Prepended to the config, e.g. "proxy: { balancer: { ask_load_reports: false } }" to price one feature.
 EXTRA = os.environ.get("EXTRA_CONFIG", "")
-CONFIG = EXTRA + "\n" + f"""backends:
+CONFIG = f"""backends:
   - {{ name: echo, protocol: http1, endpoints: ["{BACKEND}"] }}
 services:
   - name: echo
@@ -57,11 +61,18 @@ def wait_ready(url: str, within: float) -> None:
     raise SystemExit(f"not ready: {url}")
 
 
-def instructions(exe: Path, proto: str, duration: float, tmp: Path) -> tuple[int, int]:
+def split(arg: str) -> tuple[Path, str]:
+    """The binary of an argument and the YAML it runs with before the common config."""
+    path, _, extra = arg.partition("@")
+    return Path(path), EXTRA + "\n" + (Path(extra).read_text() if extra else "")
+
+
+def instructions(arg: str, proto: str, duration: float, tmp: Path) -> tuple[int, int]:
     """(instructions, requests served) of one proxy run under callgrind."""
+    exe, extra = split(arg)
     out = tmp / f"callgrind.{os.getpid()}.{time.time_ns()}"
     conf = tmp / "vane.yaml"
-    conf.write_text(CONFIG)
+    conf.write_text(extra + "\n" + CONFIG)
     proxy = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(exe), "--config", str(conf),
          "--outbound", f"127.0.0.1:{OUTBOUND}", "--inbound", f"127.0.0.1:{INBOUND}",
@@ -88,9 +99,9 @@ def instructions(exe: Path, proto: str, duration: float, tmp: Path) -> tuple[int
 
 
 def main() -> None:
-    exes = [Path(a) for a in sys.argv[1:]] or [RELEASE / "vane-proxy"]
+    exes = sys.argv[1:] or [str(RELEASE / "vane-proxy")]
     for exe in exes:
-        if not exe.exists():
+        if not split(exe)[0].exists():
             raise SystemExit(f"{exe} does not exist")
     tmp = Path(tempfile.mkdtemp(prefix="vane-callgrind-"))
     echo = subprocess.Popen([str(RELEASE / "echo"), BACKEND], env={**os.environ, "THREADS": "1"},
@@ -102,14 +113,14 @@ def main() -> None:
             for exe in exes:
                 (i1, n1), (i2, n2) = instructions(exe, proto, SHORT, tmp), instructions(exe, proto, LONG, tmp)
                 per = (i2 - i1) / max(n2 - n1, 1)
-                rows[(proto, str(exe))] = per
+                rows[(proto, exe)] = per
                 print(f"{proto:4} {exe}: {per:,.0f} instructions/request ({n1} and {n2} requests)", file=sys.stderr)
         print("| protocol | binary | instructions / request | ratio to the first |")
         print("|---|---|---|---|")
         for proto in ("h1", "h2c"):
-            first = rows[(proto, str(exes[0]))]
+            first = rows[(proto, exes[0])]
             for exe in exes:
-                per = rows[(proto, str(exe))]
+                per = rows[(proto, exe)]
                 print(f"| {proto} | `{exe}` | {per:,.0f} | {per / first:.3f} |")
     finally:
         echo.send_signal(signal.SIGTERM)

@@ -99,6 +99,8 @@ pub struct Config {
     pub zipf: f64,
     /// A `temperature` to send in every request (none: the field is left out).
     pub temperature: Option<f64>,
+    /// Ask for the stream's closing usage event (`stream_options.include_usage`).
+    pub include_usage: bool,
 }
 
 impl Config {
@@ -258,10 +260,11 @@ async fn drive(cfg: &Config) -> anyhow::Result<Value> {
         Some(t) => format!(r#","temperature":{}"#, serde_json::to_string(&t)?),
         None => String::new(),
     };
+    let usage = if cfg.include_usage { r#","stream_options":{"include_usage":true}"# } else { "" };
     let body = move |a: &Arrival, id: Option<u32>| -> Bytes {
         let prompt = arrival_prompt(&filler, a, id);
         format!(
-            r#"{{"model":{model},"prompt":"{prompt}","max_tokens":{}{temperature},"stream":true}}"#,
+            r#"{{"model":{model},"prompt":"{prompt}","max_tokens":{}{temperature},"stream":true{usage}}}"#,
             a.output_tokens
         )
         .into()
@@ -667,6 +670,7 @@ mod tests {
             distinct: 0,
             zipf: 1.0,
             temperature: None,
+            include_usage: false,
         }
     }
 

@@ -39,7 +39,10 @@ type FloatCounter = Counter<f64, AtomicU64>;
 
 /// Round bucket bounds, so that an SLO (say TTFT under 1 s) reads off one bucket.
 const TTFT_BUCKETS: [f64; 13] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0];
-const TPOT_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Time per output token: fine between 5 and 100 ms, where decode speeds lie and where a canary
+/// that is 20–30 % slower must fall into other buckets than its stable version.
+const TPOT_BUCKETS: [f64; 16] =
+    [0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0];
 
 fn ttft_histogram() -> Histogram {
     Histogram::new(TTFT_BUCKETS)

@@ -74,6 +74,10 @@ struct Args {
     /// Send this `temperature` in every request (e.g. 0 for greedy, deterministic answers).
     #[arg(long)]
     temperature: Option<f64>,
+    /// Ask for a closing usage event (`stream_options.include_usage`), as OpenAI clients do for
+    /// token accounting.
+    #[arg(long)]
+    include_usage: bool,
     /// Send nothing: write the open-loop schedule's requests as JSON lines
     /// (`{"prompt": TEXT, "output_tokens_count": N}`) for another client to replay.
     #[arg(long, requires = "rate")]
@@ -116,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         distinct: a.distinct,
         zipf: a.zipf,
         temperature: a.temperature,
+        include_usage: a.include_usage,
     };
     if let Some(path) = &a.emit_dataset {
         let n = load::emit_dataset(&cfg, path)?;

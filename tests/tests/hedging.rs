@@ -98,3 +98,39 @@ async fn without_hedging_the_stalled_endpoint_keeps_its_requests() {
     let m = proxy.metrics();
     assert_eq!(metric(&m, "vane_hedges_total", &["route=\"main\""]).unwrap_or(0.0), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_is_recorded_on_its_request() {
+    let (hits, cancelled) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let stalled = model("stalled", Duration::from_secs(3), &hits, &cancelled).await;
+    let fast = model("fast", Duration::from_millis(5), &hits, &cancelled).await;
+    let dir = std::env::temp_dir().join(format!("vane-hedge-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let config = format!(
+        "proxy:\n  observe:\n    access_log: {{ to: \"{}\", sample: 1 }}\n{}",
+        log.display(),
+        split_config(&[("pool", &[stalled, fast], 1)], "        hedge: { delay: 100ms }\n")
+    );
+    let proxy = Proxy::start(&config);
+    let client = h1_client(proxy.outbound);
+    for _ in 0..6 {
+        assert_eq!(read_all(&client, proxy.outbound).await.0, "fast");
+    }
+    let hedges = metric(&proxy.metrics(), "vane_hedges_total", &["route=\"main\""]).unwrap_or(0.0) as usize;
+    assert!(hedges >= 1, "the stalled endpoint was never tried");
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        lines = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if lines.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let won = lines.iter().filter(|l| l["hedged"] == "won").count();
+    let plain = lines.iter().filter(|l| l["hedged"].is_null()).count();
+    assert_eq!((won, plain), (hedges, 6 - hedges), "{lines:?}");
+}

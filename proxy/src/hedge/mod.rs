@@ -157,21 +157,28 @@ where
     }
     tracing::debug!("no first byte within {wait:?}: hedging to another endpoint");
     let second = pin!(first_byte(inner.call(copy), picked_copy));
-    match select(primary, second).await {
-        Either::Left((Ok(resp), _)) => {
-            if let Some(s) = &stats {
-                s.hedged(Some(false));
-            }
-            Ok(resp)
-        }
-        Either::Right((Ok(resp), _)) => {
-            if let Some(s) = &stats {
-                s.hedged(Some(true));
-            }
-            Ok(resp)
-        }
+    let (out, won) = match select(primary, second).await {
+        Either::Left((Ok(resp), _)) => (Ok(resp), false),
+        Either::Right((Ok(resp), _)) => (Ok(resp), true),
         // One failed: the other's outcome, whatever it is.
-        Either::Left((Err(_), other)) => other.await,
-        Either::Right((Err(_), other)) => other.await,
-    }
+        Either::Left((Err(_), other)) => (other.await, true),
+        Either::Right((Err(_), other)) => (other.await, false),
+    };
+    out.map(|mut resp| {
+        if let Some(s) = &stats {
+            s.hedged(Some(won));
+        }
+        resp.extensions_mut().insert(Hedged { after: wait, won });
+        resp
+    })
+}
+
+/// Response extension of a hedged request: when the hedge was sent (after the request started
+/// here) and whether its answer is the one kept; the observe layer puts it on the span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hedged {
+    /// The hedging delay that passed without a first byte.
+    pub after: std::time::Duration,
+    /// Whether the hedge's answer was kept.
+    pub won: bool,
 }

@@ -190,6 +190,7 @@ fn answered(mut resp: Response<RespBody>, p: Pending) -> Response<RespBody> {
         status: resp.status().as_u16(),
         error: ext.get::<Answered>().map_or("", |a| a.0),
         attempts,
+        hedge: ext.get::<crate::hedge::Hedged>().copied(),
         coalesced: h.get(COALESCED).is_some_and(|v| v.as_bytes() == b"true"),
         head: start.elapsed(),
         first_byte: None,

@@ -9,7 +9,7 @@
 //!   (`http.request.method`, `http.response.status_code`, `server.address`, `url.path`,
 //!   `gen_ai.request.model`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`) and
 //!   Vane's (`vane.route`, `vane.backend`, `vane.endpoint`, `vane.retries`, `vane.coalesced`,
-//!   `vane.time_to_first_byte_ms`), and a `retried` event. Export is OTLP/gRPC in batches from
+//!   `vane.time_to_first_byte_ms`), and `retried` and `hedged` events. Export is OTLP/gRPC in batches from
 //!   a bounded queue that drops, and counts, rather than wait. With `proxy.tracing` unset the
 //!   request path does one check.
 //! - **Model metrics** (`vane_model_*`, [`crate::metrics::ModelMetrics`]): tokens from the

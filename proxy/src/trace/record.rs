@@ -58,6 +58,8 @@ pub struct Record {
     pub error: &'static str,
     /// Attempts (`vane-proxy-attempts`, 1 without it).
     pub attempts: u32,
+    /// A hedge sent for it: when, and whether its answer was kept.
+    pub hedge: Option<crate::hedge::Hedged>,
     /// Answered from another request's upstream call.
     pub coalesced: bool,
     /// Time to the answer's head.
@@ -124,6 +126,10 @@ impl Record {
             let at = self.start + self.head;
             events.events.push(Event::new("retried", at, vec![kv("vane.attempts", i64::from(self.attempts))], 0));
         }
+        if let Some(h) = self.hedge {
+            let at = self.start + h.after;
+            events.events.push(Event::new("hedged", at, vec![kv("vane.hedge_won", h.won)], 0));
+        }
         // Semantic conventions: a 4xx is an error of a client span, not of a server span.
         let failed = match self.direction {
             Direction::Outbound => self.status >= 400,
@@ -185,6 +191,7 @@ impl Record {
             "caller": &*self.caller,
             "attempts": self.attempts,
             "coalesced": self.coalesced,
+            "hedged": self.hedge.map(|h| if h.won { "won" } else { "lost" }),
             "head_ms": ms(self.head),
             "ttfb_ms": self.first_byte.map(ms),
             "duration_ms": ms(self.end),
@@ -196,5 +203,62 @@ impl Record {
             "span_id": self.span.map(|s| hex(&s.ids.span)),
         });
         v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hedge::Hedged;
+
+    fn record(attempts: u32, hedge: Option<Hedged>) -> Record {
+        Record {
+            direction: Direction::Outbound,
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
+            line: None,
+            span: None,
+            service: None,
+            route: None,
+            backend: "b".into(),
+            endpoint: None,
+            model: "-".into(),
+            caller: "-".into(),
+            status: 200,
+            error: "",
+            attempts,
+            hedge,
+            coalesced: false,
+            head: Duration::from_millis(150),
+            first_byte: None,
+            end: Duration::from_millis(300),
+            complete: true,
+            input_tokens: None,
+            output_tokens: None,
+            gpu_seconds: None,
+        }
+    }
+
+    #[test]
+    fn retries_and_hedges_are_span_events_at_their_time() {
+        let span = Span { ids: SpanIds { trace: [1; 16], span: [2; 8], sampled: true }, parent: None };
+        let scope = InstrumentationScope::builder("t").build();
+        let names = |r: &Record| {
+            let d = r.span_data(&span, &scope);
+            d.events.events.iter().map(|e| (e.name.to_string(), e.timestamp)).collect::<Vec<_>>()
+        };
+        assert!(names(&record(1, None)).is_empty());
+        let hedge = Hedged { after: Duration::from_millis(100), won: true };
+        let r = record(2, Some(hedge));
+        let start = r.start;
+        assert_eq!(
+            names(&r),
+            [
+                ("retried".to_string(), start + Duration::from_millis(150)),
+                ("hedged".to_string(), start + Duration::from_millis(100))
+            ]
+        );
+        let line: serde_json::Value = serde_json::from_str(&r.json_line()).unwrap();
+        assert_eq!(line["hedged"], "won");
+        assert!(serde_json::from_str::<serde_json::Value>(&record(1, None).json_line()).unwrap()["hedged"].is_null());
     }
 }

@@ -5,19 +5,38 @@
 //! known, measured or prior), it is the **token-aware finish estimate**:
 //!
 //! ```text
-//! per_token = max(token_time, stall)                     time per output token, now
-//! answer    = max(rtt + tokens × per_token, in_flight_age)  one typical answer here, start to end
-//! ahead     = max(in_flight × tokens − in_flight_tokens, in_flight) / tokens
-//!                                                        this proxy's work still to stream there, in answers
-//! cost      = answer × (in_flight_weight × ahead + 1 + queue_weight × queue_depth + kv_weight × kv_use)
+//! pause     = max(stall − token_time, 0)                 how much longer than a token the streams are silent
+//! answer    = max(rtt + tokens × token_time + pause, in_flight_age)  one typical answer here, start to end
+//! waiting   = in_flight − streaming                      this proxy's requests there not yet streaming
+//! running   = max(streaming × tokens − in_flight_tokens, streaming) / tokens
+//!                                                        what its streaming requests have still to stream, in answers
+//! queued    = max(in_flight_weight × waiting, queue_weight × queue_depth)
+//!                                                        requests waiting there, ours or reported
+//! kv        = max(kv_use − KV_ROOM, 0) / (1 − KV_ROOM)   KV-cache pressure, 0 below half full
+//! cost      = answer × (in_flight_weight × RUNNING_WEIGHT × running + 1 + queued + kv_weight × kv)
 //! ```
 //!
-//! that is, the work ahead of the new request (its own answer, what this proxy's requests there
-//! have still to stream, the endpoint's waiting queue) divided by the rate the endpoint gets
-//! through answers, plus its time to first token. It counts the endpoint as serving one answer
-//! after another: a batching server gets through several at once, but by how many depends on its
-//! batch and the sidecar does not know it; counted serially, two endpoints of the same batch size
-//! compare in the right order, and a fast endpoint is not piled onto past what it can take.
+//! that is, the work ahead of the new request (its own answer, the requests of this proxy's that
+//! are still to start there, a share of those streaming, the endpoint's waiting queue) divided by
+//! the rate the endpoint gets through answers, plus its time to first token.
+//!
+//! This proxy's requests not yet streaming are also in the endpoint's reported waiting queue once
+//! they have reached it, so the two are not added: the larger counts (the report may be older
+//! than the latest requests, and it counts other callers' too). KV-cache use says how near the
+//! server is to refusing new sequences a place; below half full it has room, and a busy replica
+//! (whose many sequences use more of its cache) must not look dearer for it.
+//!
+//! A request that streams is running in the model server's batch: the new one will run beside
+//! it, not after it, and what the batch costs each of its members is already in the measured
+//! time per token. So a streaming request counts only as [`RUNNING_WEIGHT`] of its remaining
+//! answer (one more sequence in a batch makes each step a little longer), while a request not yet
+//! streaming (queued at the server, or in its prefill) counts whole: it will take a place and
+//! pause every stream for its prefill first. A server that does not batch streams one answer at a
+//! time, so its other requests are the not-yet-streaming ones and count whole, as serial service
+//! would. Counting every request in flight as a whole answer (as the first form of this cost did)
+//! made a busy fast replica look several times dearer than it is, and sent a replica three times
+//! slower per token about 8 % of the requests at half load, where the soonest finish is never
+//! there.
 
 //!
 //! - `rtt` is a **peak-EWMA** of the time to the first response byte ([`PeakEwma`]): queueing
@@ -27,7 +46,12 @@
 //!   stream (from their second token on, milliseconds after they start, not when they end); a
 //!   replica three times slower per token shows it at its first answer's second token.
 //! - `stall` is how long the endpoint's open streams have gone without a token (0 when none is
-//!   streaming): a stream that has gone silent is as slow as its silence.
+//!   streaming). The part of it past one token's time is added once: a new request there waits
+//!   at least that much longer, and an endpoint whose streams hang grows dearer with every
+//!   instant of silence. It is not taken as the time of every token to come: a model server
+//!   pauses its streams for a step whenever it prefills a newcomer's prompt (tens of
+//!   milliseconds for a long one), and a busy replica, which takes the most newcomers, would
+//!   then look several times slower than it is, and lose to a replica that is slower in truth.
 //! - `in_flight_tokens` counts the tokens this proxy's outstanding requests there have received
 //!   already (each counting at most `tokens − 1`), so a request about to finish weighs less than
 //!   one just started.
@@ -124,6 +148,8 @@ pub struct Tokens {
     pub per_answer: f64,
     /// The endpoint's time per output token, nanoseconds (already decayed to now; used when above 0).
     pub token_ns: f64,
+    /// This proxy's requests in flight there whose answer has started streaming.
+    pub streaming: f64,
     /// How long the endpoint's open streams have gone without a token, nanoseconds (0 with none).
     pub stall_ns: f64,
     /// Tokens this proxy's requests in flight there have received so far.
@@ -140,7 +166,11 @@ pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
     let kv = load.kv_use.clamp(0.0, 1.0);
     let reported = 1.0 + w.queue * queue + w.kv * kv;
     let base = match load.tokens.and_then(|t| finish_terms(load.rtt_ns, load.in_flight, &t)) {
-        Some((answer, ahead)) => answer.max(age).max(1.0) * (w.in_flight * ahead + reported),
+        Some((answer, running, waiting)) => {
+            let queued = (w.in_flight * waiting).max(w.queue * queue);
+            let pressure = ((kv - KV_ROOM) / (1.0 - KV_ROOM)).max(0.0);
+            answer.max(age).max(1.0) * (w.in_flight * RUNNING_WEIGHT * running + 1.0 + queued + w.kv * pressure)
+        }
         None => {
             let body = if load.body_ns.is_finite() { load.body_ns.max(0.0) } else { f64::MAX / 4.0 };
             let rtt = if load.rtt_ns.is_finite() { (load.rtt_ns + body).max(age).max(1.0) } else { f64::MAX / 4.0 };
@@ -150,21 +180,31 @@ pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
     if load.penalized || load.held { base + PENALIZED } else { base }
 }
 
-/// The token-aware cost's `answer` (nanoseconds) and `ahead` (answers), or `None` when the
-/// figures do not allow it (fewer than 2 tokens per answer, no time per token, or a figure that
-/// is not a number).
-fn finish_terms(rtt_ns: f64, in_flight: u32, t: &Tokens) -> Option<(f64, f64)> {
+/// The token-aware cost's `answer` (nanoseconds), `running` (answers still to stream by this
+/// proxy's streaming requests) and `waiting` (its requests not yet streaming), or `None` when
+/// the figures do not allow it (fewer than 2 tokens per answer, no time per token, or a figure
+/// that is not a number).
+fn finish_terms(rtt_ns: f64, in_flight: u32, t: &Tokens) -> Option<(f64, f64, f64)> {
     let ok = |v: f64| v.is_finite() && v >= 0.0;
     if !(ok(t.per_answer) && t.per_answer >= 2.0 && ok(t.token_ns) && t.token_ns > 0.0 && ok(rtt_ns)) {
         return None;
     }
-    let per_token = t.token_ns.max(if ok(t.stall_ns) { t.stall_ns } else { 0.0 });
-    let answer = rtt_ns + t.per_answer * per_token;
+    let pause = if ok(t.stall_ns) { (t.stall_ns - t.token_ns).max(0.0) } else { 0.0 };
+    let answer = rtt_ns + t.per_answer * t.token_ns + pause;
     let n = f64::from(in_flight);
+    let running = if ok(t.streaming) { t.streaming.min(n) } else { 0.0 };
     let streamed = if ok(t.in_flight_tokens) { t.in_flight_tokens } else { 0.0 };
-    let ahead = (n * t.per_answer - streamed).max(n) / t.per_answer;
-    Some((answer, ahead))
+    let running_left = (running * t.per_answer - streamed).max(running) / t.per_answer;
+    Some((answer, running_left, n - running))
 }
+
+/// What a streaming request's remaining answer counts for in the token-aware cost's `ahead`
+/// (module docs): the new request runs beside it in the batch, slowed a little by it.
+pub const RUNNING_WEIGHT: f64 = 0.125;
+
+/// The share of its KV cache a model server can use before the token-aware cost counts it
+/// (module docs).
+pub const KV_ROOM: f64 = 0.5;
 
 /// The least share an endpoint in slow start gets, as Envoy's `min_weight_percent` (10 %).
 pub const SLOW_START_MIN_SHARE: f64 = 0.1;
@@ -206,8 +246,10 @@ pub const FROZEN_AFTER_REQUESTS: u32 = 4;
 ///   requests started meanwhile) is not used: an endpoint whose exporter stuck at "idle" must not
 ///   keep attracting traffic, nor one stuck at "busy" keep losing it.
 /// - A report that counts fewer requests at the endpoint (running + waiting) than this proxy alone
-///   had in flight there when it came contradicts what the proxy knows: the queue used is then at
-///   least the proxy's own requests the report does not account for.
+///   had in flight there when it came, less the one whose answer carries it, contradicts what the
+///   proxy knows: the queue used is then at least the proxy's own requests the report does not
+///   account for. (Without that allowance every report of a server that writes it before counting
+///   its request read as one waiting, which costs a whole answer.)
 pub fn believed_queue(
     queue: Option<f64>,
     running: Option<f64>,
@@ -220,7 +262,9 @@ pub fn believed_queue(
     }
     let q = queue.filter(|q| q.is_finite()).unwrap_or(0.0).max(0.0);
     Some(match running.filter(|r| r.is_finite()) {
-        Some(r) => q.max(f64::from(own_in_flight_at_report) - r.max(0.0)),
+        // The request whose answer carries the report is among this proxy's in flight, and a
+        // server may write the report before it counts that request: one is not a contradiction.
+        Some(r) => q.max(f64::from(own_in_flight_at_report.saturating_sub(1)) - r.max(0.0)),
         None => q,
     })
 }
@@ -497,21 +541,37 @@ mod tests {
         let w = CostWeights::default();
         let ms = 1e6;
         // 100 ms to first token, 10 ms a token, 100 tokens an answer: 1.1 s an answer.
-        let t = Tokens { per_answer: 100.0, token_ns: 10.0 * ms, stall_ns: 0.0, in_flight_tokens: 0.0 };
+        let t = Tokens { per_answer: 100.0, token_ns: 10.0 * ms, stall_ns: 0.0, streaming: 0.0, in_flight_tokens: 0.0 };
         let base = LoadInputs { rtt_ns: 100.0 * ms, body_ns: 9e9, tokens: Some(t), ..Default::default() };
+        let streaming = |n: f64, streamed: f64| Some(Tokens { streaming: n, in_flight_tokens: streamed, ..t });
         let cases = [
             // Idle: one answer (the body EWMA is not read).
             (base, 1100.0 * ms),
-            // Two in flight, just started: two answers ahead of it.
+            // Two in flight, not streaming yet: two answers ahead of it.
             (LoadInputs { in_flight: 2, ..base }, 3300.0 * ms),
-            // Two in flight, 150 of their 200 tokens streamed: half an answer ahead.
-            (LoadInputs { in_flight: 2, tokens: Some(Tokens { in_flight_tokens: 150.0, ..t }), ..base }, 1650.0 * ms),
+            // Two streaming, just started: it runs beside them, each an eighth of an answer.
+            (LoadInputs { in_flight: 2, tokens: streaming(2.0, 0.0), ..base }, 1375.0 * ms),
+            // Two streaming, 150 of their 200 tokens streamed: an eighth of half an answer.
+            (LoadInputs { in_flight: 2, tokens: streaming(2.0, 150.0), ..base }, 1168.75 * ms),
             // Nearly done, but an answer in flight is never counted as less than a token.
-            (LoadInputs { in_flight: 2, tokens: Some(Tokens { in_flight_tokens: 1e6, ..t }), ..base }, 1122.0 * ms),
+            (LoadInputs { in_flight: 2, tokens: streaming(2.0, 1e6), ..base }, 1102.75 * ms),
+            // One streaming, one still to start: the second counts whole.
+            (LoadInputs { in_flight: 2, tokens: streaming(1.0, 50.0), ..base }, 2268.75 * ms),
+            // More streams counted than requests in flight (a reading between two counters).
+            (LoadInputs { in_flight: 1, tokens: streaming(3.0, 0.0), ..base }, 1237.5 * ms),
             // Three waiting in the endpoint's queue: three answers more.
             (LoadInputs { queue_depth: 3.0, ..base }, 4400.0 * ms),
-            // Streams silent for 50 ms: 50 ms a token, now.
-            (LoadInputs { tokens: Some(Tokens { stall_ns: 50.0 * ms, ..t }), ..base }, 5100.0 * ms),
+            // Two of ours not streaming yet and three reported waiting: ours are among them.
+            (LoadInputs { in_flight: 2, queue_depth: 3.0, ..base }, 4400.0 * ms),
+            // Five of ours not streaming, a report (older) of three waiting: five.
+            (LoadInputs { in_flight: 5, queue_depth: 3.0, ..base }, 6600.0 * ms),
+            // KV cache under half full: room, nothing counted; three quarters: two answers more.
+            (LoadInputs { kv_use: 0.3, ..base }, 1100.0 * ms),
+            (LoadInputs { kv_use: 0.75, ..base }, 3300.0 * ms),
+            // Streams silent for 50 ms (a prefill step): the 40 ms past a token's time, once.
+            (LoadInputs { tokens: Some(Tokens { stall_ns: 50.0 * ms, ..t }), ..base }, 1140.0 * ms),
+            // Silent for 5 s (hung): dearer than four answers.
+            (LoadInputs { tokens: Some(Tokens { stall_ns: 5000.0 * ms, ..t }), ..base }, 6090.0 * ms),
             // A silence shorter than a token's time changes nothing.
             (LoadInputs { tokens: Some(Tokens { stall_ns: 5.0 * ms, ..t }), ..base }, 1100.0 * ms),
             // Requests running for longer than an answer should take: their age is the floor.
@@ -539,19 +599,36 @@ mod tests {
     fn a_slower_replica_shows_by_its_token_time_before_its_answers_end() {
         let w = CostWeights::default();
         let ms = 1e6;
-        let t = Tokens { per_answer: 150.0, token_ns: 6.0 * ms, stall_ns: 0.0, in_flight_tokens: 0.0 };
+        let t = Tokens { per_answer: 150.0, token_ns: 6.0 * ms, stall_ns: 0.0, streaming: 0.0, in_flight_tokens: 0.0 };
         // Same time to first token; the slow one 3 times slower per token. Idle, it loses to a
-        // fast one with its two in flight half done; with 4 just started on the fast one, it wins.
+        // fast one with its two in flight half done; with 4 still to start on the fast one, it
+        // wins.
         let slow =
             LoadInputs { rtt_ns: 80.0 * ms, tokens: Some(Tokens { token_ns: 18.0 * ms, ..t }), ..Default::default() };
         let fast = |n: u32, done: f64| LoadInputs {
             rtt_ns: 80.0 * ms,
             in_flight: n,
-            tokens: Some(Tokens { in_flight_tokens: done, ..t }),
+            tokens: Some(Tokens {
+                streaming: if done > 0.0 { f64::from(n) } else { 0.0 },
+                in_flight_tokens: done,
+                ..t
+            }),
             ..Default::default()
         };
         assert!(cost(&fast(2, 150.0), &w) < cost(&slow, &w));
         assert!(cost(&slow, &w) < cost(&fast(4, 0.0), &w));
+        // A batch of fourteen half-done streams on the fast one still beats the idle slow one:
+        // at half load the soonest finish is never on the slow replica.
+        assert!(cost(&fast(14, 14.0 * 75.0), &w) < cost(&slow, &w));
+        // A busy fast replica in a 60 ms prefill pause (its ten streams half done) still beats
+        // the slow one with five half done: the pause is not the time of every token to come.
+        let paused = |l: LoadInputs| LoadInputs { tokens: l.tokens.map(|t| Tokens { stall_ns: 60.0 * ms, ..t }), ..l };
+        let slow5 = LoadInputs {
+            in_flight: 5,
+            tokens: slow.tokens.map(|t| Tokens { streaming: 5.0, in_flight_tokens: 375.0, ..t }),
+            ..slow
+        };
+        assert!(cost(&paused(fast(10, 750.0)), &w) < cost(&slow5, &w));
     }
 
     #[test]
@@ -733,13 +810,14 @@ mod tests {
         // queue, running, own in flight at report, unchanged for, started since the last change, used queue
         let cases = [
             (Some(3.0), Some(10.0), 4, s(0), 0, Some(3.0)),  // agrees
-            (Some(0.0), Some(2.0), 6, s(0), 0, Some(4.0)),   // 6 of ours, it counts 2: 4 are waiting at least
+            (Some(0.0), Some(2.0), 6, s(0), 0, Some(3.0)),   // 6 of ours, it counts 2 and may not count its own: 3 wait
+            (Some(0.0), Some(2.0), 3, s(0), 0, Some(0.0)),   // 3 of ours, one the report's own: agrees
             (Some(5.0), Some(2.0), 6, s(0), 0, Some(5.0)),   // its own queue is larger: kept
             (Some(0.0), None, 6, s(0), 0, Some(0.0)),        // no running figure: nothing to compare
             (Some(0.0), Some(0.0), 0, s(30), 100, None),     // frozen while requests came and went
             (Some(9.0), Some(9.0), 0, s(30), 3, Some(9.0)),  // unchanged, but barely used: may be true
             (Some(0.0), Some(0.0), 0, s(1), 100, Some(0.0)), // not unchanged for long enough
-            (Some(f64::NAN), Some(-1.0), 2, s(0), 0, Some(2.0)),
+            (Some(f64::NAN), Some(-1.0), 2, s(0), 0, Some(1.0)),
         ];
         for (queue, running, own, unchanged, started, want) in cases {
             assert_eq!(believed_queue(queue, running, own, unchanged, started), want, "{queue:?} {running:?} {own}");

@@ -250,12 +250,15 @@ impl Endpoint {
                 per_answer: prior.tokens,
                 token_ns,
                 stall_ns: self.stall_ns(now_ns),
+                streaming: f64::from(self.streaming.load(Ordering::Relaxed)),
                 in_flight_tokens: self.in_flight_tokens.load(Ordering::Relaxed) as f64,
             });
         }
         let since = self.joined_ns.max(st.health.ejected_until_ns());
         load.held = balance::slow_start_holds(balance::slow_start(since, now_ns, policy.slow_start), draw);
-        (balance::cost(&load, &policy.weights), age)
+        let cost = balance::cost(&load, &policy.weights);
+        tracing::trace!(target: "vane_proxy::balance", endpoint = %self.addr, cost, ?load, "cost");
+        (cost, age)
     }
 
     /// The last load report that is not stale at `now_ns`, its age, and the waiting queue to

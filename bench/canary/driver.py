@@ -23,6 +23,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))
@@ -106,13 +107,15 @@ def run() -> dict:
     raw.mkdir(parents=True, exist_ok=True)
     import atexit
     atexit.register(rd.stop_all)
+    # The routing benchmark's fleet and load generator, with this run's knobs.
+    knobs = SimpleNamespace(sut_cpu=SUT_CPU, gen_cpu=GEN_CPU, prompt=PROMPT, output=OUTPUT)
+    spec = []
     for i, port in enumerate(ports):
-        speed = 1.0 if i < STABLE else CANARY_SPEED
-        argv = [str(rd.RELEASE / "vane-sim"), "--listen", f"127.0.0.1:{port}", "--model", rd.MODEL,
-                "--speed", str(speed), "--step-base-us", str(STEP_US), "--orca"]
-        rd.start(rd.pinned(SUT_CPU, argv), raw / f"sim-{port}.log")
-    for port in ports:
-        rd.wait_until(lambda p=port: rd.http_get(f"http://127.0.0.1:{p}/metrics")[0] == 200, 10, f"vane-sim on {port}")
+        r = llmrun.replica(port, flags=["--step-base-us", str(STEP_US)])
+        r["speed"] = 1.0 if i < STABLE else CANARY_SPEED
+        spec.append(r)
+    fleet = rd.Fleet(knobs, raw, spec)
+    fleet.start(tag="run")
     eps = lambda ps: ", ".join(f'"127.0.0.1:{p}"' for p in ps)  # noqa: E731
     conf = raw / "vane.yaml"
     conf.write_text(CONF.format(price=PRICE, v1=eps(ports[:STABLE]), v2=eps(ports[STABLE:])))
@@ -121,16 +124,15 @@ def run() -> dict:
     proxy = rd.start(rd.pinned(SUT_CPU, argv), raw / "proxy.log")
     rd.wait_until(lambda: rd.http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200, 10, "vane-proxy /ready")
     csv_path = raw / "requests.csv"
-    argv = [str(rd.RELEASE / "llm-load"), "--model", rd.MODEL, "--url", f"http://127.0.0.1:{outbound}/v1/completions",
-            "--prompt", PROMPT, "--output", OUTPUT, "--rate", str(RATE), "--warmup", "0", "--duration", str(DURATION),
-            "--drain", str(DRAIN), "--seed", str(SEED), "--include-usage", "--csv", str(csv_path)]
+    load = ["--rate", str(RATE), "--warmup", "0", "--duration", str(DURATION), "--drain", str(DRAIN),
+            "--seed", str(SEED), "--include-usage", "--csv", str(csv_path)]
     log(f"{RATE:g} req/s for {DURATION:g} s from a cold start, {STABLE} stable + {CANARY} canary replicas")
     started = time.time()
-    summary = json.loads(_load(argv, DURATION + DRAIN + 60))
+    summary = rd.llm_load(knobs, [f"http://127.0.0.1:{outbound}/v1/completions"], load, DURATION + DRAIN + 60)
     metrics = rd.http_get(f"http://127.0.0.1:{admin}/metrics")[1]
-    sims = {p: rd.prom_value(rd.http_get(f"http://127.0.0.1:{p}/metrics")[1], "vane_sim_requests_total") for p in ports}
+    sims = {p: rd.prom_value(t, "vane_sim_requests_total") for p, t in zip(ports, fleet.metrics())}
     rd.stop(proxy)
-    rd.stop_all()
+    fleet.stop()
     (raw / "metrics.txt").write_text(metrics)
     with open(csv_path) as f:
         rows = [r for r in csv.DictReader(f)]
@@ -141,17 +143,6 @@ def run() -> dict:
            "client_prompt_tokens": sum(int(r["prompt_tokens"] or 0) for r in rows if r["status"] == "200")}
     (raw / "run.json").write_text(json.dumps(rec, indent=1))
     return rec
-
-
-def _load(argv: list[str], timeout: float) -> str:
-    import subprocess
-    p = rd.spawn(rd.pinned(GEN_CPU, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rd.PROCS.append(p)
-    out, err = p.communicate(timeout=timeout)
-    rd.PROCS.remove(p)
-    if p.returncode != 0:
-        raise RuntimeError(f"llm-load failed: {err.strip()}")
-    return out
 
 
 def report(rec: dict, metrics: str) -> Path:

@@ -1,4 +1,6 @@
-//! The subset of Gateway API `HTTPRoute` (`gateway.networking.k8s.io/v1`) that Vane reads.
+//! The Kubernetes objects Vane reads that k8s-openapi does not type: the subset of Gateway API
+//! `HTTPRoute` (`gateway.networking.k8s.io/v1`) routing needs, and Vane's own
+//! `AuthorizationPolicy` (`policy.vane.io/v1alpha1`).
 //!
 //! Only what routing needs is typed. Everything else (`status`, `hostnames`, filters' contents,
 //! fields added by later Gateway API versions) is ignored by serde, so that an object written
@@ -178,4 +180,87 @@ pub(crate) fn is_core_service(group: Option<&str>, kind: Option<&str>, default_i
         Some(k) => k == "Service",
     };
     group_ok && kind_ok
+}
+
+/// A Vane `AuthorizationPolicy` (`policy.vane.io/v1alpha1`, namespaced): who may make some of
+/// the requests to the workloads of its namespace. Each object is one rule of the inbound
+/// policy the control service pushes to that namespace's proxies (`vane_route::authz`); the
+/// CRD is `manifests/crds/authorizationpolicies.yaml`.
+///
+/// ```yaml
+/// apiVersion: policy.vane.io/v1alpha1
+/// kind: AuthorizationPolicy
+/// metadata: {name: embeddings-for-search, namespace: models}
+/// spec:
+///   model: text-embedding-3
+///   allow:
+///     - namespace: search
+///     - namespace: apps
+///       serviceAccount: indexer
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct AuthorizationPolicy {
+    /// Standard object metadata.
+    pub metadata: ObjectMeta,
+    /// What the rule matches and who it allows.
+    #[serde(default)]
+    pub spec: AuthorizationPolicySpec,
+}
+
+/// `AuthorizationPolicy.spec`: requests matched by path prefix, model, or both.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationPolicySpec {
+    /// Requests whose path starts with this.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Requests for this model.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Who may make them; everyone else is denied them. Empty: nobody may.
+    #[serde(default)]
+    pub allow: Vec<PolicyPrincipal>,
+}
+
+/// `spec.allow[]`: exactly one of a SPIFFE ID, a namespace (optionally one ServiceAccount of
+/// it), or `unauthenticated: true`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyPrincipal {
+    /// A whole SPIFFE ID.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Every ServiceAccount of this namespace (or, with `serviceAccount`, one).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// A ServiceAccount of `namespace`.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Callers without an identity.
+    #[serde(default)]
+    pub unauthenticated: bool,
+}
+
+impl Resource for AuthorizationPolicy {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "AuthorizationPolicy".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "policy.vane.io".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1alpha1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "authorizationpolicies".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }

@@ -9,7 +9,8 @@
 
 use crate::index::namespaces::PolicyEntry;
 use crate::index::{
-    Dirty, Index, IndexEvent, Indexes, NamespacePolicy, ObjectKey, PodInfo, RouteInfo, ServiceInfo, SliceInfo,
+    Dirty, Index, IndexEvent, Indexes, NamespacePolicy, ObjectKey, PodInfo, PolicyRule, RouteInfo, ServiceInfo,
+    SliceInfo,
 };
 use crate::tables::{self, ServiceTable, TableSettings};
 use bytes::Bytes;
@@ -31,11 +32,14 @@ pub enum Kind {
     Pod,
     /// `v1/Namespace` (watched with the identity service on only).
     Namespace,
+    /// `policy.vane.io/v1alpha1/AuthorizationPolicy` (watched with the identity service on only).
+    AuthorizationPolicy,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [Kind::Service, Kind::EndpointSlice, Kind::HttpRoute, Kind::Pod, Kind::Namespace];
+    pub const ALL: [Kind; 6] =
+        [Kind::Service, Kind::EndpointSlice, Kind::HttpRoute, Kind::Pod, Kind::Namespace, Kind::AuthorizationPolicy];
 
     /// Label value in metrics and logs.
     pub fn as_str(self) -> &'static str {
@@ -45,6 +49,7 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 }
@@ -71,6 +76,8 @@ pub enum ChangeEvent {
     Pod(IndexEvent<PodInfo>),
     /// A Namespace's inbound policy changed.
     Namespace(IndexEvent<NamespacePolicy>),
+    /// An `AuthorizationPolicy` (a rule of its namespace's inbound policy) changed.
+    AuthorizationPolicy(IndexEvent<PolicyRule>),
 }
 
 impl ChangeEvent {
@@ -81,6 +88,7 @@ impl ChangeEvent {
             ChangeEvent::HttpRoute(_) => Kind::HttpRoute,
             ChangeEvent::Pod(_) => Kind::Pod,
             ChangeEvent::Namespace(_) => Kind::Namespace,
+            ChangeEvent::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
         }
     }
 
@@ -92,6 +100,7 @@ impl ChangeEvent {
                 | ChangeEvent::HttpRoute(IndexEvent::Reset(_))
                 | ChangeEvent::Pod(IndexEvent::Reset(_))
                 | ChangeEvent::Namespace(IndexEvent::Reset(_))
+                | ChangeEvent::AuthorizationPolicy(IndexEvent::Reset(_))
         )
     }
 }
@@ -174,7 +183,7 @@ pub struct Counts {
 pub struct Store {
     settings: TableSettings,
     indexes: Indexes,
-    synced: [bool; 5],
+    synced: [bool; Kind::ALL.len()],
     dirty: Dirty,
     tables: HashMap<ObjectKey, ServiceTable>,
     entries: HashMap<ObjectKey, Arc<ServiceEntry>>,
@@ -192,14 +201,14 @@ pub struct BatchResult {
 }
 
 impl Store {
-    /// An empty store. Pods and Namespaces count as listed from the start unless the settings
+    /// An empty store. Pods, Namespaces and AuthorizationPolicies count as listed from the start unless the settings
     /// name a trust domain (only then are they watched).
     pub fn new(settings: TableSettings) -> Store {
         let pods_listed = settings.trust_domain.is_none();
         Store {
             settings,
             indexes: Indexes::default(),
-            synced: [false, false, false, pods_listed, pods_listed],
+            synced: [false, false, false, pods_listed, pods_listed, pods_listed],
             dirty: Dirty::new(),
             tables: HashMap::new(),
             entries: HashMap::new(),
@@ -256,6 +265,7 @@ impl Store {
                 }
                 // Namespace keys in: no table depends on them, only the published policies.
                 ChangeEvent::Namespace(e) => self.indexes.namespaces.handle(e, &mut policies),
+                ChangeEvent::AuthorizationPolicy(e) => self.indexes.namespaces.handle(e, &mut policies),
             }
         }
         // Until every kind is listed, tables would be partial (Services without endpoints):

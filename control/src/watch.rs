@@ -1,13 +1,13 @@
 //! Kubernetes watches → [`Change`]s → the [`Store`] → published [`Snapshot`]s.
 //!
-//! One task per kind (Services, EndpointSlices, HTTPRoutes, and Pods and Namespaces with the
-//! identity service on) runs a kube-runtime `watcher` with the default backoff (800 ms doubling to
+//! One task per kind (Services, EndpointSlices, HTTPRoutes, and Pods, Namespaces and Vane's
+//! AuthorizationPolicies with the identity service on) runs a kube-runtime `watcher` with the default backoff (800 ms doubling to
 //! 30 s, with jitter). The watcher re-lists by itself after a `410 Gone` or a broken stream; its
 //! `Init`, `InitApply`…, `InitDone` sequence is buffered here and handed to the index as one
 //! `reset`. Objects are reduced to plain data in these tasks, so the store task only merges.
 
-use crate::api::HttpRoute;
-use crate::index::{IndexEvent, NamespacePolicy, ObjectKey, PodInfo, RouteInfo, ServiceInfo, SliceInfo};
+use crate::api::{AuthorizationPolicy, HttpRoute};
+use crate::index::{IndexEvent, NamespacePolicy, ObjectKey, PodInfo, PolicyRule, RouteInfo, ServiceInfo, SliceInfo};
 use crate::metrics::Metrics;
 use crate::state::{Change, ChangeEvent, Kind, Snapshot, Store};
 use futures_util::StreamExt;
@@ -31,9 +31,9 @@ pub const CHANGE_QUEUE: usize = 1024;
 /// publishes regularly.
 pub const MAX_BATCH: usize = 4096;
 
-/// Starts one watch task per kind, feeding `tx`; returns their handles (to stop them). Pods and
-/// Namespaces are watched only when `identity` is set (the identity service is on): only
-/// injected Pods are kept, and only Namespaces with an inbound policy.
+/// Starts one watch task per kind, feeding `tx`; returns their handles (to stop them). Pods,
+/// Namespaces and AuthorizationPolicies are watched only when `identity` is set (the identity
+/// service is on): only injected Pods are kept, and only Namespaces with an inbound policy.
 pub fn spawn_watches(
     client: &Client,
     tx: mpsc::Sender<Change>,
@@ -79,6 +79,14 @@ pub fn spawn_watches(
             Kind::Namespace,
             NamespacePolicy::from_resource,
             ChangeEvent::Namespace,
+            tx.clone(),
+            metrics.clone(),
+        )));
+        tasks.push(tokio::spawn(watch_kind(
+            Api::<AuthorizationPolicy>::all(client.clone()),
+            Kind::AuthorizationPolicy,
+            PolicyRule::from_resource,
+            ChangeEvent::AuthorizationPolicy,
             tx,
             metrics.clone(),
         )));
@@ -144,13 +152,13 @@ async fn watch_kind<K, T>(
             }
             Err(error) => {
                 metrics.watch_event(label, "error");
-                if is_not_found(&error) && kind == Kind::HttpRoute {
-                    // The Gateway API CRDs are not installed: run without routes rather than
-                    // never becoming ready. The watcher keeps retrying with backoff.
+                if is_not_found(&error) && matches!(kind, Kind::HttpRoute | Kind::AuthorizationPolicy) {
+                    // The CRD is not installed: run without these objects rather than never
+                    // becoming ready. The watcher keeps retrying with backoff.
                     if !missing_logged {
                         warn!(
                             kind = label,
-                            "resource not served by the API server (Gateway API CRDs not installed?); continuing without HTTPRoutes"
+                            "resource not served by the API server (its CRD not installed?); continuing without it"
                         );
                         missing_logged = true;
                     }
@@ -193,6 +201,13 @@ impl Notes for ServiceInfo {}
 impl Notes for SliceInfo {}
 impl Notes for PodInfo {}
 impl Notes for NamespacePolicy {}
+impl Notes for PolicyRule {
+    fn log_notes(&self) {
+        for i in &self.dropped {
+            warn!(policy = %self.key, "spec.allow[{i}] names no principal, or more than one kind at once; it admits nobody");
+        }
+    }
+}
 impl Notes for RouteInfo {
     fn log_notes(&self) {
         for note in &self.notes {

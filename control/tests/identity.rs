@@ -7,7 +7,7 @@ mod support;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use support::fake_api::{FakeApi, endpoint_slice, namespace, pod, service};
+use support::fake_api::{FakeApi, Res, authorization_policy, endpoint_slice, namespace, pod, service};
 use support::subscriber::Subscriber;
 use support::tls::{TestCa, connect};
 use support::{Control, metric};
@@ -309,4 +309,68 @@ async fn a_namespaces_default_inbound_policy_is_pushed_to_its_proxies() {
     let pushes = models.received.iter().filter(|m| pushed(m).is_some()).count();
     assert_eq!(pushes, 3, "snapshot, deny, the default: {:?}", models.received);
     assert!(elsewhere.next(Duration::from_millis(300)).await.is_none(), "other namespaces hear nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_policies_are_pushed_as_rules_to_their_namespaces_proxies() {
+    let (fake, control, ca) = setup().await;
+    let as_ns = |ns: &str| {
+        ca.credentials(&format!("spiffe://cluster.local/ns/{ns}/sa/client")).client_config(&[b"h2"]).unwrap()
+    };
+    let rules = |s: &vane_route::discovery::DiscoveryState| {
+        let authz = s.to_config(&Default::default()).proxy.authz;
+        (authz.default, authz.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
+    };
+    let mut models = Subscriber::tls(control.listen(), as_ns("models"), "services=*").await;
+    models.until("snapshot", |s| s.is_synced()).await;
+    let mut apps = Subscriber::tls(control.listen(), as_ns("apps"), "services=*").await;
+    apps.until("snapshot", |s| s.is_synced()).await;
+    assert_eq!(apps.state.authz(), None);
+
+    let embed = json!({"model": "embed", "allow": [{"namespace": "search"}, {"namespace": "apps", "serviceAccount": "indexer"}]});
+    fake.apply(authorization_policy("models", "embed", embed));
+    fake.apply(authorization_policy(
+        "models",
+        "admin",
+        json!({"pathPrefix": "/admin", "allow": [{}, {"namespace": "ops"}]}),
+    ));
+    models
+        .until("two rules", |s| rules(s) == (DefaultPolicy::AllAuthenticated, vec!["admin".into(), "embed".into()]))
+        .await;
+    let authz = models.state.authz().unwrap().clone();
+    authz.validate().unwrap();
+    let embed = &authz.rules[1];
+    assert_eq!((embed.model.as_deref(), embed.path_prefix.as_deref()), (Some("embed"), None));
+    assert_eq!(embed.allow[1].service_account.as_deref(), Some("indexer"));
+    assert_eq!(authz.rules[0].allow.len(), 1, "the principal that names nobody is dropped");
+
+    // A namespace without the annotation gets Vane's default with its rules.
+    fake.apply(authorization_policy("apps", "web", json!({"pathPrefix": "/", "allow": [{"namespace": "apps"}]})));
+    apps.until("apps' rule", |s| rules(s) == (DefaultPolicy::AllUnauthenticated, vec!["web".into()])).await;
+
+    // A policy deleted: its rule goes, and with the last one the policy itself.
+    fake.delete("AuthorizationPolicy", "models", "admin");
+    models.until("one rule", |s| rules(s).1 == ["embed"]).await;
+    fake.delete("AuthorizationPolicy", "apps", "web");
+    apps.until("nothing", |s| rules(s) == (DefaultPolicy::AllUnauthenticated, vec![])).await;
+    assert!(
+        models
+            .received
+            .iter()
+            .all(|m| !matches!(m, Message::Update { authz: Some(a), .. } if a.rules.iter().any(|r| r.name == "web")))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_policy_crd_the_control_service_still_gets_ready() {
+    let fake = FakeApi::without(50, &[Res::AuthorizationPolicies]).await;
+    fake.apply(service("models", "llm", 80, None));
+    fake.apply(namespace("models", &[(POLICY, "deny")]));
+    let ca = TestCa::new();
+    let control = Control::start_with(&fake, QUIET, Some(ca.settings())).await;
+    control.ready().await;
+    let config = ca.credentials("spiffe://cluster.local/ns/models/sa/x").client_config(&[b"h2"]).unwrap();
+    let mut models = Subscriber::tls(control.listen(), config, "services=*").await;
+    models.until("snapshot", |s| s.is_synced()).await;
+    assert_eq!(models.state.authz().map(|a| a.default), Some(DefaultPolicy::Deny));
 }

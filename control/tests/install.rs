@@ -33,7 +33,8 @@ use vane_control::inject::{self, Decision, InjectSettings};
 const CRD_GROUPS: [&str; 2] = ["gateway.networking.k8s.io", "keda.sh"];
 
 /// Kinds without a namespace.
-const CLUSTER_SCOPED: [&str; 4] = ["Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"];
+const CLUSTER_SCOPED: [&str; 5] =
+    ["Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "CustomResourceDefinition"];
 
 /// Distroless's `nonroot`, the control plane's user.
 const CONTROL_UID: i64 = 65532;
@@ -270,7 +271,7 @@ fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
 fn every_kustomization_renders_and_passes_the_kubernetes_schema() {
     let dirs = kustomizations();
     for expected in
-        ["", "control", "injector", "examples/models", "examples/autoscaling/hpa", "examples/autoscaling/keda"]
+        ["", "crds", "control", "injector", "examples/models", "examples/autoscaling/hpa", "examples/autoscaling/keda"]
     {
         assert!(dirs.contains(&expected.to_string()), "manifests/{expected}: no kustomization.yaml ({dirs:?})");
     }
@@ -552,7 +553,7 @@ fn rbac_reads_what_is_watched_and_creates_only_token_reviews() {
     use k8s_openapi::api::authentication::v1::TokenReview;
     use k8s_openapi::api::core::v1::{Namespace, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use vane_control::api::HttpRoute;
+    use vane_control::api::{AuthorizationPolicy, HttpRoute};
 
     let objs = objects("");
     let read: BTreeSet<&str> = ["get", "list", "watch"].into();
@@ -564,6 +565,10 @@ fn rbac_reads_what_is_watched_and_creates_only_token_reviews() {
         core(Pod::GROUP, Pod::URL_PATH_SEGMENT),
         core(Namespace::GROUP, Namespace::URL_PATH_SEGMENT),
         route(&<HttpRoute as kube::Resource>::plural(&())),
+        (
+            <AuthorizationPolicy as kube::Resource>::group(&()).to_string(),
+            <AuthorizationPolicy as kube::Resource>::plural(&()).to_string(),
+        ),
     ]);
     let token_reviews = core(TokenReview::GROUP, TokenReview::URL_PATH_SEGMENT);
     let expected: BTreeMap<&str, BTreeMap<(String, String), BTreeSet<&str>>> = BTreeMap::from([
@@ -1022,4 +1027,46 @@ fn images_run_as_the_users_the_injector_and_the_manifests_expect() {
     for must in ["target", ".git"] {
         assert!(ignore.lines().any(|l| l == must), ".dockerignore: {must}");
     }
+}
+
+#[test]
+fn the_authorization_policy_crd_is_the_type_the_control_service_watches() {
+    use kube::Resource;
+    use vane_control::api::{AuthorizationPolicy, AuthorizationPolicySpec, PolicyPrincipal};
+
+    let objs = objects("");
+    let crd = one(&objs, "CustomResourceDefinition", "authorizationpolicies.policy.vane.io");
+    let spec = &crd["spec"];
+    assert_eq!(spec["group"], AuthorizationPolicy::group(&()).as_ref());
+    assert_eq!(spec["names"]["plural"], AuthorizationPolicy::plural(&()).as_ref());
+    assert_eq!(spec["names"]["kind"], AuthorizationPolicy::kind(&()).as_ref());
+    assert_eq!(spec["scope"], "Namespaced");
+    let versions = spec["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0]["name"], AuthorizationPolicy::version(&()).as_ref());
+    assert_eq!((&versions[0]["served"], &versions[0]["storage"]), (&json!(true), &json!(true)));
+
+    // The schema's fields are the ones serde reads, no more and no fewer.
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>();
+    let schema = &versions[0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let full = AuthorizationPolicySpec {
+        path_prefix: Some("/".into()),
+        model: Some("m".into()),
+        allow: vec![PolicyPrincipal {
+            identity: Some("spiffe://td/ns/a/sa/b".into()),
+            namespace: Some("a".into()),
+            service_account: Some("b".into()),
+            unauthenticated: true,
+        }],
+    };
+    let typed = serde_json::to_value(&full).unwrap();
+    assert_eq!(keys(&schema["properties"]), keys(&typed));
+    assert_eq!(keys(&schema["properties"]["allow"]["items"]["properties"]), keys(&typed["allow"][0]));
+    let rules: Vec<&str> = schema["properties"]["allow"]["items"]["x-kubernetes-validations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules.len(), 2, "exactly one kind of principal; a ServiceAccount with its namespace");
 }

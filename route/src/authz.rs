@@ -10,9 +10,10 @@
 //! | `cluster-authenticated` | such callers whose identity is in this proxy's trust domain |
 //! | `deny` | nobody |
 //!
-//! The first rule whose match fits the request decides, and only its `allow` list counts: a
-//! request a rule matches is denied unless the caller is one of its principals, whatever the
-//! default. A principal is a whole SPIFFE ID, a namespace (every ServiceAccount of it), a
+//! Every rule whose match fits the request counts, and only those rules' `allow` lists: a
+//! request that some rule matches is allowed when the caller is a principal of any of them and
+//! denied otherwise, whatever the default (so rules add up, in any order, as Kubernetes
+//! authorization policies do). Only a request no rule matches goes to the default. A principal is a whole SPIFFE ID, a namespace (every ServiceAccount of it), a
 //! namespace's ServiceAccount, or `unauthenticated: true` (callers without an identity).
 //!
 //! ```yaml
@@ -66,7 +67,7 @@ pub struct AuthzConfig {
     /// When no rule matches.
     #[serde(default)]
     pub default: DefaultPolicy,
-    /// Rules, the first that matches decides.
+    /// Rules: a request that some match is allowed only to their principals.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<AuthzRule>,
 }
@@ -209,16 +210,23 @@ impl Principal {
 }
 
 /// Whether `caller` (or an unauthenticated caller, `None`) may make `req` at a proxy of
-/// `trust_domain` under `config`.
+/// `trust_domain` under `config`. The decision names the first matching rule that allows it,
+/// or, denied, the first matching rule.
 pub fn decide<'c>(
     config: &'c AuthzConfig,
     trust_domain: &str,
     caller: Option<&Caller<'_>>,
     req: &Request<'_>,
 ) -> Decision<'c> {
-    if let Some(rule) = config.rules.iter().find(|r| r.matches(req)) {
-        let name = Some(rule.name.as_str());
-        return if rule.allow.iter().any(|p| p.admits(caller)) { Decision::Allow(name) } else { Decision::Deny(name) };
+    let mut matched = None;
+    for rule in config.rules.iter().filter(|r| r.matches(req)) {
+        if rule.allow.iter().any(|p| p.admits(caller)) {
+            return Decision::Allow(Some(rule.name.as_str()));
+        }
+        matched.get_or_insert(rule.name.as_str());
+    }
+    if let Some(name) = matched {
+        return Decision::Deny(Some(name));
     }
     let allowed = match config.default {
         DefaultPolicy::AllUnauthenticated => true,
@@ -300,6 +308,29 @@ rules:
         assert_eq!(d(Some(&other_ops), &admin), Decision::Deny(Some("admin")));
         assert_eq!(d(None, &health), Decision::Allow(Some("health")));
         assert_eq!(d(Some(&chat), &health), Decision::Deny(Some("health")), "unauthenticated means without identity");
+    }
+
+    #[test]
+    fn overlapping_rules_add_up_in_any_order() {
+        let ns = |n: &str| Principal { namespace: Some(n.into()), ..Principal::default() };
+        let by_model =
+            AuthzRule { name: "llama".into(), path_prefix: None, model: Some("llama".into()), allow: vec![ns("a")] };
+        let by_path =
+            AuthzRule { name: "v1".into(), path_prefix: Some("/v1/".into()), model: None, allow: vec![ns("b")] };
+        let a = caller("spiffe://td/ns/a/sa/x", "td", "a", "x");
+        let b = caller("spiffe://td/ns/b/sa/x", "td", "b", "x");
+        let c = caller("spiffe://td/ns/c/sa/x", "td", "c", "x");
+        let both = Request { path: "/v1/chat/completions", model: Some("llama") };
+        let path_only = Request { path: "/v1/chat/completions", model: Some("qwen") };
+        for rules in [vec![by_model.clone(), by_path.clone()], vec![by_path, by_model]] {
+            let cfg = AuthzConfig { default: DefaultPolicy::AllUnauthenticated, rules };
+            let d = |c: &Caller<'_>, r: &Request<'_>| decide(&cfg, "td", Some(c), r);
+            assert_eq!(d(&a, &both), Decision::Allow(Some("llama")));
+            assert_eq!(d(&b, &both), Decision::Allow(Some("v1")));
+            assert!(!d(&c, &both).allowed(), "matched by both, admitted by neither");
+            assert_eq!(d(&a, &path_only), Decision::Deny(Some("v1")));
+            assert_eq!(d(&b, &path_only), Decision::Allow(Some("v1")));
+        }
     }
 
     #[test]

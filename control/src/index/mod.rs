@@ -16,7 +16,7 @@ mod routes;
 mod services;
 
 pub use self::endpoints::{EndpointIndex, SliceInfo, SlicePort};
-pub use self::namespaces::{NamespaceIndex, NamespacePolicy};
+pub use self::namespaces::{NamespaceIndex, NamespacePolicy, PolicyRule};
 pub use self::pods::{PodIndex, PodInfo};
 pub use self::routes::{RouteIndex, RouteInfo};
 pub use self::services::{ServiceIndex, ServiceInfo, ServicePort};
@@ -95,7 +95,8 @@ pub struct Indexes {
     pub routes: RouteIndex,
     /// Injected Pods (kept with the identity service on only).
     pub pods: PodIndex,
-    /// Namespaces' inbound policies (kept with the identity service on only).
+    /// Namespaces' inbound policies, from Namespaces and AuthorizationPolicies (kept with the
+    /// identity service on only).
     pub namespaces: NamespaceIndex,
 }
 

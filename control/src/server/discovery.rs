@@ -14,8 +14,9 @@
 //! With the identity service on, each subscriber is served as its [`Viewer`] (its identity's
 //! namespace): Services it may not see (`vane.io/visible-to`) are left out of its view, as if
 //! they did not exist, and the cache keys include the viewer. Its namespace's inbound policy
-//! (`vane.io/default-inbound-policy`, see [`crate::index::namespaces`]) is pushed as `authz` in
-//! its snapshot, and in an update when it changes (`{}`, the default, once taken back).
+//! (the `vane.io/default-inbound-policy` annotation and the namespace's AuthorizationPolicies, see
+//! [`crate::index::namespaces`]) is pushed as `authz` in its snapshot, and in an update when it
+//! changes (`{}`, the default, once taken back).
 
 use super::{Body, text};
 use crate::identity::visibility::{self, Viewer};

@@ -129,7 +129,12 @@ fn with_a_trust_domain_pods_are_waited_for_and_their_changes_recompute_their_ser
     assert!(r.published.is_none(), "Pods are watched too: not ready before they are listed");
     let r = store.apply_batch([change(ChangeEvent::Pod(IndexEvent::Reset(vec![p("10.0.0.1", "llm")])))]);
     assert!(r.published.is_none(), "and Namespaces");
-    let snap = store.apply_batch([change(ChangeEvent::Namespace(IndexEvent::Reset(vec![])))]).published.expect("ready");
+    let r = store.apply_batch([change(ChangeEvent::Namespace(IndexEvent::Reset(vec![])))]);
+    assert!(r.published.is_none(), "and AuthorizationPolicies");
+    let snap = store
+        .apply_batch([change(ChangeEvent::AuthorizationPolicy(IndexEvent::Reset(vec![])))])
+        .published
+        .expect("ready");
     let a = "a.m.svc.cluster.local";
     let b = "b.m.svc.cluster.local";
     assert_eq!(snap.services[a].backends[0].config.identity.as_deref(), Some("spiffe://cluster.local/ns/m/sa/llm"));

@@ -37,7 +37,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 #[allow(unused_imports)]
-pub use super::objects::{Res, TOKEN_REVIEWS, endpoint_slice, namespace, pod, service, split_route};
+pub use super::objects::{
+    Res, TOKEN_REVIEWS, authorization_policy, endpoint_slice, namespace, pod, service, split_route,
+};
 use super::objects::{event_line, json_response, plain, status};
 use super::tokens::Tokens;
 

@@ -19,6 +19,7 @@ pub enum Res {
     HttpRoutes,
     Pods,
     Namespaces,
+    AuthorizationPolicies,
 }
 
 /// Where token reviews are posted.
@@ -28,7 +29,8 @@ impl Res {
     /// What the control service watches without the identity service.
     pub const ALL: [Res; 3] = [Res::Services, Res::EndpointSlices, Res::HttpRoutes];
     /// Every collection served.
-    pub const SERVED: [Res; 5] = [Res::Services, Res::EndpointSlices, Res::HttpRoutes, Res::Pods, Res::Namespaces];
+    pub const SERVED: [Res; 6] =
+        [Res::Services, Res::EndpointSlices, Res::HttpRoutes, Res::Pods, Res::Namespaces, Res::AuthorizationPolicies];
 
     pub fn path(self) -> &'static str {
         match self {
@@ -37,6 +39,7 @@ impl Res {
             Res::Services => "/api/v1/services",
             Res::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
             Res::HttpRoutes => "/apis/gateway.networking.k8s.io/v1/httproutes",
+            Res::AuthorizationPolicies => "/apis/policy.vane.io/v1alpha1/authorizationpolicies",
         }
     }
 
@@ -47,6 +50,7 @@ impl Res {
             Res::HttpRoutes => "HTTPRoute",
             Res::Pods => "Pod",
             Res::Namespaces => "Namespace",
+            Res::AuthorizationPolicies => "AuthorizationPolicy",
         }
     }
 
@@ -55,6 +59,7 @@ impl Res {
             Res::Services | Res::Pods | Res::Namespaces => "v1",
             Res::EndpointSlices => "discovery.k8s.io/v1",
             Res::HttpRoutes => "gateway.networking.k8s.io/v1",
+            Res::AuthorizationPolicies => "policy.vane.io/v1alpha1",
         }
     }
 
@@ -65,6 +70,7 @@ impl Res {
             "HTTPRoute" => Res::HttpRoutes,
             "Pod" => Res::Pods,
             "Namespace" => Res::Namespaces,
+            "AuthorizationPolicy" => Res::AuthorizationPolicies,
             other => panic!("the fake API server does not serve {other}"),
         }
     }
@@ -80,6 +86,16 @@ pub fn namespace(name: &str, annotations: &[(&str, &str)]) -> Value {
     let annotations: serde_json::Map<String, Value> =
         annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "annotations": annotations}})
+}
+
+/// A Vane `AuthorizationPolicy` with this spec.
+pub fn authorization_policy(ns: &str, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "policy.vane.io/v1alpha1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": spec,
+    })
 }
 
 /// A Service with one TCP port named `http` (or `appProtocol` set).

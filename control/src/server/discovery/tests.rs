@@ -126,8 +126,7 @@ fn a_viewer_is_pushed_its_namespaces_policy_and_its_changes() {
     use crate::index::NamespacePolicy;
     use vane_route::authz::{AuthzConfig, DefaultPolicy};
     let policy = |name: &str, default| {
-        let config = AuthzConfig { default, rules: vec![] };
-        change(ChangeEvent::Namespace(IndexEvent::Apply(NamespacePolicy { key: ObjectKey::new("", name), config })))
+        change(ChangeEvent::Namespace(IndexEvent::Apply(NamespacePolicy { key: ObjectKey::new("", name), default })))
     };
     let mut store = store();
     let s1 = store.apply_batch([policy("m", DefaultPolicy::AllAuthenticated)]).published.unwrap();

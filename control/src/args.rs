@@ -1,5 +1,6 @@
 //! Flags (and their environment variables) and the wiring of the binary.
 
+use crate::identity::rotate::Reload;
 use crate::identity::{IdentitySettings, IssuerPem, init as identity_init};
 use crate::inject::{InjectSettings, cert, run as inject_run, tls::CertFiles};
 use crate::tables::TableSettings;
@@ -38,6 +39,10 @@ pub struct Args {
     /// `tls.key`, as the `vane-identity-issuer` Secret mounts them).
     #[arg(long, env = "VANE_CONTROL_IDENTITY_DIR")]
     pub identity_dir: Option<PathBuf>,
+    /// How often the identity directory is read again; a changed issuer is put into use
+    /// without a restart (`10s`, `1m`, ...).
+    #[arg(long, env = "VANE_CONTROL_IDENTITY_RELOAD", default_value = "10s", value_parser = reload_interval)]
+    pub identity_reload: Duration,
     /// The trust domain of workload identities.
     #[arg(long, env = "VANE_CONTROL_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
@@ -56,6 +61,14 @@ fn lifetime(s: &str) -> Result<Duration, String> {
     let d = vane_route::duration::parse(s)?;
     if d < Duration::from_secs(60) {
         return Err(format!("{s}: a certificate must live at least a minute"));
+    }
+    Ok(d)
+}
+
+fn reload_interval(s: &str) -> Result<Duration, String> {
+    let d = vane_route::duration::parse(s)?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("{s}: read the issuer files at most every 100ms"));
     }
     Ok(d)
 }
@@ -187,6 +200,7 @@ impl Args {
             cluster_domain,
             log,
             identity_dir,
+            identity_reload,
             trust_domain,
             certificate_lifetime,
             namespace,
@@ -206,6 +220,7 @@ impl Args {
                 lifetime: certificate_lifetime,
                 namespace,
                 service_account,
+                reload: Some(Reload { dir, every: identity_reload }),
             }),
             None => None,
         };

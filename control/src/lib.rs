@@ -109,7 +109,7 @@ pub async fn start(client: kube::Client, settings: Settings, shutdown: Cancellat
     let identity = match &settings.identity {
         Some(id) => {
             tables.trust_domain = Some(id.trust_domain.clone());
-            let authority = Arc::new(id.issuer.authority(&id.trust_domain)?);
+            let authority = Arc::new(arc_swap::ArcSwap::from_pointee(id.issuer.authority(&id.trust_domain)?));
             let cert = identity::ServingCert::new(authority.clone(), id.own_id()?, id.lifetime)?;
             Some((id, authority, cert))
         }
@@ -142,6 +142,17 @@ pub async fn start(client: kube::Client, settings: Settings, shutdown: Cancellat
                 server::tls::Secure { discovery: disco, certificates, trust_domain: id.trust_domain.as_str().into() };
             tracing::info!(identity = %cert.id(), "identity service on: discovery and certificates over TLS");
             background.push(tokio::spawn(cert.clone().keep_renewed(shutdown.clone())));
+            metrics.set_issuer_expiry(&cert.authority());
+            if let Some(reload) = id.reload.clone() {
+                background.push(tokio::spawn(identity::rotate::keep_issuer_fresh(
+                    reload,
+                    id.issuer.clone(),
+                    id.trust_domain.clone(),
+                    cert.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )));
+            }
             tokio::spawn(server::tls::serve(discovery_listener, cert, secure, shutdown.clone()))
         }
         None => tokio::spawn(server::serve(discovery_listener, move |req| disco.handle(&req), shutdown.clone())),

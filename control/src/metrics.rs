@@ -13,6 +13,8 @@
 //! | `vane_control_table_version` | gauge | version of the published tables |
 //! | `vane_control_certificates_issued_total` | counter | workload certificates signed |
 //! | `vane_control_certificate_refusals_total` | counter | `reason` (see `identity::review::Refusal::reason`) |
+//! | `vane_control_issuer_reloads_total` | counter | `outcome` (rotated, refused): changed issuer files put into use or refused |
+//! | `vane_control_issuer_expiry_timestamp_seconds` | gauge | when the issuer certificate in use expires (Unix time) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -69,6 +71,17 @@ pub struct Metrics {
     pub certificates_issued: Counter,
     /// Certificate requests refused, by reason.
     pub certificate_refusals: Family<RefusalLabels, Counter>,
+    /// Changed issuer files, by outcome.
+    pub issuer_reloads: Family<OutcomeLabels, Counter>,
+    /// When the issuer in use expires, Unix seconds.
+    pub issuer_expiry: Gauge,
+}
+
+/// Labels of `vane_control_issuer_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `rotated` or `refused`.
+    pub outcome: &'static str,
 }
 
 impl Metrics {
@@ -87,6 +100,8 @@ impl Metrics {
             table_version: Gauge::default(),
             certificates_issued: Counter::default(),
             certificate_refusals: Family::default(),
+            issuer_reloads: Family::default(),
+            issuer_expiry: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("vane_control");
         r.register("watch_events", "Kubernetes watch events received", m.watch_events.clone());
@@ -109,6 +124,17 @@ impl Metrics {
         r.register("table_version", "Version of the published tables", m.table_version.clone());
         r.register("certificates_issued", "Workload certificates signed", m.certificates_issued.clone());
         r.register("certificate_refusals", "Certificate requests refused, by reason", m.certificate_refusals.clone());
+        r.register(
+            "issuer_reloads",
+            "Changed issuer files put into use (rotated) or refused",
+            m.issuer_reloads.clone(),
+        );
+        r.register_with_unit(
+            "issuer_expiry_timestamp",
+            "When the issuer certificate in use expires (Unix time)",
+            prometheus_client::registry::Unit::Seconds,
+            m.issuer_expiry.clone(),
+        );
         m
     }
 
@@ -120,6 +146,17 @@ impl Metrics {
     /// Counts a refused certificate request.
     pub fn certificate_refused(&self, reason: &'static str) {
         self.certificate_refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// Counts changed issuer files by what became of them.
+    pub fn issuer_reload(&self, outcome: &'static str) {
+        self.issuer_reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Records when `authority`'s issuer certificate expires.
+    pub fn set_issuer_expiry(&self, authority: &vane_identity::ca::Authority) {
+        let at = authority.issuer_not_after().and_then(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok());
+        self.issuer_expiry.set(at.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
     }
 
     /// Counts a push.

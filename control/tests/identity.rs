@@ -374,3 +374,84 @@ async fn without_the_policy_crd_the_control_service_still_gets_ready() {
     models.until("snapshot", |s| s.is_synced()).await;
     assert_eq!(models.state.authz().map(|a| a.default), Some(DefaultPolicy::Deny));
 }
+
+/// Writes `ca`'s issuer files as the mounted Secret holds them.
+fn write_issuer(dir: &std::path::Path, ca: &TestCa) {
+    std::fs::write(dir.join("ca.crt"), &ca.generated.anchor_pem).unwrap();
+    std::fs::write(dir.join("tls.crt"), &ca.generated.issuer_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &ca.generated.issuer_key_pem).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_issuer_in_the_files_is_used_without_a_restart() {
+    let fake = FakeApi::start(50).await;
+    fake.apply(service("models", "llm", 80, None));
+    fake.token("llm-token", "system:serviceaccount:models:llm", &[AUDIENCE]);
+    let dir = std::env::temp_dir().join(format!("vane-control-issuer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (old, new) = (TestCa::new(), TestCa::new());
+    write_issuer(&dir, &old);
+    let mut settings = old.settings();
+    settings.reload =
+        Some(vane_control::identity::rotate::Reload { dir: dir.clone(), every: Duration::from_millis(100) });
+    let control = Control::start_with(&fake, QUIET, Some(settings)).await;
+    control.ready().await;
+    let id = SpiffeId::parse(LLM_ID).unwrap();
+    let listen = control.listen();
+    let issue = |roots: Arc<rustls::ClientConfig>| {
+        let id = id.clone();
+        async move {
+            let mut conn = connect(listen, roots).await?;
+            let request = csr::Request::new(&id).unwrap();
+            let (status, answer) = conn.certificate("llm-token", &request.der).await;
+            assert_eq!(status, 200, "{answer}");
+            let answer: CertificateResponse = serde_json::from_value(answer).unwrap();
+            std::io::Result::Ok(Credentials::new(&answer.chain, request.key(), &answer.roots).unwrap())
+        }
+    };
+    let before = issue(old.anonymous()).await.unwrap();
+    before.verify().unwrap();
+    // An old subscriber's stream, opened before the rotation, stays up.
+    let old_config = old.credentials("spiffe://cluster.local/ns/models/sa/llm").client_config(&[b"h2"]).unwrap();
+    let mut sub = Subscriber::tls(control.listen(), old_config, "services=*").await;
+    sub.until("snapshot", |s| s.is_synced()).await;
+
+    write_issuer(&dir, &new);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        match issue(new.anonymous()).await {
+            Ok(c) => break c,
+            Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("the control service never presented the new issuer's certificate: {e}"),
+        }
+    };
+    assert_eq!(after.id, id);
+    after.verify().unwrap();
+    let new_issuer = vane_identity::pem::certs(&new.generated.issuer_pem).unwrap();
+    assert_eq!(after.chain.get(1), new_issuer.first(), "signed by the new issuer");
+    assert!(connect(control.listen(), old.anonymous()).await.is_err(), "the old anchors no longer vouch for it");
+
+    // A bad set is refused and counted; the new issuer stays in use.
+    std::fs::write(dir.join("tls.key"), "not a key").unwrap();
+    let (_, metrics) = control.admin("/metrics").await;
+    let mut refused = metric(&metrics, "vane_control_issuer_reloads_total{outcome=\"refused\"}");
+    for _ in 0..100 {
+        if refused.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        refused = metric(&control.admin("/metrics").await.1, "vane_control_issuer_reloads_total{outcome=\"refused\"}");
+    }
+    assert_eq!(refused, Some(1.0));
+    issue(new.anonymous()).await.unwrap().verify().unwrap();
+    let (_, metrics) = control.admin("/metrics").await;
+    assert_eq!(metric(&metrics, "vane_control_issuer_reloads_total{outcome=\"rotated\"}"), Some(1.0), "{metrics}");
+    assert!(metric(&metrics, "vane_control_issuer_expiry_timestamp_seconds").unwrap() > 1.7e9);
+    // The stream opened under the old issuer still carries changes.
+    fake.apply(service("models", "late", 80, None));
+    sub.until("the late service", |s| {
+        s.to_config(&Default::default()).services.iter().any(|v| v.name.starts_with("late."))
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

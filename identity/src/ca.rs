@@ -196,6 +196,12 @@ impl Authority {
         &self.anchors_pem
     }
 
+    /// When the issuer's own certificate expires (after which nothing it signed is valid).
+    pub fn issuer_not_after(&self) -> Option<SystemTime> {
+        let certs = crate::pem::certs(&self.issuer_pem).ok()?;
+        crate::peer::not_after(certs.first()?.as_ref())
+    }
+
     /// Signs `csr_der` for `proven` (the identity its token proved), valid from a minute ago for
     /// `lifetime`.
     pub fn issue(&self, csr_der: &[u8], proven: &SpiffeId, lifetime: Duration) -> Result<Issued, IssueError> {

@@ -46,6 +46,9 @@ pub enum TlsError {
     /// The client verifier could not be built.
     #[error("client verifier: {0}")]
     Verifier(String),
+    /// The chain does not lead to one of the trust anchors, or is not valid now.
+    #[error("the certificate is not trusted by the anchors: {0}")]
+    Untrusted(String),
 }
 
 /// The ring provider, TLS 1.3 cipher suites only.
@@ -92,6 +95,17 @@ impl Credentials {
     /// From PEM texts of a chain, a key and trust anchors (files, in standalone mode).
     pub fn from_pem(chain_pem: &str, key_pem: &str, roots_pem: &str) -> Result<Credentials, TlsError> {
         Credentials::new(chain_pem, pem::key(key_pem)?, roots_pem)
+    }
+
+    /// Checks the chain as a peer would: it leads to one of the trust anchors and is valid now.
+    pub fn verify(&self) -> Result<(), TlsError> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&self.roots), provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        verifier
+            .verify_client_cert(&self.chain[0], &self.chain[1..], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| TlsError::Untrusted(e.to_string()))
     }
 
     /// The server side: TLS 1.3, client certificates asked for and checked when given.

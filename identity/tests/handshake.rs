@@ -189,3 +189,18 @@ fn an_issued_certificate_lives_as_long_as_asked() {
     let left = c.not_after.duration_since(SystemTime::now()).unwrap();
     assert!(left <= Duration::from_secs(600) && left > Duration::from_secs(590), "{left:?}");
 }
+
+#[test]
+fn credentials_check_their_own_chain_against_their_anchors() {
+    let (ours, theirs) = (authority(), authority());
+    let who = id("models", "llm");
+    creds(&ours, &who).verify().unwrap();
+    let req = Request::new(&who).unwrap();
+    let issued = theirs.issue(&req.der, &who, ca::DEFAULT_LIFETIME).unwrap();
+    let mixed = Credentials::new(&issued.chain_pem, req.key(), ours.anchors_pem()).unwrap();
+    assert!(matches!(mixed.verify(), Err(tls::TlsError::Untrusted(_))), "another issuer's chain");
+    let hour = Duration::from_secs(3600);
+    let now = SystemTime::now();
+    let expired = creds_valid(&ours, &who, now - 3 * hour, now - hour);
+    assert!(matches!(expired.verify(), Err(tls::TlsError::Untrusted(_))), "expired");
+}

@@ -15,9 +15,12 @@
 //! - [`ServingCert`]: the control service's own certificate
 //!   (`spiffe://<td>/ns/<namespace>/sa/<service account>`), made by its own issuer and renewed
 //!   at 70 % of its lifetime; new connections get the new one.
+//! - [`rotate`]: the issuer's files read again, and a new issuer or new anchors put into use
+//!   without a restart.
 
 pub mod init;
 pub mod review;
+pub mod rotate;
 pub mod service;
 pub mod visibility;
 
@@ -71,8 +74,11 @@ pub enum IdentityError {
     Tls(#[from] TlsError),
 }
 
+/// The issuer in use, swapped whole when its files change ([`rotate`]).
+pub type SharedAuthority = Arc<ArcSwap<Authority>>;
+
 /// The issuer and the anchors, PEM, as the `vane-identity-issuer` Secret holds them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IssuerPem {
     /// The trust anchors (`ca.crt`).
     pub anchors: String,
@@ -111,6 +117,8 @@ pub struct IdentitySettings {
     pub namespace: String,
     /// See `namespace`.
     pub service_account: String,
+    /// Where the issuer came from, read again to rotate it; `None`: never read again.
+    pub reload: Option<rotate::Reload>,
 }
 
 impl IdentitySettings {
@@ -123,7 +131,7 @@ impl IdentitySettings {
 /// The control service's serving certificate, renewed before it expires.
 #[derive(Debug)]
 pub struct ServingCert {
-    authority: Arc<Authority>,
+    authority: SharedAuthority,
     id: SpiffeId,
     lifetime: Duration,
     config: ArcSwap<ServerConfig>,
@@ -132,8 +140,12 @@ pub struct ServingCert {
 
 impl ServingCert {
     /// Makes the first certificate.
-    pub fn new(authority: Arc<Authority>, id: SpiffeId, lifetime: Duration) -> Result<Arc<ServingCert>, IdentityError> {
-        let (config, not_after) = make(&authority, &id, lifetime)?;
+    pub fn new(
+        authority: SharedAuthority,
+        id: SpiffeId,
+        lifetime: Duration,
+    ) -> Result<Arc<ServingCert>, IdentityError> {
+        let (config, not_after) = make(&authority.load(), &id, lifetime)?;
         Ok(Arc::new(ServingCert {
             authority,
             id,
@@ -155,10 +167,27 @@ impl ServingCert {
 
     /// Makes a new certificate now.
     pub fn renew(&self) -> Result<SystemTime, IdentityError> {
-        let (config, not_after) = make(&self.authority, &self.id, self.lifetime)?;
+        let (config, not_after) = make(&self.authority.load(), &self.id, self.lifetime)?;
         self.config.store(config);
         self.not_after.store(Arc::new(not_after));
         Ok(not_after)
+    }
+
+    /// Puts `authority` into use: a certificate of its own is made and checked against its
+    /// anchors first, so an issuer the anchors do not vouch for is refused and the old one
+    /// stays. The next renewal is then still due at the old certificate's time, which is soon
+    /// enough: the new one is valid for a whole lifetime.
+    pub fn rotate(&self, authority: Authority) -> Result<SystemTime, IdentityError> {
+        let (config, not_after) = make(&authority, &self.id, self.lifetime)?;
+        self.authority.store(Arc::new(authority));
+        self.config.store(config);
+        self.not_after.store(Arc::new(not_after));
+        Ok(not_after)
+    }
+
+    /// The issuer in use.
+    pub fn authority(&self) -> Arc<Authority> {
+        self.authority.load_full()
     }
 
     /// Renews at [`RENEW_AT`] of each certificate's lifetime until `shutdown`; a failed renewal
@@ -192,6 +221,7 @@ fn make(
     let (issued, key) = authority.certify(id, lifetime)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
     let credentials = Credentials::new(&issued.chain_pem, key, authority.anchors_pem())?;
+    credentials.verify()?;
     Ok((credentials.server_config()?, issued.not_after))
 }
 
@@ -218,7 +248,7 @@ mod tests {
     fn the_serving_certificate_names_the_control_service_and_is_renewed() {
         let g = vane_identity::ca::generate("cluster.local", 10, 5).unwrap();
         let issuer = IssuerPem { anchors: g.anchor_pem, cert: g.issuer_pem, key: g.issuer_key_pem };
-        let authority = Arc::new(issuer.authority("cluster.local").unwrap());
+        let authority = Arc::new(ArcSwap::from_pointee(issuer.authority("cluster.local").unwrap()));
         let id = SpiffeId::new("cluster.local", "vane-system", "vane-control").unwrap();
         let cert = ServingCert::new(authority, id.clone(), Duration::from_secs(3600)).unwrap();
         let first = cert.config();

@@ -8,6 +8,7 @@
 //! (`vane_control_certificates_issued_total`, `vane_control_certificate_refusals_total{reason}`)
 //! and every refusal logged with its reason.
 
+use super::SharedAuthority;
 use super::review::{Refusal, decide};
 use crate::metrics::Metrics;
 use crate::server::Body;
@@ -18,10 +19,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use vane_identity::SpiffeId;
-use vane_identity::ca::Authority;
 use vane_identity::protocol::{AUDIENCE, CertificateRequest, CertificateResponse, ErrorResponse, MAX_REQUEST_BYTES};
 use vane_runtime::admin;
 
@@ -31,7 +30,7 @@ pub const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 /// The certificate service. Cheap to clone.
 #[derive(Clone)]
 pub struct CertificateService {
-    authority: Arc<Authority>,
+    authority: SharedAuthority,
     client: kube::Client,
     lifetime: Duration,
     metrics: Metrics,
@@ -48,7 +47,7 @@ impl std::fmt::Debug for CertificateService {
 
 impl CertificateService {
     /// Signs with `authority` certificates valid for `lifetime`, checking tokens with `client`.
-    pub fn new(authority: Arc<Authority>, client: kube::Client, lifetime: Duration, metrics: Metrics) -> Self {
+    pub fn new(authority: SharedAuthority, client: kube::Client, lifetime: Duration, metrics: Metrics) -> Self {
         CertificateService { authority, client, lifetime, metrics }
     }
 
@@ -98,11 +97,13 @@ impl CertificateService {
             return Err(Refusal::Unauthenticated("no token".into()));
         }
         let status = self.review(request.token.trim()).await?;
-        let id = decide(self.authority.trust_domain(), status.as_ref())?;
-        let issued = self.authority.issue(&csr, &id, self.lifetime).map_err(Refusal::Issue)?;
+        // One issuer for the whole answer, even if it is rotated meanwhile.
+        let authority = self.authority.load_full();
+        let id = decide(authority.trust_domain(), status.as_ref())?;
+        let issued = authority.issue(&csr, &id, self.lifetime).map_err(Refusal::Issue)?;
         let not_after = issued.not_after.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let answer =
-            CertificateResponse { chain: issued.chain_pem, roots: self.authority.anchors_pem().to_string(), not_after };
+            CertificateResponse { chain: issued.chain_pem, roots: authority.anchors_pem().to_string(), not_after };
         Ok((id, answer))
     }
 

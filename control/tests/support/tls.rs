@@ -99,6 +99,7 @@ impl TestCa {
             lifetime: Duration::from_secs(3600),
             namespace: "vane-system".into(),
             service_account: "vane-control".into(),
+            reload: None,
         }
     }
 

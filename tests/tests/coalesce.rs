@@ -353,3 +353,181 @@ async fn a_failed_leader_is_not_replayed_as_success() {
     assert_eq!(answers.iter().filter(|a| coalesced(a)).count(), 3);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+fn grpc_frame(msg: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(5 + msg.len());
+    b.push(0);
+    b.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    b.extend_from_slice(msg);
+    Bytes::from(b)
+}
+
+/// A response body streamed from a channel that may carry an error (an h2 server then resets
+/// the stream).
+struct FallibleBody(mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
+
+impl http_body::Body for FallibleBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// A gRPC server over h2: `ModelInfer` answers after the gate opens, with one message and
+/// trailers naming how many calls it has had; `Break` sends one message, then fails 100 ms later.
+async fn grpc_model_server(gate: Arc<AtomicUsize>) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&hits);
+    let addr = h2_only_serve(move |req: Request<Incoming>| {
+        let n = h.fetch_add(1, Ordering::SeqCst) + 1;
+        let gate = Arc::clone(&gate);
+        async move {
+            let path = req.uri().path().to_string();
+            let _ = req.into_body().collect().await;
+            // The gate counts the calls it lets through.
+            while gate.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let body = if path.ends_with("/ModelInfer") {
+                let (tx, rx) = mpsc::channel(4);
+                let _ = tx.send(Frame::data(grpc_frame(b"tensor"))).await;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", "0".parse().unwrap());
+                trailers.insert("x-call", n.to_string().parse().unwrap());
+                let _ = tx.send(Frame::trailers(trailers)).await;
+                http_body_util::Either::Left(ChannelBody(rx).map_err(|e| match e {}))
+            } else {
+                let (tx, rx) = mpsc::channel(4);
+                tokio::spawn(async move {
+                    let _ = tx.send(Ok(Frame::data(grpc_frame(b"half")))).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = tx.send(Err(std::io::Error::other("the model server failed mid-answer"))).await;
+                });
+                http_body_util::Either::Right(FallibleBody(rx))
+            };
+            let mut r = Response::new(body);
+            r.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+            r
+        }
+    })
+    .await;
+    (addr, hits)
+}
+
+/// Serves `handler` over h2c (prior knowledge) on a fresh loopback port.
+async fn h2_only_serve<F, Fut, B>(handler: F) -> std::net::SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let fut = handler(req);
+                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A request body of one gRPC message that states no length (no `content-length`, as gRPC
+/// clients send) and ends with that frame (END_STREAM on it, as they do for a unary call).
+struct OneMessage(Option<Bytes>);
+
+impl http_body::Body for OneMessage {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        std::task::Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+    }
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+async fn grpc_call(
+    client: &hyper_util::client::legacy::Client<FixedConnector, OneMessage>,
+    path: &str,
+) -> Response<Incoming> {
+    let req = Request::post(format!("http://grpc{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(OneMessage(Some(grpc_frame(b"input"))))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), client.request(req)).await.expect("no answer").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_followers_get_the_trailers_and_a_break_breaks_every_reader() {
+    let gate = Arc::new(AtomicUsize::new(0));
+    let (addr, hits) = grpc_model_server(Arc::clone(&gate)).await;
+    let cfg = format!(
+        "backends: [{{ name: g, protocol: http2, endpoints: [\"{addr}\"] }}]\n\
+         services: [{{ name: grpc, routes: [{{ name: all, coalesce: {{ when: always }}, backends: [{{ backend: g }}] }}] }}]\n"
+    );
+    let proxy = Proxy::start(&cfg);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build::<_, OneMessage>(FixedConnector(proxy.outbound));
+
+    // Three identical inference calls while the first is in flight: one upstream call, and
+    // every caller gets the message and the trailers (grpc-status) of that one call.
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { grpc_call(&client, "/inference.GRPCInferenceService/ModelInfer").await })
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || hits.load(Ordering::SeqCst) == 1).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.store(1, Ordering::SeqCst);
+    let mut followers = 0;
+    for c in calls {
+        let resp = c.await.unwrap();
+        followers += usize::from(resp.headers().get("vane-coalesced").is_some());
+        let collected =
+            tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await.unwrap().unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers reach every caller");
+        assert_eq!((&trailers["grpc-status"], &trailers["x-call"]), (&"0".parse().unwrap(), &"1".parse().unwrap()));
+        assert_eq!(&collected.to_bytes()[..], &grpc_frame(b"tensor")[..]);
+    }
+    assert_eq!((hits.load(Ordering::SeqCst), followers), (1, 2));
+
+    // An answer that breaks off after its first message breaks off for the leader and the
+    // followers alike: an error, never a clean end without trailers.
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { grpc_call(&client, "/test.Svc/Break").await })
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || hits.load(Ordering::SeqCst) == 2).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.store(2, Ordering::SeqCst);
+    for c in calls {
+        let resp = c.await.unwrap();
+        let head = format!("{:?}", resp.headers());
+        let got = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await.unwrap();
+        assert!(got.is_err(), "a broken shared answer must fail the caller's stream: {head} {got:?}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "one upstream call for the three");
+}

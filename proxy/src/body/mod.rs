@@ -8,4 +8,4 @@ mod request;
 mod response;
 
 pub use request::{BodyError, BodyFailure, ReqBody};
-pub use response::{BoxedBody, Completion, RespBody};
+pub use response::{BoxedBody, Completion, Piece, RespBody, RespError};

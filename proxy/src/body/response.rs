@@ -16,6 +16,29 @@ pub trait Completion: Send + std::fmt::Debug {
     fn finish(self: Box<Self>);
 }
 
+/// Why a response body broke off: the endpoint's body failed, or the shared answer a
+/// coalesced request reads broke off upstream (its group's readers all see that).
+#[derive(Debug, thiserror::Error)]
+pub enum RespError {
+    /// The endpoint's body failed.
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// The shared answer broke off upstream.
+    #[error("the shared answer broke off upstream")]
+    SharedBroke,
+}
+
+/// One piece of a shared (coalesced) answer, as its readers receive it.
+#[derive(Debug)]
+pub enum Piece {
+    /// A chunk of the body.
+    Data(Bytes),
+    /// The trailers that ended it (gRPC's status comes this way).
+    Trailers(http::HeaderMap),
+    /// It broke off upstream.
+    Broken,
+}
+
 /// The body sent back to the client.
 #[derive(Debug)]
 pub enum RespBody {
@@ -30,6 +53,9 @@ pub enum RespBody {
     Full(Option<Bytes>),
     /// A stream made by the proxy (the load stream), chunk by chunk.
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
+    /// A shared answer read from its group's buffer (coalescing): its chunks, then its
+    /// trailers, or the error it broke off with.
+    Shared(tokio::sync::mpsc::Receiver<Piece>),
     /// A body whose first frame was read ahead (by hedging, to see which answer starts first),
     /// then the rest.
     Prefixed {
@@ -43,7 +69,7 @@ pub enum RespBody {
 }
 
 /// A body of any type, boxed.
-pub struct BoxedBody(pub Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>);
+pub struct BoxedBody(pub Pin<Box<dyn Body<Data = Bytes, Error = RespError> + Send>>);
 
 impl std::fmt::Debug for BoxedBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,19 +91,26 @@ impl RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RespError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RespError>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RespBody::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            RespBody::Shared(rx) => rx.poll_recv(cx).map(|o| {
+                o.map(|p| match p {
+                    Piece::Data(b) => Ok(Frame::data(b)),
+                    Piece::Trailers(t) => Ok(Frame::trailers(t)),
+                    Piece::Broken => Err(RespError::SharedBroke),
+                })
+            }),
             RespBody::Prefixed { first, rest } => match first.take() {
                 Some(f) => Poll::Ready(Some(Ok(f))),
                 None => Pin::new(&mut **rest).poll_frame(cx),
             },
             RespBody::Boxed(b) => b.0.as_mut().poll_frame(cx),
             RespBody::Upstream { body, done } => {
-                let p = Pin::new(&mut *body).poll_frame(cx);
+                let p = Pin::new(&mut *body).poll_frame(cx).map_err(RespError::from);
                 match &p {
                     // A clean end, seen either as the end of the stream or as a last frame.
                     Poll::Ready(None) => {
@@ -109,7 +142,7 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RespBody::Full(b) => b.is_none(),
-            RespBody::Channel(_) => false,
+            RespBody::Channel(_) | RespBody::Shared(_) => false,
             RespBody::Boxed(b) => b.0.is_end_stream(),
             RespBody::Upstream { body, .. } => body.is_end_stream(),
             RespBody::Prefixed { first, rest } => first.is_none() && rest.is_end_stream(),
@@ -119,7 +152,7 @@ impl Body for RespBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            RespBody::Channel(_) => SizeHint::default(),
+            RespBody::Channel(_) | RespBody::Shared(_) => SizeHint::default(),
             RespBody::Boxed(b) => b.0.size_hint(),
             RespBody::Upstream { body, .. } => body.size_hint(),
             RespBody::Prefixed { first, rest } => {

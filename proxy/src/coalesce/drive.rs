@@ -1,9 +1,9 @@
 //! The two sides of a group: the task that drives the leader's upstream call and feeds the
 //! buffer, and the follower that waits for its head.
 
-use super::flight::{Flight, Flights, Head, Sub};
+use super::flight::{Ending, Flight, Flights, Head, Sub};
 use super::key::Key;
-use crate::body::{ReqBody, RespBody};
+use crate::body::{Piece, ReqBody, RespBody};
 use crate::error::{Error, Fault, ProxyError};
 use crate::metrics::CoalesceStats;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -61,27 +61,36 @@ where
     flight.set_head(Head::Ready(Arc::new((parts.status, parts.headers.clone()))));
     // The leader may be gone already; its followers are not.
     let _ = tx.send(Lead::Shared(parts));
+    let mut trailers = None;
     while flight.room().await {
         let frame = tokio::select! {
             f = body.frame() => f,
             () = flight.abandoned() => return,
         };
         match frame {
-            None => return,
-            Some(Err(e)) => {
-                tracing::debug!("a coalesced answer broke off: {e}");
+            None => {
+                flight.finish(Ending::Clean(trailers.map(Arc::new)));
                 return;
             }
-            // Trailers are not passed on (see the module's documentation).
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data()
-                    && !data.is_empty()
-                    && flight.push(data)
-                {
-                    // Past the cap: the next identical request starts a group of its own.
-                    flights.remove(key, &flight);
-                }
+            Some(Err(e)) => {
+                // Every reader's body fails too, as its own upstream body would have.
+                tracing::debug!("a coalesced answer broke off: {e}");
+                flight.finish(Ending::Broken);
+                return;
             }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if !data.is_empty() && flight.push(data) {
+                        // Past the cap: the next identical request starts a group of its own.
+                        flights.remove(key, &flight);
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers = Some(t);
+                    }
+                }
+            },
         }
     }
 }
@@ -145,18 +154,22 @@ where
     }
 }
 
-/// A subscriber's body: the buffer's chunks in order, through a small channel to its connection.
+/// A subscriber's body: the buffer's chunks in order, then the answer's trailers or its
+/// break, through a small channel to its connection.
 fn body(mut sub: Sub, saved: Option<Counter>) -> RespBody {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     tokio::spawn(async move {
         loop {
-            let chunk = tokio::select! {
-                c = sub.next() => c,
+            let piece = tokio::select! {
+                p = sub.next() => p,
                 () = tx.closed() => None,
             };
-            let Some(chunk) = chunk else { break };
-            let n = chunk.len() as u64;
-            if tx.send(chunk).await.is_err() {
+            let Some(piece) = piece else { break };
+            let n = match &piece {
+                Piece::Data(chunk) => chunk.len() as u64,
+                _ => 0,
+            };
+            if tx.send(piece).await.is_err() {
                 break;
             }
             if let Some(s) = &saved {
@@ -164,7 +177,7 @@ fn body(mut sub: Sub, saved: Option<Counter>) -> RespBody {
             }
         }
     });
-    RespBody::Channel(rx)
+    RespBody::Shared(rx)
 }
 
 /// Answers whose followers go upstream on their own rather than share them: the endpoint

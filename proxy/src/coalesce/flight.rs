@@ -10,7 +10,11 @@
 //!   as it would slow its own upstream stream.
 //! - When the last subscriber goes (every client disconnected), the group is abandoned, and the
 //!   task driving the upstream answer drops it.
+//! - Every subscriber learns how the answer ended, after its last chunk: its trailers (gRPC's
+//!   status), or that it broke off upstream (then the subscriber's own body fails too, as its
+//!   own upstream body would have).
 
+use crate::body::Piece;
 use crate::error::ProxyError;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -32,6 +36,15 @@ pub enum Head {
     Failed(Arc<ProxyError>),
 }
 
+/// How a shared body ended.
+#[derive(Clone, Debug)]
+pub enum Ending {
+    /// Cleanly, with these trailers or none.
+    Clean(Option<Arc<HeaderMap>>),
+    /// It broke off upstream (or its driver ended without seeing the end).
+    Broken,
+}
+
 /// One shared answer.
 #[derive(Debug)]
 pub struct Flight {
@@ -51,8 +64,8 @@ struct State {
     buffered: u64,
     /// Body bytes of the answer so far.
     total: u64,
-    /// Whether the body has ended (cleanly or not).
-    ended: bool,
+    /// How the body ended, once it has.
+    ended: Option<Ending>,
     /// `(id, index of the next chunk to read)` of each subscriber.
     subs: Vec<(u64, u64)>,
     next_id: u64,
@@ -66,6 +79,8 @@ struct State {
 pub struct Sub {
     flight: Arc<Flight>,
     id: u64,
+    /// Whether the ending has been handed on.
+    told_end: bool,
 }
 
 impl Flight {
@@ -77,14 +92,14 @@ impl Flight {
             base: 0,
             buffered: 0,
             total: 0,
-            ended: false,
+            ended: None,
             subs: vec![(0, 0)],
             next_id: 1,
             followers: 0,
             open: true,
         };
         let flight = Arc::new(Flight { state: Mutex::new(state), changed: Notify::new(), cap, max_followers });
-        let sub = Sub { flight: Arc::clone(&flight), id: 0 };
+        let sub = Sub { flight: Arc::clone(&flight), id: 0, told_end: false };
         (flight, sub)
     }
 
@@ -93,7 +108,7 @@ impl Flight {
     pub fn join(self: &Arc<Self>) -> Option<Sub> {
         let mut st = crate::lock(&self.state);
         let failed = matches!(st.head, Head::Alone | Head::Failed(_));
-        if !st.open || failed || st.ended || st.subs.is_empty() || st.followers >= self.max_followers {
+        if !st.open || failed || st.ended.is_some() || st.subs.is_empty() || st.followers >= self.max_followers {
             return None;
         }
         st.followers += 1;
@@ -103,7 +118,7 @@ impl Flight {
         let id = st.next_id;
         st.next_id += 1;
         st.subs.push((id, 0));
-        Some(Sub { flight: Arc::clone(self), id })
+        Some(Sub { flight: Arc::clone(self), id, told_end: false })
     }
 
     /// Followers of this group so far.
@@ -138,14 +153,24 @@ impl Flight {
         closed
     }
 
+    /// The body ended this way (the first ending told counts).
+    pub fn finish(&self, ending: Ending) {
+        let mut st = crate::lock(&self.state);
+        st.ended.get_or_insert(ending);
+        self.close(&mut st);
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
     /// The driver is done, however it ended: followers still waiting for a head go upstream on
-    /// their own, and readers end after the last chunk.
+    /// their own, and readers end after the last chunk (with a broken body, unless the driver
+    /// told a clean end first).
     pub fn settle(&self) {
         let mut st = crate::lock(&self.state);
         if matches!(st.head, Head::Pending) {
             st.head = Head::Alone;
         }
-        st.ended = true;
+        st.ended.get_or_insert(Ending::Broken);
         self.close(&mut st);
         drop(st);
         self.changed.notify_waiters();
@@ -253,14 +278,18 @@ impl Sub {
         self.flight.wait(|st| (!matches!(st.head, Head::Pending)).then(|| st.head.clone())).await
     }
 
-    /// The next chunk, in order; `None` once the body has ended.
-    pub async fn next(&mut self) -> Option<Bytes> {
+    /// The next piece, in order: the chunks, then the trailers or the break (if the body ended
+    /// so); `None` after that.
+    pub async fn next(&mut self) -> Option<Piece> {
+        if self.told_end {
+            return None;
+        }
         let id = self.id;
         let flight = Arc::clone(&self.flight);
-        let (chunk, freed) = flight
+        let (step, freed) = flight
             .wait(|st| {
                 let Some(i) = st.subs.iter().position(|&(s, _)| s == id) else {
-                    return Some((None, false));
+                    return Some((Step::End(None), false));
                 };
                 let cursor = st.subs[i].1;
                 if let Some(c) = cursor.checked_sub(st.base).and_then(|k| st.chunks.get(k as usize)).cloned() {
@@ -270,16 +299,36 @@ impl Sub {
                     if freed {
                         trim(st);
                     }
-                    return Some((Some(c), freed));
+                    return Some((Step::Chunk(c), freed));
                 }
-                st.ended.then_some((None, false))
+                st.ended.as_ref().map(|e| {
+                    let last = match e {
+                        Ending::Clean(None) => None,
+                        Ending::Clean(Some(t)) => Some(Piece::Trailers(HeaderMap::clone(t))),
+                        Ending::Broken => Some(Piece::Broken),
+                    };
+                    (Step::End(last), false)
+                })
             })
             .await;
         if freed {
             flight.changed.notify_waiters();
         }
-        chunk
+        match step {
+            Step::Chunk(c) => Some(Piece::Data(c)),
+            Step::End(last) => {
+                self.told_end = true;
+                last
+            }
+        }
     }
+}
+
+/// What a subscriber reads next.
+enum Step {
+    Chunk(Bytes),
+    /// The end, with its last piece (trailers, or the break), if any.
+    End(Option<Piece>),
 }
 
 impl Drop for Sub {

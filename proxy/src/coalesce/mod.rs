@@ -6,8 +6,9 @@
 //! - **Who may share** ([`policy`]): `when: deterministic` (the default) takes only requests
 //!   whose answer does not depend on sampling, `when: always` every GET and POST. Only requests
 //!   whose body is known in full qualify: empty, or small with a `Content-Length` (at most
-//!   `max_sniff_bytes`, which the route layer reads whole); a streamed body goes upstream alone.
-//!   gRPC never coalesces.
+//!   `max_sniff_bytes`, which the route layer reads whole), or a gRPC call whose stream ends with
+//!   its first message (read by the route layer on a service that coalesces); a streamed body
+//!   goes upstream alone.
 //! - **Identical** ([`key`]): same service, route and picked backend, method, path and query,
 //!   `Authorization` (unless `across_callers: true`), `Accept`, `Accept-Encoding`,
 //!   `Content-Type` and the route's `vary` headers, and the same body: canonical JSON (key order
@@ -15,8 +16,9 @@
 //! - **Leader and followers** ([`flight`]): the first request with a key leads: it goes on down
 //!   the stack (retries, balancing), so its retries stay one logical request. Requests with
 //!   the same key that arrive while it is in flight follow: they get its status, headers
-//!   (plus `vane-coalesced: true`) and body. A follower that joins while the body streams
-//!   receives the chunks already sent, then the rest as they come, never with a gap.
+//!   (plus `vane-coalesced: true`), body and trailers (a gRPC answer's `grpc-status`). A
+//!   follower that joins while the body streams receives the chunks already sent, then the rest
+//!   as they come, never with a gap.
 //! - **Bounds**: a group takes at most `max_followers`; a follower joins only while the answer
 //!   so far is under `max_buffer_bytes`. Past either, the next identical request leads a group
 //!   of its own (its own upstream call). The upstream body is read no further while the
@@ -29,12 +31,9 @@
 //!   succeed (nothing sent, refused, reset) or that is its client's fault, is not shared: its
 //!   followers go upstream on their own. A leader's timeout, or its backend having no endpoint
 //!   ready, is shared: followers get the same error. Other 5xx answers are the endpoint's answer
-//!   and are shared as they are.
-//!
-//! Left out: trailers of a shared answer (a follower's body is the data alone; this is why gRPC
-//! does not coalesce), and a body that breaks off upstream ends its readers' bodies early
-//! without an error (with a `Content-Length`, the client sees a short body; in a chunked
-//! stream, a stream without its last events).
+//!   and are shared as they are. A body that breaks off upstream after its head breaks off for
+//!   every reader of the group, as an error (the client's HTTP/2 stream is reset, its HTTP/1.1
+//!   connection closed before the end), never as a clean but short answer.
 
 mod drive;
 pub mod flight;

@@ -7,12 +7,14 @@
 //! | `/v1/completions`, `/v1/chat/completions` (OpenAI) | `temperature` is the number 0, or `seed` is an integer; and `n`, when given, is 1 (or null) |
 //! | `/v1/embeddings`, `/v1/classify`, `/v1/score`, `/v1/rerank` | none: deterministic by nature |
 //! | `/v2/models/{name}[/versions/{v}]/infer` (KServe v2) | none: an inference pass |
+//! | `/inference.GRPCInferenceService/ModelInfer` (KServe v2 over gRPC, Triton) | none: an inference pass |
 //!
 //! Only `POST` qualifies; `stream: true` changes nothing (a greedy stream is as repeatable as a
 //! greedy answer). A missing `temperature` is the API's default of 1, so it does not qualify
-//! without a `seed`. With `when: always`, every `GET` and `POST` qualifies. In both cases gRPC
-//! requests never do (their status comes in trailers, which a shared answer does not carry), and
-//! neither does a request whose body is not known in full (see the module's documentation).
+//! without a `seed`. With `when: always`, every `GET` and `POST` qualifies, gRPC calls
+//! included (a shared answer carries its trailers, so its `grpc-status`, to every reader). In
+//! both cases a request whose body is not known in full does not (see the module's
+//! documentation; a gRPC call is known in full when its stream ends with its first message).
 
 use http::{HeaderMap, Method};
 use serde_json::Value;
@@ -37,10 +39,13 @@ pub struct Coalescing {
 /// Paths whose answers are deterministic by nature (embeddings, classification, scoring, reranking).
 pub const DETERMINISTIC_PATHS: [&str; 4] = ["/v1/embeddings", "/v1/classify", "/v1/score", "/v1/rerank"];
 
+/// KServe v2's inference call over gRPC.
+pub const KSERVE_GRPC_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+
 /// Whether a request with a body known in full may share an answer under `when`.
 pub fn eligible(when: CoalesceWhen, method: &Method, headers: &HeaderMap, path: &str, json: Option<&Value>) -> bool {
     if crate::error::is_grpc(headers) {
-        return false;
+        return method == Method::POST && (when == CoalesceWhen::Always || path == KSERVE_GRPC_INFER);
     }
     match when {
         CoalesceWhen::Always => method == Method::GET || method == Method::POST,
@@ -138,6 +143,9 @@ mod tests {
         assert!(!eligible(CoalesceWhen::Always, &Method::DELETE, &h, "/anything", None));
         let mut grpc = HeaderMap::new();
         grpc.insert("content-type", "application/grpc".parse().unwrap());
-        assert!(!eligible(CoalesceWhen::Always, &Method::POST, &grpc, "/pkg.Svc/Call", None));
+        assert!(eligible(CoalesceWhen::Always, &Method::POST, &grpc, "/pkg.Svc/Call", None));
+        assert!(!eligible(det, &Method::POST, &grpc, "/pkg.Svc/Call", None), "a gRPC call may sample");
+        assert!(eligible(det, &Method::POST, &grpc, KSERVE_GRPC_INFER, None), "an inference pass");
+        assert!(!eligible(det, &Method::POST, &grpc, "/inference.GRPCInferenceService/ModelReady", None));
     }
 }

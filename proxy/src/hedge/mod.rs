@@ -113,7 +113,13 @@ async fn first_byte(attempt: impl Future<Output = Outcome>, picked: Picked) -> O
             if let Some((i, _)) = at {
                 ext.insert(Attempted(i));
             }
-            Err(Error::with_extensions(ProxyError::Upstream(addr, crate::client::SendError::Upstream(e)), ext))
+            let kind = match e {
+                crate::body::RespError::Upstream(e) => {
+                    ProxyError::Upstream(addr, crate::client::SendError::Upstream(e))
+                }
+                crate::body::RespError::SharedBroke => ProxyError::BodyAborted(addr),
+            };
+            Err(Error::with_extensions(kind, ext))
         }
     }
 }

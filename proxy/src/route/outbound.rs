@@ -2,7 +2,7 @@
 
 use super::facts::{content_length, destination, grpc_timeout};
 use super::outcome::{Routed, Unrouted};
-use super::sniff::read_prefix;
+use super::sniff::{read_grpc_unary, read_prefix};
 use crate::balance::Target;
 use crate::body::ReqBody;
 use crate::coalesce::Coalescing;
@@ -44,8 +44,13 @@ pub async fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Resul
     let sniff = service.needs_model && path_model.is_none();
     // Small bodies of known length are read whole, so that a failed connection can be retried.
     let small = length.is_some_and(|n| n <= settings.max_sniff_bytes as u64);
+    // A gRPC call rarely states its length: on a service that coalesces, its first message is
+    // read, so that a unary call is known in full (and may share an answer).
+    let grpc_unary = grpc && !small && !sniff && service.routes.iter().any(|r| r.coalesce.is_some());
     let body = if body.is_end_stream() {
         ReqBody::Empty
+    } else if grpc_unary {
+        read_grpc_unary(body, settings.max_sniff_bytes, settings.max_body_bytes).await.map_err(|e| fail(e, svc_name))?
     } else if sniff || small {
         read_prefix(body, settings.max_sniff_bytes, settings.max_body_bytes).await.map_err(|e| fail(e, svc_name))?
     } else {

@@ -6,7 +6,7 @@
 use super::model::RequestInfo;
 use super::observer::{Observer, Ticket};
 use super::record::Record;
-use crate::body::{Completion, RespBody};
+use crate::body::{Completion, RespBody, RespError};
 use crate::metrics::kserve::AnswerCopy;
 use crate::metrics::usage::UsageScanner;
 use bytes::Bytes;
@@ -152,9 +152,9 @@ impl Watched {
 
 impl Body for Watched {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RespError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RespError>>> {
         let this = self.get_mut();
         let p = Pin::new(&mut this.inner).poll_frame(cx);
         match &p {

@@ -208,7 +208,7 @@ fn answered(mut resp: Response<RespBody>, p: Pending) -> Response<RespBody> {
             *done = Some(Box::new(w));
         }
         // A shared answer, from its group's buffer.
-        RespBody::Channel(_) => {
+        RespBody::Shared(_) => {
             let w = Watch::new(None, observer, start, record, info, kind, log);
             let inner = std::mem::replace(body, RespBody::empty());
             *body = RespBody::Boxed(BoxedBody(Box::pin(Watched::new(inner, w))));

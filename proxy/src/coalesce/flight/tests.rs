@@ -5,9 +5,17 @@ fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
+/// The next chunk; `None` at the end (whatever the ending).
+async fn chunk(sub: &mut Sub) -> Option<Bytes> {
+    match tokio::time::timeout(Duration::from_secs(2), sub.next()).await.expect("stalled") {
+        Some(Piece::Data(c)) => Some(c),
+        _ => None,
+    }
+}
+
 async fn read_all(sub: &mut Sub) -> Vec<Bytes> {
     let mut out = Vec::new();
-    while let Some(c) = tokio::time::timeout(Duration::from_secs(2), sub.next()).await.expect("stalled") {
+    while let Some(c) = chunk(sub).await {
         out.push(c);
     }
     out
@@ -19,13 +27,14 @@ async fn a_late_joiner_reads_every_chunk_in_order_then_the_rest_live() {
     flight.set_head(Head::Ready(Arc::new((StatusCode::OK, HeaderMap::new()))));
     flight.push(b("one "));
     flight.push(b("two "));
-    assert_eq!(leader.next().await, Some(b("one ")));
+    assert_eq!(chunk(&mut leader).await, Some(b("one ")));
     let mut late = flight.join().expect("open");
     assert!(matches!(late.head().await, Head::Ready(_)));
     let reader = tokio::spawn(async move { read_all(&mut late).await });
     flight.push(b("three "));
     tokio::task::yield_now().await;
     flight.push(b("four"));
+    flight.finish(Ending::Clean(None));
     flight.settle();
     let got = reader.await.unwrap();
     assert_eq!(got, vec![b("one "), b("two "), b("three "), b("four")]);
@@ -42,12 +51,12 @@ async fn past_the_cap_no_one_joins_and_read_chunks_are_dropped() {
     assert!(flight.push(b("67890")), "reaching the cap closes the group");
     assert!(flight.join().is_none(), "past the cap no follower joins");
     assert_eq!(flight.buffered(), 10);
-    assert_eq!(leader.next().await, Some(b("12345")));
+    assert_eq!(chunk(&mut leader).await, Some(b("12345")));
     assert_eq!(flight.buffered(), 10, "the early follower has not read it yet");
-    assert_eq!(early.next().await, Some(b("12345")));
+    assert_eq!(chunk(&mut early).await, Some(b("12345")));
     assert_eq!(flight.buffered(), 5, "read by all: dropped");
     drop(early);
-    assert_eq!(leader.next().await, Some(b("67890")));
+    assert_eq!(chunk(&mut leader).await, Some(b("67890")));
     assert_eq!(flight.buffered(), 0);
 }
 
@@ -57,7 +66,7 @@ async fn the_driver_waits_for_the_slowest_subscriber() {
     flight.push(b("12345678"));
     let waiting = tokio::time::timeout(Duration::from_millis(50), flight.room()).await;
     assert!(waiting.is_err(), "no room while the cap is unread");
-    assert_eq!(leader.next().await, Some(b("12345678")));
+    assert_eq!(chunk(&mut leader).await, Some(b("12345678")));
     assert!(tokio::time::timeout(Duration::from_secs(1), flight.room()).await.expect("room"));
     drop(leader);
     assert!(!flight.room().await, "no subscriber left");
@@ -86,4 +95,34 @@ async fn followers_waiting_for_the_head_see_it_when_it_comes() {
     tokio::task::yield_now().await;
     flight.set_head(Head::Alone);
     assert!(matches!(waiter.await.unwrap(), Head::Alone));
+}
+
+#[tokio::test]
+async fn every_reader_gets_the_trailers_or_the_break_after_its_last_chunk() {
+    let (flight, mut leader) = Flight::new(1 << 20, 8);
+    flight.set_head(Head::Ready(Arc::new((StatusCode::OK, HeaderMap::new()))));
+    let mut follower = flight.join().expect("open");
+    flight.push(b("msg"));
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    flight.finish(Ending::Clean(Some(Arc::new(trailers))));
+    flight.settle();
+    for sub in [&mut leader, &mut follower] {
+        assert!(matches!(sub.next().await, Some(Piece::Data(d)) if d == "msg"));
+        let Some(Piece::Trailers(t)) = sub.next().await else { panic!("no trailers") };
+        assert_eq!(t["grpc-status"], "0");
+        assert!(sub.next().await.is_none(), "then nothing");
+    }
+
+    // A driver that ends without a clean end (an upstream error, a panic) breaks every body.
+    let (flight, mut leader) = Flight::new(1 << 20, 8);
+    flight.set_head(Head::Ready(Arc::new((StatusCode::OK, HeaderMap::new()))));
+    let mut follower = flight.join().expect("open");
+    flight.push(b("half"));
+    flight.settle();
+    for sub in [&mut leader, &mut follower] {
+        assert!(matches!(sub.next().await, Some(Piece::Data(_))));
+        assert!(matches!(sub.next().await, Some(Piece::Broken)));
+        assert!(sub.next().await.is_none());
+    }
 }

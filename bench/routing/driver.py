@@ -210,12 +210,14 @@ def plausible_s(seconds: float, scale: float, unit: str, digits: int = 2) -> str
 
 
 def report_name(meta: dict) -> str:
-    """`cond-hetero-full`, `cond-join-smoke`; with a caller count other than the condition's own,
+    """`cond-hetero-full`, `cond-join-smoke` (from a cold start); `cond-join-smoke-warm` with a
+    warm-up before the measured window; with a caller count other than the condition's own,
     e.g. `cond-hetero-full-4callers`."""
     cond = meta.get("condition", "hetero")
     callers = meta.get("callers", 1)
     own = 4 if cond == "callers" else 1
-    return f"cond-{cond}-{meta['profile']}" + ("" if callers == own else f"-{callers}callers")
+    warm = "-warm" if meta.get("warmup") else ""
+    return f"cond-{cond}-{meta['profile']}{warm}" + ("" if callers == own else f"-{callers}callers")
 
 
 def bucket_delta(a: dict, b: dict) -> dict:

@@ -476,6 +476,20 @@ async fn grpc_call(
     tokio::time::timeout(Duration::from_secs(5), client.request(req)).await.expect("no answer").unwrap()
 }
 
+/// `n` identical calls to `path`, at once.
+fn spawn_calls(
+    client: &hyper_util::client::legacy::Client<FixedConnector, OneMessage>,
+    path: &'static str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Response<Incoming>>> {
+    (0..n)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { grpc_call(&client, path).await })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_followers_get_the_trailers_and_a_break_breaks_every_reader() {
     let gate = Arc::new(AtomicUsize::new(0));
@@ -491,12 +505,7 @@ async fn grpc_followers_get_the_trailers_and_a_break_breaks_every_reader() {
 
     // Three identical inference calls while the first is in flight: one upstream call, and
     // every caller gets the message and the trailers (grpc-status) of that one call.
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { grpc_call(&client, "/inference.GRPCInferenceService/ModelInfer").await })
-        })
-        .collect();
+    let calls = spawn_calls(&client, "/inference.GRPCInferenceService/ModelInfer", 3);
     assert!(wait_until(Duration::from_secs(5), || hits.load(Ordering::SeqCst) == 1).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     gate.store(1, Ordering::SeqCst);
@@ -514,12 +523,7 @@ async fn grpc_followers_get_the_trailers_and_a_break_breaks_every_reader() {
 
     // An answer that breaks off after its first message breaks off for the leader and the
     // followers alike: an error, never a clean end without trailers.
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { grpc_call(&client, "/test.Svc/Break").await })
-        })
-        .collect();
+    let calls = spawn_calls(&client, "/test.Svc/Break", 3);
     assert!(wait_until(Duration::from_secs(5), || hits.load(Ordering::SeqCst) == 2).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     gate.store(2, Ordering::SeqCst);

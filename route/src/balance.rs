@@ -7,18 +7,29 @@
 //! ```text
 //! pause     = max(stall − token_time, 0)                 how much longer than a token the streams are silent
 //! answer    = max(rtt + tokens × token_time + pause, in_flight_age)  one typical answer here, start to end
+//! own       = (rtt + own_tokens × token_time + pause) × answer / (rtt + tokens × token_time + pause)
+//!                                                        the new request's own answer here
 //! waiting   = in_flight − streaming                      this proxy's requests there not yet streaming
 //! running   = max(streaming × tokens − in_flight_tokens, streaming) / tokens
 //!                                                        what its streaming requests have still to stream, in answers
 //! queued    = max(in_flight_weight × waiting, queue_weight × queue_depth)
 //!                                                        requests waiting there, ours or reported
 //! kv        = max(kv_use − KV_ROOM, 0) / (1 − KV_ROOM)   KV-cache pressure, 0 below half full
-//! cost      = answer × (in_flight_weight × RUNNING_WEIGHT × running + 1 + queued + kv_weight × kv)
+//! cost      = answer × (in_flight_weight × RUNNING_WEIGHT × running + queued + kv_weight × kv) + own
 //! ```
 //!
-//! that is, the work ahead of the new request (its own answer, the requests of this proxy's that
-//! are still to start there, a share of those streaming, the endpoint's waiting queue) divided by
-//! the rate the endpoint gets through answers, plus its time to first token.
+//! that is, the work ahead of the new request (the requests of this proxy's that are still to
+//! start there, a share of those streaming, the endpoint's waiting queue) divided by the rate the
+//! endpoint gets through answers, plus its own answer: its time to first token and its own
+//! tokens at the endpoint's time per token.
+//!
+//! `own_tokens` is what the request itself asks for ([`expected_tokens`]: its `max_tokens`, as
+//! read by [`crate::model::max_tokens_from_json`], times the share of what they ask for that the
+//! backend's answers have streamed), or a typical answer's `tokens` when it does not say. A long
+//! answer then goes where tokens are fastest even past a queue, and a short one where it starts
+//! soonest: a slow replica takes the short requests when the others are busy, and the long
+//! requests that would be the tail stay off it. Without it every request counts as a typical
+//! one, whatever its length.
 //!
 //! This proxy's requests not yet streaming are also in the endpoint's reported waiting queue once
 //! they have reached it, so the two are not added: the larger counts (the report may be older
@@ -154,6 +165,20 @@ pub struct Tokens {
     pub stall_ns: f64,
     /// Tokens this proxy's requests in flight there have received so far.
     pub in_flight_tokens: f64,
+    /// The output tokens the new request is expected to stream ([`expected_tokens`]); below 1
+    /// (or not a number): unknown, a typical answer (`per_answer`).
+    pub own: f64,
+}
+
+/// The output tokens a request that asks for at most `asked` is expected to stream, on a backend
+/// whose answers have streamed `fill` of what they asked for (tokens streamed over tokens asked,
+/// `None` before any answer that asked has ended): `asked × fill`, at least 1 and at most `asked`;
+/// `asked` itself before any has ended (an upper bound: not free). `None` when the request asks
+/// for no limit (its answer reads as a typical one).
+pub fn expected_tokens(asked: Option<u32>, fill: Option<f64>) -> Option<f64> {
+    let asked = f64::from(asked?);
+    let fill = fill.filter(|f| f.is_finite() && *f > 0.0).unwrap_or(1.0).min(1.0);
+    Some((asked * fill).clamp(1.0_f64.min(asked), asked))
 }
 
 /// Added to a penalized endpoint's cost: more than any real cost (about 11 days in nanoseconds).
@@ -166,10 +191,13 @@ pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
     let kv = load.kv_use.clamp(0.0, 1.0);
     let reported = 1.0 + w.queue * queue + w.kv * kv;
     let base = match load.tokens.and_then(|t| finish_terms(load.rtt_ns, load.in_flight, &t)) {
-        Some((answer, running, waiting)) => {
+        Some((answer, own, running, waiting)) => {
             let queued = (w.in_flight * waiting).max(w.queue * queue);
             let pressure = ((kv - KV_ROOM) / (1.0 - KV_ROOM)).max(0.0);
-            answer.max(age).max(1.0) * (w.in_flight * RUNNING_WEIGHT * running + 1.0 + queued + w.kv * pressure)
+            // An endpoint slower than its figures say (its requests have run longer than an
+            // answer takes) is slower for the new request too, by as much.
+            let unit = answer.max(age).max(1.0);
+            unit * (w.in_flight * RUNNING_WEIGHT * running + queued + w.kv * pressure) + own * unit / answer.max(1.0)
         }
         None => {
             let body = if load.body_ns.is_finite() { load.body_ns.max(0.0) } else { f64::MAX / 4.0 };
@@ -180,22 +208,24 @@ pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
     if load.penalized || load.held { base + PENALIZED } else { base }
 }
 
-/// The token-aware cost's `answer` (nanoseconds), `running` (answers still to stream by this
-/// proxy's streaming requests) and `waiting` (its requests not yet streaming), or `None` when
-/// the figures do not allow it (fewer than 2 tokens per answer, no time per token, or a figure
-/// that is not a number).
-fn finish_terms(rtt_ns: f64, in_flight: u32, t: &Tokens) -> Option<(f64, f64, f64)> {
+/// The token-aware cost's `answer` (one typical answer, nanoseconds), `own` (the new request's
+/// answer, nanoseconds), `running` (answers still to stream by this proxy's streaming requests)
+/// and `waiting` (its requests not yet streaming), or `None` when the figures do not allow it
+/// (fewer than 2 tokens per answer, no time per token, or a figure that is not a number).
+fn finish_terms(rtt_ns: f64, in_flight: u32, t: &Tokens) -> Option<(f64, f64, f64, f64)> {
     let ok = |v: f64| v.is_finite() && v >= 0.0;
     if !(ok(t.per_answer) && t.per_answer >= 2.0 && ok(t.token_ns) && t.token_ns > 0.0 && ok(rtt_ns)) {
         return None;
     }
     let pause = if ok(t.stall_ns) { (t.stall_ns - t.token_ns).max(0.0) } else { 0.0 };
     let answer = rtt_ns + t.per_answer * t.token_ns + pause;
+    let own_tokens = if ok(t.own) && t.own >= 1.0 { t.own } else { t.per_answer };
+    let own = rtt_ns + own_tokens * t.token_ns + pause;
     let n = f64::from(in_flight);
     let running = if ok(t.streaming) { t.streaming.min(n) } else { 0.0 };
     let streamed = if ok(t.in_flight_tokens) { t.in_flight_tokens } else { 0.0 };
     let running_left = (running * t.per_answer - streamed).max(running) / t.per_answer;
-    Some((answer, running_left, n - running))
+    Some((answer, own, running_left, n - running))
 }
 
 /// What a streaming request's remaining answer counts for in the token-aware cost's `ahead`
@@ -333,6 +363,9 @@ pub struct BackendPrior {
     body: Ewma,
     token: Ewma,
     tokens: Ewma,
+    /// Of answers whose request asked for at most so many tokens: tokens asked, and streamed.
+    asked: Ewma,
+    answered: Ewma,
 }
 
 impl BackendPrior {
@@ -343,7 +376,25 @@ impl BackendPrior {
             body: Ewma::new(now_ns),
             token: Ewma::new(now_ns),
             tokens: Ewma::new(now_ns),
+            asked: Ewma::new(now_ns),
+            answered: Ewma::new(now_ns),
         }
+    }
+
+    /// Adds a streamed answer that ended after `streamed` tokens, whose request asked for at
+    /// most `asked`.
+    pub fn observe_fill(&mut self, asked: u32, streamed: u32, now_ns: u64, decay: Duration) {
+        if asked > 0 {
+            self.asked.observe_value(f64::from(asked), now_ns, decay);
+            self.answered.observe_value(f64::from(streamed.min(asked)), now_ns, decay);
+        }
+    }
+
+    /// Tokens streamed over tokens asked, over the answers whose request asked (`None` before
+    /// one has ended): what [`expected_tokens`] scales a request's ask by.
+    pub fn fill(&self) -> Option<f64> {
+        let (a, s) = (self.asked.value()?, self.answered.value()?);
+        (a > 0.0).then(|| s / a)
     }
 
     /// Adds a streamed answer's figures: a sample of its time per token, or (at its end) how
@@ -541,7 +592,7 @@ mod tests {
         let w = CostWeights::default();
         let ms = 1e6;
         // 100 ms to first token, 10 ms a token, 100 tokens an answer: 1.1 s an answer.
-        let t = Tokens { per_answer: 100.0, token_ns: 10.0 * ms, stall_ns: 0.0, streaming: 0.0, in_flight_tokens: 0.0 };
+        let t = Tokens { per_answer: 100.0, token_ns: 10.0 * ms, ..Default::default() };
         let base = LoadInputs { rtt_ns: 100.0 * ms, body_ns: 9e9, tokens: Some(t), ..Default::default() };
         let streaming = |n: f64, streamed: f64| Some(Tokens { streaming: n, in_flight_tokens: streamed, ..t });
         let cases = [
@@ -599,7 +650,7 @@ mod tests {
     fn a_slower_replica_shows_by_its_token_time_before_its_answers_end() {
         let w = CostWeights::default();
         let ms = 1e6;
-        let t = Tokens { per_answer: 150.0, token_ns: 6.0 * ms, stall_ns: 0.0, streaming: 0.0, in_flight_tokens: 0.0 };
+        let t = Tokens { per_answer: 150.0, token_ns: 6.0 * ms, ..Default::default() };
         // Same time to first token; the slow one 3 times slower per token. Idle, it loses to a
         // fast one with its two in flight half done; with 4 still to start on the fast one, it
         // wins.
@@ -629,6 +680,64 @@ mod tests {
             ..slow
         };
         assert!(cost(&paused(fast(10, 750.0)), &w) < cost(&slow5, &w));
+    }
+
+    #[test]
+    fn a_request_that_says_its_length_is_placed_by_it() {
+        let w = CostWeights::default();
+        let ms = 1e6;
+        let t = Tokens { per_answer: 150.0, token_ns: 6.0 * ms, ..Default::default() };
+        // A fast replica with two of this proxy's requests waiting, and an idle one three times
+        // slower per token.
+        let fast = LoadInputs { rtt_ns: 80.0 * ms, in_flight: 2, tokens: Some(t), ..Default::default() };
+        let slow =
+            LoadInputs { rtt_ns: 80.0 * ms, tokens: Some(Tokens { token_ns: 18.0 * ms, ..t }), ..Default::default() };
+        let asking = |l: LoadInputs, own: f64| LoadInputs { tokens: l.tokens.map(|t| Tokens { own, ..t }), ..l };
+        // A typical request (or one that does not say) costs as before: 2 answers ahead + its own
+        // on the fast one, its own on the slow one.
+        let table = [
+            (fast, 3.0 * (80.0 + 900.0) * ms),
+            (slow, (80.0 + 2700.0) * ms),
+            (asking(fast, 150.0), 3.0 * 980.0 * ms),
+            (asking(fast, 1000.0), (2.0 * 980.0 + 80.0 + 6000.0) * ms),
+            (asking(slow, 20.0), (80.0 + 360.0) * ms),
+            (asking(slow, f64::NAN), 2780.0 * ms),
+            (asking(slow, 0.5), 2780.0 * ms),
+        ];
+        for (i, (load, want)) in table.into_iter().enumerate() {
+            let got = cost(&load, &w);
+            assert!((got - want).abs() < 1e-3 * want, "case {i}: {got} vs {want}");
+        }
+        // A long answer goes to the fast replica past its queue; a short one to the idle slow one.
+        assert!(cost(&asking(fast, 1000.0), &w) < cost(&asking(slow, 1000.0), &w));
+        assert!(cost(&asking(slow, 20.0), &w) < cost(&asking(fast, 20.0), &w));
+        // A replica slower than its figures (its one request has run 5.56 s, twice the 2.78 s an
+        // answer takes by them) is twice as slow for the new request's own answer too.
+        let late = LoadInputs { in_flight_age_ns: 5560.0 * ms, in_flight: 1, ..asking(slow, 150.0) };
+        assert!((cost(&late, &w) - 2.0 * 5560.0 * ms).abs() < ms, "{}", cost(&late, &w));
+    }
+
+    #[test]
+    fn expected_tokens_scale_the_ask_by_what_answers_stream() {
+        let table = [
+            ((None, Some(0.5)), None),
+            ((Some(1000), None), Some(1000.0)),
+            ((Some(1000), Some(0.25)), Some(250.0)),
+            ((Some(1000), Some(3.0)), Some(1000.0)),
+            ((Some(1000), Some(f64::NAN)), Some(1000.0)),
+            ((Some(1000), Some(0.0)), Some(1000.0)),
+            ((Some(10), Some(0.01)), Some(1.0)),
+            ((Some(0), Some(0.5)), Some(0.0)),
+        ];
+        for ((asked, fill), want) in table {
+            assert_eq!(expected_tokens(asked, fill), want, "{asked:?} {fill:?}");
+        }
+        let mut p = BackendPrior::new(0);
+        assert_eq!(p.fill(), None);
+        p.observe_fill(1000, 100, MS, Duration::from_secs(10));
+        p.observe_fill(500, 900, 2 * MS, Duration::from_secs(10)); // never more than asked
+        let f = p.fill().unwrap();
+        assert!((f - 600.0 / 1500.0).abs() < 0.01, "{f}");
     }
 
     #[test]

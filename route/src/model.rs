@@ -16,32 +16,75 @@ pub fn model_from_kserve_path(path: &str) -> Option<&str> {
 /// Returns `None` when the prefix is not a JSON object, has no top-level `model` string, or ends
 /// before it.
 pub fn model_from_json_prefix(buf: &[u8]) -> Option<String> {
+    let mut found = None;
+    fields(buf, |key, value| {
+        if key != b"model" {
+            return true;
+        }
+        if value.first() == Some(&b'"') {
+            found = serde_json::from_slice::<String>(value).ok();
+        }
+        false
+    });
+    found
+}
+
+/// The most output tokens a generation request asks for, from its JSON body: the top-level
+/// `max_tokens` or `max_completion_tokens` (OpenAI completions and chat), or `max_new_tokens` or
+/// `max_tokens` in a top-level `parameters` object (TGI's `/generate`, KServe's generate
+/// extension). `None` when the body is not a JSON object, states none of them as a non-negative
+/// integer, or ends before one (a prefix).
+pub fn max_tokens_from_json(buf: &[u8]) -> Option<u32> {
+    let number = |v: &[u8]| std::str::from_utf8(v).ok()?.parse::<u32>().ok();
+    let mut found = None;
+    fields(buf, |key, value| {
+        match key {
+            b"max_tokens" | b"max_completion_tokens" | b"max_new_tokens" => found = found.or_else(|| number(value)),
+            b"parameters" => fields(value, |k, v| {
+                if matches!(k, b"max_new_tokens" | b"max_tokens") {
+                    found = found.or_else(|| number(v));
+                }
+                found.is_none()
+            }),
+            _ => {}
+        }
+        found.is_none()
+    });
+    found
+}
+
+/// Calls `visit` with the raw key (between its quotes, unescaped bytes as written) and the raw
+/// value of each top-level field of the JSON object in `buf`, in order, until it returns
+/// `false` or the object (or the prefix, or its well-formed part) ends.
+fn fields(buf: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> bool) {
     let mut s = Scanner { buf, pos: 0 };
     s.ws();
-    s.eat(b'{')?;
+    if s.eat(b'{').is_none() {
+        return;
+    }
     loop {
         s.ws();
-        match s.peek()? {
-            b'}' => return None,
-            b',' => {
+        match s.peek() {
+            Some(b',') => {
                 s.pos += 1;
                 continue;
             }
-            b'"' => {}
-            _ => return None,
+            Some(b'"') => {}
+            _ => return,
         }
-        let key = s.string_span()?;
+        let Some(key) = s.string_span() else { return };
         s.ws();
-        s.eat(b':')?;
-        s.ws();
-        if &buf[key.0 + 1..key.1 - 1] == b"model" {
-            if s.peek()? != b'"' {
-                return None;
-            }
-            let (a, b) = s.string_span()?;
-            return serde_json::from_slice::<String>(&buf[a..b]).ok();
+        if s.eat(b':').is_none() {
+            return;
         }
-        s.skip_value()?;
+        s.ws();
+        let from = s.pos;
+        if s.skip_value().is_none() {
+            return;
+        }
+        if !visit(&buf[key.0 + 1..key.1 - 1], &buf[from..s.pos]) {
+            return;
+        }
     }
 }
 
@@ -151,6 +194,34 @@ mod tests {
         for junk in [&b"{\"\\"[..], b"{\"a\":]", b"{\"a\":}}}}", b"{,,,", b"{\"a\"}"] {
             let _ = model_from_json_prefix(junk);
         }
+    }
+
+    #[test]
+    fn finds_the_output_tokens_asked_for() {
+        let cases: &[(&str, Option<u32>)] = &[
+            (r#"{"model":"m","prompt":"hi","max_tokens":128,"stream":true}"#, Some(128)),
+            (r#"{"messages":[{"content":"\"max_tokens\": 9"}],"max_completion_tokens": 64}"#, Some(64)),
+            (r#"{"inputs":"hi","parameters":{"temperature":0,"max_new_tokens":20}}"#, Some(20)),
+            (r#"{"text_input":"hi","parameters":{"max_tokens":7}}"#, Some(7)),
+            (r#"{"nested":{"max_tokens":5}}"#, None),
+            (r#"{"max_tokens":null}"#, None),
+            (r#"{"max_tokens":-3}"#, None),
+            (r#"{"max_tokens":1.5}"#, None),
+            (r#"{"max_tokens":"12"}"#, None),
+            (r#"{"max_tokens":99999999999}"#, None),
+            (r#"{"prompt":"long and cut of"#, None),
+            (r#"{"max_tokens":12"#, None),
+            ("[1]", None),
+            ("", None),
+        ];
+        for (body, want) in cases {
+            assert_eq!(max_tokens_from_json(body.as_bytes()), *want, "{body}");
+        }
+        let body = r#"{"a":[1,{"b":"c\"]}"}],"parameters":{"max_new_tokens":3},"max_tokens":4}"#;
+        for i in 0..=body.len() {
+            let _ = max_tokens_from_json(&body.as_bytes()[..i]);
+        }
+        assert_eq!(max_tokens_from_json(body.as_bytes()), Some(3), "the first stated wins");
     }
 
     #[test]

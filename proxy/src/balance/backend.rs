@@ -131,6 +131,18 @@ impl Typical {
         }
     }
 
+    /// A streamed answer whose request asked for at most `asked` tokens ended after `streamed`.
+    pub fn observe_fill(&self, asked: u32, streamed: u32, decay: Duration) {
+        crate::lock(&self.prior).observe_fill(asked, streamed, crate::now_ns(), decay);
+    }
+
+    /// The output tokens a request asking for at most `asked` is expected to stream here
+    /// ([`vane_route::balance::expected_tokens`]); `None` when it asks for no limit.
+    pub fn expected_tokens(&self, asked: Option<u32>) -> Option<f64> {
+        asked?;
+        vane_route::balance::expected_tokens(asked, crate::lock(&self.prior).fill())
+    }
+
     /// The typical tokens per streamed answer, or the most any has had where none has ended.
     pub fn tokens_per_answer(&self) -> f64 {
         crate::lock(&self.prior).tokens().unwrap_or_else(|| f64::from(self.longest.load(Ordering::Relaxed)))
@@ -166,6 +178,8 @@ pub struct Target {
     /// the whole answer). Then a request that the backend's endpoints cannot answer in time is
     /// refused at once (the shedding layer).
     pub whole_answer: bool,
+    /// The most output tokens the request asks for (its `max_tokens`), when its body says.
+    pub asked_tokens: Option<u32>,
 }
 
 /// Error extension: the endpoint an attempt went to (by index in its backend).

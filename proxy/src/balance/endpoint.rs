@@ -213,7 +213,8 @@ impl Endpoint {
     /// `prior` is the backend's typical figures, which the endpoint reads before its own first
     /// samples and decays towards between them.
     ///
-    /// `draw` (uniform in 0..1) decides whether slow start holds the endpoint back this time.
+    /// `draw` (uniform in 0..1) decides whether slow start holds the endpoint back this time;
+    /// `own` is the output tokens the new request is expected to stream, when it says.
     pub fn cost(
         &self,
         now_ns: u64,
@@ -221,6 +222,7 @@ impl Endpoint {
         policy: &Policy,
         prior: Prior,
         draw: f64,
+        own: Option<f64>,
     ) -> (f64, Option<u64>) {
         let in_flight_age_ns = self.in_flight_age_ns(now_ns);
         let st = self.stats();
@@ -252,6 +254,7 @@ impl Endpoint {
                 stall_ns: self.stall_ns(now_ns),
                 streaming: f64::from(self.streaming.load(Ordering::Relaxed)),
                 in_flight_tokens: self.in_flight_tokens.load(Ordering::Relaxed) as f64,
+                own: own.unwrap_or(0.0),
             });
         }
         let since = self.joined_ns.max(st.health.ejected_until_ns());

@@ -33,6 +33,8 @@ pub struct InFlightGuard {
     settled: bool,
     /// The EWMA decay, for the bound learnt from an attempt given up on.
     decay: Duration,
+    /// The most output tokens the request asked for, when it said.
+    asked: Option<u32>,
 }
 
 /// A streamed answer's tokens as they come: an SSE event is a token (a model server sends one
@@ -97,7 +99,15 @@ impl InFlightGuard {
             stream: None,
             settled: false,
             decay,
+            asked: None,
         }
+    }
+
+    /// The request asked for at most `asked` output tokens: when its answer ends, how much of it
+    /// was streamed joins the backend's figures.
+    pub fn asking(mut self, asked: Option<u32>) -> InFlightGuard {
+        self.asked = asked;
+        self
     }
 
     /// The answer streams tokens (`sse`: as server-sent events; otherwise as gRPC messages):
@@ -203,6 +213,9 @@ impl InFlightGuard {
             && s.started
         {
             t.observe_stream(None, s.tokens, true, s.decay);
+            if let Some(asked) = self.asked {
+                t.observe_fill(asked, s.tokens, s.decay);
+            }
         }
         if let Some(c) = self.conn.take() {
             c.release(self.idle_timeout);
@@ -293,6 +306,31 @@ mod tests {
         g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
         g.data(b"data: x\n\n");
         assert_eq!(ep.stream_counts(), (0, 0));
+    }
+
+    #[test]
+    fn an_answer_tells_how_much_of_what_was_asked_streams() {
+        let ep = Arc::new(Endpoint::new("127.0.0.1:9".parse().unwrap(), Protocol::Http1, 0));
+        let typical = Arc::new(Typical::default());
+        let decay = Duration::from_secs(10);
+        assert_eq!(typical.expected_tokens(Some(100)), Some(100.0), "before any answer: what is asked");
+        assert_eq!(typical.expected_tokens(None), None);
+        let mut g = InFlightGuard::start(&ep, Some(&typical), decay).asking(Some(100));
+        g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
+        g.streams(true, decay);
+        for _ in 0..25 {
+            g.data(b"data: x\n\n");
+        }
+        g.finish();
+        let e = typical.expected_tokens(Some(400)).unwrap();
+        assert!((e - 100.0).abs() < 0.5, "a quarter of what is asked streams: {e}");
+        // An answer that broke off says nothing.
+        let mut g = InFlightGuard::start(&ep, Some(&typical), decay).asking(Some(100));
+        g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
+        g.streams(true, decay);
+        g.data(b"data: x\n\n");
+        drop(g);
+        assert!((typical.expected_tokens(Some(400)).unwrap() - 100.0).abs() < 0.5);
     }
 
     #[test]

@@ -26,6 +26,8 @@ struct View<'a> {
     /// asked within the decision.
     draw: f64,
     now: u64,
+    /// The output tokens the request is expected to stream, when it says how many it asks for.
+    own: Option<f64>,
     ages: Cell<[(usize, Option<u64>); 2]>,
 }
 
@@ -52,7 +54,7 @@ impl EndpointView for View<'_> {
                 p
             }
         };
-        let (c, age) = self.endpoints[i].cost(self.now, self.settings, self.policy, prior, draw);
+        let (c, age) = self.endpoints[i].cost(self.now, self.settings, self.policy, prior, draw, self.own);
         let [_, last] = self.ages.get();
         self.ages.set([last, (i, age)]);
         c
@@ -62,7 +64,13 @@ impl EndpointView for View<'_> {
 /// Picks an endpoint of `backend` not in `tried`, by the backend's algorithm (when every untried
 /// one is ejected, among those: panic mode). Returns its index and the age in nanoseconds of the
 /// reported load the decision used, if any; `None` when every endpoint was tried (or there is none).
-pub fn pick(backend: &Backend, tried: Tried, rng: &mut fastrand::Rng) -> Option<(usize, Option<u64>)> {
+/// `own`: the output tokens the request is expected to stream, when it says.
+pub fn pick(
+    backend: &Backend,
+    tried: Tried,
+    rng: &mut fastrand::Rng,
+    own: Option<f64>,
+) -> Option<(usize, Option<u64>)> {
     let now = crate::now_ns();
     let view = View {
         endpoints: &backend.endpoints,
@@ -72,6 +80,7 @@ pub fn pick(backend: &Backend, tried: Tried, rng: &mut fastrand::Rng) -> Option<
         prior: Cell::new(None),
         draw: rng.f64(),
         now,
+        own,
         ages: Cell::new([(usize::MAX, None); 2]),
     };
     let rr = match backend.policy.algorithm {
@@ -125,6 +134,7 @@ mod tests {
             prior: Cell::new(None),
             draw: rng.f64(),
             now,
+            own: None,
             ages: Cell::new([(usize::MAX, None); 2]),
         };
         let draw = Draw { rr: 0, r1: rng.u64(..), r2: rng.u64(..), explore: rng.u64(..) };
@@ -132,7 +142,7 @@ mod tests {
     }
 
     fn cost(b: &Backend, i: usize, now: u64) -> f64 {
-        b.endpoints[i].cost(now, &b.settings, &b.policy, b.prior(now), 0.5).0
+        b.endpoints[i].cost(now, &b.settings, &b.policy, b.prior(now), 0.5, None).0
     }
 
     #[test]
@@ -159,7 +169,7 @@ mod tests {
         // With two endpoints both are drawn, and the pick is the cheaper; exploration never sends
         // a request to an endpoint that has some in flight already.
         let mut rng = fastrand::Rng::with_seed(3);
-        let to_slow = (0..2000).filter(|_| pick(&b, Tried::new(), &mut rng).map(|p| p.0) == Some(1)).count();
+        let to_slow = (0..2000).filter(|_| pick(&b, Tried::new(), &mut rng, None).map(|p| p.0) == Some(1)).count();
         assert_eq!(to_slow, 0, "{to_slow} of 2000 went to the slow endpoint");
         for ep in [0, 1] {
             let started = now - if ep == 0 { 1_000_000_000 } else { 6_000_000_000 };
@@ -167,6 +177,34 @@ mod tests {
             b.endpoints[ep].end(started);
         }
         assert_eq!(b.endpoints[1].in_flight_age_ns(now), 0.0);
+    }
+
+    #[test]
+    fn a_long_request_goes_where_tokens_are_fast_and_a_short_one_where_it_starts_soonest() {
+        let b = backend(2);
+        let decay = b.settings.ewma_decay;
+        let t0 = crate::now_ns();
+        // Answers of 150 tokens; endpoint 0 streams at 6 ms a token and has three requests of this
+        // proxy's waiting, endpoint 1 is idle at 18 ms a token.
+        b.typical.observe_stream(Some(Duration::from_millis(6)), 150, true, decay);
+        for (i, ms) in [(0, 6), (1, 18)] {
+            b.endpoints[i].observe(Some(Duration::from_millis(80)), None, decay);
+            b.endpoints[i].tokens(0, Some(Duration::from_millis(ms)), t0, decay);
+        }
+        for _ in 0..3 {
+            b.endpoints[0].begin(t0);
+        }
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut to_fast = |own: Option<f64>| {
+            (0..1000).filter(|_| pick(&b, Tried::new(), &mut rng, own).map(|p| p.0) == Some(0)).count()
+        };
+        let (long, short, unsaid) = (to_fast(Some(1000.0)), to_fast(Some(20.0)), to_fast(None));
+        assert!(long > 950, "a 1000-token answer goes to the fast replica past its queue: {long}");
+        assert!(short < 50, "a 20-token one to the idle slow one: {short}");
+        assert!(unsaid < 50, "one that does not say counts as a typical answer: {unsaid}");
+        for _ in 0..3 {
+            b.endpoints[0].end(t0);
+        }
     }
 
     #[test]

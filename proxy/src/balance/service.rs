@@ -61,7 +61,8 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
     let backend = &target.backend;
     let settings = &*backend.settings;
     let mut rng = fastrand::Rng::new();
-    let Some((i, load_age)) = super::pick::pick(backend, tried, &mut rng) else {
+    let own = backend.typical.expected_tokens(target.asked_tokens);
+    let Some((i, load_age)) = super::pick::pick(backend, tried, &mut rng, own) else {
         return Err(Error::with_extensions(ProxyError::NoEndpoint(backend.name.to_string()), ext));
     };
     if let Some(age) = load_age {
@@ -84,7 +85,7 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
     let up = Request::from_parts(parts, body);
 
     let typical = (backend.endpoints.len() > 1).then_some(&backend.typical);
-    let mut guard = InFlightGuard::start(ep, typical, settings.ewma_decay);
+    let mut guard = InFlightGuard::start(ep, typical, settings.ewma_decay).asking(target.asked_tokens);
     let send = crate::client::send(
         &ep.pool,
         ep.addr,

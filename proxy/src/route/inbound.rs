@@ -41,6 +41,7 @@ pub fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Result<Rout
         backend: Arc::clone(backend),
         timeout,
         whole_answer: client_deadline || !backend.streams(),
+        asked_tokens: None,
     });
     req.extensions_mut().insert(Tag::Route(Arc::clone(&snap.inbound_stats)));
     Ok(req)

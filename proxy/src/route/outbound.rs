@@ -12,8 +12,9 @@ use crate::metrics::{Name, Tag};
 use http::Request;
 use hyper::body::{Body, Incoming};
 use std::sync::Arc;
+use vane_route::config::Algorithm;
 use vane_route::matching::RequestFacts;
-use vane_route::model::{model_from_json_prefix, model_from_kserve_path};
+use vane_route::model::{max_tokens_from_json, model_from_json_prefix, model_from_kserve_path};
 use vane_route::split::sticky_hash;
 
 fn fail(e: ProxyError, service: Option<&Arc<str>>) -> Unrouted {
@@ -92,10 +93,18 @@ pub async fn route(snap: &Snapshot, req: Request<Incoming>, grpc: bool) -> Resul
         let (service, route, backend) = (Arc::clone(&service.name), Arc::clone(&route.name), Arc::clone(&backend.name));
         req.extensions_mut().insert(Coalescing { policy: Arc::clone(policy), service, route, backend });
     }
+    // What the request asks for, when its body is at hand and the backend's cost reads it.
+    let asked_tokens = match req.body() {
+        ReqBody::Full(Some(b)) if backend.policy.algorithm == Algorithm::P2c && backend.streams() => {
+            max_tokens_from_json(b)
+        }
+        _ => None,
+    };
     req.extensions_mut().insert(Target {
         backend: Arc::clone(backend),
         timeout,
         whole_answer: client_deadline || !backend.streams(),
+        asked_tokens,
     });
     req.extensions_mut().insert(route.retries.clone());
     if let Some(h) = route.hedge {

@@ -217,7 +217,8 @@ def report_name(meta: dict) -> str:
     callers = meta.get("callers", 1)
     own = 4 if cond == "callers" else 1
     warm = "-warm" if meta.get("warmup") else ""
-    return f"cond-{cond}-{meta['profile']}{warm}" + ("" if callers == own else f"-{callers}callers")
+    tag = f"-{meta['tag']}" if meta.get("tag") else ""
+    return f"cond-{cond}-{meta['profile']}{warm}" + ("" if callers == own else f"-{callers}callers") + tag
 
 
 def bucket_delta(a: dict, b: dict) -> dict:
@@ -1140,7 +1141,8 @@ def main() -> int:
           "algorithms": algs, "gen_cpu": args.gen_cpu, "sut_cpu": args.sut_cpu, "client_load": args.client_load,
           "nproc": os.cpu_count(), "nice": NICE, "loadavg_start": os.getloadavg()[0],
           "stream_interval": args.stream_interval, "callers": args.callers,
-          "balancer": args.balancer, "condition": args.condition, "freeze": args.freeze})
+          "balancer": args.balancer, "condition": args.condition, "freeze": args.freeze,
+          "tag": os.environ.get("REPORT_TAG", "")})
     t_start = time.time()
     fleet = Fleet(args, raw)
     cal = calibrate(args, fleet, raw)

@@ -6,9 +6,10 @@
 //!
 //! ```text
 //! pause     = max(stall − token_time, 0)                 how much longer than a token the streams are silent
-//! answer    = max(rtt + tokens × token_time + pause, in_flight_age)  one typical answer here, start to end
-//! own       = (rtt + own_tokens × token_time + pause) × answer / (rtt + tokens × token_time + pause)
-//!                                                        the new request's own answer here
+//! slower    = max(in_flight_age / (rtt + their_tokens × token_time + pause), 1)
+//!                                                        how much longer than they should this proxy's requests there have run
+//! answer    = (rtt + tokens × token_time + pause) × slower      one typical answer here, start to end
+//! own       = (rtt + own_tokens × token_time + pause) × slower  the new request's own answer here
 //! waiting   = in_flight − streaming                      this proxy's requests there not yet streaming
 //! running   = max(streaming × tokens − in_flight_tokens, streaming) / tokens
 //!                                                        what its streaming requests have still to stream, in answers
@@ -29,7 +30,11 @@
 //! answer then goes where tokens are fastest even past a queue, and a short one where it starts
 //! soonest: a slow replica takes the short requests when the others are busy, and the long
 //! requests that would be the tail stay off it. Without it every request counts as a typical
-//! one, whatever its length.
+//! one, whatever its length. `their_tokens` is the mean of the same figure over this proxy's
+//! requests in flight there: the in-flight age is held against how long *those* answers should
+//! take, since an endpoint that is given the long answers has older requests in flight without
+//! being any slower (held against a typical answer, that made the fast replicas look slow once
+//! the long answers went to them).
 //!
 //! This proxy's requests not yet streaming are also in the endpoint's reported waiting queue once
 //! they have reached it, so the two are not added: the larger counts (the report may be older
@@ -168,6 +173,10 @@ pub struct Tokens {
     /// The output tokens the new request is expected to stream ([`expected_tokens`]); below 1
     /// (or not a number): unknown, a typical answer (`per_answer`).
     pub own: f64,
+    /// The output tokens this proxy's requests in flight there are expected to stream, on
+    /// average (those that said how many they ask for by it, the others as a typical answer);
+    /// below 1: a typical answer. The in-flight age is held against an answer of this length.
+    pub in_flight_mean: f64,
 }
 
 /// The output tokens a request that asks for at most `asked` is expected to stream, on a backend
@@ -191,13 +200,14 @@ pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
     let kv = load.kv_use.clamp(0.0, 1.0);
     let reported = 1.0 + w.queue * queue + w.kv * kv;
     let base = match load.tokens.and_then(|t| finish_terms(load.rtt_ns, load.in_flight, &t)) {
-        Some((answer, own, running, waiting)) => {
+        Some(Terms { answer, own, running, waiting, theirs }) => {
             let queued = (w.in_flight * waiting).max(w.queue * queue);
             let pressure = ((kv - KV_ROOM) / (1.0 - KV_ROOM)).max(0.0);
-            // An endpoint slower than its figures say (its requests have run longer than an
-            // answer takes) is slower for the new request too, by as much.
-            let unit = answer.max(age).max(1.0);
-            unit * (w.in_flight * RUNNING_WEIGHT * running + queued + w.kv * pressure) + own * unit / answer.max(1.0)
+            // An endpoint slower than its figures say (its requests have run longer than their
+            // answers should take there) is slower for every answer, by as much.
+            let slower = (age / theirs.max(1.0)).max(1.0);
+            let unit = (answer * slower).max(1.0);
+            unit * (w.in_flight * RUNNING_WEIGHT * running + queued + w.kv * pressure) + own * slower
         }
         None => {
             let body = if load.body_ns.is_finite() { load.body_ns.max(0.0) } else { f64::MAX / 4.0 };
@@ -208,24 +218,40 @@ pub fn cost(load: &LoadInputs, w: &CostWeights) -> f64 {
     if load.penalized || load.held { base + PENALIZED } else { base }
 }
 
-/// The token-aware cost's `answer` (one typical answer, nanoseconds), `own` (the new request's
-/// answer, nanoseconds), `running` (answers still to stream by this proxy's streaming requests)
-/// and `waiting` (its requests not yet streaming), or `None` when the figures do not allow it
-/// (fewer than 2 tokens per answer, no time per token, or a figure that is not a number).
-fn finish_terms(rtt_ns: f64, in_flight: u32, t: &Tokens) -> Option<(f64, f64, f64, f64)> {
+/// The token-aware cost's terms ([`finish_terms`]), nanoseconds or answers.
+struct Terms {
+    /// One typical answer there.
+    answer: f64,
+    /// The new request's own answer there.
+    own: f64,
+    /// Answers still to stream by this proxy's streaming requests there.
+    running: f64,
+    /// This proxy's requests there not yet streaming.
+    waiting: f64,
+    /// The answer this proxy's requests in flight there should take, by their expected lengths.
+    theirs: f64,
+}
+
+/// The token-aware cost's terms, or `None` when the figures do not allow it (fewer than 2
+/// tokens per answer, no time per token, or a figure that is not a number).
+fn finish_terms(rtt_ns: f64, in_flight: u32, t: &Tokens) -> Option<Terms> {
     let ok = |v: f64| v.is_finite() && v >= 0.0;
     if !(ok(t.per_answer) && t.per_answer >= 2.0 && ok(t.token_ns) && t.token_ns > 0.0 && ok(rtt_ns)) {
         return None;
     }
     let pause = if ok(t.stall_ns) { (t.stall_ns - t.token_ns).max(0.0) } else { 0.0 };
-    let answer = rtt_ns + t.per_answer * t.token_ns + pause;
-    let own_tokens = if ok(t.own) && t.own >= 1.0 { t.own } else { t.per_answer };
-    let own = rtt_ns + own_tokens * t.token_ns + pause;
+    let length = |n: f64| rtt_ns + if ok(n) && n >= 1.0 { n } else { t.per_answer } * t.token_ns + pause;
     let n = f64::from(in_flight);
     let running = if ok(t.streaming) { t.streaming.min(n) } else { 0.0 };
     let streamed = if ok(t.in_flight_tokens) { t.in_flight_tokens } else { 0.0 };
     let running_left = (running * t.per_answer - streamed).max(running) / t.per_answer;
-    Some((answer, own, running_left, n - running))
+    Some(Terms {
+        answer: length(t.per_answer),
+        own: length(t.own),
+        running: running_left,
+        waiting: n - running,
+        theirs: length(t.in_flight_mean),
+    })
 }
 
 /// What a streaming request's remaining answer counts for in the token-aware cost's `ahead`
@@ -715,6 +741,12 @@ mod tests {
         // answer takes by them) is twice as slow for the new request's own answer too.
         let late = LoadInputs { in_flight_age_ns: 5560.0 * ms, in_flight: 1, ..asking(slow, 150.0) };
         assert!((cost(&late, &w) - 2.0 * 5560.0 * ms).abs() < ms, "{}", cost(&late, &w));
+        // Not when those requests are long ones: a fast replica given the 600-token answers has
+        // requests 2.5 s old in flight, past a typical answer (980 ms) but not past theirs (3.68 s).
+        let long = |l: LoadInputs| LoadInputs { tokens: l.tokens.map(|t| Tokens { in_flight_mean: 600.0, ..t }), ..l };
+        let busy = LoadInputs { in_flight_age_ns: 2500.0 * ms, ..asking(fast, 150.0) };
+        assert!((cost(&long(busy), &w) - 3.0 * 980.0 * ms).abs() < ms, "{}", cost(&long(busy), &w));
+        assert!(cost(&busy, &w) > 2.5 * cost(&long(busy), &w), "held against a typical answer it looked slow");
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Endpoint {
     /// Tokens the requests in flight have received so far (each counting at most its backend's
     /// typical answer less one).
     in_flight_tokens: AtomicU64,
+    /// The requests in flight that said how many tokens they ask for, and the sum of the tokens
+    /// they are expected to stream.
+    expecting: AtomicU32,
+    expected_sum: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -100,6 +104,8 @@ impl Endpoint {
             streaming: AtomicU32::new(0),
             last_token_ns: AtomicU64::new(0),
             in_flight_tokens: AtomicU64::new(0),
+            expecting: AtomicU32::new(0),
+            expected_sum: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             started_sum_ns: AtomicU64::new(0),
             started: AtomicU32::new(0),
@@ -144,6 +150,32 @@ impl Endpoint {
         self.started.fetch_add(1, Ordering::Relaxed);
         self.started_sum_ns.fetch_add(started_ns, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request in flight is expected to stream `tokens` (it said how many it asks for), until
+    /// [`Endpoint::unexpect`] with the same figure.
+    pub(super) fn expect(&self, tokens: u32) {
+        self.expected_sum.fetch_add(u64::from(tokens), Ordering::Relaxed);
+        self.expecting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// See [`Endpoint::expect`].
+    pub(super) fn unexpect(&self, tokens: u32) {
+        self.expecting.fetch_sub(1, Ordering::Relaxed);
+        self.expected_sum.fetch_sub(u64::from(tokens), Ordering::Relaxed);
+    }
+
+    /// The mean tokens the requests in flight are expected to stream, those that did not say
+    /// counting `typical`; 0 with none in flight.
+    pub(super) fn in_flight_mean_tokens(&self, typical: f64) -> f64 {
+        let n = self.in_flight();
+        if n == 0 {
+            return 0.0;
+        }
+        // Read one after the other: clamped to what can be for the instant between updates.
+        let said = self.expecting.load(Ordering::Relaxed).min(n);
+        let sum = self.expected_sum.load(Ordering::Relaxed) as f64;
+        (sum + f64::from(n - said) * typical) / f64::from(n)
     }
 
     /// The request counted by [`Endpoint::begin`] with `started_ns` is over.
@@ -255,6 +287,7 @@ impl Endpoint {
                 streaming: f64::from(self.streaming.load(Ordering::Relaxed)),
                 in_flight_tokens: self.in_flight_tokens.load(Ordering::Relaxed) as f64,
                 own: own.unwrap_or(0.0),
+                in_flight_mean: self.in_flight_mean_tokens(prior.tokens),
             });
         }
         let since = self.joined_ns.max(st.health.ejected_until_ns());

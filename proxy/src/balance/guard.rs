@@ -33,8 +33,9 @@ pub struct InFlightGuard {
     settled: bool,
     /// The EWMA decay, for the bound learnt from an attempt given up on.
     decay: Duration,
-    /// The most output tokens the request asked for, when it said.
-    asked: Option<u32>,
+    /// The most output tokens the request asked for, when it said, and the tokens it is
+    /// expected to stream (counted on the endpoint while it is in flight).
+    asked: Option<(u32, u32)>,
 }
 
 /// A streamed answer's tokens as they come: an SSE event is a token (a model server sends one
@@ -103,10 +104,15 @@ impl InFlightGuard {
         }
     }
 
-    /// The request asked for at most `asked` output tokens: when its answer ends, how much of it
-    /// was streamed joins the backend's figures.
-    pub fn asking(mut self, asked: Option<u32>) -> InFlightGuard {
-        self.asked = asked;
+    /// The request asked for at most `asked` output tokens and is expected to stream `expected`:
+    /// the endpoint counts that while it is in flight, and when its answer ends, how much of
+    /// what it asked for was streamed joins the backend's figures.
+    pub fn asking(mut self, asked: Option<u32>, expected: Option<f64>) -> InFlightGuard {
+        if let (Some(a), Some(e)) = (asked, expected) {
+            let e = e.clamp(0.0, f64::from(a)) as u32;
+            self.ep.expect(e);
+            self.asked = Some((a, e));
+        }
         self
     }
 
@@ -213,7 +219,7 @@ impl InFlightGuard {
             && s.started
         {
             t.observe_stream(None, s.tokens, true, s.decay);
-            if let Some(asked) = self.asked {
+            if let Some((asked, _)) = self.asked {
                 t.observe_fill(asked, s.tokens, s.decay);
             }
         }
@@ -233,6 +239,9 @@ impl Drop for InFlightGuard {
             self.ep.observe_at_least(Duration::from_nanos(now.saturating_sub(self.started_ns)), self.decay);
         }
         self.ep.end(self.started_ns);
+        if let Some((_, expected)) = self.asked {
+            self.ep.unexpect(expected);
+        }
         if let Some(s) = &self.stream
             && s.started
         {
@@ -315,7 +324,11 @@ mod tests {
         let decay = Duration::from_secs(10);
         assert_eq!(typical.expected_tokens(Some(100)), Some(100.0), "before any answer: what is asked");
         assert_eq!(typical.expected_tokens(None), None);
-        let mut g = InFlightGuard::start(&ep, Some(&typical), decay).asking(Some(100));
+        let mut g =
+            InFlightGuard::start(&ep, Some(&typical), decay).asking(Some(100), typical.expected_tokens(Some(100)));
+        let other = InFlightGuard::start(&ep, Some(&typical), decay); // says nothing: a typical 40
+        assert_eq!(ep.in_flight_mean_tokens(40.0), 70.0, "in flight: one expected to stream 100, one typical");
+        drop(other);
         g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
         g.streams(true, decay);
         for _ in 0..25 {
@@ -325,12 +338,17 @@ mod tests {
         let e = typical.expected_tokens(Some(400)).unwrap();
         assert!((e - 100.0).abs() < 0.5, "a quarter of what is asked streams: {e}");
         // An answer that broke off says nothing.
-        let mut g = InFlightGuard::start(&ep, Some(&typical), decay).asking(Some(100));
+        let mut g =
+            InFlightGuard::start(&ep, Some(&typical), decay).asking(Some(100), typical.expected_tokens(Some(100)));
         g.hold(None, Duration::ZERO, Some((Instant::now(), decay)));
         g.streams(true, decay);
         g.data(b"data: x\n\n");
         drop(g);
         assert!((typical.expected_tokens(Some(400)).unwrap() - 100.0).abs() < 0.5);
+        assert_eq!(ep.in_flight_mean_tokens(40.0), 0.0, "nothing in flight, nothing expected");
+        let g = InFlightGuard::start(&ep, None, decay).asking(Some(400), Some(100.0));
+        assert_eq!(ep.in_flight_mean_tokens(40.0), 100.0);
+        drop(g);
     }
 
     #[test]

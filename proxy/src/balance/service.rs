@@ -85,7 +85,7 @@ async fn attempt(req: Request<ReqBody>) -> Result<Response<RespBody>, Error> {
     let up = Request::from_parts(parts, body);
 
     let typical = (backend.endpoints.len() > 1).then_some(&backend.typical);
-    let mut guard = InFlightGuard::start(ep, typical, settings.ewma_decay).asking(target.asked_tokens);
+    let mut guard = InFlightGuard::start(ep, typical, settings.ewma_decay).asking(target.asked_tokens, own);
     let send = crate::client::send(
         &ep.pool,
         ep.addr,

@@ -1,8 +1,10 @@
-//! Finding the model a request is for, without buffering the whole request.
+//! Finding the model a request is for, and how many tokens it asks for, without buffering the
+//! whole request.
 //!
 //! - OpenAI-style JSON bodies carry it in the top-level `model` field. [`model_from_json_prefix`]
 //!   reads a *prefix* of the body (the proxy reads at most `max_sniff_bytes` and replays them), so
 //!   it scans the JSON by hand and gives up cleanly when the prefix ends first.
+//! - [`max_tokens_from_json`] reads the output-token limit the same way, for the balancer's cost.
 //! - KServe v2 (Triton) puts it in the path: `/v2/models/{name}[/versions/{v}]/infer`.
 
 /// The model name of a KServe v2 path, e.g. `/v2/models/resnet/infer` → `resnet`.
